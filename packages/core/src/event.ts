@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import { ValidationError } from './errors.js';
+
+/**
+ * An event: a plain, serialisable object. Create one with {@link createEvent}.
+ *
+ * On the wire it travels in the Rust Watchtower format (see `encodeEvent`).
+ */
+export interface Event<P = unknown, T extends string = string> {
+  /** Unique id, UUID v4 by default. Brokers that deduplicate use it as the message id. */
+  id: string;
+  /** Dotted tokens of `[A-Za-z0-9_-]`, e.g. `user.created`. */
+  type: T;
+  /** RFC 3339 timestamp in UTC. */
+  timestamp: string;
+  source?: string;
+  correlationId?: string;
+  causationId?: string;
+  /** traceparent, tracestate, idempotency keys and user headers. */
+  headers: Record<string, string>;
+  payload: P;
+}
+
+/** Optional fields for {@link createEvent}. */
+export interface EventMetadataInput {
+  /** @defaultValue a new UUID v4 */
+  id?: string;
+  /** @defaultValue now */
+  timestamp?: string | Date;
+  source?: string;
+  correlationId?: string;
+  causationId?: string;
+  /** @defaultValue `{}` */
+  headers?: Record<string, string>;
+}
+
+const EVENT_TYPE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
+
+/** True when `type` is a valid event type (dotted tokens of `[A-Za-z0-9_-]`, no wildcards). */
+export function isValidEventType(type: unknown): type is string {
+  return typeof type === 'string' && EVENT_TYPE.test(type);
+}
+
+/**
+ * Throws a `VALIDATION` error unless `type` is one or more tokens of `[A-Za-z0-9_-]`
+ * joined by dots.
+ */
+export function assertEventType(type: unknown): asserts type is string {
+  if (isValidEventType(type)) return;
+  throw new ValidationError(
+    `invalid event type ${JSON.stringify(type)}: expected dotted tokens of [A-Za-z0-9_-], e.g. "user.created"`,
+    [{ message: 'invalid event type', path: ['type'] }],
+  );
+}
+
+/**
+ * Builds an event with a fresh id and timestamp. Throws a `VALIDATION` error for an invalid
+ * event type, before anything is sent anywhere.
+ */
+export function createEvent<P, T extends string>(
+  type: T,
+  payload: P,
+  metadata?: EventMetadataInput,
+): Event<P, T> {
+  assertEventType(type);
+  const event: Event<P, T> = {
+    id: metadata?.id ?? randomUUID(),
+    type,
+    timestamp: toTimestamp(metadata?.timestamp),
+    headers: metadata?.headers === undefined ? {} : { ...metadata.headers },
+    payload,
+  };
+  if (metadata?.source !== undefined) event.source = metadata.source;
+  if (metadata?.correlationId !== undefined) event.correlationId = metadata.correlationId;
+  if (metadata?.causationId !== undefined) event.causationId = metadata.causationId;
+  return event;
+}
+
+function toTimestamp(value: string | Date | undefined): string {
+  if (value === undefined) return new Date().toISOString();
+  if (typeof value === 'string') return value;
+  if (Number.isNaN(value.getTime())) {
+    throw new ValidationError('invalid event timestamp: the Date is not valid', [
+      { message: 'invalid date', path: ['timestamp'] },
+    ]);
+  }
+  return value.toISOString();
+}

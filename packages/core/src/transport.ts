@@ -1,0 +1,207 @@
+import type { SerializationError } from './errors.js';
+import type { Event } from './event.js';
+
+/**
+ * What a transport can do, as data. The conformance suite skips cases by these flags; a
+ * transport never claims what it does not do.
+ */
+export interface TransportCapabilities {
+  /** Accepted events survive a broker restart. */
+  persistence: boolean;
+  /** A subscriber that starts later can read events published before it subscribed. */
+  replay: boolean;
+  /** `group` gives competing consumers: each event to one member of the group. */
+  consumerGroups: boolean;
+  /** A single subscriber receives the events of one type in publish order. */
+  ordering: boolean;
+  /** `nack()` and deliveries never acked are delivered again. */
+  redelivery: boolean;
+  /** `nack({ delayMs })` is honoured by the broker itself (survives a consumer crash). */
+  delayedRetry: boolean;
+  /** Delivery attempt numbers come from the broker, so they survive consumer restarts. */
+  brokerAttemptCount: boolean;
+  /** Dead letters live in the broker (survive restarts), not in process memory. */
+  nativeDlq: boolean;
+  /** `*` and `>` patterns are delivered, including dotted types. */
+  wildcards: boolean;
+  /** Event headers travel with the event. */
+  headers: boolean;
+  /** After the broker restarts or the connection is cut, subscriptions resume on their own. */
+  reconnect: boolean;
+}
+
+/** Name and capabilities of a transport. */
+export interface TransportInfo {
+  readonly name: string;
+  readonly capabilities: Readonly<TransportCapabilities>;
+}
+
+/** Connection state as reported by {@link Transport.healthCheck}. */
+export interface HealthStatus {
+  healthy: boolean;
+  /** e.g. `connected`, `reconnecting`, `closed`. */
+  state: string;
+  /** Round-trip time of the health probe, where one was made. */
+  latencyMs?: number;
+  /** What went wrong, when not healthy. */
+  message?: string;
+  /** Transport-specific details (server version, stream counts ...). */
+  details?: Record<string, unknown>;
+}
+
+/** Options of a single publish. */
+export interface PublishOptions {
+  signal?: AbortSignal;
+}
+
+/** Where a new subscription (or group) starts reading, on transports with `replay`. */
+export type StartPosition =
+  | 'new'
+  | 'earliest'
+  | { readonly sequence: number }
+  | { readonly time: Date };
+
+/** Options of {@link Transport.subscribe}. */
+export interface TransportSubscribeOptions {
+  /**
+   * Competing consumers: each event goes to one member of the group; different groups (and
+   * subscriptions without a group) each get every event.
+   */
+  group?: string;
+  /**
+   * How many deliveries may be handed out and not yet acked or nacked.
+   * @defaultValue transport-specific
+   */
+  maxInFlight?: number;
+  /**
+   * Where a new subscription or group starts, on transports with `replay`.
+   * @defaultValue `'new'`
+   */
+  startFrom?: StartPosition;
+}
+
+/** Options of {@link Delivery.nack}. */
+export interface NackOptions {
+  /**
+   * Deliver the event again (`true`) or drop it (`false`).
+   * @defaultValue true
+   */
+  requeue?: boolean;
+  /** Wait this long before the event is delivered again. */
+  delayMs?: number;
+}
+
+interface DeliveryBase {
+  /** 1 on first delivery; taken from the broker where the broker counts. */
+  readonly attempt: number;
+  /** Where it came from (subject, stream, routing key), for dead-letter records. */
+  readonly origin: string;
+  /** Confirms the delivery; the broker forgets it. */
+  ack(): Promise<void>;
+  /** Rejects the delivery: it comes again (after `delayMs`) unless `requeue` is false. */
+  nack(options?: NackOptions): Promise<void>;
+}
+
+/** A decoded event delivered by a transport. */
+export interface EventDelivery extends DeliveryBase {
+  readonly kind: 'event';
+  readonly event: Event;
+}
+
+/**
+ * Bytes that arrived but are not an event. The consumer sends them to the dead-letter queue
+ * and acks them; they never stop a subscription.
+ */
+export interface MalformedDelivery extends DeliveryBase {
+  readonly kind: 'malformed';
+  readonly raw: Uint8Array;
+  readonly error: SerializationError;
+}
+
+/** What a {@link TransportSubscription} yields. */
+export type Delivery = EventDelivery | MalformedDelivery;
+
+/**
+ * A live subscription: iterate it for deliveries. Iteration ends after `unsubscribe()` or
+ * when the transport closes.
+ */
+export interface TransportSubscription extends AsyncIterable<Delivery> {
+  readonly pattern: string;
+  unsubscribe(): Promise<void>;
+}
+
+/** Why an event ended in the dead-letter queue. */
+export interface DeadLetterReason {
+  /** What went wrong, readable. */
+  message: string;
+  /** An `ErrorCode` or the thrown error's code. */
+  code: string;
+  /** Delivery attempts made. */
+  attempts: number;
+  /** RFC 3339 time of the last failure. */
+  failedAt: string;
+  /** Type of the event, or the origin of bytes that never decoded. */
+  originalType: string;
+  /** The subscription (pattern or group) that gave up on it. */
+  subscription?: string;
+}
+
+/** Bytes that could not be decoded, bound for the dead-letter queue. */
+export interface MalformedMessage {
+  readonly raw: Uint8Array;
+  /** Subject, stream or queue it arrived on. */
+  readonly origin: string;
+}
+
+/** An entry of a dead-letter queue. Exactly one of `event` and `raw` is set. */
+export interface DeadLetter {
+  event?: Event;
+  raw?: Uint8Array;
+  reason: DeadLetterReason;
+}
+
+/** Receives dead letters from {@link Transport.consumeDlq}. A throw leaves the entry for later. */
+export type DeadLetterHandler = (deadLetter: DeadLetter) => void | Promise<void>;
+
+/** Options of {@link Transport.consumeDlq}. */
+export interface ConsumeDlqOptions {
+  /** Competing DLQ consumers share a group. */
+  group?: string;
+  /** Read dead letters written before this call too. @defaultValue true */
+  fromStart?: boolean;
+}
+
+/** An active callback subscription. */
+export interface SubscriptionHandle {
+  readonly id: string;
+  /** Stops delivery; resolves when in-flight handlers have finished. Idempotent. */
+  unsubscribe(): Promise<void>;
+}
+
+/** Options of {@link Transport.close}. */
+export interface CloseOptions {
+  /**
+   * How long to wait for in-flight work before closing the connection anyway.
+   * @defaultValue 10000
+   */
+  timeoutMs?: number;
+}
+
+/**
+ * One broker behind one contract. Implemented by every transport package; used by `EventBus`.
+ */
+export interface Transport {
+  readonly info: TransportInfo;
+  /** Connects; idempotent. Rejects with a `CONNECTION` error when the broker cannot be reached. */
+  connect(): Promise<void>;
+  /** Resolves when the broker has the event (confirm/ack) on persistent transports. */
+  publish(event: Event, options?: PublishOptions): Promise<void>;
+  subscribe(pattern: string, options?: TransportSubscribeOptions): Promise<TransportSubscription>;
+  /** Never rejects: failures are reported as `healthy: false`. */
+  healthCheck(): Promise<HealthStatus>;
+  /** Resolves when the dead letter is stored. */
+  publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void>;
+  consumeDlq(handler: DeadLetterHandler, options?: ConsumeDlqOptions): Promise<SubscriptionHandle>;
+  /** Graceful and idempotent: drains, then closes connections. */
+  close(options?: CloseOptions): Promise<void>;
+}
