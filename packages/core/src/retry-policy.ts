@@ -1,0 +1,286 @@
+import pRetry from 'p-retry';
+import { sleep, systemClock, type Clock } from './clock.js';
+import { configError, isWatchtowerError } from './errors.js';
+
+/**
+ * How the delay grows from one retry to the next (before the `maxDelayMs` cap and jitter):
+ * `exponential` is `minDelayMs * factor^(retry-1)`, `fixed` is `minDelayMs`, `fibonacci` is
+ * `minDelayMs * fib(retry)` with fib = 1, 1, 2, 3, 5, ...
+ */
+export type RetryStrategy = 'exponential' | 'fixed' | 'fibonacci';
+
+/** Options of {@link RetryPolicy}. */
+export interface RetryPolicyOptions {
+  /**
+   * How delays grow.
+   * @defaultValue `'exponential'`
+   */
+  strategy?: RetryStrategy;
+  /**
+   * How many times a failed operation is tried again after the first try: 0 means it is tried
+   * exactly once. An integer >= 0, or `Infinity`.
+   * @defaultValue 3
+   */
+  maxAttempts?: number;
+  /**
+   * Delay before the first retry, and the unit the strategies multiply. Finite, >= 0.
+   * @defaultValue 100
+   */
+  minDelayMs?: number;
+  /**
+   * Cap on any delay, applied before jitter. Finite, >= `minDelayMs`.
+   * @defaultValue 30000
+   */
+  maxDelayMs?: number;
+  /**
+   * Growth factor of `exponential`; ignored by the other strategies. Finite, >= 1.
+   * @defaultValue 2
+   */
+  factor?: number;
+  /**
+   * Share of the delay that is random: the delay is drawn uniformly from
+   * `[d * (1 - jitter), d]`, so it never exceeds the computed delay `d`. 0 makes delays
+   * deterministic. In [0, 1].
+   * @defaultValue 0.2
+   */
+  jitter?: number;
+  /**
+   * Source of time for the waits; pass a `FakeClock` in tests.
+   * @defaultValue `systemClock`
+   */
+  clock?: Clock;
+  /**
+   * Source of jitter, returning a number in [0, 1); pass a fixed function in tests.
+   * @defaultValue `Math.random`
+   */
+  random?: () => number;
+}
+
+/** Options of one {@link RetryPolicy.execute} call. */
+export interface RetryExecuteOptions {
+  /**
+   * Aborting ends a pending wait at once and `execute` rejects with the signal's reason; no
+   * further attempt starts. An attempt already running is not interrupted (give `fn` the signal
+   * for that): if it succeeds, `execute` resolves with its value.
+   */
+  signal?: AbortSignal;
+  /**
+   * Whether a failure is worth another try; false rejects with that error at once.
+   * @defaultValue {@link isRetryableError}
+   */
+  isRetryable?: (error: unknown) => boolean;
+  /** Called when a retry has been decided, before the wait. `retry` is 1 for the first retry. */
+  onRetry?: (error: unknown, retry: number, delayMs: number) => void;
+}
+
+/** The default `isRetryable`: a Watchtower error's own `retryable` flag; anything else is retried. */
+export function isRetryableError(error: unknown): boolean {
+  return isWatchtowerError(error) ? error.retryable : true;
+}
+
+/** The defaults of every {@link RetryPolicyOptions} field. */
+export const DEFAULT_RETRY_OPTIONS: Readonly<Required<RetryPolicyOptions>> = Object.freeze({
+  strategy: 'exponential',
+  maxAttempts: 3,
+  minDelayMs: 100,
+  maxDelayMs: 30_000,
+  factor: 2,
+  jitter: 0.2,
+  clock: systemClock,
+  random: Math.random,
+});
+
+/**
+ * p-retry turns a thrown non-Error into a TypeError and gives up on it at once; boxing it
+ * keeps the value as thrown and lets `isRetryable` decide like for any other error.
+ */
+class ThrownValue extends Error {
+  constructor(readonly value: unknown) {
+    super('a non-Error value was thrown');
+  }
+}
+
+function unbox(error: unknown): unknown {
+  return error instanceof ThrownValue ? error.value : error;
+}
+
+/**
+ * Retries a failing async operation with growing delays. Built on p-retry, which decides when
+ * to stop; the waits run on the policy's clock so tests can step through them.
+ *
+ * One p-retry rule remains: a `TypeError` that is not a network error (e.g. not
+ * `fetch failed`) is treated as a bug and rejected at once, without consulting `isRetryable`.
+ */
+export class RetryPolicy {
+  readonly #options: Readonly<Required<RetryPolicyOptions>>;
+
+  /** @throws a `CONFIG` error naming the field when an option is invalid. */
+  constructor(options: RetryPolicyOptions = {}) {
+    const d = DEFAULT_RETRY_OPTIONS;
+    const merged: Required<RetryPolicyOptions> = {
+      strategy: options.strategy ?? d.strategy,
+      maxAttempts: options.maxAttempts ?? d.maxAttempts,
+      minDelayMs: options.minDelayMs ?? d.minDelayMs,
+      maxDelayMs: options.maxDelayMs ?? d.maxDelayMs,
+      factor: options.factor ?? d.factor,
+      jitter: options.jitter ?? d.jitter,
+      clock: options.clock ?? d.clock,
+      random: options.random ?? d.random,
+    };
+    validate(merged);
+    this.#options = Object.freeze(merged);
+  }
+
+  /** Retries after the first try (0 = no retry). */
+  get maxAttempts(): number {
+    return this.#options.maxAttempts;
+  }
+
+  /**
+   * The wait before retry number `retry` (1 = the first retry): the strategy's delay, capped at
+   * `maxDelayMs`, then jittered down by up to `jitter` of it.
+   *
+   * @throws a `CONFIG` error naming `retry` unless it is an integer >= 1.
+   */
+  delayFor(retry: number): number {
+    if (!Number.isInteger(retry) || retry < 1) {
+      throw configError('retry', `must be an integer >= 1, got ${String(retry)}`);
+    }
+    const { jitter, random } = this.#options;
+    const delay = this.#baseDelay(retry);
+    if (jitter === 0 || delay === 0) return delay;
+    return delay * (1 - jitter) + delay * jitter * random();
+  }
+
+  /** True while `retriesDone` retries leave room for another under `maxAttempts`. */
+  canRetry(retriesDone: number): boolean {
+    return retriesDone < this.#options.maxAttempts;
+  }
+
+  /**
+   * Calls `fn` (with the attempt number, 1 for the first try) until it resolves, a failure is
+   * not retryable, `maxAttempts` retries have failed, or `signal` aborts. Waits `delayFor(n)`
+   * before retry n.
+   *
+   * Resolves with `fn`'s value; otherwise rejects with the last error exactly as `fn` threw it,
+   * or with the signal's reason. A throw from `isRetryable` or `onRetry` rejects with that
+   * error and ends the retries.
+   */
+  async execute<T>(
+    fn: (attempt: number) => Promise<T>,
+    options: RetryExecuteOptions = {},
+  ): Promise<T> {
+    const { signal, onRetry } = options;
+    const isRetryable = options.isRetryable ?? isRetryableError;
+    const { clock, maxAttempts } = this.#options;
+    signal?.throwIfAborted();
+    try {
+      return await pRetry(
+        async (attempt) => {
+          try {
+            return await fn(attempt);
+          } catch (error) {
+            throw error instanceof Error ? error : new ThrownValue(error);
+          }
+        },
+        {
+          retries: maxAttempts,
+          // p-retry must never sleep on the real clock: the wait happens in shouldRetry below.
+          minTimeout: 0,
+          maxTimeout: 0,
+          factor: 1,
+          randomize: false,
+          // The signal is not handed to p-retry: it would reject after a successful attempt,
+          // reporting as failed a publish the broker has in fact accepted.
+          shouldRetry: async ({ error, retriesConsumed }) => {
+            const original = unbox(error);
+            if (!isRetryable(original)) return false;
+            signal?.throwIfAborted();
+            const retry = retriesConsumed + 1;
+            const delayMs = this.delayFor(retry);
+            onRetry?.(original, retry, delayMs);
+            await sleep(clock, delayMs, signal);
+            return true;
+          },
+        },
+      );
+    } catch (error) {
+      throw unbox(error);
+    }
+  }
+
+  #baseDelay(retry: number): number {
+    const { strategy, minDelayMs, maxDelayMs, factor } = this.#options;
+    // Also keeps 0 * Infinity (NaN) out of the growth formulas below.
+    if (minDelayMs === 0) return 0;
+    switch (strategy) {
+      case 'fixed':
+        return Math.min(minDelayMs, maxDelayMs);
+      case 'exponential':
+        return Math.min(minDelayMs * factor ** (retry - 1), maxDelayMs);
+      case 'fibonacci': {
+        let previous = 0;
+        let current = 1;
+        // Stop once the cap is reached: the loop stays short even for huge retry numbers.
+        for (let i = 1; i < retry && minDelayMs * current < maxDelayMs; i++) {
+          [previous, current] = [current, previous + current];
+        }
+        return Math.min(minDelayMs * current, maxDelayMs);
+      }
+    }
+  }
+}
+
+const STRATEGIES: ReadonlySet<string> = new Set<RetryStrategy>([
+  'exponential',
+  'fixed',
+  'fibonacci',
+]);
+
+function validate(options: Required<RetryPolicyOptions>): void {
+  const { strategy, maxAttempts, minDelayMs, maxDelayMs, factor, jitter, clock, random } = options;
+  if (!STRATEGIES.has(strategy)) {
+    throw configError(
+      'strategy',
+      `must be 'exponential', 'fixed' or 'fibonacci', got ${JSON.stringify(strategy)}`,
+    );
+  }
+  if (
+    !(Number.isInteger(maxAttempts) || maxAttempts === Number.POSITIVE_INFINITY) ||
+    maxAttempts < 0
+  ) {
+    throw configError(
+      'maxAttempts',
+      `must be an integer >= 0 or Infinity, got ${String(maxAttempts)}`,
+    );
+  }
+  if (!isFiniteNumber(minDelayMs) || minDelayMs < 0) {
+    throw configError('minDelayMs', `must be a finite number >= 0, got ${String(minDelayMs)}`);
+  }
+  if (!isFiniteNumber(maxDelayMs) || maxDelayMs < minDelayMs) {
+    throw configError(
+      'maxDelayMs',
+      `must be a finite number >= minDelayMs (${minDelayMs}), got ${String(maxDelayMs)}`,
+    );
+  }
+  if (!isFiniteNumber(factor) || factor < 1) {
+    throw configError('factor', `must be a finite number >= 1, got ${String(factor)}`);
+  }
+  if (!isFiniteNumber(jitter) || jitter < 0 || jitter > 1) {
+    throw configError('jitter', `must be a number in [0, 1], got ${String(jitter)}`);
+  }
+  if (
+    typeof clock !== 'object' ||
+    clock === null ||
+    typeof clock.now !== 'function' ||
+    typeof clock.setTimeout !== 'function' ||
+    typeof clock.clearTimeout !== 'function'
+  ) {
+    throw configError('clock', 'must have now(), setTimeout() and clearTimeout()');
+  }
+  if (typeof random !== 'function') throw configError('random', 'must be a function');
+}
+
+function isFiniteNumber(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value);
+}
