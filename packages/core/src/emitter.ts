@@ -6,7 +6,7 @@ export type EventMap = Record<string, unknown[]>;
  * throws is reported to `onListenerError` and never breaks the emitter or other listeners.
  */
 export class Emitter<Events extends EventMap> {
-  readonly #listeners = new Map<keyof Events, Set<(...args: never[]) => void>>();
+  readonly #listeners = new Map<keyof Events, Set<(...args: unknown[]) => void>>();
 
   constructor(private readonly onListenerError: (error: unknown) => void = reportListenerError) {}
 
@@ -16,9 +16,9 @@ export class Emitter<Events extends EventMap> {
       set = new Set();
       this.#listeners.set(name, set);
     }
-    set.add(listener as (...args: never[]) => void);
+    set.add(listener as unknown as (...args: unknown[]) => void);
     return () => {
-      set.delete(listener as (...args: never[]) => void);
+      set.delete(listener as unknown as (...args: unknown[]) => void);
     };
   }
 
@@ -27,7 +27,7 @@ export class Emitter<Events extends EventMap> {
     if (set === undefined || set.size === 0) return;
     for (const listener of set) {
       try {
-        (listener as (...a: Events[K]) => void)(...args);
+        listener(...args);
       } catch (error) {
         this.onListenerError(error);
       }

@@ -1,0 +1,1039 @@
+import { BackpressureController, type BackpressureOptions, type BackpressureStats } from './backpressure.js';
+import {
+  CircuitBreaker,
+  type CircuitBreakerOptions,
+  type CircuitBreakerStats,
+  type CircuitState,
+} from './circuit-breaker.js';
+import { sleep, systemClock, type Clock } from './clock.js';
+import { Emitter } from './emitter.js';
+import {
+  ClosedError,
+  ErrorCode,
+  TimeoutError,
+  ValidationError,
+  configError,
+  describeError,
+  isWatchtowerError,
+  toWatchtowerError,
+  type WatchtowerError,
+} from './errors.js';
+import { assertEventType, createEvent, type Event, type EventMetadataInput } from './event.js';
+import { compilePattern, type CompiledPattern } from './pattern.js';
+import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
+import {
+  runSchema,
+  type EventCatalog,
+  type SchemaInput,
+  type SchemaOutcome,
+  type SchemaOutput,
+  type StandardSchemaV1,
+  type TypesMatching,
+} from './schema.js';
+import type {
+  DeadLetter,
+  DeadLetterReason,
+  Delivery,
+  StartPosition,
+  SubscriptionHandle,
+  Transport,
+  TransportSubscription,
+} from './transport.js';
+
+/** How payloads that fail their schema are treated. */
+export type ValidationMode = 'strict' | 'warn' | 'ignore';
+
+/** Where the bus reports what it cannot throw to a caller. */
+export interface Logger {
+  warn(message: string, details?: Record<string, unknown>): void;
+  error(message: string, details?: Record<string, unknown>): void;
+}
+
+/** Writes warnings and errors to the console. */
+export const consoleLogger: Logger = {
+  warn: (message, details) => console.warn(`[watchtower] ${message}`, details ?? ''),
+  error: (message, details) => console.error(`[watchtower] ${message}`, details ?? ''),
+};
+
+/** Per-subscription options of {@link EventBus.subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * Competing consumers: each event goes to one member of the group. Without a group every
+   * subscription gets every event.
+   */
+  group?: string;
+  /**
+   * Handlers of this subscription running at the same time. 1 keeps publish order per type.
+   * @defaultValue 1
+   */
+  concurrency?: number;
+  /**
+   * A handler still running after this long fails with a `TIMEOUT` error (its `signal`
+   * aborts) and the event is retried. 0 turns the limit off.
+   * @defaultValue 30000
+   */
+  timeoutMs?: number;
+  /**
+   * Redelivery of failed events: `maxAttempts` is how many times an event is delivered again
+   * after its first failure (0 = dead-letter on the first failure); the delay before each
+   * redelivery follows the strategy. Then the event goes to the dead-letter queue.
+   * @defaultValue the bus's `subscriptionDefaults.retry`, else `DEFAULT_RETRY_OPTIONS`
+   */
+  retry?: RetryPolicyOptions;
+  /**
+   * Deliveries the transport may hand out before they are acked.
+   * @defaultValue the transport's default
+   */
+  maxInFlight?: number;
+  /** Where a new subscription starts, on transports with `replay`. @defaultValue `'new'` */
+  startFrom?: StartPosition;
+  /** Aborting unsubscribes. */
+  signal?: AbortSignal;
+  /**
+   * Name used in dead-letter reasons and logs.
+   * @defaultValue the group, else the patterns joined by `,`
+   */
+  name?: string;
+}
+
+/** What a handler learns about the delivery besides the event. */
+export interface HandlerContext {
+  /** 1 on first delivery. */
+  readonly attempt: number;
+  /** Aborts when the handler times out or the bus closes without waiting for it. */
+  readonly signal: AbortSignal;
+  /** The subscription's name. */
+  readonly subscription: string;
+}
+
+/** Handles one event. Throwing (or rejecting) fails the delivery: it is retried, then dead-lettered. */
+export type EventHandler<E extends Event = Event> = (
+  event: E,
+  context: HandlerContext,
+) => unknown;
+
+/** The event type a handler of `Pattern` receives with catalog `C`. */
+export type EventFor<C extends EventCatalog, Pattern extends string> = string extends keyof C
+  ? Event
+  : [TypesMatching<C, Pattern>] extends [never]
+    ? Event
+    : { [K in TypesMatching<C, Pattern>]: Event<SchemaOutput<C[K]>, K> }[TypesMatching<C, Pattern>];
+
+/** Options of {@link EventBus}. */
+export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
+  /** The broker. The bus connects it on first use and closes it in `close()`. */
+  transport: Transport;
+  /** Payload schemas by event type, from `defineEvents`. */
+  events?: C;
+  /**
+   * `strict`: a payload that fails its schema is rejected on publish and dead-lettered on
+   * consume, and with a catalog an event type it does not list is rejected the same way;
+   * `warn`: logged and let through; `ignore`: schemas are not run.
+   * @defaultValue `'strict'`
+   */
+  validation?: ValidationMode;
+  /** Set as `source` on events the bus creates from `publish(type, payload)`. */
+  source?: string;
+  /** The publish circuit breaker. */
+  circuitBreaker?: CircuitBreakerOptions;
+  /** The publish queue. */
+  backpressure?: BackpressureOptions;
+  /**
+   * Retries of a failed publish (retryable errors only).
+   * @defaultValue `DEFAULT_RETRY_OPTIONS`
+   */
+  retry?: RetryPolicyOptions;
+  /**
+   * Publishes sent to the transport at once and not yet confirmed.
+   * @defaultValue 256
+   */
+  publishConcurrency?: number;
+  /** Defaults for every `subscribe` call. */
+  subscriptionDefaults?: Pick<SubscribeOptions, 'concurrency' | 'timeoutMs' | 'retry' | 'maxInFlight'>;
+  /**
+   * How long `close()` waits for queued publishes and running handlers.
+   * @defaultValue 10000
+   */
+  closeTimeoutMs?: number;
+  /** @defaultValue `consoleLogger` */
+  logger?: Logger;
+  /** @defaultValue `systemClock` */
+  clock?: Clock;
+}
+
+/** Defaults of {@link EventBusOptions} and {@link SubscribeOptions}. */
+export const DEFAULT_EVENT_BUS_OPTIONS = {
+  validation: 'strict',
+  publishConcurrency: 256,
+  closeTimeoutMs: 10_000,
+  concurrency: 1,
+  timeoutMs: 30_000,
+} as const;
+
+/** A snapshot from {@link EventBus.stats}. */
+export interface EventBusStats {
+  /** Publishes confirmed by the transport. */
+  published: number;
+  /** Publishes that rejected after admission (transport failure, circuit open, dropped). */
+  publishFailed: number;
+  /** Deliveries received from the transport. */
+  received: number;
+  /** Deliveries handled and acked. */
+  handled: number;
+  /** Handler failures (thrown, rejected or timed out). */
+  handlerFailures: number;
+  /** Failed deliveries handed back for another attempt. */
+  retried: number;
+  /** Events and malformed messages written to the dead-letter queue. */
+  deadLettered: number;
+  /** Payloads that failed their schema (publish and consume). */
+  validationFailures: number;
+  /** Deliveries whose bytes did not decode. */
+  malformed: number;
+  /** Handlers running now. */
+  activeHandlers: number;
+  /** Live subscriptions. */
+  subscriptions: number;
+  circuitBreaker: CircuitBreakerStats;
+  backpressure: BackpressureStats;
+}
+
+/** Listener signatures of {@link EventBus.on}. */
+export type EventBusEvents = {
+  /** Something failed that no caller can be told about (ack failed, DLQ write failed ...). */
+  error: [error: WatchtowerError, context: { subscription?: string; eventId?: string }];
+  /** A dead letter was written. */
+  deadLetter: [deadLetter: DeadLetter];
+  /** The publish circuit breaker changed state. */
+  circuitStateChange: [to: CircuitState, from: CircuitState];
+  /** The publish queue crossed its warning threshold. */
+  backpressureWarning: [stats: BackpressureStats];
+};
+
+interface PublishEntry {
+  readonly event: Event;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+const NOT_SET = Symbol('not set');
+
+type Counters = Omit<
+  EventBusStats,
+  'circuitBreaker' | 'backpressure' | 'activeHandlers' | 'subscriptions'
+>;
+
+/**
+ * The Subscriber: publish and subscribe over any {@link Transport}, with schema validation,
+ * backpressure, a circuit breaker and retries on publish, and per-subscription concurrency,
+ * timeouts, redelivery and dead-lettering on consume. Nothing is acked that was not handled
+ * or dead-lettered.
+ */
+export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDisposable {
+  readonly transport: Transport;
+  readonly #catalog: Readonly<Record<string, StandardSchemaV1>> | undefined;
+  readonly #validation: ValidationMode;
+  readonly #source: string | undefined;
+  readonly #breaker: CircuitBreaker;
+  readonly #queue: BackpressureController<PublishEntry>;
+  readonly #retry: RetryPolicy;
+  readonly #publishConcurrency: number;
+  readonly #subscriptionDefaults: NonNullable<EventBusOptions['subscriptionDefaults']>;
+  readonly #closeTimeoutMs: number;
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #emitter = new Emitter<EventBusEvents>();
+  readonly #subscriptions = new Set<BusSubscription>();
+  readonly #closeController = new AbortController();
+  readonly #counters: Counters = {
+    published: 0,
+    publishFailed: 0,
+    received: 0,
+    handled: 0,
+    handlerFailures: 0,
+    retried: 0,
+    deadLettered: 0,
+    validationFailures: 0,
+    malformed: 0,
+  };
+  #connecting: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+  #flushed: (() => void) | undefined;
+
+  /** @throws a `CONFIG` error naming the field when an option is invalid. */
+  constructor(options: EventBusOptions<C>) {
+    if (options === undefined || typeof options.transport?.publish !== 'function') {
+      throw configError('transport', 'a Transport is required');
+    }
+    this.transport = options.transport;
+    this.#validation = options.validation ?? DEFAULT_EVENT_BUS_OPTIONS.validation;
+    if (!['strict', 'warn', 'ignore'].includes(this.#validation)) {
+      throw configError('validation', 'must be "strict", "warn" or "ignore"');
+    }
+    if (options.events !== undefined && (typeof options.events !== 'object' || options.events === null)) {
+      throw configError('events', 'must be a catalog from defineEvents()');
+    }
+    this.#catalog = options.events;
+    if (options.source !== undefined && typeof options.source !== 'string') {
+      throw configError('source', 'must be a string');
+    }
+    this.#source = options.source;
+    this.#publishConcurrency = positiveInteger(
+      'publishConcurrency',
+      options.publishConcurrency ?? DEFAULT_EVENT_BUS_OPTIONS.publishConcurrency,
+    );
+    this.#closeTimeoutMs = nonNegative(
+      'closeTimeoutMs',
+      options.closeTimeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.closeTimeoutMs,
+    );
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? consoleLogger;
+    this.#subscriptionDefaults = options.subscriptionDefaults ?? {};
+    // Checked here so that a bad default fails at construction, not at the first subscribe.
+    resolveSubscribeOptions({}, this.#subscriptionDefaults, this.#clock);
+
+    this.#breaker = new CircuitBreaker({ clock: this.#clock, name: 'publish', ...options.circuitBreaker });
+    this.#retry = new RetryPolicy({ clock: this.#clock, ...options.retry });
+    this.#queue = new BackpressureController<PublishEntry>({ clock: this.#clock, ...options.backpressure });
+    this.#queue.on('dropped', (entry, error) => {
+      this.#counters.publishFailed++;
+      entry.reject(error);
+    });
+    this.#queue.on('warning', (stats) => {
+      this.#logger.warn('publish queue is filling up', { ...stats, fillRatio: stats.fillRatio() });
+      this.#emitter.emit('backpressureWarning', stats);
+    });
+    this.#breaker.on('stateChange', (to, from) => this.#emitter.emit('circuitStateChange', to, from));
+  }
+
+  /** Connects the transport. Called on first use; calling it early surfaces errors early. */
+  connect(): Promise<void> {
+    if (this.#closing !== undefined) return Promise.reject(new ClosedError('the event bus is closed'));
+    this.#connecting ??= this.transport.connect().catch((error: unknown) => {
+      this.#connecting = undefined;
+      throw toWatchtowerError(error, ErrorCode.CONNECTION);
+    });
+    return this.#connecting;
+  }
+
+  /**
+   * Publishes an event. Resolves when the transport has confirmed it; rejects with
+   * `VALIDATION` (bad type or payload, before anything is queued), `BACKPRESSURE_FULL` /
+   * `BACKPRESSURE_DROPPED`, `CIRCUIT_OPEN`, `CLOSED` or the transport's error after retries.
+   */
+  publish<T extends keyof C & string>(
+    type: T,
+    payload: SchemaInput<C[T]>,
+    metadata?: EventMetadataInput,
+  ): Promise<void>;
+  publish(event: Event): Promise<void>;
+  publish(eventOrType: Event | string, payload?: unknown, metadata?: EventMetadataInput): Promise<void> {
+    if (this.#closing !== undefined) return Promise.reject(new ClosedError('the event bus is closed'));
+    let event: Event;
+    try {
+      event =
+        typeof eventOrType === 'string'
+          ? createEvent(eventOrType, payload, this.#withSource(metadata))
+          : checkEvent(eventOrType);
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    const schema = this.#schemaFor(event.type, NOT_SET);
+    if (schema === NOT_SET) return this.#enqueue(event);
+    if (schema instanceof ValidationError) {
+      this.#counters.validationFailures++;
+      return Promise.reject(schema);
+    }
+    const outcome = runSchema(schema, event.payload, `payload of "${event.type}"`);
+    if (outcome instanceof Promise) return outcome.then((settled) => this.#afterValidation(event, settled));
+    return this.#afterValidation(event, outcome);
+  }
+
+  /**
+   * Calls `handler` for every event whose type matches one of `eventTypes` (exact types or
+   * patterns: `*` one token, `>` the rest). Resolves once the transport subscriptions are
+   * live. An event matching several of the patterns is handled once.
+   */
+  async subscribe<P extends string>(
+    eventTypes: P | readonly P[],
+    handler: EventHandler<EventFor<C, P>>,
+    options: SubscribeOptions = {},
+  ): Promise<SubscriptionHandle> {
+    if (this.#closing !== undefined) throw new ClosedError('the event bus is closed');
+    const patterns: readonly string[] = typeof eventTypes === 'string' ? [eventTypes] : eventTypes;
+    if (!Array.isArray(patterns) || patterns.length === 0) {
+      throw configError('eventTypes', 'give at least one event type or pattern');
+    }
+    if (typeof handler !== 'function') throw configError('handler', 'must be a function');
+    const compiled = patterns.map((pattern) => compilePattern(pattern));
+    const resolved = resolveSubscribeOptions(options, this.#subscriptionDefaults, this.#clock);
+    options.signal?.throwIfAborted();
+    await this.connect();
+
+    const subscription = new BusSubscription(this.#host(), compiled, handler as EventHandler, resolved);
+    const transportSubs: TransportSubscription[] = [];
+    try {
+      for (const pattern of compiled) {
+        transportSubs.push(
+          await this.transport.subscribe(pattern.source, {
+            ...(resolved.group === undefined ? {} : { group: resolved.group }),
+            ...(resolved.maxInFlight === undefined ? {} : { maxInFlight: resolved.maxInFlight }),
+            ...(resolved.startFrom === undefined ? {} : { startFrom: resolved.startFrom }),
+          }),
+        );
+      }
+    } catch (error) {
+      await Promise.allSettled(transportSubs.map((sub) => sub.unsubscribe()));
+      throw toWatchtowerError(error);
+    }
+    this.#subscriptions.add(subscription);
+    subscription.start(transportSubs, () => this.#subscriptions.delete(subscription));
+    if (options.signal !== undefined) {
+      options.signal.addEventListener('abort', () => void subscription.unsubscribe(), { once: true });
+    }
+    return subscription;
+  }
+
+  /** Stops a subscription; resolves when its running handlers have finished. Idempotent. */
+  unsubscribe(handle: SubscriptionHandle): Promise<void> {
+    return handle.unsubscribe();
+  }
+
+  /** Adds a listener; returns a function that removes it. */
+  on<K extends keyof EventBusEvents>(name: K, listener: (...args: EventBusEvents[K]) => void): () => void {
+    return this.#emitter.on(name, listener);
+  }
+
+  /** A snapshot of the counters and of the circuit breaker and publish queue. */
+  stats(): EventBusStats {
+    let activeHandlers = 0;
+    for (const subscription of this.#subscriptions) activeHandlers += subscription.active;
+    return {
+      ...this.#counters,
+      activeHandlers,
+      subscriptions: this.#subscriptions.size,
+      circuitBreaker: this.#breaker.stats(),
+      backpressure: this.#queue.stats(),
+    };
+  }
+
+  /** The publish circuit breaker's stats. */
+  circuitBreakerStats(): CircuitBreakerStats {
+    return this.#breaker.stats();
+  }
+
+  /** The publish queue's stats; `fillRatio()` is its fill level in [0, 1]. */
+  backpressureStats(): BackpressureStats {
+    return this.#queue.stats();
+  }
+
+  /** Asks the transport; never rejects. */
+  healthCheck(): ReturnType<Transport['healthCheck']> {
+    return this.transport.healthCheck().catch((error: unknown) => ({
+      healthy: false,
+      state: 'unknown',
+      message: describeError(error),
+    }));
+  }
+
+  /**
+   * Graceful and idempotent: refuses new publishes (`CLOSED`), sends what is queued, stops
+   * the subscriptions, waits for running handlers, then closes the transport, all within
+   * `timeoutMs`. Every step runs even when an earlier one fails; the first failure rejects.
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    this.#closing ??= this.#close(nonNegative('timeoutMs', options.timeoutMs ?? this.#closeTimeoutMs));
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ---- publish path -------------------------------------------------------------------
+
+  #withSource(metadata: EventMetadataInput | undefined): EventMetadataInput | undefined {
+    if (this.#source === undefined || metadata?.source !== undefined) return metadata;
+    return { ...metadata, source: this.#source };
+  }
+
+  /**
+   * The schema of `type`; `fallback` when nothing is to be checked; a ValidationError when
+   * strict validation with a catalog meets a type the catalog does not list.
+   */
+  #schemaFor<F>(type: string, fallback: F): StandardSchemaV1 | ValidationError | F {
+    if (this.#catalog === undefined || this.#validation === 'ignore') return fallback;
+    const schema = Object.hasOwn(this.#catalog, type) ? this.#catalog[type] : undefined;
+    if (schema !== undefined) return schema;
+    if (this.#validation === 'strict') {
+      return new ValidationError(`unknown event type "${type}": it is not in the event catalog`);
+    }
+    return fallback;
+  }
+
+  #afterValidation(event: Event, outcome: SchemaOutcome): Promise<void> {
+    if (outcome.ok) {
+      return this.#enqueue(outcome.value === event.payload ? event : { ...event, payload: outcome.value });
+    }
+    this.#counters.validationFailures++;
+    if (this.#validation === 'strict') return Promise.reject(outcome.error);
+    this.#logger.warn(outcome.error.message, { eventId: event.id, type: event.type });
+    return this.#enqueue(event);
+  }
+
+  #enqueue(event: Event): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const admitted = this.#queue.admit({ event, resolve, reject });
+      if (admitted === undefined) this.#pump();
+      else admitted.then(() => this.#pump(), reject);
+    });
+  }
+
+  #pump(): void {
+    const queue = this.#queue;
+    while (queue.size - queue.waiting < this.#publishConcurrency) {
+      const entry = queue.take();
+      if (entry === undefined) return;
+      this.#send(entry);
+    }
+  }
+
+  #send(entry: PublishEntry): void {
+    let sent: Promise<void>;
+    try {
+      this.#breaker.acquire();
+      sent = this.transport.publish(entry.event);
+    } catch (error) {
+      sent = Promise.reject(error as Error);
+    }
+    sent.then(
+      () => {
+        this.#breaker.recordSuccess();
+        this.#settle(entry, undefined);
+      },
+      (error: unknown) => this.#retryPublish(entry, error),
+    );
+  }
+
+  #retryPublish(entry: PublishEntry, firstError: unknown): void {
+    if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) {
+      this.#settle(entry, firstError);
+      return;
+    }
+    this.#breaker.recordFailure(firstError);
+    if (this.#retry.maxAttempts === 0 || !isRetryableError(firstError)) {
+      this.#settle(entry, toWatchtowerError(firstError));
+      return;
+    }
+    // The first attempt already ran on the fast path; replaying its failure lets the policy
+    // count it and wait before the first real retry.
+    let replayed = false;
+    this.#retry
+      .execute(
+        async () => {
+          if (!replayed) {
+            replayed = true;
+            throw firstError;
+          }
+          this.#breaker.acquire();
+          try {
+            await this.transport.publish(entry.event);
+          } catch (error) {
+            this.#breaker.recordFailure(error);
+            throw error;
+          }
+          this.#breaker.recordSuccess();
+        },
+        {
+          signal: this.#closeController.signal,
+          isRetryable: (error) => !isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && isRetryableError(error),
+        },
+      )
+      .then(
+        () => this.#settle(entry, undefined),
+        (error: unknown) => this.#settle(entry, toWatchtowerError(error)),
+      );
+  }
+
+  #settle(entry: PublishEntry, error: unknown): void {
+    this.#queue.release();
+    if (error === undefined) {
+      this.#counters.published++;
+      entry.resolve();
+    } else {
+      this.#counters.publishFailed++;
+      entry.reject(error);
+    }
+    if (this.#flushed !== undefined && this.#queue.size === 0) this.#flushed();
+    this.#pump();
+  }
+
+  // ---- consume path --------------------------------------------------------------------
+
+  /** What a subscription needs from its bus; kept off the public surface. */
+  #host(): SubscriptionHost {
+    return {
+      transport: this.transport,
+      clock: this.#clock,
+      closeSignal: this.#closeController.signal,
+      writeRetry: this.#retry,
+      needsValidation: this.#catalog !== undefined && this.#validation !== 'ignore',
+      count: (counter) => {
+        this.#counters[counter]++;
+      },
+      reportError: (error, context) => {
+        const wrapped = toWatchtowerError(error);
+        if (this.#emitter.hasListeners('error')) this.#emitter.emit('error', wrapped, context);
+        else this.#logger.error(wrapped.message, { code: wrapped.code, ...context });
+      },
+      emitDeadLetter: (letter) => this.#emitter.emit('deadLetter', letter),
+      validateConsumed: (event) => this.#validateConsumed(event),
+    };
+  }
+
+  async #validateConsumed(event: Event): Promise<{ event: Event } | { error: ValidationError }> {
+    const schema = this.#schemaFor(event.type, NOT_SET);
+    if (schema === NOT_SET) return { event };
+    if (schema instanceof ValidationError) {
+      this.#counters.validationFailures++;
+      return { error: schema };
+    }
+    const outcome = await runSchema(schema, event.payload, `payload of "${event.type}"`);
+    if (outcome.ok) {
+      return { event: outcome.value === event.payload ? event : { ...event, payload: outcome.value } };
+    }
+    this.#counters.validationFailures++;
+    if (this.#validation === 'strict') return { error: outcome.error };
+    this.#logger.warn(outcome.error.message, { eventId: event.id, type: event.type });
+    return { event };
+  }
+
+  // ---- close ----------------------------------------------------------------------------
+
+  async #close(timeoutMs: number): Promise<void> {
+    const deadline = this.#clock.now() + timeoutMs;
+    const remaining = (): number => Math.max(0, deadline - this.#clock.now());
+    const failures: unknown[] = [];
+
+    // 1. Send what was accepted.
+    if (this.#queue.size > 0) {
+      const flushed = await this.#waitFor((resolve) => (this.#flushed = resolve), remaining());
+      this.#flushed = undefined;
+      if (!flushed) {
+        this.#closeController.abort(new ClosedError('the event bus closed before this publish was confirmed'));
+        for (const entry of this.#queue.close(new ClosedError('the event bus is closed'))) {
+          this.#counters.publishFailed++;
+          entry.reject(new ClosedError('the event bus closed before this event was sent'));
+        }
+      }
+    }
+    this.#queue.close(new ClosedError('the event bus is closed'));
+
+    // 2. Stop pulling and wait for running handlers.
+    const subscriptions = [...this.#subscriptions];
+    const stopped = await Promise.allSettled(subscriptions.map((sub) => sub.stop(remaining())));
+    for (const result of stopped) if (result.status === 'rejected') failures.push(result.reason);
+
+    // 3. Close the transport.
+    if (!this.#closeController.signal.aborted) this.#closeController.abort(new ClosedError('the event bus is closed'));
+    try {
+      await this.transport.close({ timeoutMs: remaining() });
+    } catch (error) {
+      failures.push(error);
+    }
+    this.#emitter.removeAll();
+    if (failures.length > 0) throw toWatchtowerError(failures[0]);
+  }
+
+  /** Resolves true when `arm`'s callback fires, false when `ms` passes first. */
+  #waitFor(arm: (resolve: () => void) => void, ms: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const timer = this.#clock.setTimeout(() => resolve(false), ms);
+      arm(() => {
+        this.#clock.clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+}
+
+// ---- subscriptions ------------------------------------------------------------------------
+
+interface ResolvedSubscribeOptions {
+  group: string | undefined;
+  concurrency: number;
+  timeoutMs: number;
+  retry: RetryPolicy;
+  maxInFlight: number | undefined;
+  startFrom: StartPosition | undefined;
+  name: string | undefined;
+}
+
+function resolveSubscribeOptions(
+  options: SubscribeOptions,
+  defaults: NonNullable<EventBusOptions['subscriptionDefaults']>,
+  clock: Clock,
+): ResolvedSubscribeOptions {
+  if (options.group !== undefined && (typeof options.group !== 'string' || options.group.length === 0)) {
+    throw configError('group', 'must be a non-empty string');
+  }
+  const maxInFlight = options.maxInFlight ?? defaults.maxInFlight;
+  return {
+    group: options.group,
+    concurrency: positiveInteger(
+      'concurrency',
+      options.concurrency ?? defaults.concurrency ?? DEFAULT_EVENT_BUS_OPTIONS.concurrency,
+    ),
+    timeoutMs: nonNegative('timeoutMs', options.timeoutMs ?? defaults.timeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.timeoutMs),
+    retry: new RetryPolicy({ clock, ...defaults.retry, ...options.retry }),
+    maxInFlight: maxInFlight === undefined ? undefined : positiveInteger('maxInFlight', maxInFlight),
+    startFrom: options.startFrom,
+    name: options.name,
+  };
+}
+
+/** What a subscription uses of its bus. */
+interface SubscriptionHost {
+  readonly transport: Transport;
+  readonly clock: Clock;
+  /** Aborts when the bus closes: ends retry waits. */
+  readonly closeSignal: AbortSignal;
+  /** Retries writes that must not be given up easily (dead letters). */
+  readonly writeRetry: RetryPolicy;
+  readonly needsValidation: boolean;
+  count(counter: keyof Counters): void;
+  reportError(error: unknown, context: { subscription?: string; eventId?: string }): void;
+  emitDeadLetter(letter: DeadLetter): void;
+  validateConsumed(event: Event): Promise<{ event: Event } | { error: ValidationError }>;
+}
+
+/** A running handler, watched for its deadline. */
+interface Running {
+  readonly deadline: number;
+  controller: AbortController | undefined;
+  timedOut: ((error: TimeoutError) => void) | undefined;
+}
+
+let subscriptionSeq = 0;
+
+/** One `subscribe()` call: a consume loop per pattern sharing one concurrency limit. */
+class BusSubscription implements SubscriptionHandle {
+  readonly id = `sub-${++subscriptionSeq}`;
+  readonly name: string;
+  readonly #bus: SubscriptionHost;
+  readonly #patterns: readonly CompiledPattern[];
+  readonly #handler: EventHandler;
+  readonly #options: ResolvedSubscribeOptions;
+  readonly #redelivery: boolean;
+  readonly #running = new Set<Running>();
+  #transportSubs: TransportSubscription[] = [];
+  #loops: Promise<void>[] = [];
+  #active = 0;
+  #slotWaiters: (() => void)[] = [];
+  #idleWaiters: (() => void)[] = [];
+  #sweepTimer: ReturnType<typeof setInterval> | undefined;
+  #stopping: Promise<void> | undefined;
+  #onStopped: (() => void) | undefined;
+
+  constructor(
+    bus: SubscriptionHost,
+    patterns: readonly CompiledPattern[],
+    handler: EventHandler,
+    options: ResolvedSubscribeOptions,
+  ) {
+    this.#bus = bus;
+    this.#patterns = patterns;
+    this.#handler = handler;
+    this.#options = options;
+    this.#redelivery = bus.transport.info.capabilities.redelivery;
+    this.name = options.name ?? options.group ?? patterns.map((p) => p.source).join(',');
+  }
+
+  get active(): number {
+    return this.#active;
+  }
+
+  start(transportSubs: TransportSubscription[], onStopped: () => void): void {
+    this.#transportSubs = transportSubs;
+    this.#onStopped = onStopped;
+    this.#loops = transportSubs.map((sub, index) => this.#consume(sub, index));
+    if (this.#options.timeoutMs > 0) {
+      // One coarse sweep per subscription instead of a timer per delivery.
+      const every = Math.max(5, Math.min(1000, Math.floor(this.#options.timeoutMs / 4)));
+      this.#sweepTimer = setInterval(() => this.#sweep(), every);
+      this.#sweepTimer.unref();
+    }
+  }
+
+  unsubscribe(): Promise<void> {
+    return this.stop(Number.POSITIVE_INFINITY);
+  }
+
+  /** Stops pulling, then waits up to `timeoutMs` for running handlers. */
+  stop(timeoutMs: number): Promise<void> {
+    this.#stopping ??= this.#stop(timeoutMs);
+    return this.#stopping;
+  }
+
+  async #stop(timeoutMs: number): Promise<void> {
+    const results = await Promise.allSettled(this.#transportSubs.map((sub) => sub.unsubscribe()));
+    if (this.#active > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#idleWaiters.push(resolve);
+        if (Number.isFinite(timeoutMs)) {
+          timer = setTimeout(resolve, timeoutMs);
+        }
+      });
+      clearTimeout(timer);
+      // Handlers still running past the deadline are told to stop; their deliveries are
+      // settled by the transport's own close (requeued or redelivered).
+      for (const running of this.#running) running.controller?.abort(new ClosedError('the subscription stopped'));
+    }
+    await Promise.allSettled(this.#loops);
+    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    this.#onStopped?.();
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed !== undefined) throw toWatchtowerError(failed.reason);
+  }
+
+  async #consume(sub: TransportSubscription, index: number): Promise<void> {
+    try {
+      for await (const delivery of sub) {
+        if (this.#stopping !== undefined) {
+          await this.#settleQuietly(delivery.nack(), delivery);
+          continue;
+        }
+        while (this.#active >= this.#options.concurrency) {
+          await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+        }
+        this.#active++;
+        void this.#process(delivery, index).then(this.#release);
+      }
+    } catch (error) {
+      this.#bus.reportError(error, { subscription: this.name });
+    }
+  }
+
+  readonly #release = (): void => {
+    this.#active--;
+    const waiter = this.#slotWaiters.shift();
+    if (waiter !== undefined) waiter();
+    if (this.#active === 0 && this.#idleWaiters.length > 0) {
+      for (const idle of this.#idleWaiters.splice(0)) idle();
+    }
+  };
+
+  /** Handles one delivery to its end (ack, retry or dead letter). Never rejects. */
+  async #process(delivery: Delivery, index: number): Promise<void> {
+    const bus = this.#bus;
+    bus.count('received');
+    try {
+      if (delivery.kind === 'malformed') {
+        bus.count('malformed');
+        await this.#deadLetter(delivery, { raw: delivery.raw, origin: delivery.origin }, delivery.error, delivery.attempt);
+        return;
+      }
+      let event = delivery.event;
+      if (!this.#isOwnedBy(index, event.type)) {
+        await delivery.ack();
+        return;
+      }
+      if (bus.needsValidation) {
+        const checked = await bus.validateConsumed(event);
+        if ('error' in checked) {
+          await this.#deadLetter(delivery, event, checked.error, delivery.attempt);
+          return;
+        }
+        event = checked.event;
+      }
+      await this.#handle(delivery, event);
+    } catch (error) {
+      bus.reportError(error, { subscription: this.name, ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}) });
+    }
+  }
+
+  /**
+   * The delivery belongs to the first pattern that matches its type; later patterns of the
+   * same subscription ack it, so an event is handled once. Transports that over-deliver
+   * (AMQP `#` also matches zero tokens) are filtered here too.
+   */
+  #isOwnedBy(index: number, type: string): boolean {
+    const patterns = this.#patterns;
+    if (!(patterns[index] as CompiledPattern).matches(type)) return false;
+    for (let i = 0; i < index; i++) if ((patterns[i] as CompiledPattern).matches(type)) return false;
+    return true;
+  }
+
+  async #handle(delivery: Delivery, event: Event): Promise<void> {
+    const policy = this.#options.retry;
+    // Transports without redelivery retry in process; the others hand the event back.
+    for (let attempt = delivery.attempt; ; attempt++) {
+      const failure = await this.#runHandler(event, attempt);
+      if (failure === undefined) {
+        await delivery.ack();
+        this.#bus.count('handled');
+        return;
+      }
+      this.#bus.count('handlerFailures');
+      const retryable =
+        !isWatchtowerError(failure, ErrorCode.NON_RETRYABLE) && !isWatchtowerError(failure, ErrorCode.VALIDATION);
+      if (!retryable || !policy.canRetry(attempt - 1) || (this.#stopping !== undefined && !this.#redelivery)) {
+        await this.#deadLetter(delivery, event, failure, attempt);
+        return;
+      }
+      this.#bus.count('retried');
+      const delayMs = policy.delayFor(attempt);
+      if (this.#redelivery) {
+        await delivery.nack({ delayMs });
+        return;
+      }
+      try {
+        await sleep(this.#bus.clock, delayMs, this.#bus.closeSignal);
+      } catch {
+        await this.#deadLetter(delivery, event, failure, attempt);
+        return;
+      }
+    }
+  }
+
+  /** Runs the handler; resolves with what it threw, or undefined on success. */
+  #runHandler(event: Event, attempt: number): Promise<unknown> {
+    const timeoutMs = this.#options.timeoutMs;
+    const running: Running = {
+      deadline: timeoutMs > 0 ? this.#bus.clock.now() + timeoutMs : Number.POSITIVE_INFINITY,
+      controller: undefined,
+      timedOut: undefined,
+    };
+    const context: HandlerContext = {
+      attempt,
+      subscription: this.name,
+      get signal(): AbortSignal {
+        running.controller ??= new AbortController();
+        return running.controller.signal;
+      },
+    };
+    let result: unknown;
+    try {
+      result = this.#handler(event, context);
+    } catch (error) {
+      return Promise.resolve(error ?? new Error('handler threw undefined'));
+    }
+    if (!isPromiseLike(result)) return Promise.resolve(undefined);
+    this.#running.add(running);
+    return new Promise<unknown>((resolve) => {
+      running.timedOut = resolve;
+      Promise.resolve(result).then(
+        () => resolve(undefined),
+        (error: unknown) => resolve(error ?? new Error('handler rejected with undefined')),
+      );
+    }).finally(() => this.#running.delete(running));
+  }
+
+  #sweep(): void {
+    const now = this.#bus.clock.now();
+    for (const running of this.#running) {
+      if (running.deadline > now) continue;
+      this.#running.delete(running);
+      const error = new TimeoutError(
+        `handler of "${this.name}" did not finish within ${this.#options.timeoutMs} ms`,
+        this.#options.timeoutMs,
+      );
+      running.controller?.abort(error);
+      running.timedOut?.(error);
+    }
+  }
+
+  /**
+   * Writes the dead letter, then acks. When the write fails the delivery is handed back
+   * (nack) so it is dead-lettered on a later attempt: it is never acked unwritten.
+   */
+  async #deadLetter(
+    delivery: Delivery,
+    subject: Event | { raw: Uint8Array; origin: string },
+    failure: unknown,
+    attempts: number,
+  ): Promise<void> {
+    const bus = this.#bus;
+    const reason: DeadLetterReason = {
+      message: describeError(failure),
+      code: errorCode(failure),
+      attempts,
+      failedAt: new Date().toISOString(),
+      originalType: 'raw' in subject ? subject.origin : subject.type,
+      subscription: this.name,
+    };
+    try {
+      await bus.writeRetry.execute(() => bus.transport.publishToDlq(subject, reason), {
+        signal: bus.closeSignal,
+      });
+    } catch (error) {
+      bus.reportError(error, { subscription: this.name, ...('raw' in subject ? {} : { eventId: subject.id }) });
+      await this.#settleQuietly(delivery.nack({ delayMs: this.#options.retry.delayFor(1) }), delivery);
+      return;
+    }
+    bus.count('deadLettered');
+    bus.emitDeadLetter('raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason });
+    await delivery.ack();
+  }
+
+  async #settleQuietly(settling: Promise<void>, delivery: Delivery): Promise<void> {
+    try {
+      await settling;
+    } catch (error) {
+      this.#bus.reportError(error, {
+        subscription: this.name,
+        ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}),
+      });
+    }
+  }
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+function checkEvent(event: Event): Event {
+  if (typeof event !== 'object' || event === null) {
+    throw new ValidationError('publish() needs an Event (use createEvent) or (type, payload)');
+  }
+  assertEventType(event.type);
+  if (typeof event.id !== 'string' || event.id.length === 0) {
+    throw new ValidationError('event.id must be a non-empty string', [{ message: 'required', path: ['id'] }]);
+  }
+  if (typeof event.timestamp !== 'string') {
+    throw new ValidationError('event.timestamp must be an RFC 3339 string', [
+      { message: 'required', path: ['timestamp'] },
+    ]);
+  }
+  if (typeof event.headers !== 'object' || event.headers === null) {
+    throw new ValidationError('event.headers must be an object of strings', [
+      { message: 'required', path: ['headers'] },
+    ]);
+  }
+  return event;
+}
+
+function errorCode(error: unknown): string {
+  if (isWatchtowerError(error)) return error.code;
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : ErrorCode.HANDLER_FAILED;
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
+}
+
+function positiveInteger(field: string, value: number): number {
+  if (!Number.isInteger(value) || value < 1) throw configError(field, 'must be an integer >= 1');
+  return value;
+}
+
+function nonNegative(field: string, value: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw configError(field, 'must be a finite number >= 0');
+  }
+  return value;
+}

@@ -1,0 +1,114 @@
+export {
+  ErrorCode,
+  WatchtowerError,
+  ConnectionError,
+  TimeoutError,
+  ClosedError,
+  CircuitOpenError,
+  BackpressureError,
+  ValidationError,
+  SerializationError,
+  NonRetryableError,
+  configError,
+  isWatchtowerError,
+  toWatchtowerError,
+  describeError,
+} from './errors.js';
+export type { WatchtowerErrorOptions, ValidationIssue } from './errors.js';
+
+export { createEvent, isValidEventType, assertEventType } from './event.js';
+export type { Event, EventMetadataInput } from './event.js';
+
+export { encodeEvent, encodeEventBytes, decodeEvent, decodeEventFromValue } from './codec.js';
+
+export {
+  compilePattern,
+  matchPattern,
+  isValidPattern,
+  assertPattern,
+  PatternIndex,
+  toNatsSubject,
+  toAmqpBindingKey,
+} from './pattern.js';
+export type { CompiledPattern } from './pattern.js';
+
+export { defineEvents, runSchema } from './schema.js';
+export type {
+  StandardSchemaV1,
+  StandardSchemaResult,
+  SchemaInput,
+  SchemaOutput,
+  SchemaOutcome,
+  EventCatalog,
+  MatchesPattern,
+  TypesMatching,
+} from './schema.js';
+
+export type {
+  Transport,
+  TransportInfo,
+  TransportCapabilities,
+  TransportSubscription,
+  TransportSubscribeOptions,
+  HealthStatus,
+  PublishOptions,
+  StartPosition,
+  NackOptions,
+  Delivery,
+  EventDelivery,
+  MalformedDelivery,
+  DeadLetter,
+  DeadLetterReason,
+  DeadLetterHandler,
+  MalformedMessage,
+  ConsumeDlqOptions,
+  SubscriptionHandle,
+  CloseOptions,
+} from './transport.js';
+
+export { systemClock, sleep } from './clock.js';
+export type { Clock, TimerHandle } from './clock.js';
+export { Emitter } from './emitter.js';
+export type { EventMap } from './emitter.js';
+export { AsyncQueue } from './async-queue.js';
+export { Fifo } from './fifo.js';
+
+export { CircuitBreaker, DEFAULT_CIRCUIT_BREAKER_OPTIONS, isCircuitFailure } from './circuit-breaker.js';
+export type {
+  CircuitBreakerOptions,
+  CircuitBreakerStats,
+  CircuitBreakerEvents,
+  CircuitState,
+} from './circuit-breaker.js';
+export { BackpressureController, DEFAULT_BACKPRESSURE_OPTIONS } from './backpressure.js';
+export type {
+  BackpressureOptions,
+  BackpressureStats,
+  BackpressureStrategy,
+  BackpressureEvents,
+} from './backpressure.js';
+export { RetryPolicy, DEFAULT_RETRY_OPTIONS, isRetryableError } from './retry-policy.js';
+export type { RetryPolicyOptions, RetryStrategy, RetryExecuteOptions } from './retry-policy.js';
+export { InMemoryDeadLetterQueue, DEFAULT_DEAD_LETTER_QUEUE_OPTIONS } from './dead-letter-queue.js';
+export type {
+  DeadLetterQueue,
+  DeadLetterQueueStats,
+  DeadLetterQueueEvents,
+  InMemoryDeadLetterQueueOptions,
+} from './dead-letter-queue.js';
+
+export { EventBus, DEFAULT_EVENT_BUS_OPTIONS, consoleLogger } from './event-bus.js';
+export type {
+  EventBusOptions,
+  EventBusStats,
+  EventBusEvents,
+  EventFor,
+  EventHandler,
+  HandlerContext,
+  Logger,
+  SubscribeOptions,
+  ValidationMode,
+} from './event-bus.js';
+
+export { MemoryTransport, MemoryBroker, DEFAULT_MEMORY_TRANSPORT_OPTIONS } from './memory-transport.js';
+export type { MemoryTransportOptions, MemoryBrokerOptions } from './memory-transport.js';

@@ -1,0 +1,6 @@
+/**
+ * Test helpers for Watchtower and for transports built on it: `@watchtower/core/testing`.
+ */
+export { FakeClock } from './testing/fake-clock.js';
+export { waitFor, type WaitForOptions } from './testing/wait-for.js';
+export { collectEvents, type EventCollector } from './testing/collect.js';
