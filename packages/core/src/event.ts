@@ -63,8 +63,14 @@ export function createEvent<P, T extends string>(
   metadata?: EventMetadataInput,
 ): Event<P, T> {
   assertEventType(type);
+  const id = metadata?.id ?? randomUUID();
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new ValidationError('invalid event id: expected a non-empty string (a UUID by default)', [
+      { message: 'invalid id', path: ['id'] },
+    ]);
+  }
   const event: Event<P, T> = {
-    id: metadata?.id ?? randomUUID(),
+    id,
     type,
     timestamp: toTimestamp(metadata?.timestamp),
     headers: metadata?.headers === undefined ? {} : { ...metadata.headers },
@@ -78,7 +84,14 @@ export function createEvent<P, T extends string>(
 
 function toTimestamp(value: string | Date | undefined): string {
   if (value === undefined) return new Date().toISOString();
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') {
+    if (Number.isNaN(Date.parse(value))) {
+      throw new ValidationError(`invalid event timestamp ${JSON.stringify(value)}: expected RFC 3339`, [
+        { message: 'invalid timestamp', path: ['timestamp'] },
+      ]);
+    }
+    return value;
+  }
   if (Number.isNaN(value.getTime())) {
     throw new ValidationError('invalid event timestamp: the Date is not valid', [
       { message: 'invalid date', path: ['timestamp'] },

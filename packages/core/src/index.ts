@@ -27,10 +27,11 @@ export {
   isValidPattern,
   assertPattern,
   PatternIndex,
+  DEFAULT_PATTERN_INDEX_OPTIONS,
   toNatsSubject,
   toAmqpBindingKey,
 } from './pattern.js';
-export type { CompiledPattern } from './pattern.js';
+export type { CompiledPattern, PatternIndexOptions } from './pattern.js';
 
 export { defineEvents, runSchema } from './schema.js';
 export type {

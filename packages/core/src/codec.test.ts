@@ -1,0 +1,381 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { decodeEvent, decodeEventFromValue, encodeEvent, encodeEventBytes } from './codec.js';
+import { ErrorCode, SerializationError, isWatchtowerError } from './errors.js';
+import { createEvent, type Event } from './event.js';
+
+const utf8 = new TextEncoder();
+
+function full(): Event {
+  return {
+    id: '0b6b2d5e-8f1a-4c3e-9d2b-5a7c1e4f6a80',
+    type: 'user.created',
+    timestamp: '2026-11-22T10:00:00.123Z',
+    source: 'accounts-service',
+    correlationId: '6f1c2a9e-3b4d-4e5f-8a6b-7c8d9e0f1a2b',
+    causationId: 'a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d',
+    headers: { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', 'x-k': 'v' },
+    payload: { userId: 42, email: 'a@example.com', tags: ['a', 'b'], nested: { ok: true } },
+  };
+}
+
+/** Calls `decode` and returns the `SerializationError` it throws. */
+function rejection(decode: () => unknown): SerializationError {
+  try {
+    decode();
+  } catch (error) {
+    expect(isWatchtowerError(error, ErrorCode.SERIALIZATION)).toBe(true);
+    expect(error).toBeInstanceOf(SerializationError);
+    return error as SerializationError;
+  }
+  throw new Error('expected decoding to throw');
+}
+
+describe('encodeEvent', () => {
+  it('writes the Rust wire format with exactly the metadata keys, in order, and null for absent fields', () => {
+    const event = createEvent(
+      'user.created',
+      { userId: 42 },
+      { id: '0b6b2d5e-8f1a-4c3e-9d2b-5a7c1e4f6a80', timestamp: '2026-11-22T10:00:00.123Z' },
+    );
+    expect(encodeEvent(event)).toBe(
+      '{"metadata":{"id":"0b6b2d5e-8f1a-4c3e-9d2b-5a7c1e4f6a80","event_type":"user.created",' +
+        '"timestamp":"2026-11-22T10:00:00.123Z","source":null,"correlation_id":null,' +
+        '"causation_id":null,"headers":{}},"payload":{"userId":42}}',
+    );
+  });
+
+  it('writes every optional field and the headers when present', () => {
+    const parsed = JSON.parse(encodeEvent(full())) as { metadata: Record<string, unknown> };
+    expect(Object.keys(parsed)).toEqual(['metadata', 'payload']);
+    expect(Object.keys(parsed.metadata)).toEqual([
+      'id',
+      'event_type',
+      'timestamp',
+      'source',
+      'correlation_id',
+      'causation_id',
+      'headers',
+    ]);
+    expect(parsed.metadata).toMatchObject({
+      source: 'accounts-service',
+      correlation_id: '6f1c2a9e-3b4d-4e5f-8a6b-7c8d9e0f1a2b',
+      causation_id: 'a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d',
+      headers: { 'x-k': 'v' },
+    });
+  });
+
+  it('writes an undefined payload as null, which decodes as null', () => {
+    const event = createEvent('tick', undefined);
+    expect(encodeEvent(event)).toMatch(/"payload":null}$/);
+    expect(decodeEvent(encodeEvent(event)).payload).toBeNull();
+  });
+
+  it('escapes strings, so a hand-built event with quotes in its fields still yields valid JSON', () => {
+    const event: Event = { ...full(), id: 'a"b\\c', source: 'line\nbreak "quoted"' };
+    expect(decodeEvent(encodeEvent(event))).toEqual(event);
+  });
+
+  it('rejects a payload that JSON cannot hold with a SERIALIZATION error', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic['self'] = cyclic;
+    const cycle = rejection(() => encodeEvent(createEvent('a', cyclic)));
+    expect(cycle.cause).toBeInstanceOf(TypeError);
+    const bigint = rejection(() => encodeEvent(createEvent('a', { n: 1n })));
+    expect(bigint.raw).toBeUndefined();
+  });
+
+  it('encodes to UTF-8 bytes equal to the JSON text', () => {
+    const event: Event = { ...full(), payload: { text: 'héllo wörld ✓ 日本語 🎉' } };
+    const bytes = encodeEventBytes(event);
+    expect(bytes).toBeInstanceOf(Uint8Array);
+    expect(Array.from(bytes)).toEqual(Array.from(utf8.encode(encodeEvent(event))));
+  });
+});
+
+describe('decodeEvent round trip', () => {
+  it('returns an equal event from text and from bytes, with all optional fields', () => {
+    const event = full();
+    expect(decodeEvent(encodeEvent(event))).toEqual(event);
+    expect(decodeEvent(encodeEventBytes(event))).toEqual(event);
+  });
+
+  it('leaves absent optional fields absent, not undefined', () => {
+    const decoded = decodeEvent(encodeEvent(createEvent('user.created', 1)));
+    expect('source' in decoded).toBe(false);
+    expect('correlationId' in decoded).toBe(false);
+    expect('causationId' in decoded).toBe(false);
+    expect(decoded.headers).toEqual({});
+  });
+
+  it('keeps unicode in payload, headers and source, including astral characters and lone surrogates', () => {
+    const event: Event = {
+      ...full(),
+      source: 'サービス',
+      headers: { 'x-emoji': '🚀✨', 'x-ключ': 'значение', 'x-lone': '\ud800' },
+      payload: { text: 'Ünïcödé 中文 العربية 🎉👩‍👩‍👧', lone: '\udfff', zero: '\u0000' },
+    };
+    expect(decodeEvent(encodeEvent(event))).toEqual(event);
+    expect(decodeEvent(encodeEventBytes(event))).toEqual(event);
+  });
+
+  it('round trips a payload of about 1 MB', () => {
+    const big = 'x'.repeat(512 * 1024) + '€'.repeat((512 * 1024) / 3);
+    const items = Array.from({ length: 1000 }, (_, i) => ({
+      i,
+      name: `item-${i}`,
+      ok: i % 2 === 0,
+    }));
+    const event = createEvent('blob.stored', { big, items });
+    const bytes = encodeEventBytes(event);
+    expect(bytes.byteLength).toBeGreaterThan(1024 * 1024);
+    expect(decodeEvent(bytes)).toEqual(event);
+  });
+
+  it('keeps a __proto__ key in headers and payload as plain data', () => {
+    const text =
+      '{"metadata":{"id":"x","event_type":"a","timestamp":"2026-01-01T00:00:00Z",' +
+      '"headers":{"__proto__":"h"}},"payload":{"__proto__":{"polluted":true}}}';
+    const decoded = decodeEvent(text);
+    expect(Object.getOwnPropertyDescriptor(decoded.headers, '__proto__')?.value).toBe('h');
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+    expect(decodeEvent(encodeEvent(decoded))).toEqual(decoded);
+  });
+
+  const token = fc.stringMatching(/^[A-Za-z0-9_-]{1,12}$/);
+  const eventType = fc
+    .array(token, { minLength: 1, maxLength: 5 })
+    .map((tokens) => tokens.join('.'));
+  const anyString = fc.string({ unit: 'binary', maxLength: 40 });
+  // JSON has no -0 (it is written as 0), so payloads are taken as JSON would give them back.
+  const payload = fc
+    .jsonValue({ stringUnit: 'binary', maxDepth: 4 })
+    .map((value) => JSON.parse(JSON.stringify(value)) as unknown);
+  const arbitraryEvent: fc.Arbitrary<Event> = fc
+    .record(
+      {
+        id: fc.oneof(fc.uuid({ version: 4 }), anyString),
+        type: eventType,
+        timestamp: fc.oneof(
+          fc
+            .date({ min: new Date('1970-01-01'), max: new Date('2999-12-31'), noInvalidDate: true })
+            .map((date) => date.toISOString()),
+          fc.constantFrom('2024-01-15T10:30:00.123456789Z', '2024-01-15T10:30:00+00:00'),
+        ),
+        source: anyString,
+        correlationId: fc.uuid(),
+        causationId: anyString,
+        headers: fc.dictionary(anyString, anyString, { maxKeys: 5 }),
+        payload,
+      },
+      { requiredKeys: ['id', 'type', 'timestamp', 'headers', 'payload'] },
+    )
+    .map((event) => event as Event);
+
+  it('decode(encode(e)) equals e for arbitrary valid events, from text and from bytes', () => {
+    fc.assert(
+      fc.property(arbitraryEvent, (event) => {
+        expect(decodeEvent(encodeEvent(event))).toEqual(event);
+        expect(decodeEvent(encodeEventBytes(event))).toEqual(event);
+      }),
+      { numRuns: 500 },
+    );
+  });
+});
+
+describe('decodeEvent of JSON written by the Rust library', () => {
+  it('decodes nulls as absent fields', () => {
+    const rust =
+      '{"metadata":{"id":"550e8400-e29b-41d4-a716-446655440000","event_type":"order.placed",' +
+      '"timestamp":"2024-01-15T10:30:00.123456789Z","source":null,"correlation_id":null},' +
+      '"payload":{"order_id":"o-1","amount":129.5,"items":[1,2,3]}}';
+    const event = decodeEvent(rust);
+    expect(event).toEqual({
+      id: '550e8400-e29b-41d4-a716-446655440000',
+      type: 'order.placed',
+      timestamp: '2024-01-15T10:30:00.123456789Z',
+      headers: {},
+      payload: { order_id: 'o-1', amount: 129.5, items: [1, 2, 3] },
+    });
+    expect(Object.keys(event)).toEqual(['id', 'type', 'timestamp', 'headers', 'payload']);
+  });
+
+  it('keeps chrono timestamps as written: nanoseconds, microseconds and +00:00 offsets', () => {
+    for (const timestamp of [
+      '2024-01-15T10:30:00.123456789Z',
+      '2024-01-15T10:30:00.123456Z',
+      '2024-01-15T10:30:00+00:00',
+      '2024-01-15T10:30:00.5+02:00',
+      '2024-01-15T10:30:00Z',
+    ]) {
+      const rust = `{"metadata":{"id":"550e8400-e29b-41d4-a716-446655440000","event_type":"a.b","timestamp":"${timestamp}","source":null,"correlation_id":null},"payload":null}`;
+      expect(decodeEvent(rust).timestamp).toBe(timestamp);
+    }
+  });
+
+  it('decodes set source and correlation_id', () => {
+    const rust =
+      '{"metadata":{"id":"550e8400-e29b-41d4-a716-446655440000","event_type":"user.profile.updated",' +
+      '"timestamp":"2024-01-15T10:30:00.000000001+00:00","source":"rust-service",' +
+      '"correlation_id":"7d444840-9dc0-11d1-b245-5ffdce74fad2"},"payload":{"name":"Zoë"}}';
+    expect(decodeEvent(utf8.encode(rust))).toEqual({
+      id: '550e8400-e29b-41d4-a716-446655440000',
+      type: 'user.profile.updated',
+      timestamp: '2024-01-15T10:30:00.000000001+00:00',
+      source: 'rust-service',
+      correlationId: '7d444840-9dc0-11d1-b245-5ffdce74fad2',
+      headers: {},
+      payload: { name: 'Zoë' },
+    });
+  });
+
+  it('ignores unknown fields at every level', () => {
+    const rust =
+      '{"version":2,"metadata":{"id":"550e8400-e29b-41d4-a716-446655440000","event_type":"a",' +
+      '"timestamp":"2024-01-15T10:30:00Z","source":null,"correlation_id":null,"causation_id":null,' +
+      '"headers":{"k":"v"},"schema_version":"1.2","tenant":{"id":7}},"payload":[true,false],"extra":null}';
+    expect(decodeEvent(rust)).toEqual({
+      id: '550e8400-e29b-41d4-a716-446655440000',
+      type: 'a',
+      timestamp: '2024-01-15T10:30:00Z',
+      headers: { k: 'v' },
+      payload: [true, false],
+    });
+  });
+
+  it('accepts pretty-printed JSON and a null or scalar payload', () => {
+    const rust = `{
+  "metadata": {
+    "id": "550e8400-e29b-41d4-a716-446655440000",
+    "event_type": "counter.incremented",
+    "timestamp": "2024-01-15T10:30:00.123456789Z",
+    "source": null,
+    "correlation_id": null
+  },
+  "payload": 3
+}`;
+    expect(decodeEvent(rust).payload).toBe(3);
+    expect(decodeEvent(rust.replace('"payload": 3', '"payload": null')).payload).toBeNull();
+  });
+});
+
+describe('decodeEvent rejects malformed input', () => {
+  const valid = {
+    metadata: {
+      id: '550e8400-e29b-41d4-a716-446655440000',
+      event_type: 'user.created',
+      timestamp: '2024-01-15T10:30:00Z',
+      source: null,
+      correlation_id: null,
+      causation_id: null,
+      headers: {},
+    },
+    payload: {},
+  };
+  const withMetadata = (changes: Record<string, unknown>): string =>
+    JSON.stringify({ ...valid, metadata: { ...valid.metadata, ...changes } });
+  const without = (key: string): string => {
+    const metadata: Record<string, unknown> = { ...valid.metadata };
+    delete metadata[key];
+    return JSON.stringify({ ...valid, metadata });
+  };
+
+  const cases: Array<[string, string]> = [
+    ['text that is not JSON', 'not json at all'],
+    ['truncated JSON', '{"metadata":{"id":"x"'],
+    ['an empty input', ''],
+    ['a JSON array', '[1,2,3]'],
+    ['a JSON string', '"user.created"'],
+    ['JSON null', 'null'],
+    ['an object without metadata', '{"payload":{}}'],
+    ['metadata that is not an object', '{"metadata":"x","payload":{}}'],
+    ['metadata that is an array', '{"metadata":[],"payload":{}}'],
+    ['a missing metadata.id', without('id')],
+    ['a numeric metadata.id', withMetadata({ id: 42 })],
+    ['a null metadata.id', withMetadata({ id: null })],
+    ['a missing metadata.event_type', without('event_type')],
+    ['a non-string metadata.event_type', withMetadata({ event_type: ['user', 'created'] })],
+    ['an empty event_type', withMetadata({ event_type: '' })],
+    ['an event_type with an empty token', withMetadata({ event_type: 'user..created' })],
+    ['an event_type with a space', withMetadata({ event_type: 'user created' })],
+    ['an event_type with a wildcard', withMetadata({ event_type: 'user.*' })],
+    ['a missing timestamp', without('timestamp')],
+    ['a numeric timestamp', withMetadata({ timestamp: 1705314600 })],
+    ['a null timestamp', withMetadata({ timestamp: null })],
+    ['a timestamp that is not a date', withMetadata({ timestamp: 'yesterday-ish' })],
+    ['a numeric source', withMetadata({ source: 1 })],
+    ['an object correlation_id', withMetadata({ correlation_id: {} })],
+    ['a boolean causation_id', withMetadata({ causation_id: false })],
+    ['headers that are a string', withMetadata({ headers: 'k=v' })],
+    ['headers that are an array', withMetadata({ headers: [['k', 'v']] })],
+    ['a header value that is a number', withMetadata({ headers: { retries: 3 } })],
+    ['a header value that is null', withMetadata({ headers: { k: null } })],
+    ['a missing payload', JSON.stringify({ metadata: valid.metadata })],
+  ];
+
+  it.each(cases)('rejects %s with SERIALIZATION, carrying the raw bytes', (_name, text) => {
+    const fromText = rejection(() => decodeEvent(text));
+    expect(fromText.raw).toBeInstanceOf(Uint8Array);
+    expect(Array.from(fromText.raw ?? [])).toEqual(Array.from(utf8.encode(text)));
+
+    const bytes = utf8.encode(text);
+    const fromBytes = rejection(() => decodeEvent(bytes));
+    expect(fromBytes.raw).toBe(bytes);
+  });
+
+  it('gives the JSON.parse error as the cause of a not-JSON error', () => {
+    const error = rejection(() => decodeEvent('{oops'));
+    expect(error.cause).toBeInstanceOf(SyntaxError);
+    expect(error.retryable).toBe(false);
+  });
+
+  it('rejects bytes that are not valid UTF-8', () => {
+    const bytes = new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]);
+    const error = rejection(() => decodeEvent(bytes));
+    expect(error.raw).toBe(bytes);
+  });
+
+  it('rejects input that is neither text nor bytes', () => {
+    rejection(() => decodeEvent(42 as unknown as string));
+  });
+
+  it('accepts the valid base document, so each case above fails for its stated reason only', () => {
+    expect(decodeEvent(JSON.stringify(valid)).type).toBe('user.created');
+    expect(decodeEvent(withMetadata({ headers: null })).headers).toEqual({});
+    expect(decodeEvent(without('headers')).headers).toEqual({});
+    expect('causationId' in decodeEvent(without('causation_id'))).toBe(false);
+  });
+});
+
+describe('decodeEventFromValue', () => {
+  it('decodes a value already parsed, e.g. the event inside a dead-letter body', () => {
+    const body = JSON.parse(
+      JSON.stringify({
+        event: JSON.parse(encodeEvent(full())),
+        error: 'boom',
+        original_subject: 's',
+      }),
+    ) as { event: unknown };
+    expect(decodeEventFromValue(body.event)).toEqual(full());
+  });
+
+  it('carries the given raw bytes when the value is malformed', () => {
+    const raw = utf8.encode('{"event":{"metadata":{}}}');
+    const error = rejection(() => decodeEventFromValue({ metadata: {} }, raw));
+    expect(error.raw).toBe(raw);
+  });
+
+  it('carries the JSON of the value as raw bytes when none are given', () => {
+    const value = { metadata: { id: 1 }, payload: {} };
+    const error = rejection(() => decodeEventFromValue(value));
+    expect(new TextDecoder().decode(error.raw)).toBe(JSON.stringify(value));
+  });
+
+  it('rejects a value whose payload is undefined', () => {
+    const value = {
+      metadata: { id: 'x', event_type: 'a', timestamp: '2024-01-15T10:30:00Z' },
+      payload: undefined,
+    };
+    rejection(() => decodeEventFromValue(value));
+  });
+});

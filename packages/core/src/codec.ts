@@ -1,0 +1,240 @@
+import { Buffer } from 'node:buffer';
+import { SerializationError, describeError } from './errors.js';
+import { isValidEventType, type Event } from './event.js';
+
+/*
+ * The only place that maps between `Event` and the Rust Watchtower wire format:
+ *
+ *   {"metadata":{"id":"…","event_type":"user.created","timestamp":"2026-11-22T10:00:00.123Z",
+ *     "source":null,"correlation_id":null,"causation_id":null,"headers":{}},"payload":{…}}
+ *
+ * `causation_id` and `headers` are our additions; Rust's serde ignores unknown fields, and we
+ * ignore the ones Rust may add. This is a hot path (every publish and every delivery), so the
+ * encoder writes the envelope by hand and the decoder validates with plain `typeof` checks.
+ */
+
+// `fatal`: invalid UTF-8 is a SERIALIZATION error, not silently replaced by U+FFFD.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+
+const quote = JSON.stringify;
+
+function optional(value: string | undefined): string {
+  return value === undefined ? 'null' : quote(value);
+}
+
+/**
+ * Encodes an event as JSON text in the Rust Watchtower wire format: `metadata` with exactly the
+ * keys `id`, `event_type`, `timestamp`, `source`, `correlation_id`, `causation_id`, `headers`
+ * (in that order; absent optional fields are written as `null`), then `payload`.
+ *
+ * The event is trusted to be well formed (as `createEvent` builds it); it is not
+ * validated again here. A `payload` of `undefined` is written as `null` (JSON has no
+ * `undefined`), so it decodes as `null`.
+ *
+ * @throws `SerializationError` (code `SERIALIZATION`, no `raw`) when the payload or headers
+ * cannot be written as JSON (a `BigInt`, a cycle, a throwing `toJSON`).
+ */
+export function encodeEvent(event: Event): string {
+  let headers: string;
+  let payload: string | undefined;
+  try {
+    headers = quote(event.headers);
+    payload = quote(event.payload);
+  } catch (error) {
+    throw new SerializationError(
+      `cannot encode event ${event.id} (${event.type}) as JSON: ${describeError(error)}`,
+      undefined,
+      { cause: error },
+    );
+  }
+  // A template is ~25% faster than stringifying a freshly built envelope object. Every string
+  // goes through JSON.stringify, so even an event built by hand cannot break the JSON.
+  return (
+    `{"metadata":{"id":${quote(event.id)},"event_type":${quote(event.type)},` +
+    `"timestamp":${quote(event.timestamp)},"source":${optional(event.source)},` +
+    `"correlation_id":${optional(event.correlationId)},` +
+    `"causation_id":${optional(event.causationId)},"headers":${headers}},` +
+    `"payload":${payload ?? 'null'}}`
+  );
+}
+
+/**
+ * Encodes an event as UTF-8 bytes of {@link encodeEvent}'s JSON.
+ *
+ * The result is a Node `Buffer` (a `Uint8Array`); small ones share Node's buffer pool, so use
+ * `byteOffset`/`byteLength` if you reach for `.buffer`. `Buffer.from` is used instead of
+ * `TextEncoder.encode` because it is about 4x faster on Node 20 for event-sized strings.
+ *
+ * @throws `SerializationError` as {@link encodeEvent}.
+ */
+export function encodeEventBytes(event: Event): Uint8Array {
+  return Buffer.from(encodeEvent(event), 'utf8');
+}
+
+/**
+ * Decodes JSON text or UTF-8 bytes in the Rust Watchtower wire format into an event.
+ *
+ * Accepted leniently, as Rust and older writers produce them: unknown fields anywhere are
+ * ignored; `source`, `correlation_id` and `causation_id` may be `null` or missing (they become
+ * absent properties); `headers` may be missing or `null` (it becomes `{}`); `timestamp` is any
+ * string `Date.parse` understands (chrono's nanosecond and `+00:00` forms included) and is kept
+ * as written.
+ *
+ * @throws `SerializationError` (code `SERIALIZATION`) with `raw` set to the input bytes when the
+ * input is not UTF-8 JSON (the parse error is the `cause`), not an object, or `metadata.id`,
+ * `metadata.event_type` (a valid event type), `metadata.timestamp` or `payload` is missing or
+ * of the wrong type, or an optional field or a header value is neither a string nor `null`.
+ */
+export function decodeEvent(input: string | Uint8Array): Event {
+  let text: string;
+  if (typeof input === 'string') {
+    text = input;
+  } else if (input instanceof Uint8Array) {
+    try {
+      text = utf8Decoder.decode(input);
+    } catch (error) {
+      throw new SerializationError('cannot decode event: the bytes are not valid UTF-8', input, {
+        cause: error,
+      });
+    }
+  } else {
+    throw new SerializationError(
+      `cannot decode event: expected a string or a Uint8Array, got ${describeType(input)}`,
+    );
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    const raw = toBytes(input, undefined);
+    throw new SerializationError('cannot decode event: the input is not JSON', raw, {
+      cause: error,
+    });
+  }
+  const result = read(value);
+  if (typeof result === 'string') throw invalid(result, input, value);
+  return result;
+}
+
+/**
+ * Decodes an already parsed JSON value in the wire format (e.g. the `event` field of a
+ * dead-letter body), with the same checks as {@link decodeEvent}.
+ *
+ * The event shares `headers` and `payload` with `value` (no copy is made).
+ *
+ * @param raw - the bytes (or text) `value` came from, carried by the error. When omitted, the
+ * error carries the JSON of `value` as far as it can be written.
+ * @throws `SerializationError` (code `SERIALIZATION`) as {@link decodeEvent}.
+ */
+export function decodeEventFromValue(value: unknown, raw?: Uint8Array | string): Event {
+  const result = read(value);
+  if (typeof result === 'string') throw invalid(result, raw, value);
+  return result;
+}
+
+/**
+ * The bytes an error carries: the input as given, or else the JSON of the decoded value.
+ * Only computed when decoding fails.
+ */
+function toBytes(raw: string | Uint8Array | undefined, value: unknown): Uint8Array | undefined {
+  if (raw instanceof Uint8Array) return raw;
+  if (typeof raw === 'string') return Buffer.from(raw, 'utf8');
+  try {
+    const text = JSON.stringify(value) as string | undefined;
+    return text === undefined ? undefined : Buffer.from(text, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+function invalid(
+  problem: string,
+  raw: string | Uint8Array | undefined,
+  value: unknown,
+): SerializationError {
+  return new SerializationError(`cannot decode event: ${problem}`, toBytes(raw, value));
+}
+
+function describeType(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isNullableString(value: unknown): value is string | null | undefined {
+  return value === undefined || value === null || typeof value === 'string';
+}
+
+/**
+ * Reads a parsed wire-format value: the event, or what is wrong with it. Returning the
+ * problem (instead of throwing from here) keeps the raw input out of the success path.
+ */
+function read(value: unknown): Event | string {
+  if (!isObject(value)) return `expected a JSON object, got ${describeType(value)}`;
+  const metadata = value['metadata'];
+  if (!isObject(metadata)) return `metadata must be an object, got ${describeType(metadata)}`;
+
+  const id = metadata['id'];
+  if (typeof id !== 'string') return `metadata.id must be a string, got ${describeType(id)}`;
+  const type = metadata['event_type'];
+  if (typeof type !== 'string') {
+    return `metadata.event_type must be a string, got ${describeType(type)}`;
+  }
+  if (!isValidEventType(type)) {
+    return `metadata.event_type ${quote(type)} is not a valid event type`;
+  }
+  const timestamp = metadata['timestamp'];
+  if (typeof timestamp !== 'string') {
+    return `metadata.timestamp must be a string, got ${describeType(timestamp)}`;
+  }
+  if (Number.isNaN(Date.parse(timestamp))) {
+    return `metadata.timestamp ${quote(timestamp)} is not a date`;
+  }
+  const source = metadata['source'];
+  if (!isNullableString(source)) {
+    return `metadata.source must be a string or null, got ${describeType(source)}`;
+  }
+  const correlationId = metadata['correlation_id'];
+  if (!isNullableString(correlationId)) {
+    return `metadata.correlation_id must be a string or null, got ${describeType(correlationId)}`;
+  }
+  const causationId = metadata['causation_id'];
+  if (!isNullableString(causationId)) {
+    return `metadata.causation_id must be a string or null, got ${describeType(causationId)}`;
+  }
+
+  let headers = metadata['headers'];
+  if (headers === undefined || headers === null) {
+    headers = {};
+  } else if (isObject(headers)) {
+    for (const key in headers) {
+      const header = headers[key];
+      if (typeof header !== 'string') {
+        return `metadata.headers[${quote(key)}] must be a string, got ${describeType(header)}`;
+      }
+    }
+  } else {
+    return `metadata.headers must be an object, got ${describeType(headers)}`;
+  }
+
+  const payload = value['payload'];
+  // JSON cannot hold `undefined`, so this means the key is missing; `null` is a valid payload.
+  if (payload === undefined) return 'payload is missing';
+
+  // Same property order as createEvent, so decoded and created events share a hidden class.
+  const event: Event = {
+    id,
+    type,
+    timestamp,
+    headers: headers as Record<string, string>,
+    payload,
+  };
+  if (typeof source === 'string') event.source = source;
+  if (typeof correlationId === 'string') event.correlationId = correlationId;
+  if (typeof causationId === 'string') event.causationId = causationId;
+  return event;
+}
