@@ -82,8 +82,22 @@ export function createEvent<P, T extends string>(
   return event;
 }
 
+// Formatting a Date costs more than the rest of createEvent; events created within the same
+// millisecond share the string.
+let lastMs = -1;
+let lastIso = '';
+
+function nowIso(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 function toTimestamp(value: string | Date | undefined): string {
-  if (value === undefined) return new Date().toISOString();
+  if (value === undefined) return nowIso();
   if (typeof value === 'string') {
     if (Number.isNaN(Date.parse(value))) {
       throw new ValidationError(`invalid event timestamp ${JSON.stringify(value)}: expected RFC 3339`, [

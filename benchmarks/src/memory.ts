@@ -1,0 +1,195 @@
+import { EventEmitter } from 'node:events';
+import {
+  EventBus,
+  MemoryTransport,
+  PatternIndex,
+  createEvent,
+  defineEvents,
+  type Event,
+  type EventBusOptions,
+} from '@watchtower/core';
+import { z } from 'zod';
+import { now, until, type Measurement, type Scenario } from './harness.js';
+
+const TYPE = 'user.created';
+const payload = (n: number): { id: string; name: string; n: number } => ({
+  id: `user-${n}`,
+  name: 'Ada Lovelace',
+  n,
+});
+
+const quiet = { warn: () => undefined, error: () => undefined };
+
+function memoryBus(options: Omit<EventBusOptions, 'transport'> = {}): EventBus {
+  return new EventBus({
+    transport: new MemoryTransport(),
+    logger: quiet,
+    backpressure: { maxQueueSize: 20_000 },
+    publishConcurrency: 10_000,
+    ...options,
+  });
+}
+
+/** Publishes `n` events keeping at most `window` unconfirmed, as a service would. */
+async function publishWindowed(bus: EventBus, n: number, window: number, type = TYPE): Promise<void> {
+  let batch: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    batch.push(bus.publish(type, payload(i)));
+    if (batch.length === window) {
+      await Promise.all(batch);
+      batch = [];
+    }
+  }
+  await Promise.all(batch);
+}
+
+async function publishOnly(n: number): Promise<Measurement> {
+  const bus = memoryBus();
+  await bus.connect();
+  const start = now();
+  await publishWindowed(bus, n, 1000);
+  const elapsedMs = now() - start;
+  await bus.close();
+  return { n, elapsedMs };
+}
+
+async function publishToHandler(n: number, validated: boolean): Promise<Measurement> {
+  const events = defineEvents({
+    [TYPE]: z.object({ id: z.string(), name: z.string(), n: z.number().int() }),
+  });
+  const bus = memoryBus(validated ? { events } : {});
+  let handled = 0;
+  await bus.subscribe(TYPE, () => {
+    handled++;
+  });
+  const start = now();
+  await publishWindowed(bus, n, 1000);
+  await until(() => handled >= n, 60_000, 'all events handled');
+  const elapsedMs = now() - start;
+  await bus.close();
+  return { n, elapsedMs };
+}
+
+/** The same work on a bare EventEmitter: build the event, hand it to a handler. */
+async function rawPublishToHandler(n: number): Promise<Measurement> {
+  const emitter = new EventEmitter();
+  let handled = 0;
+  emitter.on(TYPE, () => {
+    handled++;
+  });
+  const start = now();
+  for (let i = 0; i < n; i++) {
+    emitter.emit(TYPE, createEvent(TYPE, payload(i)));
+    if (i % 1000 === 999) await Promise.resolve();
+  }
+  await until(() => handled >= n, 60_000, 'all events handled');
+  return { n, elapsedMs: now() - start };
+}
+
+async function latency(n: number): Promise<Measurement> {
+  const bus = memoryBus();
+  const latenciesUs: number[] = [];
+  let arrived: (() => void) | undefined;
+  await bus.subscribe(TYPE, (event: Event) => {
+    latenciesUs.push((now() - (event.payload as { sentAt: number }).sentAt) * 1000);
+    arrived?.();
+  });
+  const start = now();
+  for (let i = 0; i < n; i++) {
+    const handled = new Promise<void>((resolve) => (arrived = resolve));
+    await bus.publish(TYPE, { sentAt: now() });
+    await handled;
+  }
+  const elapsedMs = now() - start;
+  await bus.close();
+  return { n, elapsedMs, latenciesUs };
+}
+
+async function rawLatency(n: number): Promise<Measurement> {
+  const emitter = new EventEmitter();
+  const latenciesUs: number[] = [];
+  let arrived: (() => void) | undefined;
+  emitter.on(TYPE, (event: Event) => {
+    // Deliver on a microtask like an async transport would, so both sides pay one turn.
+    queueMicrotask(() => {
+      latenciesUs.push((now() - (event.payload as { sentAt: number }).sentAt) * 1000);
+      arrived?.();
+    });
+  });
+  const start = now();
+  for (let i = 0; i < n; i++) {
+    const handled = new Promise<void>((resolve) => (arrived = resolve));
+    emitter.emit(TYPE, createEvent(TYPE, { sentAt: now() }));
+    await handled;
+  }
+  return { n, elapsedMs: now() - start, latenciesUs };
+}
+
+/**
+ * Matching cost against the number of patterns: a token trie should keep it flat. The
+ * lookup cache is off so every lookup walks the trie.
+ */
+function patternMatch(patterns: number, lookups: number): Measurement {
+  const index = new PatternIndex<number>({ cacheSize: 0 });
+  for (let i = 0; i < patterns; i++) {
+    const service = `svc${i % 100}`;
+    switch (i % 4) {
+      case 0:
+        index.add(`${service}.entity${i}.created`, i);
+        break;
+      case 1:
+        index.add(`${service}.*.updated`, i);
+        break;
+      case 2:
+        index.add(`${service}.entity${i}.>`, i);
+        break;
+      default:
+        index.add(`*.entity${i}.deleted`, i);
+    }
+  }
+  const types = Array.from({ length: 1024 }, (_, i) => `svc${i % 100}.entity${(i * 7) % patterns}.updated`);
+  let matched = 0;
+  const start = now();
+  for (let i = 0; i < lookups; i++) matched += index.match(types[i & 1023] as string).length;
+  const elapsedMs = now() - start;
+  if (matched === 0) throw new Error('pattern benchmark matched nothing: the data set is wrong');
+  return { n: lookups, elapsedMs };
+}
+
+export function memoryScenarios(scale: number): Scenario[] {
+  const n = Math.round(1_000_000 * scale);
+  return [
+    {
+      name: 'publish (no subscriber)',
+      transport: 'memory',
+      watchtower: () => publishOnly(n),
+    },
+    {
+      name: 'publish -> handler',
+      transport: 'memory',
+      raw: () => rawPublishToHandler(n),
+      watchtower: () => publishToHandler(n, false),
+    },
+    {
+      name: 'publish -> handler, zod validation',
+      transport: 'memory',
+      watchtower: () => publishToHandler(Math.round(n / 2), true),
+    },
+    {
+      name: 'latency publish -> handler (one at a time)',
+      transport: 'memory',
+      raw: () => rawLatency(Math.round(20_000 * scale)),
+      watchtower: () => latency(Math.round(20_000 * scale)),
+    },
+    {
+      name: 'pattern match, 10 patterns',
+      transport: 'memory',
+      watchtower: () => Promise.resolve(patternMatch(10, Math.round(2_000_000 * scale))),
+    },
+    {
+      name: 'pattern match, 10000 patterns',
+      transport: 'memory',
+      watchtower: () => Promise.resolve(patternMatch(10_000, Math.round(2_000_000 * scale))),
+    },
+  ];
+}

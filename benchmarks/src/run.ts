@@ -1,0 +1,27 @@
+import { fileURLToPath } from 'node:url';
+import { runScenarios, type Scenario } from './harness.js';
+import { memoryScenarios } from './memory.js';
+
+/**
+ * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
+ * exist by default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run.
+ */
+const scale = Number(process.env['BENCH_SCALE'] ?? '1');
+if (!Number.isFinite(scale) || scale <= 0) throw new Error('BENCH_SCALE must be a positive number');
+
+const registry: Record<string, () => Promise<Scenario[]>> = {
+  memory: () => Promise.resolve(memoryScenarios(scale)),
+};
+
+const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
+const names = wanted.length > 0 ? wanted : Object.keys(registry);
+const unknown = names.filter((name) => registry[name] === undefined);
+if (unknown.length > 0) {
+  throw new Error(`unknown benchmark group(s): ${unknown.join(', ')}; known: ${Object.keys(registry).join(', ')}`);
+}
+
+const scenarios: Scenario[] = [];
+for (const name of names) scenarios.push(...(await (registry[name] as () => Promise<Scenario[]>)()));
+const outputFile = fileURLToPath(new URL('../results/latest.jsonl', import.meta.url));
+await runScenarios(scenarios, { outputFile });
+console.log(`\nresults written to ${outputFile}`);
