@@ -62,7 +62,10 @@ function toRow(scenario: Scenario, impl: ResultRow['impl'], m: Measurement): Res
 
 /** Of several runs, the one with the highest throughput. */
 function best(rows: ResultRow[]): ResultRow | undefined {
-  return rows.reduce<ResultRow | undefined>((a, b) => (a === undefined || b.msgsPerSec > a.msgsPerSec ? b : a), undefined);
+  return rows.reduce<ResultRow | undefined>(
+    (a, b) => (a === undefined || b.msgsPerSec > a.msgsPerSec ? b : a),
+    undefined,
+  );
 }
 
 /**
@@ -70,7 +73,10 @@ function best(rows: ResultRow[]): ResultRow | undefined {
  * the same machine state, and keeps the best run of each side. Prints a table with the
  * watchtower/raw ratios and writes every kept row as a JSON line.
  */
-export async function runScenarios(scenarios: Scenario[], options: RunOptions): Promise<ResultRow[]> {
+export async function runScenarios(
+  scenarios: Scenario[],
+  options: RunOptions,
+): Promise<ResultRow[]> {
   const rounds = options.rounds ?? 2;
   mkdirSync(dirname(options.outputFile), { recursive: true });
   writeFileSync(options.outputFile, '');
@@ -93,9 +99,20 @@ export async function runScenarios(scenarios: Scenario[], options: RunOptions): 
 let headerPrinted = false;
 
 function printRows(rows: ResultRow[]): void {
-  const columns = ['scenario', 'transport', 'impl', 'n', 'msgs/s', 'p50 µs', 'p99 µs', 'rss MB', 'vs raw'];
+  const columns = [
+    'scenario',
+    'transport',
+    'impl',
+    'n',
+    'msgs/s',
+    'p50 µs',
+    'p99 µs',
+    'rss MB',
+    'vs raw',
+  ];
   const widths = [44, 10, 11, 9, 11, 9, 9, 8, 14];
-  const line = (cells: string[]): string => cells.map((cell, i) => cell.padEnd(widths[i] ?? 10)).join(' ');
+  const line = (cells: string[]): string =>
+    cells.map((cell, i) => cell.padEnd(widths[i] ?? 10)).join(' ');
   if (!headerPrinted) {
     console.log(line(columns));
     console.log(line(widths.map((w) => '-'.repeat(w))));

@@ -31,7 +31,12 @@ function memoryBus(options: Omit<EventBusOptions, 'transport'> = {}): EventBus {
 }
 
 /** Publishes `n` events keeping at most `window` unconfirmed, as a service would. */
-async function publishWindowed(bus: EventBus, n: number, window: number, type = TYPE): Promise<void> {
+async function publishWindowed(
+  bus: EventBus,
+  n: number,
+  window: number,
+  type = TYPE,
+): Promise<void> {
   let batch: Promise<void>[] = [];
   for (let i = 0; i < n; i++) {
     batch.push(bus.publish(type, payload(i)));
@@ -147,7 +152,10 @@ function patternMatch(patterns: number, lookups: number): Measurement {
         index.add(`*.entity${i}.deleted`, i);
     }
   }
-  const types = Array.from({ length: 1024 }, (_, i) => `svc${i % 100}.entity${(i * 7) % patterns}.updated`);
+  const types = Array.from(
+    { length: 1024 },
+    (_, i) => `svc${i % 100}.entity${(i * 7) % patterns}.updated`,
+  );
   let matched = 0;
   const start = now();
   for (let i = 0; i < lookups; i++) matched += index.match(types[i & 1023] as string).length;

@@ -17,11 +17,14 @@ const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
 const names = wanted.length > 0 ? wanted : Object.keys(registry);
 const unknown = names.filter((name) => registry[name] === undefined);
 if (unknown.length > 0) {
-  throw new Error(`unknown benchmark group(s): ${unknown.join(', ')}; known: ${Object.keys(registry).join(', ')}`);
+  throw new Error(
+    `unknown benchmark group(s): ${unknown.join(', ')}; known: ${Object.keys(registry).join(', ')}`,
+  );
 }
 
 const scenarios: Scenario[] = [];
-for (const name of names) scenarios.push(...(await (registry[name] as () => Promise<Scenario[]>)()));
+for (const name of names)
+  scenarios.push(...(await (registry[name] as () => Promise<Scenario[]>)()));
 const outputFile = fileURLToPath(new URL('../results/latest.jsonl', import.meta.url));
 await runScenarios(scenarios, { outputFile });
 console.log(`\nresults written to ${outputFile}`);

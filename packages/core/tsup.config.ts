@@ -7,6 +7,9 @@ export default defineConfig({
   sourcemap: true,
   clean: true,
   target: 'node20',
+  // Keep `node:crypto` and friends as written: every supported Node (>= 20.19) and bundler
+  // resolves the `node:` scheme, and it cannot be shadowed by a package named `crypto`.
+  removeNodeProtocol: false,
   // p-retry ships as ESM only; bundling it keeps the CommonJS build loadable with require().
   noExternal: ['p-retry', 'is-network-error'],
 });

@@ -34,7 +34,9 @@ await bus.subscribe(
       console.log(`  order ${event.payload.orderId} failed (attempt ${attempt})`);
       throw new Error(`amount ${event.payload.amount} is over the limit`);
     }
-    console.log(`  handled ${event.type}: order ${event.payload.orderId} for ${event.payload.amount}`);
+    console.log(
+      `  handled ${event.type}: order ${event.payload.orderId} for ${event.payload.amount}`,
+    );
   },
   { retry: { maxAttempts: 2, minDelayMs: 50 } },
 );
@@ -69,7 +71,9 @@ while (transport.deadLetterQueue.size < 2 && Date.now() < deadline) {
 console.log('\ndead-letter queue:');
 for (const letter of transport.deadLetterQueue.list()) {
   const { code, message, attempts, subscription } = letter.reason;
-  console.log(`  ${letter.event?.type} ${letter.event?.id.slice(0, 8)}: ${code} after ${attempts} attempt(s) in "${subscription}": ${message}`);
+  console.log(
+    `  ${letter.event?.type} ${letter.event?.id.slice(0, 8)}: ${code} after ${attempts} attempt(s) in "${subscription}": ${message}`,
+  );
 }
 
 const stats = bus.stats();

@@ -108,7 +108,10 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
     }
 
     /** Capability check made before the case runs, so skips are visible as skips. */
-    async function requires(ctx: { skip: (note?: string) => void }, ...flags: (keyof TransportCapabilities)[]) {
+    async function requires(
+      ctx: { skip: (note?: string) => void },
+      ...flags: (keyof TransportCapabilities)[]
+    ) {
       if (capabilities === undefined) {
         const probe = await harness.createTransport(`${namespace}probe`);
         capabilities = probe.info.capabilities;
@@ -119,7 +122,8 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
     }
 
     function expectNoBusErrors(...buses: TestBus[]): void {
-      for (const { errors } of buses) expect(errors.map((e) => `${e.code}: ${e.message}`)).toEqual([]);
+      for (const { errors } of buses)
+        expect(errors.map((e) => `${e.code}: ${e.message}`)).toEqual([]);
     }
 
     afterEach(async () => {
@@ -134,11 +138,18 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       namespace = `wt${randomUUID().replaceAll('-', '').slice(0, 12)}`;
     }
 
-    const test = (name: string, body: (ctx: { skip: (note?: string) => void }) => Promise<void>): void => {
-      it(name, async (ctx) => {
-        fresh();
-        await body(ctx);
-      }, caseTimeout);
+    const test = (
+      name: string,
+      body: (ctx: { skip: (note?: string) => void }) => Promise<void>,
+    ): void => {
+      it(
+        name,
+        async (ctx) => {
+          fresh();
+          await body(ctx);
+        },
+        caseTimeout,
+      );
     };
 
     test('publishes events and delivers each one to a subscriber, payload and ids intact', async () => {
@@ -180,7 +191,10 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
         ids.push(event.id);
         await pub.bus.publish(event);
       }
-      await waitFor(() => seen.every((set) => set.size >= 30), { timeoutMs, message: 'each subscriber got all 30' });
+      await waitFor(() => seen.every((set) => set.size >= 30), {
+        timeoutMs,
+        message: 'each subscriber got all 30',
+      });
       for (const set of seen) expect([...set].sort()).toEqual([...ids].sort());
       expectNoBusErrors(pub, ...subscribers);
     });
@@ -254,9 +268,13 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       const taken = await nextWithin(leavingSub[Symbol.asyncIterator](), timeoutMs);
       await published;
       expect(taken.kind === 'event' && taken.event.id).toBe(event.id);
-      await staying.bus.subscribe(type('noack'), (e) => {
-        seen.push(e);
-      }, { group });
+      await staying.bus.subscribe(
+        type('noack'),
+        (e) => {
+          seen.push(e);
+        },
+        { group },
+      );
       await leaving.close({ timeoutMs: 100 });
       await waitFor(() => seen.some((e) => e.id === event.id), {
         timeoutMs: redeliveryTimeoutMs,
@@ -272,13 +290,21 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       const second = await newBus();
       const seen = new Set<string>();
       let firstCount = 0;
-      const firstHandle = await first.bus.subscribe(type('leave'), (event) => {
-        firstCount++;
-        seen.add(event.id);
-      }, { group });
-      await second.bus.subscribe(type('leave'), (event) => {
-        seen.add(event.id);
-      }, { group });
+      const firstHandle = await first.bus.subscribe(
+        type('leave'),
+        (event) => {
+          firstCount++;
+          seen.add(event.id);
+        },
+        { group },
+      );
+      await second.bus.subscribe(
+        type('leave'),
+        (event) => {
+          seen.add(event.id);
+        },
+        { group },
+      );
       const pub = await newBus();
       const ids: string[] = [];
       for (let i = 0; i < 100; i++) {
@@ -327,7 +353,9 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       });
       const pub = await newBus();
       for (let n = 0; n < 20; n++) await pub.bus.publish(type('errors'), { n });
-      await waitFor(() => handled.length >= 10 && sub.bus.stats().deadLettered >= 10, { timeoutMs });
+      await waitFor(() => handled.length >= 10 && sub.bus.stats().deadLettered >= 10, {
+        timeoutMs,
+      });
       expect(handled.sort((a, b) => a - b)).toEqual([0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
       expectNoBusErrors(sub, pub);
     });
@@ -374,14 +402,23 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
         rest.push(event.type);
       });
       const pub = await newBus();
-      const published = [type('wild.a'), type('wild.b.c'), type('wild.new.deep.type'), type('other.a')];
+      const published = [
+        type('wild.a'),
+        type('wild.b.c'),
+        type('wild.new.deep.type'),
+        type('other.a'),
+      ];
       for (const t of published) await pub.bus.publish(t, { t });
       await waitFor(() => star.length >= 1 && rest.length >= 3, { timeoutMs });
       // Give a wrongly routed event the chance to show up before asserting exact lists.
       await pub.bus.publish(type('wild.z'), {});
-      await waitFor(() => star.includes(type('wild.z')) && rest.includes(type('wild.z')), { timeoutMs });
+      await waitFor(() => star.includes(type('wild.z')) && rest.includes(type('wild.z')), {
+        timeoutMs,
+      });
       expect(star.sort()).toEqual([type('wild.a'), type('wild.z')]);
-      expect(rest.sort()).toEqual([type('wild.a'), type('wild.b.c'), type('wild.new.deep.type'), type('wild.z')].sort());
+      expect(rest.sort()).toEqual(
+        [type('wild.a'), type('wild.b.c'), type('wild.new.deep.type'), type('wild.z')].sort(),
+      );
       expectNoBusErrors(sub, pub);
     });
 
@@ -391,9 +428,13 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       const seen = members.map(() => [] as string[]);
       const groups = [`a-${namespace}`, `a-${namespace}`, `b-${namespace}`];
       for (const [i, member] of members.entries()) {
-        await member.bus.subscribe(type('groups'), (event) => {
-          seen[i]?.push(event.id);
-        }, { group: groups[i] as string });
+        await member.bus.subscribe(
+          type('groups'),
+          (event) => {
+            seen[i]?.push(event.id);
+          },
+          { group: groups[i] as string },
+        );
       }
       const pub = await newBus();
       const ids: string[] = [];
@@ -421,9 +462,13 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       }
       const sub = await newBus();
       const seen: string[] = [];
-      await sub.bus.subscribe(type('replay'), (event) => {
-        seen.push(event.id);
-      }, { startFrom: 'earliest' });
+      await sub.bus.subscribe(
+        type('replay'),
+        (event) => {
+          seen.push(event.id);
+        },
+        { startFrom: 'earliest' },
+      );
       await waitFor(() => seen.length >= 5, { timeoutMs });
       expect(seen).toEqual(ids);
       expectNoBusErrors(sub, pub);
@@ -450,7 +495,11 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
           n++;
           return [...seen].some((value) => value >= 2);
         },
-        { timeoutMs: timeoutMs * 3, intervalMs: 250, message: 'an event published after the restart' },
+        {
+          timeoutMs: timeoutMs * 3,
+          intervalMs: 250,
+          message: 'an event published after the restart',
+        },
       );
       expect((await sub.bus.healthCheck()).healthy).toBe(true);
       expect((await pub.bus.healthCheck()).healthy).toBe(true);
@@ -459,14 +508,21 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
     test('dead-letters an event after its retries with the reason, and consumeDlq returns it', async () => {
       const sub = await newBus();
       let calls = 0;
-      await sub.bus.subscribe(type('dlq.target'), () => {
-        calls++;
-        throw new Error('always fails');
-      }, { retry: { maxAttempts: 2, minDelayMs: 10, maxDelayMs: 50 }, name: 'dlq-case' });
+      await sub.bus.subscribe(
+        type('dlq.target'),
+        () => {
+          calls++;
+          throw new Error('always fails');
+        },
+        { retry: { maxAttempts: 2, minDelayMs: 10, maxDelayMs: 50 }, name: 'dlq-case' },
+      );
       const pub = await newBus();
       const event = createEvent(type('dlq.target'), { important: true });
       await pub.bus.publish(event);
-      await waitFor(() => sub.bus.stats().deadLettered >= 1, { timeoutMs, message: 'a dead letter' });
+      await waitFor(() => sub.bus.stats().deadLettered >= 1, {
+        timeoutMs,
+        message: 'a dead letter',
+      });
       expect(calls).toBe(3);
       const letters: DeadLetter[] = [];
       const reader = await newTransport();
@@ -492,7 +548,8 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
     });
 
     test('dead-letters malformed bytes and keeps the subscription running', async (ctx) => {
-      if (harness.publishRaw === undefined) ctx.skip('the harness cannot put raw bytes on the wire');
+      if (harness.publishRaw === undefined)
+        ctx.skip('the harness cannot put raw bytes on the wire');
       const sub = await newBus();
       const seen: string[] = [];
       await sub.bus.subscribe(type('raw'), (event) => {
@@ -500,11 +557,17 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       });
       await newTransport();
       const garbage = new TextEncoder().encode('{"this is": not json');
-      await (harness.publishRaw as NonNullable<typeof harness.publishRaw>)(namespace, type('raw'), garbage);
+      await (harness.publishRaw as NonNullable<typeof harness.publishRaw>)(
+        namespace,
+        type('raw'),
+        garbage,
+      );
       const pub = await newBus();
       const valid = createEvent(type('raw'), { fine: true });
       await pub.bus.publish(valid);
-      await waitFor(() => seen.includes(valid.id) && sub.bus.stats().deadLettered >= 1, { timeoutMs });
+      await waitFor(() => seen.includes(valid.id) && sub.bus.stats().deadLettered >= 1, {
+        timeoutMs,
+      });
       const letters: DeadLetter[] = [];
       const handle = await sub.transport.consumeDlq((letter) => {
         letters.push(letter);
@@ -525,8 +588,14 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
         seen.push(event);
       });
       const pub = await newBus();
-      const unicode = { text: 'héllo wörld ✓ 日本語 עברית 😀🚀', nested: { emoji: '👩‍👩‍👧‍👦', zero: '\u0000' } };
-      const large = { blob: 'x'.repeat(512 * 1024), list: Array.from({ length: 1000 }, (_, i) => ({ i })) };
+      const unicode = {
+        text: 'héllo wörld ✓ 日本語 עברית 😀🚀',
+        nested: { emoji: '👩‍👩‍👧‍👦', zero: '\u0000' },
+      };
+      const large = {
+        blob: 'x'.repeat(512 * 1024),
+        list: Array.from({ length: 1000 }, (_, i) => ({ i })),
+      };
       await pub.bus.publish(type('big'), unicode);
       await pub.bus.publish(type('big'), large);
       await waitFor(() => seen.length >= 2, { timeoutMs });
@@ -542,16 +611,20 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
         seen.push(event);
       });
       const pub = await newBus();
-      const event = createEvent(type('headers'), { a: 1 }, {
-        source: 'conformance',
-        correlationId: randomUUID(),
-        causationId: randomUUID(),
-        headers: {
-          traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
-          tracestate: 'vendor=value',
-          'x-custom': 'ünïcode',
+      const event = createEvent(
+        type('headers'),
+        { a: 1 },
+        {
+          source: 'conformance',
+          correlationId: randomUUID(),
+          causationId: randomUUID(),
+          headers: {
+            traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+            tracestate: 'vendor=value',
+            'x-custom': 'ünïcode',
+          },
         },
-      });
+      );
       await pub.bus.publish(event);
       await waitFor(() => seen.length >= 1, { timeoutMs });
       expect(seen[0]).toEqual(event);
@@ -585,7 +658,9 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       await transport.close();
       await transport.close();
       expect((await transport.healthCheck()).healthy).toBe(false);
-      await expect(transport.publish(createEvent(type('closed'), {}))).rejects.toMatchObject({ code: 'CLOSED' });
+      await expect(transport.publish(createEvent(type('closed'), {}))).rejects.toMatchObject({
+        code: 'CLOSED',
+      });
     });
   });
 }
@@ -596,7 +671,10 @@ async function nextWithin(iterator: AsyncIterator<Delivery>, timeoutMs: number):
     const result = await Promise.race([
       iterator.next(),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no delivery within ${timeoutMs} ms`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`no delivery within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
       }),
     ]);
     if (result.done === true) throw new Error('the subscription ended');

@@ -15,7 +15,8 @@ function brokerFor(namespace: string): MemoryBroker {
 describeTransportConformance({
   name: 'memory',
   createTransport: (namespace) => new MemoryTransport({ broker: brokerFor(namespace) }),
-  publishRaw: (namespace, type, bytes) => new MemoryTransport({ broker: brokerFor(namespace) }).publishRaw(type, bytes),
+  publishRaw: (namespace, type, bytes) =>
+    new MemoryTransport({ broker: brokerFor(namespace) }).publishRaw(type, bytes),
   cleanup: (namespace) => {
     brokers.delete(namespace);
     return Promise.resolve();

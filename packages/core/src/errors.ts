@@ -125,7 +125,11 @@ export interface ValidationIssue {
 /** An event type or payload did not validate. Never retryable. */
 export class ValidationError extends WatchtowerError {
   readonly issues: readonly ValidationIssue[];
-  constructor(message: string, issues: readonly ValidationIssue[] = [], options?: WatchtowerErrorOptions) {
+  constructor(
+    message: string,
+    issues: readonly ValidationIssue[] = [],
+    options?: WatchtowerErrorOptions,
+  ) {
     super(ErrorCode.VALIDATION, message, { retryable: false, ...options });
     this.name = 'ValidationError';
     this.issues = issues;

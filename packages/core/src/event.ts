@@ -100,9 +100,10 @@ function toTimestamp(value: string | Date | undefined): string {
   if (value === undefined) return nowIso();
   if (typeof value === 'string') {
     if (Number.isNaN(Date.parse(value))) {
-      throw new ValidationError(`invalid event timestamp ${JSON.stringify(value)}: expected RFC 3339`, [
-        { message: 'invalid timestamp', path: ['timestamp'] },
-      ]);
+      throw new ValidationError(
+        `invalid event timestamp ${JSON.stringify(value)}: expected RFC 3339`,
+        [{ message: 'invalid timestamp', path: ['timestamp'] }],
+      );
     }
     return value;
   }

@@ -74,7 +74,11 @@ export type { EventMap } from './emitter.js';
 export { AsyncQueue } from './async-queue.js';
 export { Fifo } from './fifo.js';
 
-export { CircuitBreaker, DEFAULT_CIRCUIT_BREAKER_OPTIONS, isCircuitFailure } from './circuit-breaker.js';
+export {
+  CircuitBreaker,
+  DEFAULT_CIRCUIT_BREAKER_OPTIONS,
+  isCircuitFailure,
+} from './circuit-breaker.js';
 export type {
   CircuitBreakerOptions,
   CircuitBreakerStats,
@@ -111,5 +115,9 @@ export type {
   ValidationMode,
 } from './event-bus.js';
 
-export { MemoryTransport, MemoryBroker, DEFAULT_MEMORY_TRANSPORT_OPTIONS } from './memory-transport.js';
+export {
+  MemoryTransport,
+  MemoryBroker,
+  DEFAULT_MEMORY_TRANSPORT_OPTIONS,
+} from './memory-transport.js';
 export type { MemoryTransportOptions, MemoryBrokerOptions } from './memory-transport.js';

@@ -90,7 +90,9 @@ function toValidationError(
   });
   const summary = list
     .slice(0, 3)
-    .map((issue) => (issue.path?.length ? `${issue.path.join('.')}: ${issue.message}` : issue.message))
+    .map((issue) =>
+      issue.path?.length ? `${issue.path.join('.')}: ${issue.message}` : issue.message,
+    )
     .join('; ');
   return new ValidationError(`${what} failed schema validation: ${summary}`, list);
 }
@@ -99,9 +101,7 @@ function toValidationError(
  * True when event type `Type` matches pattern `Pattern` (`*` one token, `>`/`#` the rest),
  * evaluated by the type checker so that `subscribe('user.*', ...)` infers its payloads.
  */
-export type MatchesPattern<Type extends string, Pattern extends string> = Pattern extends
-  | '>'
-  | '#'
+export type MatchesPattern<Type extends string, Pattern extends string> = Pattern extends '>' | '#'
   ? true
   : Pattern extends `${infer PHead}.${infer PRest}`
     ? Type extends `${infer THead}.${infer TRest}`
@@ -115,7 +115,11 @@ export type MatchesPattern<Type extends string, Pattern extends string> = Patter
         ? true
         : false;
 
-/** The catalog types a pattern matches. */
+/**
+ * The catalog types a pattern matches; for a union of patterns (`subscribe(['a.*', 'b.c'])`),
+ * the types any of them matches.
+ */
 export type TypesMatching<C extends EventCatalog, Pattern extends string> = {
-  [K in keyof C & string]: MatchesPattern<K, Pattern> extends true ? K : never;
+  // MatchesPattern distributes over a union of patterns: `boolean` means some pattern matched.
+  [K in keyof C & string]: true extends MatchesPattern<K, Pattern> ? K : never;
 }[keyof C & string];

@@ -56,10 +56,7 @@ export interface PublishOptions {
 
 /** Where a new subscription (or group) starts reading, on transports with `replay`. */
 export type StartPosition =
-  | 'new'
-  | 'earliest'
-  | { readonly sequence: number }
-  | { readonly time: Date };
+  'new' | 'earliest' | { readonly sequence: number } | { readonly time: Date };
 
 /** Options of {@link Transport.subscribe}. */
 export interface TransportSubscribeOptions {

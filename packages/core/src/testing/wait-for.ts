@@ -29,7 +29,9 @@ export async function waitFor<T>(
     }
     if (Date.now() >= deadline) {
       const detail = lastError === undefined ? '' : ` (last error: ${String(lastError)})`;
-      throw new Error(`waitFor: ${options.message ?? 'condition not met'} within ${timeoutMs} ms${detail}`);
+      throw new Error(
+        `waitFor: ${options.message ?? 'condition not met'} within ${timeoutMs} ms${detail}`,
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
