@@ -69,10 +69,10 @@ while (transport.deadLetterQueue.size < 2 && Date.now() < deadline) {
 }
 
 console.log('\ndead-letter queue:');
-for (const letter of transport.deadLetterQueue.list()) {
-  const { code, message, attempts, subscription } = letter.reason;
+for (const { event, reason } of transport.deadLetterQueue.list()) {
+  const what = event === undefined ? 'undecodable bytes' : `${event.type} ${event.id.slice(0, 8)}`;
   console.log(
-    `  ${letter.event?.type} ${letter.event?.id.slice(0, 8)}: ${code} after ${attempts} attempt(s) in "${subscription}": ${message}`,
+    `  ${what}: ${reason.code} after ${reason.attempts} attempt(s) in "${reason.subscription ?? '?'}": ${reason.message}`,
   );
 }
 

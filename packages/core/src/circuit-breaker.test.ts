@@ -210,6 +210,8 @@ describe('CircuitBreaker', () => {
   it('uses a custom isFailure, and a non-failure in half-open only frees the trial slot', async () => {
     const { breaker, clock } = await openBreaker({ isFailure: (e) => e !== 'ignored' });
     clock.advance(60_000);
+    // A non-Error rejection on purpose: isFailure must see the value as it was thrown.
+    // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
     await expect(breaker.execute(() => Promise.reject('ignored'))).rejects.toBe('ignored');
     expect(breaker.state).toBe('half-open');
     await expect(breaker.execute(ok)).resolves.toBe('ok');
@@ -356,7 +358,7 @@ describe('CircuitBreaker', () => {
     ['isFailure', { isFailure: 'yes' as never }],
     ['name', { name: 42 as never }],
   ] as const)('rejects a bad %s with a CONFIG error naming it', (field, options) => {
-    const error = thrown(() => new CircuitBreaker(options as CircuitBreakerOptions));
+    const error = thrown(() => new CircuitBreaker(options));
     expect(error).toMatchObject({
       code: ErrorCode.CONFIG,
       message: expect.stringContaining(`\`${field}\``),

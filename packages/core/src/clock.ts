@@ -1,5 +1,5 @@
-/** A timer handle returned by {@link Clock.setTimeout}. */
-export type TimerHandle = unknown;
+/** A timer handle returned by {@link Clock.setTimeout} (a Node `Timeout`, or a fake clock's id). */
+export type TimerHandle = object | number;
 
 /**
  * Time as the fault-tolerance components see it. Tests pass a `FakeClock`

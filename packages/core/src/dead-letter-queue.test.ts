@@ -1,9 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  DEFAULT_DEAD_LETTER_QUEUE_OPTIONS,
-  InMemoryDeadLetterQueue,
-  type InMemoryDeadLetterQueueOptions,
-} from './dead-letter-queue.js';
+import { DEFAULT_DEAD_LETTER_QUEUE_OPTIONS, InMemoryDeadLetterQueue } from './dead-letter-queue.js';
 import { ErrorCode } from './errors.js';
 import { createEvent } from './event.js';
 import type { DeadLetter } from './transport.js';
@@ -134,9 +130,7 @@ describe('InMemoryDeadLetterQueue', () => {
   it.each([0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY])(
     'rejects capacity %s with a CONFIG error naming it',
     (capacity) => {
-      const error = thrown(
-        () => new InMemoryDeadLetterQueue({ capacity } as InMemoryDeadLetterQueueOptions),
-      );
+      const error = thrown(() => new InMemoryDeadLetterQueue({ capacity }));
       expect(error).toMatchObject({
         code: ErrorCode.CONFIG,
         message: expect.stringContaining('`capacity`'),

@@ -338,7 +338,7 @@ export class PatternIndex<V> {
       if (token === '*') {
         node = node.star ??= new TrieNode<V>();
       } else {
-        const children = (node.literal ??= new Map());
+        const children = (node.literal ??= new Map<string, TrieNode<V>>());
         let child = children.get(token);
         if (child === undefined) {
           child = new TrieNode<V>();

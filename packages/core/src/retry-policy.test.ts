@@ -1,11 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConnectionError, ErrorCode, NonRetryableError, ValidationError } from './errors.js';
-import {
-  DEFAULT_RETRY_OPTIONS,
-  RetryPolicy,
-  isRetryableError,
-  type RetryPolicyOptions,
-} from './retry-policy.js';
+import { DEFAULT_RETRY_OPTIONS, RetryPolicy, isRetryableError } from './retry-policy.js';
 import { FakeClock } from './testing/fake-clock.js';
 
 function thrown(fn: () => unknown): unknown {
@@ -266,6 +261,8 @@ describe('RetryPolicy.execute', () => {
     const result = policy.execute(
       () => {
         calls++;
+        // A non-Error rejection on purpose: the policy must retry it and keep it as thrown.
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
         return Promise.reject('a string');
       },
       { onRetry: (error) => seen.push(error) },
@@ -329,7 +326,7 @@ describe('RetryPolicy options', () => {
     ['clock', { clock: {} as never }],
     ['random', { random: 0.5 as never }],
   ] as const)('rejects a bad %s with a CONFIG error naming it', (field, options) => {
-    const error = thrown(() => new RetryPolicy(options as RetryPolicyOptions));
+    const error = thrown(() => new RetryPolicy(options));
     expect(error).toMatchObject({
       code: ErrorCode.CONFIG,
       message: expect.stringContaining(`\`${field}\``),

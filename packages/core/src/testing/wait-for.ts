@@ -23,12 +23,15 @@ export async function waitFor<T>(
   for (;;) {
     try {
       const value = await condition();
-      if (value) return value as NonNullable<T>;
+      if (value) return value;
     } catch (error) {
       lastError = error;
     }
     if (Date.now() >= deadline) {
-      const detail = lastError === undefined ? '' : ` (last error: ${String(lastError)})`;
+      const detail =
+        lastError === undefined
+          ? ''
+          : ` (last error: ${lastError instanceof Error ? lastError.message : JSON.stringify(lastError)})`;
       throw new Error(
         `waitFor: ${options.message ?? 'condition not met'} within ${timeoutMs} ms${detail}`,
       );
