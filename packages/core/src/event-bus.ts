@@ -1,11 +1,15 @@
-import { BackpressureController, type BackpressureOptions, type BackpressureStats } from './backpressure.js';
+import {
+  BackpressureController,
+  type BackpressureOptions,
+  type BackpressureStats,
+} from './backpressure.js';
 import {
   CircuitBreaker,
   type CircuitBreakerOptions,
   type CircuitBreakerStats,
   type CircuitState,
 } from './circuit-breaker.js';
-import { sleep, systemClock, type Clock } from './clock.js';
+import { sleep, systemClock, type Clock, type TimerHandle } from './clock.js';
 import { Emitter } from './emitter.js';
 import {
   ClosedError,
@@ -107,10 +111,7 @@ export interface HandlerContext {
 }
 
 /** Handles one event. Throwing (or rejecting) fails the delivery: it is retried, then dead-lettered. */
-export type EventHandler<E extends Event = Event> = (
-  event: E,
-  context: HandlerContext,
-) => unknown;
+export type EventHandler<E extends Event = Event> = (event: E, context: HandlerContext) => unknown;
 
 /** The event type a handler of `Pattern` receives with catalog `C`. */
 export type EventFor<C extends EventCatalog, Pattern extends string> = string extends keyof C
@@ -149,7 +150,10 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
    */
   publishConcurrency?: number;
   /** Defaults for every `subscribe` call. */
-  subscriptionDefaults?: Pick<SubscribeOptions, 'concurrency' | 'timeoutMs' | 'retry' | 'maxInFlight'>;
+  subscriptionDefaults?: Pick<
+    SubscribeOptions,
+    'concurrency' | 'timeoutMs' | 'retry' | 'maxInFlight'
+  >;
   /**
    * How long `close()` waits for queued publishes and running handlers.
    * @defaultValue 10000
@@ -257,6 +261,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     malformed: 0,
   };
   #connecting: Promise<void> | undefined;
+  /** Set once `transport.connect()` has resolved: publishes then skip the connect step. */
+  #connected = false;
   #closing: Promise<void> | undefined;
   #flushed: (() => void) | undefined;
 
@@ -270,7 +276,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     if (!['strict', 'warn', 'ignore'].includes(this.#validation)) {
       throw configError('validation', 'must be "strict", "warn" or "ignore"');
     }
-    if (options.events !== undefined && (typeof options.events !== 'object' || options.events === null)) {
+    if (
+      options.events !== undefined &&
+      (typeof options.events !== 'object' || options.events === null)
+    ) {
       throw configError('events', 'must be a catalog from defineEvents()');
     }
     this.#catalog = options.events;
@@ -292,9 +301,16 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     // Checked here so that a bad default fails at construction, not at the first subscribe.
     resolveSubscribeOptions({}, this.#subscriptionDefaults, this.#clock);
 
-    this.#breaker = new CircuitBreaker({ clock: this.#clock, name: 'publish', ...options.circuitBreaker });
+    this.#breaker = new CircuitBreaker({
+      clock: this.#clock,
+      name: 'publish',
+      ...options.circuitBreaker,
+    });
     this.#retry = new RetryPolicy({ clock: this.#clock, ...options.retry });
-    this.#queue = new BackpressureController<PublishEntry>({ clock: this.#clock, ...options.backpressure });
+    this.#queue = new BackpressureController<PublishEntry>({
+      clock: this.#clock,
+      ...options.backpressure,
+    });
     this.#queue.on('dropped', (entry, error) => {
       this.#counters.publishFailed++;
       entry.reject(error);
@@ -303,17 +319,16 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#logger.warn('publish queue is filling up', { ...stats, fillRatio: stats.fillRatio() });
       this.#emitter.emit('backpressureWarning', stats);
     });
-    this.#breaker.on('stateChange', (to, from) => this.#emitter.emit('circuitStateChange', to, from));
+    this.#breaker.on('stateChange', (to, from) =>
+      this.#emitter.emit('circuitStateChange', to, from),
+    );
   }
 
   /** Connects the transport. Called on first use; calling it early surfaces errors early. */
   connect(): Promise<void> {
-    if (this.#closing !== undefined) return Promise.reject(new ClosedError('the event bus is closed'));
-    this.#connecting ??= this.transport.connect().catch((error: unknown) => {
-      this.#connecting = undefined;
-      throw toWatchtowerError(error, ErrorCode.CONNECTION);
-    });
-    return this.#connecting;
+    if (this.#closing !== undefined)
+      return Promise.reject(new ClosedError('the event bus is closed'));
+    return this.#ensureConnected();
   }
 
   /**
@@ -327,8 +342,13 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     metadata?: EventMetadataInput,
   ): Promise<void>;
   publish(event: Event): Promise<void>;
-  publish(eventOrType: Event | string, payload?: unknown, metadata?: EventMetadataInput): Promise<void> {
-    if (this.#closing !== undefined) return Promise.reject(new ClosedError('the event bus is closed'));
+  publish(
+    eventOrType: Event | string,
+    payload?: unknown,
+    metadata?: EventMetadataInput,
+  ): Promise<void> {
+    if (this.#closing !== undefined)
+      return Promise.reject(new ClosedError('the event bus is closed'));
     let event: Event;
     try {
       event =
@@ -336,7 +356,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           ? createEvent(eventOrType, payload, this.#withSource(metadata))
           : checkEvent(eventOrType);
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error);
     }
     const schema = this.#schemaFor(event.type, NOT_SET);
     if (schema === NOT_SET) return this.#enqueue(event);
@@ -344,8 +364,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#counters.validationFailures++;
       return Promise.reject(schema);
     }
-    const outcome = runSchema(schema, event.payload, `payload of "${event.type}"`);
-    if (outcome instanceof Promise) return outcome.then((settled) => this.#afterValidation(event, settled));
+    const outcome = checkPayload(schema, event.payload, `payload of "${event.type}"`);
+    if (outcome instanceof Promise)
+      return outcome.then((settled) => this.#afterValidation(event, settled));
     return this.#afterValidation(event, outcome);
   }
 
@@ -365,12 +386,20 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       throw configError('eventTypes', 'give at least one event type or pattern');
     }
     if (typeof handler !== 'function') throw configError('handler', 'must be a function');
-    const compiled = patterns.map((pattern) => compilePattern(pattern));
+    // Array.isArray narrows to any[]; the list is re-typed, each entry is checked by compilePattern.
+    const compiled = (patterns as readonly unknown[]).map((pattern) =>
+      compilePattern(pattern as string),
+    );
     const resolved = resolveSubscribeOptions(options, this.#subscriptionDefaults, this.#clock);
     options.signal?.throwIfAborted();
     await this.connect();
 
-    const subscription = new BusSubscription(this.#host(), compiled, handler as EventHandler, resolved);
+    const subscription = new BusSubscription(
+      this.#host(),
+      compiled,
+      handler as EventHandler,
+      resolved,
+    );
     const transportSubs: TransportSubscription[] = [];
     try {
       for (const pattern of compiled) {
@@ -386,11 +415,20 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       await Promise.allSettled(transportSubs.map((sub) => sub.unsubscribe()));
       throw toWatchtowerError(error);
     }
-    this.#subscriptions.add(subscription);
-    subscription.start(transportSubs, () => this.#subscriptions.delete(subscription));
-    if (options.signal !== undefined) {
-      options.signal.addEventListener('abort', () => void subscription.unsubscribe(), { once: true });
+    if (this.#closing !== undefined) {
+      // close() began while the transport subscriptions were being made: it cannot see them.
+      await Promise.allSettled(transportSubs.map((sub) => sub.unsubscribe()));
+      throw new ClosedError('the event bus is closed');
     }
+    this.#subscriptions.add(subscription);
+    const signal = options.signal;
+    const onAbort = (): void => void subscription.unsubscribe();
+    subscription.start(transportSubs, () => {
+      this.#subscriptions.delete(subscription);
+      // A long-lived signal shared by many subscriptions must not collect their listeners.
+      signal?.removeEventListener('abort', onAbort);
+    });
+    signal?.addEventListener('abort', onAbort, { once: true });
     return subscription;
   }
 
@@ -400,7 +438,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   /** Adds a listener; returns a function that removes it. */
-  on<K extends keyof EventBusEvents>(name: K, listener: (...args: EventBusEvents[K]) => void): () => void {
+  on<K extends keyof EventBusEvents>(
+    name: K,
+    listener: (...args: EventBusEvents[K]) => void,
+  ): () => void {
     return this.#emitter.on(name, listener);
   }
 
@@ -442,7 +483,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    * `timeoutMs`. Every step runs even when an earlier one fails; the first failure rejects.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
-    this.#closing ??= this.#close(nonNegative('timeoutMs', options.timeoutMs ?? this.#closeTimeoutMs));
+    if (this.#closing !== undefined) return this.#closing;
+    let timeoutMs: number;
+    try {
+      timeoutMs = nonNegative('timeoutMs', options.timeoutMs ?? this.#closeTimeoutMs);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.#closing = this.#close(timeoutMs);
     return this.#closing;
   }
 
@@ -472,9 +520,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   #afterValidation(event: Event, outcome: SchemaOutcome): Promise<void> {
-    if (outcome.ok) {
-      return this.#enqueue(outcome.value === event.payload ? event : { ...event, payload: outcome.value });
-    }
+    // The payload travels as given (the schema's input shape): consumers run the schema and
+    // hand its output to handlers. Sending the output would make a transforming schema
+    // (string -> Date, say) fail on the consuming side.
+    if (outcome.ok) return this.#enqueue(event);
     this.#counters.validationFailures++;
     if (this.#validation === 'strict') return Promise.reject(outcome.error);
     this.#logger.warn(outcome.error.message, { eventId: event.id, type: event.type });
@@ -498,13 +547,33 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     }
   }
 
+  /** Connects once; also used while closing, to send what was accepted before. */
+  #ensureConnected(): Promise<void> {
+    this.#connecting ??= this.transport.connect().then(
+      () => {
+        this.#connected = true;
+      },
+      (error: unknown) => {
+        this.#connecting = undefined;
+        throw toWatchtowerError(error, ErrorCode.CONNECTION);
+      },
+    );
+    return this.#connecting;
+  }
+
+  /** `transport.publish`, connecting first when the bus has not connected yet. */
+  #transportPublish(event: Event): Promise<void> {
+    if (this.#connected) return this.transport.publish(event);
+    return this.#ensureConnected().then(() => this.transport.publish(event));
+  }
+
   #send(entry: PublishEntry): void {
     let sent: Promise<void>;
     try {
       this.#breaker.acquire();
-      sent = this.transport.publish(entry.event);
+      sent = this.#transportPublish(entry.event);
     } catch (error) {
-      sent = Promise.reject(error as Error);
+      sent = Promise.reject(error);
     }
     sent.then(
       () => {
@@ -537,7 +606,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           }
           this.#breaker.acquire();
           try {
-            await this.transport.publish(entry.event);
+            await this.#transportPublish(entry.event);
           } catch (error) {
             this.#breaker.recordFailure(error);
             throw error;
@@ -546,7 +615,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
         },
         {
           signal: this.#closeController.signal,
-          isRetryable: (error) => !isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && isRetryableError(error),
+          isRetryable: (error) =>
+            !isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && isRetryableError(error),
         },
       )
       .then(
@@ -598,9 +668,11 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#counters.validationFailures++;
       return { error: schema };
     }
-    const outcome = await runSchema(schema, event.payload, `payload of "${event.type}"`);
+    const outcome = await checkPayload(schema, event.payload, `payload of "${event.type}"`);
     if (outcome.ok) {
-      return { event: outcome.value === event.payload ? event : { ...event, payload: outcome.value } };
+      return {
+        event: outcome.value === event.payload ? event : { ...event, payload: outcome.value },
+      };
     }
     this.#counters.validationFailures++;
     if (this.#validation === 'strict') return { error: outcome.error };
@@ -620,7 +692,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       const flushed = await this.#waitFor((resolve) => (this.#flushed = resolve), remaining());
       this.#flushed = undefined;
       if (!flushed) {
-        this.#closeController.abort(new ClosedError('the event bus closed before this publish was confirmed'));
+        this.#closeController.abort(
+          new ClosedError('the event bus closed before this publish was confirmed'),
+        );
         for (const entry of this.#queue.close(new ClosedError('the event bus is closed'))) {
           this.#counters.publishFailed++;
           entry.reject(new ClosedError('the event bus closed before this event was sent'));
@@ -635,7 +709,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     for (const result of stopped) if (result.status === 'rejected') failures.push(result.reason);
 
     // 3. Close the transport.
-    if (!this.#closeController.signal.aborted) this.#closeController.abort(new ClosedError('the event bus is closed'));
+    if (!this.#closeController.signal.aborted)
+      this.#closeController.abort(new ClosedError('the event bus is closed'));
     try {
       await this.transport.close({ timeoutMs: remaining() });
     } catch (error) {
@@ -674,7 +749,10 @@ function resolveSubscribeOptions(
   defaults: NonNullable<EventBusOptions['subscriptionDefaults']>,
   clock: Clock,
 ): ResolvedSubscribeOptions {
-  if (options.group !== undefined && (typeof options.group !== 'string' || options.group.length === 0)) {
+  if (
+    options.group !== undefined &&
+    (typeof options.group !== 'string' || options.group.length === 0)
+  ) {
     throw configError('group', 'must be a non-empty string');
   }
   const maxInFlight = options.maxInFlight ?? defaults.maxInFlight;
@@ -684,9 +762,13 @@ function resolveSubscribeOptions(
       'concurrency',
       options.concurrency ?? defaults.concurrency ?? DEFAULT_EVENT_BUS_OPTIONS.concurrency,
     ),
-    timeoutMs: nonNegative('timeoutMs', options.timeoutMs ?? defaults.timeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.timeoutMs),
+    timeoutMs: nonNegative(
+      'timeoutMs',
+      options.timeoutMs ?? defaults.timeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.timeoutMs,
+    ),
     retry: new RetryPolicy({ clock, ...defaults.retry, ...options.retry }),
-    maxInFlight: maxInFlight === undefined ? undefined : positiveInteger('maxInFlight', maxInFlight),
+    maxInFlight:
+      maxInFlight === undefined ? undefined : positiveInteger('maxInFlight', maxInFlight),
     startFrom: options.startFrom,
     name: options.name,
   };
@@ -777,18 +859,29 @@ class BusSubscription implements SubscriptionHandle {
 
   async #stop(timeoutMs: number): Promise<void> {
     const results = await Promise.allSettled(this.#transportSubs.map((sub) => sub.unsubscribe()));
+    // A loop holding a delivery while it waits for a slot hands it back now instead of
+    // starting a handler after unsubscribe() was called.
+    for (const waiter of this.#slotWaiters.splice(0)) waiter();
     if (this.#active > 0) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
+      const clock = this.#bus.clock;
+      let timer: TimerHandle | undefined;
+      let timedOut = false;
       await new Promise<void>((resolve) => {
         this.#idleWaiters.push(resolve);
         if (Number.isFinite(timeoutMs)) {
-          timer = setTimeout(resolve, timeoutMs);
+          timer = clock.setTimeout(() => {
+            timedOut = true;
+            resolve();
+          }, timeoutMs);
         }
       });
-      clearTimeout(timer);
-      // Handlers still running past the deadline are told to stop; their deliveries are
-      // settled by the transport's own close (requeued or redelivered).
-      for (const running of this.#running) running.controller?.abort(new ClosedError('the subscription stopped'));
+      if (timer !== undefined) clock.clearTimeout(timer);
+      if (timedOut) {
+        // Handlers still running past the deadline are told to stop; their deliveries are
+        // settled by the transport's own close (requeued or redelivered).
+        for (const running of this.#running)
+          abortRunning(running, new ClosedError('the subscription stopped'));
+      }
     }
     await Promise.allSettled(this.#loops);
     if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
@@ -800,12 +893,12 @@ class BusSubscription implements SubscriptionHandle {
   async #consume(sub: TransportSubscription, index: number): Promise<void> {
     try {
       for await (const delivery of sub) {
+        while (this.#stopping === undefined && this.#active >= this.#options.concurrency) {
+          await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
+        }
         if (this.#stopping !== undefined) {
           await this.#settleQuietly(delivery.nack(), delivery);
           continue;
-        }
-        while (this.#active >= this.#options.concurrency) {
-          await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
         }
         this.#active++;
         void this.#process(delivery, index).then(this.#release);
@@ -831,7 +924,12 @@ class BusSubscription implements SubscriptionHandle {
     try {
       if (delivery.kind === 'malformed') {
         bus.count('malformed');
-        await this.#deadLetter(delivery, { raw: delivery.raw, origin: delivery.origin }, delivery.error, delivery.attempt);
+        await this.#deadLetter(
+          delivery,
+          { raw: delivery.raw, origin: delivery.origin },
+          delivery.error,
+          delivery.attempt,
+        );
         return;
       }
       let event = delivery.event;
@@ -849,7 +947,10 @@ class BusSubscription implements SubscriptionHandle {
       }
       await this.#handle(delivery, event);
     } catch (error) {
-      bus.reportError(error, { subscription: this.name, ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}) });
+      bus.reportError(error, {
+        subscription: this.name,
+        ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}),
+      });
     }
   }
 
@@ -861,7 +962,8 @@ class BusSubscription implements SubscriptionHandle {
   #isOwnedBy(index: number, type: string): boolean {
     const patterns = this.#patterns;
     if (!(patterns[index] as CompiledPattern).matches(type)) return false;
-    for (let i = 0; i < index; i++) if ((patterns[i] as CompiledPattern).matches(type)) return false;
+    for (let i = 0; i < index; i++)
+      if ((patterns[i] as CompiledPattern).matches(type)) return false;
     return true;
   }
 
@@ -877,8 +979,13 @@ class BusSubscription implements SubscriptionHandle {
       }
       this.#bus.count('handlerFailures');
       const retryable =
-        !isWatchtowerError(failure, ErrorCode.NON_RETRYABLE) && !isWatchtowerError(failure, ErrorCode.VALIDATION);
-      if (!retryable || !policy.canRetry(attempt - 1) || (this.#stopping !== undefined && !this.#redelivery)) {
+        !isWatchtowerError(failure, ErrorCode.NON_RETRYABLE) &&
+        !isWatchtowerError(failure, ErrorCode.VALIDATION);
+      if (
+        !retryable ||
+        !policy.canRetry(attempt - 1) ||
+        (this.#stopping !== undefined && !this.#redelivery)
+      ) {
         await this.#deadLetter(delivery, event, failure, attempt);
         return;
       }
@@ -939,7 +1046,7 @@ class BusSubscription implements SubscriptionHandle {
         `handler of "${this.name}" did not finish within ${this.#options.timeoutMs} ms`,
         this.#options.timeoutMs,
       );
-      running.controller?.abort(error);
+      abortRunning(running, error);
       running.timedOut?.(error);
     }
   }
@@ -968,12 +1075,20 @@ class BusSubscription implements SubscriptionHandle {
         signal: bus.closeSignal,
       });
     } catch (error) {
-      bus.reportError(error, { subscription: this.name, ...('raw' in subject ? {} : { eventId: subject.id }) });
-      await this.#settleQuietly(delivery.nack({ delayMs: this.#options.retry.delayFor(1) }), delivery);
+      bus.reportError(error, {
+        subscription: this.name,
+        ...('raw' in subject ? {} : { eventId: subject.id }),
+      });
+      await this.#settleQuietly(
+        delivery.nack({ delayMs: this.#options.retry.delayFor(1) }),
+        delivery,
+      );
       return;
     }
     bus.count('deadLettered');
-    bus.emitDeadLetter('raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason });
+    bus.emitDeadLetter(
+      'raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason },
+    );
     await delivery.ack();
   }
 
@@ -991,13 +1106,39 @@ class BusSubscription implements SubscriptionHandle {
 
 // ---- helpers ------------------------------------------------------------------------------
 
+/**
+ * `runSchema`, with a schema that throws (a bug in a refinement, say) reported as a failed
+ * validation: publish then rejects with `VALIDATION` instead of throwing, and a consumed
+ * event is dead-lettered instead of being left unsettled.
+ */
+function checkPayload(
+  schema: StandardSchemaV1,
+  value: unknown,
+  what: string,
+): SchemaOutcome | Promise<SchemaOutcome> {
+  const thrown = (error: unknown): SchemaOutcome => ({
+    ok: false,
+    error: new ValidationError(`${what}: the schema threw: ${describeError(error)}`, [], {
+      cause: error,
+    }),
+  });
+  try {
+    const outcome = runSchema(schema, value, what);
+    return outcome instanceof Promise ? outcome.catch(thrown) : outcome;
+  } catch (error) {
+    return thrown(error);
+  }
+}
+
 function checkEvent(event: Event): Event {
   if (typeof event !== 'object' || event === null) {
     throw new ValidationError('publish() needs an Event (use createEvent) or (type, payload)');
   }
   assertEventType(event.type);
   if (typeof event.id !== 'string' || event.id.length === 0) {
-    throw new ValidationError('event.id must be a non-empty string', [{ message: 'required', path: ['id'] }]);
+    throw new ValidationError('event.id must be a non-empty string', [
+      { message: 'required', path: ['id'] },
+    ]);
   }
   if (typeof event.timestamp !== 'string') {
     throw new ValidationError('event.timestamp must be an RFC 3339 string', [
@@ -1010,6 +1151,15 @@ function checkEvent(event: Event): Event {
     ]);
   }
   return event;
+}
+
+/**
+ * Aborts a running handler's signal. The controller is made here when the handler has not
+ * asked for its signal yet, so that a handler looking at it later still sees it aborted.
+ */
+function abortRunning(running: Running, reason: Error): void {
+  running.controller ??= new AbortController();
+  if (!running.controller.signal.aborted) running.controller.abort(reason);
 }
 
 function errorCode(error: unknown): string {

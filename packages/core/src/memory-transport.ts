@@ -159,8 +159,14 @@ export class MemoryTransport implements Transport {
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
       throw configError('maxInFlight', 'must be an integer >= 1');
     }
-    if (options.broker !== undefined && (options.deadLetterQueue !== undefined || options.clock !== undefined)) {
-      throw configError('broker', 'give deadLetterQueue and clock to the MemoryBroker, not to the transport');
+    if (
+      options.broker !== undefined &&
+      (options.deadLetterQueue !== undefined || options.clock !== undefined)
+    ) {
+      throw configError(
+        'broker',
+        'give deadLetterQueue and clock to the MemoryBroker, not to the transport',
+      );
     }
     this.#maxInFlight = maxInFlight;
     this.broker = options.broker ?? new MemoryBroker(options);
@@ -182,9 +188,15 @@ export class MemoryTransport implements Transport {
     try {
       assertEventType(event.type);
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error);
     }
-    this.broker.route(event.type, { event, raw: undefined, error: undefined, origin: event.type, attempt: 1 });
+    this.broker.route(event.type, {
+      event,
+      raw: undefined,
+      error: undefined,
+      origin: event.type,
+      attempt: 1,
+    });
     return Promise.resolve();
   }
 
@@ -197,32 +209,49 @@ export class MemoryTransport implements Transport {
     try {
       assertEventType(type);
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error);
     }
     let message: Message;
     try {
-      message = { event: decodeEvent(raw), raw: undefined, error: undefined, origin: type, attempt: 1 };
+      message = {
+        event: decodeEvent(raw),
+        raw: undefined,
+        error: undefined,
+        origin: type,
+        attempt: 1,
+      };
     } catch (error) {
       const failure =
-        error instanceof SerializationError ? error : new SerializationError(String(error), raw, { cause: error });
+        error instanceof SerializationError
+          ? error
+          : new SerializationError(String(error), raw, { cause: error });
       message = { event: undefined, raw, error: failure, origin: type, attempt: 1 };
     }
     this.broker.route(type, message);
     return Promise.resolve();
   }
 
-  subscribe(pattern: string, options: TransportSubscribeOptions = {}): Promise<TransportSubscription> {
+  subscribe(
+    pattern: string,
+    options: TransportSubscribeOptions = {},
+  ): Promise<TransportSubscription> {
     if (this.#closed) return rejectClosed();
     try {
       assertPattern(pattern);
       if (options.startFrom !== undefined && options.startFrom !== 'new') {
-        throw configError('startFrom', 'the memory transport keeps no history; only "new" is supported');
+        throw configError(
+          'startFrom',
+          'the memory transport keeps no history; only "new" is supported',
+        );
       }
       const maxInFlight = options.maxInFlight ?? this.#maxInFlight;
       if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
         throw configError('maxInFlight', 'must be an integer >= 1');
       }
-      if (options.group !== undefined && (typeof options.group !== 'string' || options.group.length === 0)) {
+      if (
+        options.group !== undefined &&
+        (typeof options.group !== 'string' || options.group.length === 0)
+      ) {
         throw configError('group', 'must be a non-empty string');
       }
       const group = this.broker.groupFor(pattern, options.group);
@@ -231,7 +260,7 @@ export class MemoryTransport implements Transport {
       group.join(subscription);
       return Promise.resolve(subscription);
     } catch (error) {
-      return Promise.reject(error as Error);
+      return Promise.reject(error);
     }
   }
 
@@ -246,7 +275,8 @@ export class MemoryTransport implements Transport {
   /** Resolves when the dead letter is in the broker's queue. */
   async publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
     if (this.#closed) return rejectClosed();
-    const letter: DeadLetter = 'raw' in message ? { raw: message.raw, reason } : { event: message, reason };
+    const letter: DeadLetter =
+      'raw' in message ? { raw: message.raw, reason } : { event: message, reason };
     await this.deadLetterQueue.add(letter);
   }
 
@@ -255,7 +285,10 @@ export class MemoryTransport implements Transport {
    * false). A letter is removed when the handler returns; when it throws, the letter stays in
    * the queue for a later consumer.
    */
-  consumeDlq(handler: DeadLetterHandler, options: ConsumeDlqOptions = {}): Promise<SubscriptionHandle> {
+  consumeDlq(
+    handler: DeadLetterHandler,
+    options: ConsumeDlqOptions = {},
+  ): Promise<SubscriptionHandle> {
     if (this.#closed) return rejectClosed();
     const consumer: DlqConsumer = new DlqConsumer(
       this.deadLetterQueue,
@@ -284,6 +317,9 @@ export class MemoryTransport implements Transport {
 
   async #close(timeoutMs: number): Promise<void> {
     this.#closed = true;
+    // Draining: what is handed out may still be settled, but nothing new is handed out, or a
+    // nack during close would come straight back and the drain would never finish.
+    for (const subscription of this.#subscriptions) subscription.stopReceiving();
     if (this.#inFlight() > 0) {
       const clock = this.broker.clock;
       await new Promise<void>((resolve) => {
@@ -391,7 +427,12 @@ class MemoryGroup {
       this.#remove();
       return;
     }
-    for (const message of unseen) this.#ready.push(message);
+    if (unseen.length > 0) {
+      // They were handed out before anything now waiting, so they go first: publish order holds.
+      const waiting = this.#ready.drain();
+      for (const message of unseen) this.#ready.push(message);
+      for (const message of waiting) this.#ready.push(message);
+    }
     this.dispatch();
   }
 
@@ -409,6 +450,7 @@ class MemorySubscription implements TransportSubscription {
   /** Handed out (buffered or yielded) and not yet settled. */
   readonly #outstanding = new Set<MemoryDelivery>();
   #left = false;
+  #receiving = true;
 
   constructor(
     private readonly group: MemoryGroup,
@@ -427,7 +469,12 @@ class MemorySubscription implements TransportSubscription {
   }
 
   hasRoom(): boolean {
-    return !this.#left && this.#outstanding.size < this.maxInFlight;
+    return this.#receiving && !this.#left && this.#outstanding.size < this.maxInFlight;
+  }
+
+  /** The transport is closing: keep what was handed out, take nothing new. */
+  stopReceiving(): void {
+    this.#receiving = false;
   }
 
   deliver(message: Message): void {
@@ -442,7 +489,10 @@ class MemorySubscription implements TransportSubscription {
     this.#left = true;
     // Buffered deliveries were never seen by the consumer: they go back unchanged.
     const unseen = this.#queue.drain();
-    for (const delivery of unseen) delivery.revoke();
+    for (const delivery of unseen) {
+      delivery.revoke();
+      this.#outstanding.delete(delivery);
+    }
     this.#queue.end();
     this.group.leave(
       this,
@@ -504,7 +554,10 @@ class MemoryDelivery {
   nack(options?: NackOptions): Promise<void> {
     if (!this.#settled) {
       this.#settled = true;
-      const again = options?.requeue === false ? undefined : { ...this.message, attempt: this.message.attempt + 1 };
+      const again =
+        options?.requeue === false
+          ? undefined
+          : { ...this.message, attempt: this.message.attempt + 1 };
       this.subscription.settle(this, again, options?.delayMs ?? 0);
     }
     return Promise.resolve();
@@ -569,10 +622,10 @@ class DlqConsumer implements SubscriptionHandle {
         this.claimed.add(letter);
         try {
           await this.handler(letter);
+          // It stays claimed: another consumer may still hold it in its pending list.
           this.queue.remove(letter);
         } catch {
           // Not handled: the letter stays in the queue for a later consumer.
-        } finally {
           this.claimed.delete(letter);
         }
       }

@@ -1,0 +1,1740 @@
+import { getEventListeners } from 'node:events';
+import { describe, expect, it, vi, type Mock } from 'vitest';
+import {
+  ConnectionError,
+  ErrorCode,
+  NonRetryableError,
+  ValidationError,
+  WatchtowerError,
+  isWatchtowerError,
+} from './errors.js';
+import { createEvent, type Event } from './event.js';
+import {
+  DEFAULT_EVENT_BUS_OPTIONS,
+  EventBus,
+  type EventBusOptions,
+  type HandlerContext,
+  type Logger,
+  type SubscribeOptions,
+} from './event-bus.js';
+import { MemoryTransport, type MemoryTransportOptions } from './memory-transport.js';
+import { collectEvents } from './testing/collect.js';
+import { FakeClock } from './testing/fake-clock.js';
+import { waitFor } from './testing/wait-for.js';
+import type {
+  ConsumeDlqOptions,
+  DeadLetter,
+  DeadLetterHandler,
+  DeadLetterReason,
+  Delivery,
+  HealthStatus,
+  MalformedMessage,
+  NackOptions,
+  SubscriptionHandle,
+  Transport,
+  TransportCapabilities,
+  TransportInfo,
+  TransportSubscribeOptions,
+  TransportSubscription,
+} from './transport.js';
+
+// ---- helpers ----------------------------------------------------------------------------
+
+/** Lets pending promise continuations (and one I/O turn each) run; never waits on time. */
+async function settle(turns = 5): Promise<void> {
+  for (let i = 0; i < turns; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+interface Tracked {
+  state: 'pending' | 'resolved' | 'rejected';
+  error: unknown;
+  promise: Promise<void>;
+}
+
+/** Follows a promise without leaving a rejection unhandled. */
+function track(promise: Promise<unknown>): Tracked {
+  const tracked: Tracked = { state: 'pending', error: undefined, promise: Promise.resolve() };
+  tracked.promise = promise.then(
+    () => {
+      tracked.state = 'resolved';
+    },
+    (error: unknown) => {
+      tracked.state = 'rejected';
+      tracked.error = error;
+    },
+  );
+  return tracked;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a rejection');
+}
+
+function codeOf(error: unknown): string | undefined {
+  return isWatchtowerError(error) ? error.code : undefined;
+}
+
+/** A gate a handler can wait on; `open()` lets every waiter through. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+type LogMock = Mock<(message: string, details?: Record<string, unknown>) => void>;
+
+function quietLogger(): Logger & { warn: LogMock; error: LogMock } {
+  return { warn: vi.fn<Logger['warn']>(), error: vi.fn<Logger['error']>() };
+}
+
+interface Settlement {
+  id: string | undefined;
+  attempt: number;
+  action: 'ack' | 'nack';
+  delayMs?: number | undefined;
+}
+
+interface ManualPublish {
+  readonly event: Event;
+  confirm(): void;
+  fail(error: unknown): void;
+}
+
+/**
+ * A Transport under the test's control, backed by a MemoryTransport for delivery: publishes
+ * can be confirmed by hand, fail on demand or need `connect()` first; dead-letter writes can
+ * fail; acks and nacks are recorded; capabilities can be changed.
+ */
+class TestTransport implements Transport {
+  readonly inner: MemoryTransport;
+  readonly info: TransportInfo;
+  /** Every publish call, in order. */
+  readonly publishCalls: Event[] = [];
+  /** Events the transport confirmed, in order. */
+  readonly confirmed: Event[] = [];
+  /** Publishes waiting for `confirm()`/`fail()` in manual mode. */
+  readonly pending: ManualPublish[] = [];
+  readonly settlements: Settlement[] = [];
+  /** Errors the next publish calls reject with, in order. */
+  readonly publishFailures: unknown[] = [];
+  manual = false;
+  requireConnect = false;
+  connected = false;
+  connectCalls = 0;
+  /** How many next connect calls fail with CONNECTION. */
+  connectFailures = 0;
+  closeCalls = 0;
+  /** How many next dead-letter writes fail. */
+  dlqFailures = 0;
+  dlqWrites = 0;
+  inFlight = 0;
+  maxInFlight = 0;
+
+  constructor(
+    options: {
+      capabilities?: Partial<TransportCapabilities>;
+      memory?: MemoryTransportOptions;
+    } = {},
+  ) {
+    this.inner = new MemoryTransport(options.memory);
+    this.info = {
+      name: 'test',
+      capabilities: { ...this.inner.info.capabilities, ...options.capabilities },
+    };
+  }
+
+  get deadLetterQueue(): MemoryTransport['deadLetterQueue'] {
+    return this.inner.deadLetterQueue;
+  }
+
+  connect(): Promise<void> {
+    this.connectCalls++;
+    if (this.connectFailures > 0) {
+      this.connectFailures--;
+      return Promise.reject(new ConnectionError('broker unreachable'));
+    }
+    this.connected = true;
+    return this.inner.connect();
+  }
+
+  publish(event: Event): Promise<void> {
+    this.publishCalls.push(event);
+    if (this.requireConnect && !this.connected) {
+      return Promise.reject(
+        new WatchtowerError(ErrorCode.TRANSPORT, 'publish before connect', { retryable: false }),
+      );
+    }
+    if (this.publishFailures.length > 0) return Promise.reject(this.publishFailures.shift());
+    if (!this.manual) return this.#deliver(event);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    return new Promise<void>((resolve, reject) => {
+      const entry: ManualPublish = {
+        event,
+        confirm: () => {
+          this.#remove(entry);
+          this.#deliver(event).then(resolve, reject);
+        },
+        fail: (error) => {
+          this.#remove(entry);
+          reject(error);
+        },
+      };
+      this.pending.push(entry);
+    });
+  }
+
+  /** Confirms the oldest pending publish. */
+  confirmNext(): void {
+    const next = this.pending[0];
+    if (next === undefined) throw new Error('no pending publish');
+    next.confirm();
+  }
+
+  async subscribe(
+    pattern: string,
+    options?: TransportSubscribeOptions,
+  ): Promise<TransportSubscription> {
+    const sub = await this.inner.subscribe(pattern, options);
+    const wrap = (delivery: Delivery): Delivery => this.#wrap(delivery);
+    return {
+      pattern: sub.pattern,
+      unsubscribe: () => sub.unsubscribe(),
+      async *[Symbol.asyncIterator]() {
+        for await (const delivery of sub) yield wrap(delivery);
+      },
+    };
+  }
+
+  healthCheck(): Promise<HealthStatus> {
+    return this.inner.healthCheck();
+  }
+
+  publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
+    this.dlqWrites++;
+    if (this.dlqFailures > 0) {
+      this.dlqFailures--;
+      return Promise.reject(
+        new WatchtowerError(ErrorCode.TRANSPORT, 'dead-letter store unavailable'),
+      );
+    }
+    return this.inner.publishToDlq(message, reason);
+  }
+
+  consumeDlq(handler: DeadLetterHandler, options?: ConsumeDlqOptions): Promise<SubscriptionHandle> {
+    return this.inner.consumeDlq(handler, options);
+  }
+
+  close(options?: { timeoutMs?: number }): Promise<void> {
+    this.closeCalls++;
+    for (const entry of [...this.pending])
+      entry.fail(new WatchtowerError(ErrorCode.CLOSED, 'transport closed'));
+    return this.inner.close(options);
+  }
+
+  #deliver(event: Event): Promise<void> {
+    return this.inner.publish(event).then(() => {
+      this.confirmed.push(event);
+    });
+  }
+
+  #remove(entry: ManualPublish): void {
+    this.inFlight--;
+    this.pending.splice(this.pending.indexOf(entry), 1);
+  }
+
+  #wrap(delivery: Delivery): Delivery {
+    const record = (action: 'ack' | 'nack', options?: NackOptions): void => {
+      this.settlements.push({
+        id: delivery.kind === 'event' ? delivery.event.id : undefined,
+        attempt: delivery.attempt,
+        action,
+        delayMs: options?.delayMs,
+      });
+    };
+    const redelivery = this.info.capabilities.redelivery;
+    const common = {
+      attempt: delivery.attempt,
+      origin: delivery.origin,
+      ack: (): Promise<void> => {
+        record('ack');
+        return delivery.ack();
+      },
+      nack: (options?: NackOptions): Promise<void> => {
+        record('nack', options);
+        // A transport without redelivery has nothing to hand back to.
+        return redelivery ? delivery.nack(options) : delivery.ack();
+      },
+    };
+    return delivery.kind === 'event'
+      ? { kind: 'event', event: delivery.event, ...common }
+      : { kind: 'malformed', raw: delivery.raw, error: delivery.error, ...common };
+  }
+}
+
+function makeBus(
+  options: Partial<EventBusOptions> = {},
+  transport: Transport = new TestTransport(),
+): EventBus {
+  return new EventBus({ transport, logger: quietLogger(), ...options });
+}
+
+const fastRetry = { maxAttempts: 2, strategy: 'fixed', minDelayMs: 1, jitter: 0 } as const;
+
+// ---- publish ----------------------------------------------------------------------------
+
+describe('EventBus publish', () => {
+  it('publishes (type, payload) as a new event that subscribers receive', async () => {
+    const bus = makeBus();
+    const got = collectEvents();
+    await bus.subscribe('user.created', got.handler);
+
+    await bus.publish(
+      'user.created',
+      { id: 'u1' },
+      { correlationId: 'c-1', headers: { tenant: 't1' } },
+    );
+    const [received] = await got.waitForCount(1);
+
+    expect(received).toMatchObject({
+      type: 'user.created',
+      payload: { id: 'u1' },
+      correlationId: 'c-1',
+      headers: { tenant: 't1' },
+    });
+    expect(received?.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(Number.isNaN(Date.parse(received?.timestamp ?? ''))).toBe(false);
+    await bus.close();
+  });
+
+  it('publishes a whole event as given', async () => {
+    const bus = makeBus();
+    const got = collectEvents();
+    await bus.subscribe('user.*', got.handler);
+    const event = createEvent(
+      'user.deleted',
+      { id: 'u1' },
+      { source: 'admin', causationId: 'x-1' },
+    );
+
+    await bus.publish(event);
+    const [received] = await got.waitForCount(1);
+
+    expect(received).toEqual(event);
+    await bus.close();
+  });
+
+  it('rejects an invalid event type with VALIDATION before anything is queued', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+
+    for (const type of [
+      '',
+      'user..created',
+      'user.*',
+      'user.>',
+      'user created',
+      '.user',
+      'user.',
+    ]) {
+      expect(codeOf(await rejection(bus.publish(type as never, {})))).toBe(ErrorCode.VALIDATION);
+      const event = { ...createEvent('user.created', {}), type };
+      expect(codeOf(await rejection(bus.publish(event)))).toBe(ErrorCode.VALIDATION);
+    }
+    expect(codeOf(await rejection(bus.publish({ ...createEvent('a.b', {}), id: '' })))).toBe(
+      ErrorCode.VALIDATION,
+    );
+    expect(codeOf(await rejection(bus.publish(null as unknown as Event)))).toBe(
+      ErrorCode.VALIDATION,
+    );
+
+    expect(transport.publishCalls).toHaveLength(0);
+    expect(bus.stats().backpressure.currentQueueSize).toBe(0);
+    expect(bus.stats().publishFailed).toBe(0);
+    await bus.close();
+  });
+
+  it('sets the bus source on events it creates, unless the metadata names one', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({ source: 'billing' }, transport);
+
+    await bus.publish('invoice.sent', {});
+    await bus.publish('invoice.sent', {}, { source: 'explicit' });
+    await bus.publish(createEvent('invoice.sent', {}));
+
+    expect(transport.confirmed.map((e) => e.source)).toEqual(['billing', 'explicit', undefined]);
+    await bus.close();
+  });
+
+  it('resolves only once the transport has confirmed the publish', async () => {
+    const transport = new TestTransport();
+    transport.manual = true;
+    const bus = makeBus({}, transport);
+
+    const published = track(bus.publish('order.placed', { n: 1 }));
+    await waitFor(() => transport.pending.length === 1);
+    await settle();
+    expect(published.state).toBe('pending');
+    expect(bus.stats().published).toBe(0);
+
+    transport.confirmNext();
+    await published.promise;
+    expect(published.state).toBe('resolved');
+    expect(bus.stats().published).toBe(1);
+    await bus.close();
+  });
+
+  it('retries a failed connect like a failed publish', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    transport.requireConnect = true;
+    transport.connectFailures = 1;
+    const bus = makeBus(
+      { clock, retry: { maxAttempts: 2, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+      transport,
+    );
+
+    const published = track(bus.publish('a.b', {}));
+    await clock.advanceAsync(99);
+    expect(transport.connectCalls).toBe(1);
+    expect(transport.publishCalls).toHaveLength(0);
+    await clock.advanceAsync(1);
+    await published.promise;
+
+    expect(published.state).toBe('resolved');
+    expect(transport.connectCalls).toBe(2);
+    expect(transport.confirmed).toHaveLength(1);
+    await bus.close();
+  });
+
+  it('connects the transport once before the first publish', async () => {
+    const transport = new TestTransport();
+    transport.requireConnect = true;
+    const bus = makeBus({}, transport);
+
+    await Promise.all([bus.publish('a.b', {}), bus.publish('a.b', {})]);
+    await bus.publish('a.b', {});
+    await bus.subscribe('a.b', () => undefined);
+
+    expect(transport.connectCalls).toBe(1);
+    expect(transport.confirmed).toHaveLength(3);
+    await bus.close();
+  });
+
+  it('rejects with the transport’s error when a publish fails for good', async () => {
+    const transport = new TestTransport();
+    const failure = new WatchtowerError(ErrorCode.TRANSPORT, 'refused', { retryable: false });
+    transport.publishFailures.push(failure);
+    const bus = makeBus({}, transport);
+
+    expect(await rejection(bus.publish('a.b', {}))).toBe(failure);
+    expect(transport.publishCalls).toHaveLength(1);
+    expect(bus.stats()).toMatchObject({ published: 0, publishFailed: 1 });
+    await bus.close();
+  });
+
+  describe('retry', () => {
+    const retry = { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 } as const;
+
+    it('retries a retryable failure on the policy’s schedule, then resolves', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      transport.publishFailures.push(
+        new ConnectionError('down'),
+        new ConnectionError('still down'),
+      );
+      const bus = makeBus({ clock, retry }, transport);
+
+      const published = track(bus.publish('a.b', { n: 1 }));
+      await clock.advanceAsync(0);
+      expect(transport.publishCalls).toHaveLength(1);
+      await clock.advanceAsync(99);
+      expect(transport.publishCalls).toHaveLength(1);
+      await clock.advanceAsync(1);
+      expect(transport.publishCalls).toHaveLength(2);
+      await clock.advanceAsync(100);
+      await published.promise;
+
+      expect(published.state).toBe('resolved');
+      expect(transport.publishCalls).toHaveLength(3);
+      expect(transport.confirmed).toHaveLength(1);
+      expect(bus.stats()).toMatchObject({ published: 1, publishFailed: 0 });
+      await bus.close();
+    });
+
+    it('rejects with the last error after maxAttempts retries', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      for (let i = 0; i < 10; i++) transport.publishFailures.push(new ConnectionError(`down ${i}`));
+      const bus = makeBus({ clock, retry, circuitBreaker: { failureThreshold: 100 } }, transport);
+
+      const published = track(bus.publish('a.b', {}));
+      await clock.advanceAsync(1_000);
+      await published.promise;
+
+      expect(published.state).toBe('rejected');
+      expect(codeOf(published.error)).toBe(ErrorCode.CONNECTION);
+      expect((published.error as Error).message).toBe('down 3');
+      expect(transport.publishCalls).toHaveLength(4);
+      expect(bus.stats().publishFailed).toBe(1);
+      await bus.close();
+    });
+
+    it('does not retry a non-retryable error', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      transport.publishFailures.push(new ValidationError('broker refused the payload'));
+      const bus = makeBus({ clock, retry }, transport);
+
+      const error = await rejection(bus.publish('a.b', {}));
+      await clock.advanceAsync(1_000);
+
+      expect(codeOf(error)).toBe(ErrorCode.VALIDATION);
+      expect(transport.publishCalls).toHaveLength(1);
+      await bus.close();
+    });
+
+    it('tries once with retry.maxAttempts 0', async () => {
+      const transport = new TestTransport();
+      transport.publishFailures.push(new ConnectionError('down'), new ConnectionError('down'));
+      const bus = makeBus({ retry: { maxAttempts: 0 } }, transport);
+
+      expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CONNECTION);
+      expect(transport.publishCalls).toHaveLength(1);
+      await bus.close();
+    });
+  });
+
+  describe('circuit breaker', () => {
+    it('opens after failureThreshold failed publishes and then rejects with CIRCUIT_OPEN without calling the transport', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      for (let i = 0; i < 3; i++) transport.publishFailures.push(new ConnectionError('down'));
+      const bus = makeBus(
+        {
+          clock,
+          retry: { maxAttempts: 0 },
+          circuitBreaker: { failureThreshold: 3, resetTimeoutMs: 5_000, successThreshold: 1 },
+        },
+        transport,
+      );
+      const changes: string[] = [];
+      bus.on('circuitStateChange', (to, from) => changes.push(`${from}->${to}`));
+
+      for (let i = 0; i < 3; i++) {
+        expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CONNECTION);
+      }
+      const open = await rejection(bus.publish('a.b', {}));
+
+      expect(codeOf(open)).toBe(ErrorCode.CIRCUIT_OPEN);
+      expect((open as { retryAfterMs: number }).retryAfterMs).toBe(5_000);
+      expect(transport.publishCalls).toHaveLength(3);
+      expect(bus.stats().circuitBreaker).toMatchObject({ state: 'open', rejectedRequests: 1 });
+      expect(bus.circuitBreakerStats().state).toBe('open');
+      expect(bus.stats().publishFailed).toBe(4);
+
+      // After the reset timeout a trial publish goes through and closes the circuit.
+      await clock.advanceAsync(5_000);
+      await bus.publish('a.b', {});
+      expect(transport.publishCalls).toHaveLength(4);
+      expect(changes).toEqual(['closed->open', 'open->half-open', 'half-open->closed']);
+      await bus.close();
+    });
+
+    it('counts every failed retry attempt towards opening the circuit', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      for (let i = 0; i < 10; i++) transport.publishFailures.push(new ConnectionError('down'));
+      const bus = makeBus(
+        {
+          clock,
+          retry: { maxAttempts: 5, strategy: 'fixed', minDelayMs: 10, jitter: 0 },
+          circuitBreaker: { failureThreshold: 3 },
+        },
+        transport,
+      );
+
+      const published = track(bus.publish('a.b', {}));
+      await clock.advanceAsync(1_000);
+      await published.promise;
+
+      expect(codeOf(published.error)).toBe(ErrorCode.CIRCUIT_OPEN);
+      expect(transport.publishCalls).toHaveLength(3);
+      await bus.close();
+    });
+  });
+
+  describe('backpressure', () => {
+    it('drop-newest rejects a publish that finds the queue full with BACKPRESSURE_FULL', async () => {
+      const transport = new TestTransport();
+      transport.manual = true;
+      const bus = makeBus(
+        { publishConcurrency: 1, backpressure: { maxQueueSize: 2, strategy: 'drop-newest' } },
+        transport,
+      );
+
+      const first = track(bus.publish('a.b', { n: 1 }));
+      const second = track(bus.publish('a.b', { n: 2 }));
+      const third = await rejection(bus.publish('a.b', { n: 3 }));
+
+      expect(codeOf(third)).toBe(ErrorCode.BACKPRESSURE_FULL);
+      expect(bus.stats().backpressure).toMatchObject({ currentQueueSize: 2, rejectedEvents: 1 });
+      await waitFor(() => transport.pending.length === 1);
+      transport.confirmNext();
+      await waitFor(() => transport.pending.length === 1 && transport.confirmed.length === 1);
+      transport.confirmNext();
+      await Promise.all([first.promise, second.promise]);
+
+      expect([first.state, second.state]).toEqual(['resolved', 'resolved']);
+      expect(transport.confirmed.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }]);
+      await bus.close();
+    });
+
+    it('drop-oldest rejects the evicted publish with BACKPRESSURE_DROPPED and sends the newer one', async () => {
+      const transport = new TestTransport();
+      transport.manual = true;
+      const bus = makeBus(
+        { publishConcurrency: 1, backpressure: { maxQueueSize: 2, strategy: 'drop-oldest' } },
+        transport,
+      );
+
+      const first = track(bus.publish('a.b', { n: 1 }));
+      const second = track(bus.publish('a.b', { n: 2 }));
+      const third = track(bus.publish('a.b', { n: 3 }));
+      await second.promise;
+
+      expect(second.state).toBe('rejected');
+      expect(codeOf(second.error)).toBe(ErrorCode.BACKPRESSURE_DROPPED);
+      await waitFor(() => transport.pending.length === 1);
+      transport.confirmNext();
+      await waitFor(() => transport.pending.length === 1 && transport.confirmed.length === 1);
+      transport.confirmNext();
+      await Promise.all([first.promise, third.promise]);
+
+      expect([first.state, third.state]).toEqual(['resolved', 'resolved']);
+      expect(transport.publishCalls.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 3 }]);
+      expect(bus.stats()).toMatchObject({ published: 2, publishFailed: 1 });
+      expect(bus.stats().backpressure.droppedEvents).toBe(1);
+      await bus.close();
+    });
+
+    it('block makes a publish wait for room and then sends it', async () => {
+      const transport = new TestTransport();
+      transport.manual = true;
+      const bus = makeBus(
+        { publishConcurrency: 1, backpressure: { maxQueueSize: 1, strategy: 'block' } },
+        transport,
+      );
+      const warnings: number[] = [];
+      bus.on('backpressureWarning', (stats) => warnings.push(stats.fillRatio()));
+
+      const first = track(bus.publish('a.b', { n: 1 }));
+      const second = track(bus.publish('a.b', { n: 2 }));
+      await waitFor(() => transport.pending.length === 1);
+      await settle();
+
+      expect(second.state).toBe('pending');
+      expect(transport.publishCalls).toHaveLength(1);
+      expect(bus.stats().backpressure.blockedAdmits).toBe(1);
+
+      transport.confirmNext();
+      await first.promise;
+      await waitFor(() => transport.pending.length === 1);
+      expect(transport.pending[0]?.event.payload).toEqual({ n: 2 });
+      transport.confirmNext();
+      await second.promise;
+
+      expect(second.state).toBe('resolved');
+      expect(warnings).toEqual([1]);
+      await bus.close();
+    });
+
+    it('block rejects with BACKPRESSURE_FULL after blockTimeoutMs without sending', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      transport.manual = true;
+      const bus = makeBus(
+        {
+          clock,
+          publishConcurrency: 1,
+          backpressure: { maxQueueSize: 1, strategy: 'block', blockTimeoutMs: 100 },
+        },
+        transport,
+      );
+
+      const first = track(bus.publish('a.b', { n: 1 }));
+      const second = track(bus.publish('a.b', { n: 2 }));
+      await clock.advanceAsync(99);
+      expect(second.state).toBe('pending');
+      await clock.advanceAsync(1);
+      await second.promise;
+
+      expect(codeOf(second.error)).toBe(ErrorCode.BACKPRESSURE_FULL);
+      transport.confirmNext();
+      await first.promise;
+      expect(transport.publishCalls).toHaveLength(1);
+      await bus.close();
+    });
+
+    it('keeps at most publishConcurrency publishes at the transport at once, in order', async () => {
+      const transport = new TestTransport();
+      transport.manual = true;
+      const bus = makeBus({ publishConcurrency: 3 }, transport);
+
+      const all = Array.from({ length: 10 }, (_, n) => track(bus.publish('a.b', { n })));
+      for (let confirmed = 0; confirmed < 10; confirmed++) {
+        await waitFor(() => transport.pending.length === Math.min(3, 10 - confirmed));
+        transport.confirmNext();
+      }
+      await Promise.all(all.map((p) => p.promise));
+
+      expect(transport.maxInFlight).toBe(3);
+      expect(all.every((p) => p.state === 'resolved')).toBe(true);
+      expect(transport.confirmed.map((e) => (e.payload as { n: number }).n)).toEqual([
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+      ]);
+      await bus.close();
+    });
+  });
+});
+
+// ---- consume ----------------------------------------------------------------------------
+
+describe('EventBus subscribe', () => {
+  it('acks an event once its handler succeeds', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    const got = collectEvents();
+    await bus.subscribe('user.created', got.handler);
+
+    await bus.publish('user.created', { id: 'u1' });
+    await got.waitForCount(1);
+    await waitFor(() => transport.settlements.length === 1);
+
+    expect(transport.settlements).toEqual([
+      { id: got.events[0]?.id, attempt: 1, action: 'ack', delayMs: undefined },
+    ]);
+    expect(bus.stats()).toMatchObject({ received: 1, handled: 1, handlerFailures: 0 });
+    await bus.close();
+  });
+
+  it('passes the attempt, the subscription name and a signal to the handler', async () => {
+    const bus = makeBus();
+    const contexts: HandlerContext[] = [];
+    await bus.subscribe('user.*', (_event, context) => void contexts.push(context), {
+      name: 'users',
+    });
+    const grouped: HandlerContext[] = [];
+    await bus.subscribe(['a.b', 'c.d'], (_event, context) => void grouped.push(context), {
+      group: 'workers',
+    });
+    const unnamed: HandlerContext[] = [];
+    await bus.subscribe(['a.b', 'c.d'], (_event, context) => void unnamed.push(context));
+
+    await bus.publish('user.created', {});
+    await bus.publish('a.b', {});
+    await waitFor(() => contexts.length === 1 && grouped.length === 1 && unnamed.length === 1);
+
+    expect(contexts[0]).toMatchObject({ attempt: 1, subscription: 'users' });
+    expect(contexts[0]?.signal.aborted).toBe(false);
+    expect(grouped[0]?.subscription).toBe('workers');
+    expect(unnamed[0]?.subscription).toBe('a.b,c.d');
+    await bus.close();
+  });
+
+  it('redelivers a failed event with attempt 2 after the retry delay', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport({ memory: { clock } });
+    const bus = makeBus({}, transport);
+    const attempts: number[] = [];
+    await bus.subscribe(
+      'job.run',
+      (_event, context) => {
+        attempts.push(context.attempt);
+        if (context.attempt === 1) throw new Error('flaky');
+      },
+      { retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 500, jitter: 0 } },
+    );
+
+    await bus.publish('job.run', {});
+    await waitFor(() => transport.settlements.length === 1);
+    expect(transport.settlements[0]).toMatchObject({ action: 'nack', attempt: 1, delayMs: 500 });
+
+    clock.advance(499);
+    await settle();
+    expect(attempts).toEqual([1]);
+    clock.advance(1);
+    await waitFor(() => transport.settlements.length === 2);
+
+    expect(attempts).toEqual([1, 2]);
+    expect(transport.settlements[1]).toMatchObject({ action: 'ack', attempt: 2 });
+    expect(bus.stats()).toMatchObject({
+      handled: 1,
+      handlerFailures: 1,
+      retried: 1,
+      deadLettered: 0,
+    });
+    await bus.close();
+  });
+
+  it('dead-letters an event after retry.maxAttempts redeliveries, with the reason, and only then acks it', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    const letters: DeadLetter[] = [];
+    bus.on('deadLetter', (letter) => letters.push(letter));
+    const attempts: number[] = [];
+    const handle = await bus.subscribe(
+      'job.*',
+      (_event, context) => {
+        attempts.push(context.attempt);
+        throw new Error('boom');
+      },
+      { retry: fastRetry, name: 'job-runner' },
+    );
+
+    const before = Date.now();
+    await bus.publish('job.run', { n: 1 });
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+    await waitFor(() => transport.settlements.length === 3);
+
+    const [letter] = transport.deadLetterQueue.list();
+    expect(letter?.event?.type).toBe('job.run');
+    expect(letter?.event?.payload).toEqual({ n: 1 });
+    expect(letter?.reason).toMatchObject({
+      message: 'boom',
+      code: ErrorCode.HANDLER_FAILED,
+      attempts: 3,
+      originalType: 'job.run',
+      subscription: 'job-runner',
+    });
+    expect(Date.parse(letter?.reason.failedAt ?? '')).toBeGreaterThanOrEqual(before - 1000);
+    expect(attempts).toEqual([1, 2, 3]);
+    expect(transport.settlements.map((s) => `${s.action}@${s.attempt}`)).toEqual([
+      'nack@1',
+      'nack@2',
+      'ack@3',
+    ]);
+    expect(letters).toHaveLength(1);
+    expect(letters[0]?.reason).toEqual(letter?.reason);
+    expect(bus.stats()).toMatchObject({
+      handlerFailures: 3,
+      retried: 2,
+      deadLettered: 1,
+      handled: 0,
+    });
+    expect(handle.id).toMatch(/\S/);
+    await bus.close();
+  });
+
+  it('dead-letters on the first failure with retry.maxAttempts 0', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    let calls = 0;
+    await bus.subscribe(
+      'job.run',
+      () => {
+        calls++;
+        throw new Error('boom');
+      },
+      { retry: { maxAttempts: 0 } },
+    );
+
+    await bus.publish('job.run', {});
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+
+    expect(calls).toBe(1);
+    expect(transport.deadLetterQueue.list()[0]?.reason.attempts).toBe(1);
+    await bus.close();
+  });
+
+  it('sends an event whose handler throws NonRetryableError straight to the dead-letter queue', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    let calls = 0;
+    await bus.subscribe(
+      'job.run',
+      async () => {
+        calls++;
+        await Promise.resolve();
+        throw new NonRetryableError('bad input');
+      },
+      { retry: fastRetry },
+    );
+
+    await bus.publish('job.run', {});
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+
+    expect(calls).toBe(1);
+    expect(transport.deadLetterQueue.list()[0]?.reason).toMatchObject({
+      message: 'bad input',
+      code: ErrorCode.NON_RETRYABLE,
+      attempts: 1,
+    });
+    expect(transport.settlements.map((s) => s.action)).toEqual(['ack']);
+    await bus.close();
+  });
+
+  it('keeps the code of a thrown error that has one, and describes non-Error throws', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    await bus.subscribe(
+      'job.*',
+      (event) => {
+        if (event.type === 'job.coded')
+          throw Object.assign(new Error('no such file'), { code: 'ENOENT' });
+        // eslint-disable-next-line @typescript-eslint/only-throw-error
+        throw 'plain string';
+      },
+      { retry: { maxAttempts: 0 } },
+    );
+
+    await bus.publish('job.coded', {});
+    await bus.publish('job.string', {});
+    await waitFor(() => transport.deadLetterQueue.size === 2);
+
+    const reasons = transport.deadLetterQueue.list().map((letter) => letter.reason);
+    expect(reasons.find((r) => r.originalType === 'job.coded')).toMatchObject({
+      code: 'ENOENT',
+      message: 'no such file',
+    });
+    expect(reasons.find((r) => r.originalType === 'job.string')).toMatchObject({
+      code: ErrorCode.HANDLER_FAILED,
+      message: 'plain string',
+    });
+    await bus.close();
+  });
+
+  describe('handler timeout', () => {
+    it('fails an attempt that runs past timeoutMs with TIMEOUT and aborts its signal', async () => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+      const signals: AbortSignal[] = [];
+      await bus.subscribe(
+        'job.slow',
+        async (_event, context) => {
+          signals.push(context.signal);
+          await new Promise((resolve) => context.signal.addEventListener('abort', resolve));
+        },
+        { timeoutMs: 30, retry: { maxAttempts: 0 } },
+      );
+
+      await bus.publish('job.slow', {});
+      await waitFor(() => transport.deadLetterQueue.size === 1);
+
+      expect(transport.deadLetterQueue.list()[0]?.reason).toMatchObject({
+        code: ErrorCode.TIMEOUT,
+        attempts: 1,
+      });
+      expect(signals[0]?.aborted).toBe(true);
+      expect(codeOf(signals[0]?.reason)).toBe(ErrorCode.TIMEOUT);
+      expect(bus.stats().handlerFailures).toBe(1);
+      await bus.close();
+    });
+
+    it('shows an aborted signal to a timed-out handler that looks at it only later', async () => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+      const late = gate();
+      let abortedWhenLooked: boolean | undefined;
+      await bus.subscribe(
+        'job.slow',
+        async (_event, context) => {
+          await late.promise;
+          abortedWhenLooked = context.signal.aborted;
+        },
+        { timeoutMs: 30, retry: { maxAttempts: 0 } },
+      );
+
+      await bus.publish('job.slow', {});
+      await waitFor(() => transport.deadLetterQueue.size === 1);
+      late.open();
+      await waitFor(() => abortedWhenLooked !== undefined);
+
+      expect(abortedWhenLooked).toBe(true);
+      await bus.close();
+    });
+
+    it('retries a timed-out attempt like any failure', async () => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+      const attempts: number[] = [];
+      await bus.subscribe(
+        'job.slow',
+        async (_event, context) => {
+          attempts.push(context.attempt);
+          if (context.attempt === 1) {
+            await new Promise((resolve) => context.signal.addEventListener('abort', resolve));
+          }
+        },
+        { timeoutMs: 30, retry: fastRetry },
+      );
+
+      await bus.publish('job.slow', {});
+      await waitFor(() => bus.stats().handled === 1);
+
+      expect(attempts).toEqual([1, 2]);
+      expect(transport.deadLetterQueue.size).toBe(0);
+      await bus.close();
+    });
+
+    it('never times out a handler with timeoutMs 0', async () => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+      const release = gate();
+      await bus.subscribe('job.slow', () => release.promise, { timeoutMs: 0 });
+
+      await bus.publish('job.slow', {});
+      await waitFor(() => bus.stats().activeHandlers === 1);
+      release.open();
+      await waitFor(() => bus.stats().handled === 1);
+
+      expect(bus.stats().handlerFailures).toBe(0);
+      await bus.close();
+    });
+  });
+
+  it('runs at most `concurrency` handlers of a subscription at once', async () => {
+    const bus = makeBus();
+    const waiting: (() => void)[] = [];
+    let running = 0;
+    let most = 0;
+    let done = 0;
+    await bus.subscribe(
+      'job.run',
+      async () => {
+        running++;
+        most = Math.max(most, running);
+        await new Promise<void>((resolve) => waiting.push(resolve));
+        running--;
+        done++;
+      },
+      { concurrency: 3 },
+    );
+
+    for (let n = 0; n < 10; n++) await bus.publish('job.run', { n });
+    await waitFor(() => waiting.length === 3);
+    await settle();
+    expect(waiting).toHaveLength(3);
+    expect(bus.stats().activeHandlers).toBe(3);
+
+    while (done < 10) {
+      await waitFor(() => waiting.length > 0 || done === 10);
+      waiting.shift()?.();
+      await settle(1);
+    }
+
+    expect(most).toBe(3);
+    await bus.close();
+  });
+
+  it('handles events one at a time in publish order with concurrency 1', async () => {
+    const bus = makeBus();
+    const order: number[] = [];
+    let running = 0;
+    let overlapped = false;
+    await bus.subscribe('job.*', async (event) => {
+      running++;
+      if (running > 1) overlapped = true;
+      const n = (event.payload as { n: number }).n;
+      for (let i = 0; i < n % 4; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+      order.push(n);
+      running--;
+    });
+
+    for (let n = 0; n < 40; n++) await bus.publish(n % 2 === 0 ? 'job.even' : 'job.odd', { n });
+    await waitFor(() => order.length === 40);
+
+    expect(order).toEqual(Array.from({ length: 40 }, (_, n) => n));
+    expect(overlapped).toBe(false);
+    await bus.close();
+  });
+
+  it('handles an event that matches two patterns of one subscription once', async () => {
+    for (const options of [{}, { group: 'workers' }] satisfies SubscribeOptions[]) {
+      const bus = makeBus();
+      const got = collectEvents();
+      await bus.subscribe(['user.*', 'user.created', 'user.>'], got.handler, options);
+
+      await bus.publish('user.created', {});
+      await bus.publish('user.profile.updated', {});
+      // Every pattern's transport subscription has seen what it matches: 3 + 1 deliveries.
+      await waitFor(() => bus.stats().received === 4);
+      await settle();
+
+      expect(got.events.map((e) => e.type)).toEqual(['user.created', 'user.profile.updated']);
+      expect(bus.stats().handled).toBe(2);
+      await bus.close();
+    }
+  });
+
+  it('dead-letters malformed bytes with SERIALIZATION and keeps the subscription working', async () => {
+    const memory = new MemoryTransport();
+    const bus = makeBus({}, memory);
+    const got = collectEvents();
+    await bus.subscribe('user.*', got.handler, { name: 'users' });
+    const garbage = new TextEncoder().encode('\u0000 definitely not json');
+
+    await memory.publishRaw('user.created', garbage);
+    await waitFor(() => memory.deadLetterQueue.size === 1);
+    await bus.publish('user.created', { id: 'u1' });
+    await got.waitForCount(1);
+
+    const [letter] = memory.deadLetterQueue.list();
+    expect(letter?.event).toBeUndefined();
+    expect(letter?.raw).toEqual(garbage);
+    expect(letter?.reason).toMatchObject({
+      code: ErrorCode.SERIALIZATION,
+      attempts: 1,
+      originalType: 'user.created',
+      subscription: 'users',
+    });
+    expect(got.events[0]?.payload).toEqual({ id: 'u1' });
+    expect(bus.stats()).toMatchObject({ malformed: 1, deadLettered: 1, handled: 1 });
+    await bus.close();
+  });
+
+  it('does not ack an event whose dead-letter write failed, and dead-letters it on a later attempt', async () => {
+    const transport = new TestTransport();
+    transport.dlqFailures = 5;
+    const bus = makeBus(
+      { retry: { maxAttempts: 1, strategy: 'fixed', minDelayMs: 1, jitter: 0 } },
+      transport,
+    );
+    const errors: [string, string | undefined][] = [];
+    bus.on('error', (error, context) => errors.push([error.code, context.eventId]));
+    await bus.subscribe(
+      'job.run',
+      () => {
+        throw new NonRetryableError('bad');
+      },
+      { retry: { maxAttempts: 0, minDelayMs: 1 } },
+    );
+
+    await bus.publish('job.run', {});
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+    await waitFor(() => transport.settlements.at(-1)?.action === 'ack');
+
+    expect(transport.dlqWrites).toBe(6);
+    expect(transport.settlements.map((s) => `${s.action}@${s.attempt}`)).toEqual([
+      'nack@1',
+      'nack@2',
+      'ack@3',
+    ]);
+    expect(transport.deadLetterQueue.list()[0]?.reason).toMatchObject({
+      code: ErrorCode.NON_RETRYABLE,
+      attempts: 3,
+    });
+    const id = transport.deadLetterQueue.list()[0]?.event?.id;
+    expect(errors).toEqual([
+      [ErrorCode.TRANSPORT, id],
+      [ErrorCode.TRANSPORT, id],
+    ]);
+    expect(bus.stats().deadLettered).toBe(1);
+    await bus.close();
+  });
+
+  describe('on a transport without redelivery', () => {
+    it('retries in process on the policy’s schedule, then dead-letters, never nacking', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport({ capabilities: { redelivery: false } });
+      const bus = makeBus({ clock }, transport);
+      const attempts: number[] = [];
+      await bus.subscribe(
+        'job.run',
+        (_event, context) => {
+          attempts.push(context.attempt);
+          throw new Error('boom');
+        },
+        { retry: { maxAttempts: 2, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+      );
+
+      await bus.publish('job.run', {});
+      await waitFor(() => attempts.length === 1);
+      await clock.advanceAsync(99);
+      expect(attempts).toEqual([1]);
+      await clock.advanceAsync(1);
+      expect(attempts).toEqual([1, 2]);
+      await clock.advanceAsync(100);
+      await waitFor(() => transport.deadLetterQueue.size === 1);
+
+      expect(attempts).toEqual([1, 2, 3]);
+      expect(transport.deadLetterQueue.list()[0]?.reason.attempts).toBe(3);
+      expect(transport.settlements.map((s) => s.action)).toEqual(['ack']);
+      expect(bus.stats()).toMatchObject({ retried: 2, deadLettered: 1 });
+      await bus.close();
+    });
+
+    it('acks an event that succeeds on an in-process retry', async () => {
+      const transport = new TestTransport({ capabilities: { redelivery: false } });
+      const bus = makeBus({}, transport);
+      const attempts: number[] = [];
+      await bus.subscribe(
+        'job.run',
+        (_event, context) => {
+          attempts.push(context.attempt);
+          if (context.attempt < 3) throw new Error('flaky');
+        },
+        { retry: fastRetry },
+      );
+
+      await bus.publish('job.run', {});
+      await waitFor(() => bus.stats().handled === 1);
+
+      expect(attempts).toEqual([1, 2, 3]);
+      expect(transport.settlements.map((s) => `${s.action}@${s.attempt}`)).toEqual(['ack@1']);
+      expect(transport.deadLetterQueue.size).toBe(0);
+      await bus.close();
+    });
+  });
+
+  describe('unsubscribe', () => {
+    it('waits for running handlers and then delivers nothing more', async () => {
+      const bus = makeBus();
+      const release = gate();
+      const handled: string[] = [];
+      const handle = await bus.subscribe('job.*', async (event) => {
+        await release.promise;
+        handled.push(event.type);
+      });
+      const witness = collectEvents();
+      await bus.subscribe('job.*', witness.handler);
+
+      await bus.publish('job.first', {});
+      await waitFor(() => bus.stats().activeHandlers === 1);
+      const unsubscribed = track(bus.unsubscribe(handle));
+      await settle();
+      expect(unsubscribed.state).toBe('pending');
+
+      release.open();
+      await unsubscribed.promise;
+      expect(handled).toEqual(['job.first']);
+      expect(bus.stats().subscriptions).toBe(1);
+
+      await bus.publish('job.second', {});
+      await witness.waitForCount(2);
+      await settle();
+      expect(handled).toEqual(['job.first']);
+      await handle.unsubscribe(); // idempotent
+      await bus.close();
+    });
+
+    it('starts no handler for an event still waiting for a slot, and resolves only when none runs', async () => {
+      const bus = makeBus();
+      const first = gate();
+      const started: string[] = [];
+      const handle = await bus.subscribe('job.*', async (event) => {
+        started.push(event.type);
+        await first.promise;
+      });
+
+      await bus.publish('job.first', {});
+      await bus.publish('job.second', {});
+      await waitFor(() => started.length === 1);
+      const unsubscribed = track(handle.unsubscribe());
+      await settle();
+      first.open();
+      await unsubscribed.promise;
+
+      expect(bus.stats().activeHandlers).toBe(0);
+      await settle();
+      expect(started).toEqual(['job.first']);
+      await bus.close();
+    });
+
+    it('hands an event still waiting for a slot back to its group, losing nothing', async () => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+      const first = gate();
+      const leaving: string[] = [];
+      const handle = await bus.subscribe(
+        'job.*',
+        async (event) => {
+          leaving.push(event.type);
+          await first.promise;
+        },
+        { group: 'workers' },
+      );
+
+      await bus.publish('job.first', {});
+      await bus.publish('job.second', {});
+      await waitFor(() => leaving.length === 1);
+      const unsubscribed = track(handle.unsubscribe());
+      first.open();
+      await unsubscribed.promise;
+      const staying = collectEvents();
+      await bus.subscribe('job.*', staying.handler, { group: 'workers' });
+      await staying.waitForCount(1);
+
+      expect(leaving).toEqual(['job.first']);
+      expect(staying.events.map((e) => e.type)).toEqual(['job.second']);
+      await bus.close();
+    });
+
+    it('unsubscribes when the subscription’s signal aborts', async () => {
+      const bus = makeBus();
+      const controller = new AbortController();
+      await bus.subscribe('job.*', () => undefined, { signal: controller.signal });
+      expect(bus.stats().subscriptions).toBe(1);
+
+      controller.abort();
+      await waitFor(() => bus.stats().subscriptions === 0);
+      await bus.close();
+    });
+
+    it('lets go of the signal’s abort listener once unsubscribed', async () => {
+      const bus = makeBus();
+      const controller = new AbortController();
+      const handles = [
+        await bus.subscribe('job.*', () => undefined, { signal: controller.signal }),
+        await bus.subscribe('job.*', () => undefined, { signal: controller.signal }),
+      ];
+      expect(getEventListeners(controller.signal, 'abort')).toHaveLength(2);
+
+      for (const handle of handles) await handle.unsubscribe();
+
+      expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+      await bus.close();
+    });
+
+    it('refuses to subscribe with a signal that has already aborted', async () => {
+      const bus = makeBus();
+      const error = await rejection(
+        bus.subscribe('job.*', () => undefined, { signal: AbortSignal.abort() }),
+      );
+      expect((error as Error).name).toBe('AbortError');
+      expect(bus.stats().subscriptions).toBe(0);
+      await bus.close();
+    });
+  });
+});
+
+// ---- close ------------------------------------------------------------------------------
+
+describe('EventBus close', () => {
+  it('is idempotent: every call returns the same promise', async () => {
+    const bus = makeBus();
+    const first = bus.close();
+    expect(bus.close()).toBe(first);
+    expect(bus.close({ timeoutMs: 5 })).toBe(first);
+    await first;
+  });
+
+  it('sends the queued publishes before it closes the transport', async () => {
+    const transport = new TestTransport();
+    transport.manual = true;
+    const bus = makeBus({ publishConcurrency: 1 }, transport);
+
+    const published = [1, 2, 3].map((n) => track(bus.publish('a.b', { n })));
+    await waitFor(() => transport.pending.length === 1);
+    const closed = track(bus.close());
+    const late = await rejection(bus.publish('a.b', { n: 4 }));
+    expect(codeOf(late)).toBe(ErrorCode.CLOSED);
+
+    for (let n = 0; n < 3; n++) {
+      await waitFor(() => transport.pending.length === 1);
+      expect(transport.closeCalls).toBe(0);
+      transport.confirmNext();
+    }
+    await closed.promise;
+
+    expect(closed.state).toBe('resolved');
+    expect(published.map((p) => p.state)).toEqual(['resolved', 'resolved', 'resolved']);
+    expect(transport.confirmed.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
+    expect(transport.closeCalls).toBe(1);
+  });
+
+  it('gives up on queued publishes after its timeout, rejecting them with CLOSED', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    transport.manual = true;
+    const bus = makeBus({ clock, publishConcurrency: 1 }, transport);
+
+    const first = track(bus.publish('a.b', { n: 1 }));
+    const second = track(bus.publish('a.b', { n: 2 }));
+    await waitFor(() => transport.pending.length === 1);
+    const closed = track(bus.close({ timeoutMs: 1_000 }));
+    await clock.advanceAsync(999);
+    expect(closed.state).toBe('pending');
+    await clock.advanceAsync(1);
+    await closed.promise;
+    await Promise.all([first.promise, second.promise]);
+
+    expect(codeOf(second.error)).toBe(ErrorCode.CLOSED);
+    expect(codeOf(first.error)).toBe(ErrorCode.CLOSED);
+    expect(transport.publishCalls).toHaveLength(1);
+    expect(transport.closeCalls).toBe(1);
+  });
+
+  it('waits for running handlers, then closes the transport', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    const release = gate();
+    await bus.subscribe('job.run', () => release.promise);
+
+    await bus.publish('job.run', {});
+    await waitFor(() => bus.stats().activeHandlers === 1);
+    const closed = track(bus.close());
+    await settle();
+    expect(closed.state).toBe('pending');
+    expect(transport.closeCalls).toBe(0);
+
+    release.open();
+    await closed.promise;
+
+    expect(closed.state).toBe('resolved');
+    expect(transport.settlements.map((s) => s.action)).toEqual(['ack']);
+    expect(transport.closeCalls).toBe(1);
+    expect((await bus.healthCheck()).healthy).toBe(false);
+    expect(bus.stats().subscriptions).toBe(0);
+  });
+
+  it('finishes after its timeout even when a handler ignores its signal, starting no other handler', async () => {
+    const bus = makeBus();
+    const stuck = gate();
+    const started: string[] = [];
+    await bus.subscribe('job.*', async (event) => {
+      started.push(event.type);
+      await stuck.promise;
+    });
+
+    await bus.publish('job.first', {});
+    await bus.publish('job.second', {});
+    await waitFor(() => started.length === 1);
+    await bus.close({ timeoutMs: 20 });
+
+    expect(started).toEqual(['job.first']);
+    stuck.open();
+  });
+
+  it('refuses a subscribe that races it with CLOSED, leaving nothing subscribed', async () => {
+    const bus = makeBus();
+    const subscribing = rejection(bus.subscribe('job.*', () => undefined));
+    await bus.close();
+
+    expect(codeOf(await subscribing)).toBe(ErrorCode.CLOSED);
+    expect(bus.stats().subscriptions).toBe(0);
+  });
+
+  it('aborts the signal of a handler still running when the close timeout passes', async () => {
+    const bus = makeBus();
+    let signal: AbortSignal | undefined;
+    await bus.subscribe('job.run', async (_event, context) => {
+      signal = context.signal;
+      await new Promise((resolve) => context.signal.addEventListener('abort', resolve));
+    });
+
+    await bus.publish('job.run', {});
+    await waitFor(() => signal !== undefined);
+    await bus.close({ timeoutMs: 20 });
+
+    expect(signal?.aborted).toBe(true);
+    expect(codeOf(signal?.reason)).toBe(ErrorCode.CLOSED);
+  });
+
+  it('refuses publishes, subscriptions and connects with CLOSED afterwards', async () => {
+    const bus = makeBus();
+    await bus.close();
+
+    expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CLOSED);
+    expect(codeOf(await rejection(bus.publish(createEvent('a.b', {}))))).toBe(ErrorCode.CLOSED);
+    expect(codeOf(await rejection(bus.subscribe('a.b', () => undefined)))).toBe(ErrorCode.CLOSED);
+    expect(codeOf(await rejection(bus.connect()))).toBe(ErrorCode.CLOSED);
+  });
+
+  it('rejects a bad close timeout with CONFIG instead of throwing', async () => {
+    const bus = makeBus();
+    let result: Promise<void> | undefined;
+    expect(() => {
+      result = bus.close({ timeoutMs: -1 });
+    }).not.toThrow();
+    const error = await rejection(result as Promise<void>);
+    expect(codeOf(error)).toBe(ErrorCode.CONFIG);
+    expect((error as Error).message).toContain('`timeoutMs`');
+    await bus.close();
+  });
+
+  it('closes on await using', async () => {
+    const transport = new TestTransport();
+    {
+      await using bus = makeBus({}, transport);
+      await bus.publish('a.b', {});
+    }
+    expect(transport.closeCalls).toBe(1);
+  });
+});
+
+// ---- observation ------------------------------------------------------------------------
+
+describe('EventBus stats and listeners', () => {
+  it('counts what happened', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    expect(bus.stats()).toMatchObject({
+      published: 0,
+      publishFailed: 0,
+      received: 0,
+      handled: 0,
+      handlerFailures: 0,
+      retried: 0,
+      deadLettered: 0,
+      validationFailures: 0,
+      malformed: 0,
+      activeHandlers: 0,
+      subscriptions: 0,
+    });
+    const handle = await bus.subscribe(
+      'job.*',
+      (event, context) => {
+        if (event.type === 'job.flaky' && context.attempt === 1) throw new Error('once');
+        if (event.type === 'job.bad') throw new NonRetryableError('never');
+      },
+      { retry: fastRetry },
+    );
+    await bus.subscribe('other.*', () => undefined);
+
+    await bus.publish('job.ok', {});
+    await bus.publish('job.flaky', {});
+    await bus.publish('job.bad', {});
+    transport.publishFailures.push(
+      new WatchtowerError(ErrorCode.TRANSPORT, 'no', { retryable: false }),
+    );
+    await rejection(bus.publish('job.lost', {}));
+    await waitFor(() => bus.stats().handled === 2 && bus.stats().deadLettered === 1);
+
+    const stats = bus.stats();
+    expect(stats).toMatchObject({
+      published: 3,
+      publishFailed: 1,
+      received: 4,
+      handled: 2,
+      handlerFailures: 2,
+      retried: 1,
+      deadLettered: 1,
+      activeHandlers: 0,
+      subscriptions: 2,
+    });
+    expect(stats.circuitBreaker.state).toBe('closed');
+    expect(stats.backpressure.maxQueueSize).toBe(1000);
+    expect(bus.backpressureStats().currentQueueSize).toBe(0);
+
+    await handle.unsubscribe();
+    expect(bus.stats().subscriptions).toBe(1);
+    await bus.close();
+  });
+
+  it('tells deadLetter listeners until they are removed', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    const letters: DeadLetter[] = [];
+    const remove = bus.on('deadLetter', (letter) => letters.push(letter));
+    await bus.subscribe(
+      'job.*',
+      () => {
+        throw new NonRetryableError('no');
+      },
+      { name: 'jobs' },
+    );
+
+    await bus.publish('job.one', {});
+    await waitFor(() => letters.length === 1);
+    remove();
+    await bus.publish('job.two', {});
+    await waitFor(() => transport.deadLetterQueue.size === 2);
+
+    expect(letters).toHaveLength(1);
+    expect(letters[0]?.event?.type).toBe('job.one');
+    expect(letters[0]?.reason).toMatchObject({
+      code: ErrorCode.NON_RETRYABLE,
+      subscription: 'jobs',
+    });
+    await bus.close();
+  });
+
+  it('reports failures no caller can see to error listeners, else to the logger', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport({ memory: { clock } });
+    transport.dlqFailures = 2;
+    const logger = quietLogger();
+    const bus = new EventBus({ transport, logger, retry: { maxAttempts: 0 } });
+    const errors: { code: string; subscription: string | undefined }[] = [];
+    const remove = bus.on('error', (error, context) =>
+      errors.push({ code: error.code, subscription: context.subscription }),
+    );
+    await bus.subscribe(
+      'job.*',
+      () => {
+        throw new NonRetryableError('no');
+      },
+      { name: 'jobs', retry: { maxAttempts: 0, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+    );
+
+    await bus.publish('job.one', {});
+    await waitFor(() => errors.length === 1);
+    remove();
+    clock.advance(100);
+    await waitFor(() => logger.error.mock.calls.length === 1);
+    clock.advance(100);
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+
+    expect(errors).toEqual([{ code: ErrorCode.TRANSPORT, subscription: 'jobs' }]);
+    expect(logger.error.mock.calls[0]?.[1]).toMatchObject({
+      code: ErrorCode.TRANSPORT,
+      subscription: 'jobs',
+    });
+    await bus.close();
+  });
+
+  it('reports health through the transport and never rejects', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    expect(await bus.healthCheck()).toMatchObject({ healthy: true });
+    transport.healthCheck = () => Promise.reject(new Error('probe failed'));
+    expect(await bus.healthCheck()).toMatchObject({ healthy: false, message: 'probe failed' });
+    await bus.close();
+  });
+});
+
+// ---- options ----------------------------------------------------------------------------
+
+describe('EventBus options', () => {
+  it('exports its defaults', () => {
+    expect(DEFAULT_EVENT_BUS_OPTIONS).toEqual({
+      validation: 'strict',
+      publishConcurrency: 256,
+      closeTimeoutMs: 10_000,
+      concurrency: 1,
+      timeoutMs: 30_000,
+    });
+  });
+
+  const badBusOptions: [string, Record<string, unknown>, string][] = [
+    ['no transport', { transport: undefined }, 'transport'],
+    ['a transport without publish', { transport: {} }, 'transport'],
+    ['publishConcurrency 0', { publishConcurrency: 0 }, 'publishConcurrency'],
+    ['publishConcurrency 1.5', { publishConcurrency: 1.5 }, 'publishConcurrency'],
+    ['closeTimeoutMs -1', { closeTimeoutMs: -1 }, 'closeTimeoutMs'],
+    ['closeTimeoutMs NaN', { closeTimeoutMs: Number.NaN }, 'closeTimeoutMs'],
+    ["validation 'x'", { validation: 'x' }, 'validation'],
+    ['a numeric source', { source: 5 }, 'source'],
+    ['events null', { events: null }, 'events'],
+    [
+      'circuitBreaker.failureThreshold 0',
+      { circuitBreaker: { failureThreshold: 0 } },
+      'failureThreshold',
+    ],
+    [
+      'circuitBreaker.resetTimeoutMs -1',
+      { circuitBreaker: { resetTimeoutMs: -1 } },
+      'resetTimeoutMs',
+    ],
+    ['backpressure.maxQueueSize 0', { backpressure: { maxQueueSize: 0 } }, 'maxQueueSize'],
+    ["backpressure.strategy 'x'", { backpressure: { strategy: 'x' } }, 'strategy'],
+    [
+      'backpressure.warningThreshold 2',
+      { backpressure: { warningThreshold: 2 } },
+      'warningThreshold',
+    ],
+    ['retry.maxAttempts -1', { retry: { maxAttempts: -1 } }, 'maxAttempts'],
+    ['retry.jitter 2', { retry: { jitter: 2 } }, 'jitter'],
+    ["retry.strategy 'x'", { retry: { strategy: 'x' } }, 'strategy'],
+    [
+      'subscriptionDefaults.concurrency 0',
+      { subscriptionDefaults: { concurrency: 0 } },
+      'concurrency',
+    ],
+    ['subscriptionDefaults.timeoutMs -1', { subscriptionDefaults: { timeoutMs: -1 } }, 'timeoutMs'],
+    [
+      'subscriptionDefaults.maxInFlight 0',
+      { subscriptionDefaults: { maxInFlight: 0 } },
+      'maxInFlight',
+    ],
+    [
+      'subscriptionDefaults.retry.minDelayMs -1',
+      { subscriptionDefaults: { retry: { minDelayMs: -1 } } },
+      'minDelayMs',
+    ],
+  ];
+
+  it.each(badBusOptions)('rejects %s with a CONFIG error naming the field', (_, options, field) => {
+    let error: unknown;
+    try {
+      new EventBus({
+        transport: new MemoryTransport(),
+        logger: quietLogger(),
+        ...options,
+      });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(codeOf(error)).toBe(ErrorCode.CONFIG);
+    expect((error as Error).message).toContain(`\`${field}\``);
+  });
+
+  const badSubscribeOptions: [string, Record<string, unknown>, string][] = [
+    ['concurrency 1.5', { concurrency: 1.5 }, 'concurrency'],
+    ['concurrency 0', { concurrency: 0 }, 'concurrency'],
+    ['timeoutMs NaN', { timeoutMs: Number.NaN }, 'timeoutMs'],
+    ['timeoutMs -5', { timeoutMs: -5 }, 'timeoutMs'],
+    ['timeoutMs Infinity', { timeoutMs: Number.POSITIVE_INFINITY }, 'timeoutMs'],
+    ['maxInFlight 0', { maxInFlight: 0 }, 'maxInFlight'],
+    ["group ''", { group: '' }, 'group'],
+    ['a numeric group', { group: 7 }, 'group'],
+    ["retry.strategy 'x'", { retry: { strategy: 'x' } }, 'strategy'],
+    ['retry.maxAttempts 1.5', { retry: { maxAttempts: 1.5 } }, 'maxAttempts'],
+    [
+      'retry.maxDelayMs below minDelayMs',
+      { retry: { minDelayMs: 100, maxDelayMs: 10 } },
+      'maxDelayMs',
+    ],
+  ];
+
+  it.each(badSubscribeOptions)(
+    'rejects a subscription with %s with a CONFIG error naming the field, subscribing nothing',
+    async (_, options, field) => {
+      const bus = makeBus();
+      const error = await rejection(bus.subscribe('job.*', () => undefined, options));
+      expect(codeOf(error)).toBe(ErrorCode.CONFIG);
+      expect((error as Error).message).toContain(`\`${field}\``);
+      expect(bus.stats().subscriptions).toBe(0);
+      await bus.close();
+    },
+  );
+
+  it('rejects a subscription without event types or handler with CONFIG, and a bad pattern with VALIDATION', async () => {
+    const bus = makeBus();
+    const noTypes = await rejection(bus.subscribe([], () => undefined));
+    expect(codeOf(noTypes)).toBe(ErrorCode.CONFIG);
+    expect((noTypes as Error).message).toContain('`eventTypes`');
+    const noHandler = await rejection(bus.subscribe('a.b', 'nope' as never));
+    expect(codeOf(noHandler)).toBe(ErrorCode.CONFIG);
+    expect((noHandler as Error).message).toContain('`handler`');
+    expect(codeOf(await rejection(bus.subscribe('a..b', () => undefined)))).toBe(
+      ErrorCode.VALIDATION,
+    );
+    await bus.close();
+  });
+
+  it('applies subscriptionDefaults to every subscription unless it sets its own', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus(
+      { subscriptionDefaults: { retry: { maxAttempts: 0 }, concurrency: 2 } },
+      transport,
+    );
+    let calls = 0;
+    await bus.subscribe('job.*', () => {
+      calls++;
+      throw new Error('boom');
+    });
+
+    await bus.publish('job.run', {});
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+
+    expect(calls).toBe(1);
+    await bus.close();
+  });
+});
