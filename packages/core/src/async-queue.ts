@@ -56,6 +56,11 @@ export class AsyncQueue<T> implements AsyncIterableIterator<T> {
     return this.#items.drain();
   }
 
+  /** The oldest buffered item, taken without waiting, or undefined when none is buffered. */
+  tryShift(): T | undefined {
+    return this.#items.shift();
+  }
+
   next(): Promise<IteratorResult<T>> {
     if (this.#items.size > 0) {
       return Promise.resolve({ value: this.#items.shift() as T, done: false });

@@ -185,6 +185,29 @@ export class BackpressureController<T> {
   }
 
   /**
+   * Takes a slot for an item that goes straight to the worker, skipping the queue: true when
+   * nothing waits or is blocked ahead of it and there is room (then release it like a taken
+   * item); false otherwise, and the caller should `admit` instead. The hot path of a queue
+   * that is keeping up: no item is stored and nothing is allocated.
+   */
+  tryAcquire(): boolean {
+    if (
+      this.#closed ||
+      this.#queue.size !== 0 ||
+      this.#blockedCount !== 0 ||
+      this.size >= this.#options.maxQueueSize
+    ) {
+      return false;
+    }
+    this.#inFlight++;
+    if (!this.#warned && this.size / this.#options.maxQueueSize >= this.#options.warningThreshold) {
+      this.#warned = true;
+      this.#emitter.emit('warning', this.stats());
+    }
+    return true;
+  }
+
+  /**
    * Removes and returns the oldest waiting item, or `undefined` when none waits. The item keeps
    * its slot until {@link BackpressureController.release}.
    */

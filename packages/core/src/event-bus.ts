@@ -531,8 +531,18 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   #enqueue(event: Event): Promise<void> {
+    const queue = this.#queue;
+    // Hot path: nothing waits ahead and a send slot is free, so the event goes straight out
+    // (in publish order, since nothing is queued) without an entry in the queue.
+    if (
+      this.#connected &&
+      queue.size - queue.waiting < this.#publishConcurrency &&
+      queue.tryAcquire()
+    ) {
+      return this.#send(event);
+    }
     return new Promise<void>((resolve, reject) => {
-      const admitted = this.#queue.admit({ event, resolve, reject });
+      const admitted = queue.admit({ event, resolve, reject });
       if (admitted === undefined) this.#pump();
       else admitted.then(() => this.#pump(), reject);
     });
@@ -543,7 +553,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     while (queue.size - queue.waiting < this.#publishConcurrency) {
       const entry = queue.take();
       if (entry === undefined) return;
-      this.#send(entry);
+      this.#send(entry.event).then(entry.resolve, entry.reject);
     }
   }
 
@@ -567,38 +577,43 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     return this.#ensureConnected().then(() => this.transport.publish(event));
   }
 
-  #send(entry: PublishEntry): void {
-    let sent: Promise<void>;
+  /**
+   * Sends one event whose queue slot is held, through the circuit breaker and the retry
+   * policy; frees the slot when done. Resolves when the transport confirmed it, rejects with
+   * the final error.
+   */
+  async #send(event: Event): Promise<void> {
     try {
-      this.#breaker.acquire();
-      sent = this.#transportPublish(entry.event);
-    } catch (error) {
-      sent = Promise.reject(error);
-    }
-    sent.then(
-      () => {
+      try {
+        this.#breaker.acquire();
+        await this.#transportPublish(event);
         this.#breaker.recordSuccess();
-        this.#settle(entry, undefined);
-      },
-      (error: unknown) => this.#retryPublish(entry, error),
-    );
+      } catch (error) {
+        await this.#retryPublish(event, error);
+      }
+      this.#counters.published++;
+    } catch (error) {
+      this.#counters.publishFailed++;
+      throw error;
+    } finally {
+      this.#queue.release();
+      if (this.#flushed !== undefined && this.#queue.size === 0) this.#flushed();
+      this.#pump();
+    }
   }
 
-  #retryPublish(entry: PublishEntry, firstError: unknown): void {
-    if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) {
-      this.#settle(entry, firstError);
-      return;
-    }
+  /** Retries a failed first attempt per the policy; rejects with the final error. */
+  async #retryPublish(event: Event, firstError: unknown): Promise<void> {
+    if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) throw firstError;
     this.#breaker.recordFailure(firstError);
     if (this.#retry.maxAttempts === 0 || !isRetryableError(firstError)) {
-      this.#settle(entry, toWatchtowerError(firstError));
-      return;
+      throw toWatchtowerError(firstError);
     }
     // The first attempt already ran on the fast path; replaying its failure lets the policy
     // count it and wait before the first real retry.
     let replayed = false;
-    this.#retry
-      .execute(
+    try {
+      await this.#retry.execute(
         async () => {
           if (!replayed) {
             replayed = true;
@@ -606,7 +621,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           }
           this.#breaker.acquire();
           try {
-            await this.#transportPublish(entry.event);
+            await this.#transportPublish(event);
           } catch (error) {
             this.#breaker.recordFailure(error);
             throw error;
@@ -618,24 +633,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           isRetryable: (error) =>
             !isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && isRetryableError(error),
         },
-      )
-      .then(
-        () => this.#settle(entry, undefined),
-        (error: unknown) => this.#settle(entry, toWatchtowerError(error)),
       );
-  }
-
-  #settle(entry: PublishEntry, error: unknown): void {
-    this.#queue.release();
-    if (error === undefined) {
-      this.#counters.published++;
-      entry.resolve();
-    } else {
-      this.#counters.publishFailed++;
-      entry.reject(error);
+    } catch (error) {
+      throw toWatchtowerError(error);
     }
-    if (this.#flushed !== undefined && this.#queue.size === 0) this.#flushed();
-    this.#pump();
   }
 
   // ---- consume path --------------------------------------------------------------------
@@ -790,10 +791,33 @@ interface SubscriptionHost {
 }
 
 /** A running handler, watched for its deadline. */
-interface Running {
-  readonly deadline: number;
-  controller: AbortController | undefined;
-  timedOut: ((error: TimeoutError) => void) | undefined;
+/**
+ * One handler call: its context, and what the timeout sweep needs. A class with a prototype
+ * getter, so the hot path allocates one small object per call and an AbortController only
+ * when the handler reads `signal`.
+ */
+class Running implements HandlerContext {
+  controller: AbortController | undefined = undefined;
+  timedOut: ((error: TimeoutError) => void) | undefined = undefined;
+
+  constructor(
+    readonly attempt: number,
+    readonly subscription: string,
+    readonly deadline: number,
+  ) {}
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    return this.controller.signal;
+  }
+}
+
+/** What `#runHandler` returns when the handler finished synchronously without throwing. */
+const DONE = Symbol('done');
+
+/** A handler still running; `promise` settles with `DONE` or the failure. Never rejects. */
+class Pending {
+  constructor(readonly promise: Promise<unknown>) {}
 }
 
 let subscriptionSeq = 0;
@@ -891,8 +915,16 @@ class BusSubscription implements SubscriptionHandle {
   }
 
   async #consume(sub: TransportSubscription, index: number): Promise<void> {
+    const iterator = sub[Symbol.asyncIterator]();
     try {
-      for await (const delivery of sub) {
+      for (;;) {
+        // Drain what is already buffered without a promise per delivery, then wait.
+        let delivery = sub.tryNext?.();
+        if (delivery === undefined) {
+          const next = await iterator.next();
+          if (next.done === true) break;
+          delivery = next.value;
+        }
         while (this.#stopping === undefined && this.#active >= this.#options.concurrency) {
           await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
         }
@@ -901,7 +933,9 @@ class BusSubscription implements SubscriptionHandle {
           continue;
         }
         this.#active++;
-        void this.#process(delivery, index).then(this.#release);
+        const pending = this.#process(delivery, index);
+        if (pending === undefined) this.#release();
+        else void pending.then(this.#release);
       }
     } catch (error) {
       this.#bus.reportError(error, { subscription: this.name });
@@ -917,41 +951,74 @@ class BusSubscription implements SubscriptionHandle {
     }
   };
 
-  /** Handles one delivery to its end (ack, retry or dead letter). Never rejects. */
-  async #process(delivery: Delivery, index: number): Promise<void> {
+  /**
+   * Handles one delivery to its end (ack, retry or dead letter). Returns undefined when the
+   * handler finished synchronously and only the ack is left in flight; the returned promise
+   * never rejects.
+   */
+  #process(delivery: Delivery, index: number): Promise<void> | undefined {
     const bus = this.#bus;
     bus.count('received');
-    try {
-      if (delivery.kind === 'malformed') {
-        bus.count('malformed');
-        await this.#deadLetter(
+    if (delivery.kind === 'malformed') {
+      bus.count('malformed');
+      return this.#guard(
+        this.#deadLetter(
           delivery,
           { raw: delivery.raw, origin: delivery.origin },
           delivery.error,
           delivery.attempt,
-        );
-        return;
-      }
-      let event = delivery.event;
-      if (!this.#isOwnedBy(index, event.type)) {
-        await delivery.ack();
-        return;
-      }
-      if (bus.needsValidation) {
-        const checked = await bus.validateConsumed(event);
-        if ('error' in checked) {
-          await this.#deadLetter(delivery, event, checked.error, delivery.attempt);
-          return;
-        }
-        event = checked.event;
-      }
-      await this.#handle(delivery, event);
-    } catch (error) {
-      bus.reportError(error, {
-        subscription: this.name,
-        ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}),
-      });
+        ),
+        delivery,
+      );
     }
+    const event = delivery.event;
+    if (!this.#isOwnedBy(index, event.type)) {
+      this.#ackQuietly(delivery, false);
+      return undefined;
+    }
+    if (bus.needsValidation) return this.#guard(this.#validateAndHandle(delivery, event), delivery);
+    const outcome = this.#runHandler(event, delivery.attempt);
+    if (outcome === DONE) {
+      this.#ackQuietly(delivery, true);
+      return undefined;
+    }
+    return this.#guard(this.#afterFailure(delivery, event, outcome), delivery);
+  }
+
+  async #validateAndHandle(delivery: Delivery & { kind: 'event' }, raw: Event): Promise<void> {
+    const checked = await this.#bus.validateConsumed(raw);
+    if ('error' in checked) {
+      await this.#deadLetter(delivery, raw, checked.error, delivery.attempt);
+      return;
+    }
+    const outcome = this.#runHandler(checked.event, delivery.attempt);
+    if (outcome === DONE) {
+      await delivery.ack();
+      this.#bus.count('handled');
+      return;
+    }
+    await this.#afterFailure(delivery, checked.event, outcome);
+  }
+
+  /** Acks without waiting; counts the event as handled once the ack is through. */
+  #ackQuietly(delivery: Delivery, handled: boolean): void {
+    delivery.ack().then(handled ? this.#countHandled : undefined, this.#onAckFailed);
+  }
+
+  readonly #countHandled = (): void => this.#bus.count('handled');
+  readonly #onAckFailed = (error: unknown): void => {
+    this.#bus.reportError(error, { subscription: this.name });
+  };
+
+  #guard(work: Promise<void>, delivery: Delivery): Promise<void> {
+    return work.catch((error: unknown) => this.#reportFor(error, delivery));
+  }
+
+  #reportFor(error: unknown, delivery: Delivery): void {
+    this.#bus.reportError(error, {
+      subscription: this.name,
+      ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}),
+    });
   }
 
   /**
@@ -967,12 +1034,16 @@ class BusSubscription implements SubscriptionHandle {
     return true;
   }
 
-  async #handle(delivery: Delivery, event: Event): Promise<void> {
+  /**
+   * Waits for a handler that returned a promise, and takes a failure through retry (nack with
+   * delay, or in process on transports without redelivery) and then the dead-letter queue.
+   */
+  async #afterFailure(delivery: Delivery, event: Event, first: unknown): Promise<void> {
     const policy = this.#options.retry;
-    // Transports without redelivery retry in process; the others hand the event back.
+    let outcome = first;
     for (let attempt = delivery.attempt; ; attempt++) {
-      const failure = await this.#runHandler(event, attempt);
-      if (failure === undefined) {
+      const failure = outcome instanceof Pending ? await outcome.promise : outcome;
+      if (failure === DONE) {
         await delivery.ack();
         this.#bus.count('handled');
         return;
@@ -991,6 +1062,7 @@ class BusSubscription implements SubscriptionHandle {
       }
       this.#bus.count('retried');
       const delayMs = policy.delayFor(attempt);
+      // Transports without redelivery retry in process; the others hand the event back.
       if (this.#redelivery) {
         await delivery.nack({ delayMs });
         return;
@@ -1001,40 +1073,38 @@ class BusSubscription implements SubscriptionHandle {
         await this.#deadLetter(delivery, event, failure, attempt);
         return;
       }
+      outcome = this.#runHandler(event, attempt + 1);
     }
   }
 
-  /** Runs the handler; resolves with what it threw, or undefined on success. */
-  #runHandler(event: Event, attempt: number): Promise<unknown> {
+  /**
+   * Runs the handler: `DONE` when it returned without a promise, what it threw, or a
+   * {@link Pending} that settles with `DONE` or the failure (a timeout included).
+   */
+  #runHandler(event: Event, attempt: number): unknown {
     const timeoutMs = this.#options.timeoutMs;
-    const running: Running = {
-      deadline: timeoutMs > 0 ? this.#bus.clock.now() + timeoutMs : Number.POSITIVE_INFINITY,
-      controller: undefined,
-      timedOut: undefined,
-    };
-    const context: HandlerContext = {
+    const running = new Running(
       attempt,
-      subscription: this.name,
-      get signal(): AbortSignal {
-        running.controller ??= new AbortController();
-        return running.controller.signal;
-      },
-    };
+      this.name,
+      timeoutMs > 0 ? this.#bus.clock.now() + timeoutMs : Number.POSITIVE_INFINITY,
+    );
     let result: unknown;
     try {
-      result = this.#handler(event, context);
+      result = this.#handler(event, running);
     } catch (error) {
-      return Promise.resolve(error ?? new Error('handler threw undefined'));
+      return error ?? new Error('handler threw undefined');
     }
-    if (!isPromiseLike(result)) return Promise.resolve(undefined);
+    if (!isPromiseLike(result)) return DONE;
     this.#running.add(running);
-    return new Promise<unknown>((resolve) => {
-      running.timedOut = resolve;
-      Promise.resolve(result).then(
-        () => resolve(undefined),
-        (error: unknown) => resolve(error ?? new Error('handler rejected with undefined')),
-      );
-    }).finally(() => this.#running.delete(running));
+    return new Pending(
+      new Promise<unknown>((resolve) => {
+        running.timedOut = resolve;
+        Promise.resolve(result).then(
+          () => resolve(DONE),
+          (error: unknown) => resolve(error ?? new Error('handler rejected with undefined')),
+        );
+      }).finally(() => this.#running.delete(running)),
+    );
   }
 
   #sweep(): void {

@@ -37,8 +37,14 @@ export interface EventMetadataInput {
 const EVENT_TYPE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 
 /** True when `type` is a valid event type (dotted tokens of `[A-Za-z0-9_-]`, no wildcards). */
+// Services publish a handful of types over and over: the last valid one skips the regex.
+let lastValidType = '';
+
 export function isValidEventType(type: unknown): type is string {
-  return typeof type === 'string' && EVENT_TYPE.test(type);
+  if (type === lastValidType && type !== '') return true;
+  if (typeof type !== 'string' || !EVENT_TYPE.test(type)) return false;
+  lastValidType = type;
+  return true;
 }
 
 /**

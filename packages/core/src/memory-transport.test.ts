@@ -862,7 +862,67 @@ describe('MemoryTransport', () => {
 
   describe('options', () => {
     it('exports its defaults', () => {
-      expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxInFlight).toBe(1000);
+      expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS).toEqual({ maxInFlight: 128, maxPending: 1000 });
+    });
+
+    it('rejects a maxPending that is not an integer >= 1 with CONFIG naming the field', () => {
+      for (const maxPending of [0, 1.5, -1, Number.NaN]) {
+        expect(() => new MemoryBroker({ maxPending })).toThrow(/maxPending/);
+      }
+    });
+  });
+
+  describe('maxPending', () => {
+    const event = (n: number): Event => createEvent('flow.tick', { n });
+
+    it('holds back publish confirmations while a group with members is over maxPending', async () => {
+      const transport = new MemoryTransport({
+        broker: new MemoryBroker({ maxPending: 2 }),
+        maxInFlight: 1,
+      });
+      const subscription = await transport.subscribe('flow.tick');
+      const iterator = subscription[Symbol.asyncIterator]();
+      // One is handed to the member, two wait in the group: still within maxPending.
+      await transport.publish(event(1));
+      await transport.publish(event(2));
+      await transport.publish(event(3));
+      let confirmed = false;
+      const fourth = transport.publish(event(4)).then(() => {
+        confirmed = true;
+      });
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(confirmed).toBe(false);
+      const first = await iterator.next();
+      await (first.value as Delivery).ack();
+      await fourth;
+      expect(confirmed).toBe(true);
+      const rest: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const next = (await iterator.next()).value as EventDelivery;
+        rest.push((next.event.payload as { n: number }).n);
+        await next.ack();
+      }
+      expect(rest).toEqual([2, 3, 4]);
+      await transport.close();
+    });
+
+    it('drops the oldest events of a named group without members past maxPending, and counts them', async () => {
+      const broker = new MemoryBroker({ maxPending: 3 });
+      const transport = new MemoryTransport({ broker });
+      const member = await transport.subscribe('flow.tick', { group: 'later' });
+      await member.unsubscribe();
+      for (let n = 1; n <= 5; n++) await transport.publish(event(n));
+      expect(broker.droppedEvents).toBe(2);
+      const joined = await transport.subscribe('flow.tick', { group: 'later' });
+      const iterator = joined[Symbol.asyncIterator]();
+      const seen: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const next = (await iterator.next()).value as EventDelivery;
+        seen.push((next.event.payload as { n: number }).n);
+        await next.ack();
+      }
+      expect(seen).toEqual([3, 4, 5]);
+      await transport.close();
     });
 
     it.each<[string, MemoryTransportOptions, string]>([

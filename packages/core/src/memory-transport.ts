@@ -32,6 +32,13 @@ export interface MemoryBrokerOptions {
   deadLetterQueue?: DeadLetterQueue;
   /** Timers of delayed redelivery. @defaultValue `systemClock` */
   clock?: Clock;
+  /**
+   * Events a group may hold that no member has taken yet. Past it, `publish()` waits for the
+   * group's members to catch up (so the bus's backpressure applies end to end); a named group
+   * without members drops its oldest events instead, and counts them in `droppedEvents`.
+   * @defaultValue 1000
+   */
+  maxPending?: number;
 }
 
 /** Options of {@link MemoryTransport}. */
@@ -46,14 +53,15 @@ export interface MemoryTransportOptions extends MemoryBrokerOptions {
   /**
    * Deliveries a subscription may hold without acking them; further events wait in the
    * subscription's group.
-   * @defaultValue 1000
+   * @defaultValue 128
    */
   maxInFlight?: number;
 }
 
 /** Defaults of {@link MemoryTransportOptions}. */
 export const DEFAULT_MEMORY_TRANSPORT_OPTIONS = {
-  maxInFlight: 1000,
+  maxInFlight: 128,
+  maxPending: 1000,
 } as const;
 
 const MEMORY_TRANSPORT_INFO: TransportInfo = {
@@ -96,23 +104,43 @@ export class MemoryBroker {
   readonly #groups = new Map<string, MemoryGroup>();
   readonly #claimedDeadLetters = new WeakSet<DeadLetter>();
   #privateGroupSeq = 0;
+  #dropped = 0;
+  readonly #maxPending: number;
 
   constructor(options: MemoryBrokerOptions = {}) {
+    const maxPending = options.maxPending ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxPending;
+    if (!Number.isInteger(maxPending) || maxPending < 1) {
+      throw configError('maxPending', 'must be an integer >= 1');
+    }
+    this.#maxPending = maxPending;
     this.deadLetterQueue = options.deadLetterQueue ?? new InMemoryDeadLetterQueue();
     this.clock = options.clock ?? systemClock;
   }
 
-  /** Hands a message to every group whose pattern matches `type`. */
-  route(type: string, message: Message): void {
+  /** Events dropped by named groups that had no member and were full. */
+  get droppedEvents(): number {
+    return this.#dropped;
+  }
+
+  /**
+   * Hands a message to every group whose pattern matches `type`. Returns the groups that are
+   * now over `maxPending` (their members lag), or undefined.
+   */
+  route(type: string, message: Message): MemoryGroup[] | undefined {
     const groups = this.#index.match(type);
-    for (let i = 0; i < groups.length; i++) (groups[i] as MemoryGroup).enqueue(message);
+    let congested: MemoryGroup[] | undefined;
+    for (let i = 0; i < groups.length; i++) {
+      const group = groups[i] as MemoryGroup;
+      if (group.enqueue(message)) (congested ??= []).push(group);
+    }
+    return congested;
   }
 
   /** @internal */
   groupFor(pattern: string, name: string | undefined): MemoryGroup {
     if (name === undefined) {
       const key = `\u0000private:${++this.#privateGroupSeq}`;
-      const group: MemoryGroup = new MemoryGroup(key, pattern, undefined, this.clock, () => {
+      const group: MemoryGroup = new MemoryGroup(key, pattern, undefined, this.#limits, () => {
         this.#groups.delete(key);
         this.#index.remove(pattern, group);
       });
@@ -123,12 +151,20 @@ export class MemoryBroker {
     const key = `${name}\u0000${pattern}`;
     let group = this.#groups.get(key);
     if (group === undefined) {
-      group = new MemoryGroup(key, pattern, name, this.clock, undefined);
+      group = new MemoryGroup(key, pattern, name, this.#limits, undefined);
       this.#groups.set(key, group);
       this.#index.add(pattern, group);
     }
     return group;
   }
+
+  readonly #limits: GroupLimits = {
+    clock: () => this.clock,
+    maxPending: () => this.#maxPending,
+    dropped: () => {
+      this.#dropped++;
+    },
+  };
 
   /** @internal */
   get claimedDeadLetters(): WeakSet<DeadLetter> {
@@ -190,14 +226,14 @@ export class MemoryTransport implements Transport {
     } catch (error) {
       return Promise.reject(error);
     }
-    this.broker.route(event.type, {
+    const congested = this.broker.route(event.type, {
       event,
       raw: undefined,
       error: undefined,
       origin: event.type,
       attempt: 1,
     });
-    return Promise.resolve();
+    return congested === undefined ? RESOLVED : waitForRoom(congested);
   }
 
   /**
@@ -227,8 +263,8 @@ export class MemoryTransport implements Transport {
           : new SerializationError(String(error), raw, { cause: error });
       message = { event: undefined, raw, error: failure, origin: type, attempt: 1 };
     }
-    this.broker.route(type, message);
-    return Promise.resolve();
+    const congested = this.broker.route(type, message);
+    return congested === undefined ? RESOLVED : waitForRoom(congested);
   }
 
   subscribe(
@@ -348,6 +384,20 @@ export class MemoryTransport implements Transport {
   }
 }
 
+/** One settled promise for every publish that needs no wait. */
+const RESOLVED: Promise<void> = Promise.resolve();
+
+function waitForRoom(groups: MemoryGroup[]): Promise<void> {
+  return Promise.all(groups.map((group) => group.whenRoom())).then(() => undefined);
+}
+
+/** What a group reads from its broker. */
+interface GroupLimits {
+  clock(): Clock;
+  maxPending(): number;
+  dropped(): void;
+}
+
 function rejectClosed(): Promise<never> {
   return Promise.reject(new ClosedError('the memory transport is closed'));
 }
@@ -361,27 +411,57 @@ class MemoryGroup {
   readonly #ready = new Fifo<Message>();
   readonly #members: MemorySubscription[] = [];
   readonly #timers = new Set<TimerHandle>();
+  /** Publishers waiting for the members to catch up. */
+  #roomWaiters: (() => void)[] = [];
   #next = 0;
 
   constructor(
     readonly key: string,
     readonly pattern: string,
     readonly name: string | undefined,
-    private readonly clock: Clock,
+    private readonly limits: GroupLimits,
     private readonly onRemove: (() => void) | undefined,
   ) {}
 
-  enqueue(message: Message): void {
+  /**
+   * Queues a message for the members. Returns true when the group now holds more than
+   * `maxPending` untaken messages while it has members: the publisher should wait.
+   */
+  enqueue(message: Message): boolean {
     // Fast path: one member with room and nothing waiting ahead of this message.
     if (this.#ready.size === 0 && this.#members.length === 1) {
       const member = this.#members[0] as MemorySubscription;
       if (member.hasRoom()) {
         member.deliver(message);
-        return;
+        return false;
       }
     }
     this.#ready.push(message);
     this.dispatch();
+    const maxPending = this.limits.maxPending();
+    if (this.#ready.size <= maxPending) return false;
+    if (this.#members.length > 0) return true;
+    // Nobody is there to catch up: keep the newest, as a bounded queue with drop-head does.
+    while (this.#ready.size > maxPending) {
+      this.#ready.shift();
+      this.limits.dropped();
+    }
+    return false;
+  }
+
+  /** Resolves once the group holds at most `maxPending` untaken messages, or has no members. */
+  whenRoom(): Promise<void> {
+    if (this.#hasRoom()) return Promise.resolve();
+    return new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
+  }
+
+  #hasRoom(): boolean {
+    return this.#members.length === 0 || this.#ready.size <= this.limits.maxPending();
+  }
+
+  #wakePublishers(): void {
+    if (this.#roomWaiters.length === 0 || !this.#hasRoom()) return;
+    for (const wake of this.#roomWaiters.splice(0)) wake();
   }
 
   requeue(message: Message, delayMs: number): void {
@@ -390,7 +470,7 @@ class MemoryGroup {
       this.enqueue(message);
       return;
     }
-    const timer = this.clock.setTimeout(() => {
+    const timer = this.limits.clock().setTimeout(() => {
       this.#timers.delete(timer);
       this.enqueue(message);
     }, delayMs);
@@ -409,9 +489,10 @@ class MemoryGroup {
           break;
         }
       }
-      if (chosen === undefined) return;
+      if (chosen === undefined) break;
       chosen.deliver(this.#ready.shift() as Message);
     }
+    this.#wakePublishers();
   }
 
   join(member: MemorySubscription): void {
@@ -427,6 +508,7 @@ class MemoryGroup {
       this.#remove();
       return;
     }
+    this.#wakePublishers();
     if (unseen.length > 0) {
       // They were handed out before anything now waiting, so they go first: publish order holds.
       const waiting = this.#ready.drain();
@@ -437,7 +519,8 @@ class MemoryGroup {
   }
 
   #remove(): void {
-    for (const timer of this.#timers) this.clock.clearTimeout(timer);
+    for (const wake of this.#roomWaiters.splice(0)) wake();
+    for (const timer of this.#timers) this.limits.clock().clearTimeout(timer);
     this.#timers.clear();
     this.#ready.drain();
     this.onRemove?.();
@@ -512,6 +595,10 @@ class MemorySubscription implements TransportSubscription {
     return this.#queue;
   }
 
+  tryNext(): Delivery | undefined {
+    return this.#queue.tryShift();
+  }
+
   /** @internal called by a delivery when it is acked, nacked or revoked. */
   settle(delivery: MemoryDelivery, requeue: Message | undefined, delayMs: number): void {
     this.#outstanding.delete(delivery);
@@ -548,7 +635,7 @@ class MemoryDelivery {
       this.#settled = true;
       this.subscription.settle(this, undefined, 0);
     }
-    return Promise.resolve();
+    return RESOLVED;
   }
 
   nack(options?: NackOptions): Promise<void> {
@@ -560,7 +647,7 @@ class MemoryDelivery {
           : { ...this.message, attempt: this.message.attempt + 1 };
       this.subscription.settle(this, again, options?.delayMs ?? 0);
     }
-    return Promise.resolve();
+    return RESOLVED;
   }
 
   /** Taken back before the consumer saw it; later settling is ignored. */

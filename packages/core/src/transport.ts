@@ -125,6 +125,11 @@ export type Delivery = EventDelivery | MalformedDelivery;
 export interface TransportSubscription extends AsyncIterable<Delivery> {
   readonly pattern: string;
   unsubscribe(): Promise<void>;
+  /**
+   * Optional: a delivery that is already buffered, taken without waiting, or undefined. Lets
+   * a consumer drain a burst without a promise per delivery; iteration sees the same items.
+   */
+  tryNext?(): Delivery | undefined;
 }
 
 /** Why an event ended in the dead-letter queue. */
