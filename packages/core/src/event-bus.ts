@@ -38,6 +38,7 @@ import type {
   DeadLetter,
   DeadLetterReason,
   Delivery,
+  EventDelivery,
   StartPosition,
   SubscriptionHandle,
   Transport,
@@ -662,14 +663,21 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     };
   }
 
-  async #validateConsumed(event: Event): Promise<{ event: Event } | { error: ValidationError }> {
+  /** Synchronous schemas answer synchronously, so the consume fast path stays synchronous. */
+  #validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck> {
     const schema = this.#schemaFor(event.type, NOT_SET);
     if (schema === NOT_SET) return { event };
     if (schema instanceof ValidationError) {
       this.#counters.validationFailures++;
       return { error: schema };
     }
-    const outcome = await checkPayload(schema, event.payload, `payload of "${event.type}"`);
+    const outcome = checkPayload(schema, event.payload, `payload of "${event.type}"`);
+    return outcome instanceof Promise
+      ? outcome.then((settled) => this.#afterConsumedCheck(event, settled))
+      : this.#afterConsumedCheck(event, outcome);
+  }
+
+  #afterConsumedCheck(event: Event, outcome: SchemaOutcome): ConsumedCheck {
     if (outcome.ok) {
       return {
         event: outcome.value === event.payload ? event : { ...event, payload: outcome.value },
@@ -775,6 +783,9 @@ function resolveSubscribeOptions(
   };
 }
 
+/** A consumed event after its schema: the (possibly transformed) event, or why it failed. */
+type ConsumedCheck = { event: Event } | { error: ValidationError };
+
 /** What a subscription uses of its bus. */
 interface SubscriptionHost {
   readonly transport: Transport;
@@ -787,7 +798,7 @@ interface SubscriptionHost {
   count(counter: keyof Counters): void;
   reportError(error: unknown, context: { subscription?: string; eventId?: string }): void;
   emitDeadLetter(letter: DeadLetter): void;
-  validateConsumed(event: Event): Promise<{ event: Event } | { error: ValidationError }>;
+  validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck>;
 }
 
 /** A running handler, watched for its deadline. */
@@ -971,33 +982,39 @@ class BusSubscription implements SubscriptionHandle {
         delivery,
       );
     }
-    const event = delivery.event;
-    if (!this.#isOwnedBy(index, event.type)) {
+    if (!this.#isOwnedBy(index, delivery.event.type)) {
       this.#ackQuietly(delivery, false);
       return undefined;
     }
-    if (bus.needsValidation) return this.#guard(this.#validateAndHandle(delivery, event), delivery);
+    if (!bus.needsValidation) return this.#handle(delivery, delivery.event);
+    const checked = bus.validateConsumed(delivery.event);
+    if (checked instanceof Promise) {
+      return this.#guard(
+        checked.then((settled) => this.#handleChecked(delivery, settled)),
+        delivery,
+      );
+    }
+    return this.#handleChecked(delivery, checked);
+  }
+
+  #handleChecked(delivery: EventDelivery, checked: ConsumedCheck): Promise<void> | undefined {
+    if ('error' in checked) {
+      return this.#guard(
+        this.#deadLetter(delivery, delivery.event, checked.error, delivery.attempt),
+        delivery,
+      );
+    }
+    return this.#handle(delivery, checked.event);
+  }
+
+  /** Runs the handler; synchronous success acks without waiting (undefined). */
+  #handle(delivery: EventDelivery, event: Event): Promise<void> | undefined {
     const outcome = this.#runHandler(event, delivery.attempt);
     if (outcome === DONE) {
       this.#ackQuietly(delivery, true);
       return undefined;
     }
     return this.#guard(this.#afterFailure(delivery, event, outcome), delivery);
-  }
-
-  async #validateAndHandle(delivery: Delivery & { kind: 'event' }, raw: Event): Promise<void> {
-    const checked = await this.#bus.validateConsumed(raw);
-    if ('error' in checked) {
-      await this.#deadLetter(delivery, raw, checked.error, delivery.attempt);
-      return;
-    }
-    const outcome = this.#runHandler(checked.event, delivery.attempt);
-    if (outcome === DONE) {
-      await delivery.ack();
-      this.#bus.count('handled');
-      return;
-    }
-    await this.#afterFailure(delivery, checked.event, outcome);
   }
 
   /** Acks without waiting; counts the event as handled once the ack is through. */

@@ -865,6 +865,31 @@ describe('MemoryTransport', () => {
       expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS).toEqual({ maxInFlight: 128, maxPending: 1000 });
     });
 
+    it('rejects broker-level options given beside a shared broker', () => {
+      expect(() => new MemoryTransport({ broker: new MemoryBroker(), maxPending: 5 })).toThrow(
+        /broker/,
+      );
+    });
+
+    it('rejects consumeDlq with a group: its one queue is shared by every consumer', async () => {
+      const transport = new MemoryTransport();
+      await expect(transport.consumeDlq(() => undefined, { group: 'g' })).rejects.toMatchObject({
+        code: ErrorCode.CONFIG,
+      });
+      await transport.close();
+    });
+
+    it('refuses a publish whose signal is already aborted with ABORTED, delivering nothing', async () => {
+      const transport = new MemoryTransport();
+      const subscription = await transport.subscribe('flow.tick');
+      const signal = AbortSignal.abort(new Error('stop'));
+      await expect(
+        transport.publish(createEvent('flow.tick', {}), { signal }),
+      ).rejects.toMatchObject({ code: ErrorCode.ABORTED });
+      expect(subscription.tryNext?.()).toBeUndefined();
+      await transport.close();
+    });
+
     it('rejects a maxPending that is not an integer >= 1 with CONFIG naming the field', () => {
       for (const maxPending of [0, 1.5, -1, Number.NaN]) {
         expect(() => new MemoryBroker({ maxPending })).toThrow(/maxPending/);

@@ -2,7 +2,13 @@ import { AsyncQueue } from './async-queue.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { decodeEvent } from './codec.js';
 import { InMemoryDeadLetterQueue, type DeadLetterQueue } from './dead-letter-queue.js';
-import { ClosedError, SerializationError, configError } from './errors.js';
+import {
+  ClosedError,
+  ErrorCode,
+  SerializationError,
+  WatchtowerError,
+  configError,
+} from './errors.js';
 import { assertEventType, type Event } from './event.js';
 import { Fifo } from './fifo.js';
 import { PatternIndex, assertPattern } from './pattern.js';
@@ -16,6 +22,7 @@ import type {
   HealthStatus,
   MalformedMessage,
   NackOptions,
+  PublishOptions,
   SubscriptionHandle,
   Transport,
   TransportInfo,
@@ -197,11 +204,13 @@ export class MemoryTransport implements Transport {
     }
     if (
       options.broker !== undefined &&
-      (options.deadLetterQueue !== undefined || options.clock !== undefined)
+      (options.deadLetterQueue !== undefined ||
+        options.clock !== undefined ||
+        options.maxPending !== undefined)
     ) {
       throw configError(
         'broker',
-        'give deadLetterQueue and clock to the MemoryBroker, not to the transport',
+        'give deadLetterQueue, clock and maxPending to the MemoryBroker, not to the transport',
       );
     }
     this.#maxInFlight = maxInFlight;
@@ -219,8 +228,10 @@ export class MemoryTransport implements Transport {
   }
 
   /** Hands the event to every matching group; resolves at once. */
-  publish(event: Event): Promise<void> {
+  publish(event: Event, options?: PublishOptions): Promise<void> {
     if (this.#closed) return rejectClosed();
+    // Handing the event over is immediate, so a signal can only stop it before it starts.
+    if (options?.signal?.aborted === true) return rejectAborted(options.signal);
     try {
       assertEventType(event.type);
     } catch (error) {
@@ -326,6 +337,13 @@ export class MemoryTransport implements Transport {
     options: ConsumeDlqOptions = {},
   ): Promise<SubscriptionHandle> {
     if (this.#closed) return rejectClosed();
+    if (options.group !== undefined) {
+      // Consuming removes a letter from the broker's one queue: every consumer competes, so a
+      // group that gets its own copy of every letter cannot be offered.
+      return Promise.reject(
+        configError('group', 'the memory transport has one dead-letter queue; omit group'),
+      );
+    }
     const consumer: DlqConsumer = new DlqConsumer(
       this.deadLetterQueue,
       this.broker.claimedDeadLetters,
@@ -396,6 +414,15 @@ interface GroupLimits {
   clock(): Clock;
   maxPending(): number;
   dropped(): void;
+}
+
+function rejectAborted(signal: AbortSignal): Promise<never> {
+  return Promise.reject(
+    new WatchtowerError(ErrorCode.ABORTED, 'the publish was aborted before it started', {
+      cause: signal.reason,
+      retryable: false,
+    }),
+  );
 }
 
 function rejectClosed(): Promise<never> {
