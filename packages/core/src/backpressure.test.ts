@@ -6,15 +6,7 @@ import {
 } from './backpressure.js';
 import { BackpressureError, ClosedError, ErrorCode } from './errors.js';
 import { FakeClock } from './testing/fake-clock.js';
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
-}
+import { thrown } from './testing/thrown.js';
 
 /** Follows a promise without leaving a rejection unhandled; read `state` after a microtask flush. */
 function track(value: void | Promise<void>): {

@@ -1,7 +1,8 @@
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { Emitter } from './emitter.js';
-import { BackpressureError, ClosedError, ErrorCode, configError } from './errors.js';
+import { BackpressureError, ClosedError, ErrorCode } from './errors.js';
 import { Fifo } from './fifo.js';
+import { checkClock, checkInteger, checkNumber, checkOneOf, withDefaults } from './options.js';
 
 /**
  * What {@link BackpressureController.admit} does when the queue is full.
@@ -113,14 +114,7 @@ export class BackpressureController<T> {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: BackpressureOptions = {}) {
-    const d = DEFAULT_BACKPRESSURE_OPTIONS;
-    const merged: Required<BackpressureOptions> = {
-      maxQueueSize: options.maxQueueSize ?? d.maxQueueSize,
-      strategy: options.strategy ?? d.strategy,
-      blockTimeoutMs: options.blockTimeoutMs ?? d.blockTimeoutMs,
-      warningThreshold: options.warningThreshold ?? d.warningThreshold,
-      clock: options.clock ?? d.clock,
-    };
+    const merged = withDefaults(DEFAULT_BACKPRESSURE_OPTIONS, options);
     validate(merged);
     this.#options = Object.freeze(merged);
   }
@@ -363,46 +357,10 @@ export class BackpressureController<T> {
   }
 }
 
-const STRATEGIES: ReadonlySet<string> = new Set<BackpressureStrategy>([
-  'drop-oldest',
-  'drop-newest',
-  'block',
-]);
-
 function validate(options: Required<BackpressureOptions>): void {
-  const { maxQueueSize, strategy, blockTimeoutMs, warningThreshold, clock } = options;
-  if (!Number.isInteger(maxQueueSize) || maxQueueSize < 1) {
-    throw configError('maxQueueSize', `must be an integer >= 1, got ${String(maxQueueSize)}`);
-  }
-  if (!STRATEGIES.has(strategy)) {
-    throw configError(
-      'strategy',
-      `must be 'drop-oldest', 'drop-newest' or 'block', got ${JSON.stringify(strategy)}`,
-    );
-  }
-  if (
-    typeof blockTimeoutMs !== 'number' ||
-    !Number.isFinite(blockTimeoutMs) ||
-    blockTimeoutMs < 0
-  ) {
-    throw configError(
-      'blockTimeoutMs',
-      `must be a finite number >= 0 (0 = no limit), got ${String(blockTimeoutMs)}`,
-    );
-  }
-  if (typeof warningThreshold !== 'number' || !(warningThreshold > 0 && warningThreshold <= 1)) {
-    throw configError(
-      'warningThreshold',
-      `must be a number in (0, 1], got ${String(warningThreshold)}`,
-    );
-  }
-  if (
-    typeof clock !== 'object' ||
-    clock === null ||
-    typeof clock.now !== 'function' ||
-    typeof clock.setTimeout !== 'function' ||
-    typeof clock.clearTimeout !== 'function'
-  ) {
-    throw configError('clock', 'must have now(), setTimeout() and clearTimeout()');
-  }
+  checkInteger('maxQueueSize', options.maxQueueSize, 1);
+  checkOneOf('strategy', options.strategy, ['drop-oldest', 'drop-newest', 'block']);
+  checkNumber('blockTimeoutMs', options.blockTimeoutMs, { min: 0, hint: '0 = no limit' });
+  checkNumber('warningThreshold', options.warningThreshold, { above: 0, max: 1 });
+  checkClock('clock', options.clock);
 }

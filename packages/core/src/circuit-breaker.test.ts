@@ -14,6 +14,7 @@ import {
   ValidationError,
 } from './errors.js';
 import { FakeClock } from './testing/fake-clock.js';
+import { thrown } from './testing/thrown.js';
 
 const boom = (): Promise<never> => Promise.reject(new Error('boom'));
 const ok = (): Promise<string> => Promise.resolve('ok');
@@ -30,15 +31,6 @@ function deferred<T>(): {
     reject = rej;
   });
   return { promise, resolve, reject };
-}
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
 }
 
 async function failTimes(breaker: CircuitBreaker, n: number): Promise<void> {

@@ -7,6 +7,7 @@ import {
   isWatchtowerError,
   type ErrorCode as ErrorCodeType,
 } from './errors.js';
+import { checkClock, checkFunction, checkInteger, checkNumber, withDefaults } from './options.js';
 
 /**
  * `closed`: calls pass and consecutive failures are counted. `open`: calls are rejected at
@@ -142,16 +143,7 @@ export class CircuitBreaker {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: CircuitBreakerOptions = {}) {
-    const d = DEFAULT_CIRCUIT_BREAKER_OPTIONS;
-    const merged: Required<CircuitBreakerOptions> = {
-      failureThreshold: options.failureThreshold ?? d.failureThreshold,
-      resetTimeoutMs: options.resetTimeoutMs ?? d.resetTimeoutMs,
-      halfOpenMaxConcurrent: options.halfOpenMaxConcurrent ?? d.halfOpenMaxConcurrent,
-      successThreshold: options.successThreshold ?? d.successThreshold,
-      clock: options.clock ?? d.clock,
-      isFailure: options.isFailure ?? d.isFailure,
-      name: options.name ?? d.name,
-    };
+    const merged = withDefaults(DEFAULT_CIRCUIT_BREAKER_OPTIONS, options);
     validate(merged);
     this.#options = Object.freeze(merged);
     this.#clock = merged.clock;
@@ -331,35 +323,11 @@ export class CircuitBreaker {
 }
 
 function validate(options: Required<CircuitBreakerOptions>): void {
-  for (const field of ['failureThreshold', 'halfOpenMaxConcurrent', 'successThreshold'] as const) {
-    const value = options[field];
-    if (!Number.isInteger(value) || value < 1) {
-      throw configError(field, `must be an integer >= 1, got ${String(value)}`);
-    }
-  }
-  const { resetTimeoutMs, clock, isFailure, name } = options;
-  if (
-    typeof resetTimeoutMs !== 'number' ||
-    !Number.isFinite(resetTimeoutMs) ||
-    resetTimeoutMs < 0
-  ) {
-    throw configError(
-      'resetTimeoutMs',
-      `must be a finite number >= 0, got ${String(resetTimeoutMs)}`,
-    );
-  }
-  if (!isClock(clock))
-    throw configError('clock', 'must have now(), setTimeout() and clearTimeout()');
-  if (typeof isFailure !== 'function') throw configError('isFailure', 'must be a function');
-  if (typeof name !== 'string') throw configError('name', 'must be a string');
-}
-
-function isClock(value: unknown): value is Clock {
-  if (typeof value !== 'object' || value === null) return false;
-  const c = value as Partial<Record<keyof Clock, unknown>>;
-  return (
-    typeof c.now === 'function' &&
-    typeof c.setTimeout === 'function' &&
-    typeof c.clearTimeout === 'function'
-  );
+  checkInteger('failureThreshold', options.failureThreshold, 1);
+  checkInteger('halfOpenMaxConcurrent', options.halfOpenMaxConcurrent, 1);
+  checkInteger('successThreshold', options.successThreshold, 1);
+  checkNumber('resetTimeoutMs', options.resetTimeoutMs, { min: 0 });
+  checkClock('clock', options.clock);
+  checkFunction('isFailure', options.isFailure);
+  if (typeof options.name !== 'string') throw configError('name', 'must be a string');
 }

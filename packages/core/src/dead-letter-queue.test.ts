@@ -3,15 +3,7 @@ import { DEFAULT_DEAD_LETTER_QUEUE_OPTIONS, InMemoryDeadLetterQueue } from './de
 import { ErrorCode } from './errors.js';
 import { createEvent } from './event.js';
 import type { DeadLetter } from './transport.js';
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
-}
+import { thrown } from './testing/thrown.js';
 
 function letter(n: number): DeadLetter {
   return {

@@ -2,6 +2,7 @@ import { Emitter } from './emitter.js';
 import { ValidationError, configError } from './errors.js';
 import { Fifo } from './fifo.js';
 import type { DeadLetter } from './transport.js';
+import { checkInteger, withDefaults } from './options.js';
 
 /** A plain snapshot from {@link DeadLetterQueue.stats}. */
 export interface DeadLetterQueueStats {
@@ -82,10 +83,8 @@ export class InMemoryDeadLetterQueue implements DeadLetterQueue {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: InMemoryDeadLetterQueueOptions = {}) {
-    const capacity = options.capacity ?? DEFAULT_DEAD_LETTER_QUEUE_OPTIONS.capacity;
-    if (!Number.isInteger(capacity) || capacity < 1) {
-      throw configError('capacity', `must be an integer >= 1, got ${String(capacity)}`);
-    }
+    const { capacity } = withDefaults(DEFAULT_DEAD_LETTER_QUEUE_OPTIONS, options);
+    checkInteger('capacity', capacity, 1);
     this.#capacity = capacity;
   }
 

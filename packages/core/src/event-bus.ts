@@ -44,6 +44,7 @@ import type {
   Transport,
   TransportSubscription,
 } from './transport.js';
+import { checkInteger, checkNumber } from './options.js';
 
 /** How payloads that fail their schema are treated. */
 export type ValidationMode = 'strict' | 'warn' | 'ignore';
@@ -1263,14 +1264,12 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   );
 }
 
-function positiveInteger(field: string, value: number): number {
-  if (!Number.isInteger(value) || value < 1) throw configError(field, 'must be an integer >= 1');
+function positiveInteger(field: string, value: unknown): number {
+  checkInteger(field, value, 1);
   return value;
 }
 
-function nonNegative(field: string, value: number): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw configError(field, 'must be a finite number >= 0');
-  }
+function nonNegative(field: string, value: unknown): number {
+  checkNumber(field, value, { min: 0 });
   return value;
 }

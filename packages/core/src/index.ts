@@ -69,6 +69,14 @@ export type {
 
 export { systemClock, sleep } from './clock.js';
 export type { Clock, TimerHandle } from './clock.js';
+export {
+  withDefaults,
+  checkInteger,
+  checkNumber,
+  checkOneOf,
+  checkFunction,
+  checkClock,
+} from './options.js';
 export { Emitter } from './emitter.js';
 export type { EventMap } from './emitter.js';
 export { AsyncQueue } from './async-queue.js';

@@ -2,15 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ConnectionError, ErrorCode, NonRetryableError, ValidationError } from './errors.js';
 import { DEFAULT_RETRY_OPTIONS, RetryPolicy, isRetryableError } from './retry-policy.js';
 import { FakeClock } from './testing/fake-clock.js';
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
-}
+import { thrown } from './testing/thrown.js';
 
 const delays = (policy: RetryPolicy, n: number): number[] =>
   Array.from({ length: n }, (_, i) => policy.delayFor(i + 1));

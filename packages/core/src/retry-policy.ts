@@ -1,6 +1,14 @@
 import pRetry from 'p-retry';
 import { sleep, systemClock, type Clock } from './clock.js';
 import { configError, isWatchtowerError } from './errors.js';
+import {
+  checkClock,
+  checkFunction,
+  checkInteger,
+  checkNumber,
+  checkOneOf,
+  withDefaults,
+} from './options.js';
 
 /**
  * How the delay grows from one retry to the next (before the `maxDelayMs` cap and jitter):
@@ -116,17 +124,7 @@ export class RetryPolicy {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: RetryPolicyOptions = {}) {
-    const d = DEFAULT_RETRY_OPTIONS;
-    const merged: Required<RetryPolicyOptions> = {
-      strategy: options.strategy ?? d.strategy,
-      maxAttempts: options.maxAttempts ?? d.maxAttempts,
-      minDelayMs: options.minDelayMs ?? d.minDelayMs,
-      maxDelayMs: options.maxDelayMs ?? d.maxDelayMs,
-      factor: options.factor ?? d.factor,
-      jitter: options.jitter ?? d.jitter,
-      clock: options.clock ?? d.clock,
-      random: options.random ?? d.random,
-    };
+    const merged = withDefaults(DEFAULT_RETRY_OPTIONS, options);
     validate(merged);
     this.#options = Object.freeze(merged);
   }
@@ -231,56 +229,16 @@ export class RetryPolicy {
   }
 }
 
-const STRATEGIES: ReadonlySet<string> = new Set<RetryStrategy>([
-  'exponential',
-  'fixed',
-  'fibonacci',
-]);
-
 function validate(options: Required<RetryPolicyOptions>): void {
-  const { strategy, maxAttempts, minDelayMs, maxDelayMs, factor, jitter, clock, random } = options;
-  if (!STRATEGIES.has(strategy)) {
-    throw configError(
-      'strategy',
-      `must be 'exponential', 'fixed' or 'fibonacci', got ${JSON.stringify(strategy)}`,
-    );
-  }
-  if (
-    !(Number.isInteger(maxAttempts) || maxAttempts === Number.POSITIVE_INFINITY) ||
-    maxAttempts < 0
-  ) {
-    throw configError(
-      'maxAttempts',
-      `must be an integer >= 0 or Infinity, got ${String(maxAttempts)}`,
-    );
-  }
-  if (!isFiniteNumber(minDelayMs) || minDelayMs < 0) {
-    throw configError('minDelayMs', `must be a finite number >= 0, got ${String(minDelayMs)}`);
-  }
-  if (!isFiniteNumber(maxDelayMs) || maxDelayMs < minDelayMs) {
-    throw configError(
-      'maxDelayMs',
-      `must be a finite number >= minDelayMs (${minDelayMs}), got ${String(maxDelayMs)}`,
-    );
-  }
-  if (!isFiniteNumber(factor) || factor < 1) {
-    throw configError('factor', `must be a finite number >= 1, got ${String(factor)}`);
-  }
-  if (!isFiniteNumber(jitter) || jitter < 0 || jitter > 1) {
-    throw configError('jitter', `must be a number in [0, 1], got ${String(jitter)}`);
-  }
-  if (
-    typeof clock !== 'object' ||
-    clock === null ||
-    typeof clock.now !== 'function' ||
-    typeof clock.setTimeout !== 'function' ||
-    typeof clock.clearTimeout !== 'function'
-  ) {
-    throw configError('clock', 'must have now(), setTimeout() and clearTimeout()');
-  }
-  if (typeof random !== 'function') throw configError('random', 'must be a function');
-}
-
-function isFiniteNumber(value: unknown): value is number {
-  return typeof value === 'number' && Number.isFinite(value);
+  checkOneOf('strategy', options.strategy, ['exponential', 'fixed', 'fibonacci']);
+  checkInteger('maxAttempts', options.maxAttempts, 0, { allowInfinity: true });
+  checkNumber('minDelayMs', options.minDelayMs, { min: 0 });
+  checkNumber('maxDelayMs', options.maxDelayMs, {
+    min: options.minDelayMs,
+    hint: 'not below minDelayMs',
+  });
+  checkNumber('factor', options.factor, { min: 1 });
+  checkNumber('jitter', options.jitter, { min: 0, max: 1 });
+  checkClock('clock', options.clock);
+  checkFunction('random', options.random);
 }

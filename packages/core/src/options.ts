@@ -1,0 +1,98 @@
+import { configError } from './errors.js';
+import type { Clock } from './clock.js';
+
+/**
+ * Merges `options` over `defaults`: a field left out or set to `undefined` takes its default.
+ * Only the fields `defaults` has are copied, so a misspelt option cannot slip through as data.
+ */
+export function withDefaults<T extends object>(
+  defaults: Readonly<Required<T>>,
+  options: T | undefined,
+): Required<T> {
+  const merged = { ...defaults } as Required<T>;
+  if (options === undefined) return merged;
+  for (const key of Object.keys(defaults) as (keyof T)[]) {
+    const value = options[key];
+    if (value !== undefined) merged[key] = value;
+  }
+  return merged;
+}
+
+/** Throws a `CONFIG` error naming `field` unless `value` is an integer >= `min`. */
+export function checkInteger(
+  field: string,
+  value: unknown,
+  min: number,
+  options: { allowInfinity?: boolean } = {},
+): asserts value is number {
+  const ok =
+    typeof value === 'number' &&
+    value >= min &&
+    (Number.isInteger(value) || (options.allowInfinity === true && value === Infinity));
+  if (!ok) {
+    const extra = options.allowInfinity === true ? ' or Infinity' : '';
+    throw configError(field, `must be an integer >= ${min}${extra}, got ${String(value)}`);
+  }
+}
+
+/**
+ * Throws a `CONFIG` error naming `field` unless `value` is a finite number within the bounds
+ * (`min` and `max` inclusive, `above` exclusive).
+ */
+export function checkNumber(
+  field: string,
+  value: unknown,
+  bounds: { min?: number; max?: number; above?: number; hint?: string },
+): asserts value is number {
+  const ok =
+    typeof value === 'number' &&
+    Number.isFinite(value) &&
+    (bounds.min === undefined || value >= bounds.min) &&
+    (bounds.max === undefined || value <= bounds.max) &&
+    (bounds.above === undefined || value > bounds.above);
+  if (!ok) {
+    const parts = [
+      bounds.above === undefined ? undefined : `> ${bounds.above}`,
+      bounds.min === undefined ? undefined : `>= ${bounds.min}`,
+      bounds.max === undefined ? undefined : `<= ${bounds.max}`,
+    ].filter((part) => part !== undefined);
+    const hint = bounds.hint === undefined ? '' : ` (${bounds.hint})`;
+    throw configError(
+      field,
+      `must be a finite number ${parts.join(' and ')}${hint}, got ${String(value)}`,
+    );
+  }
+}
+
+/** Throws a `CONFIG` error naming `field` unless `value` is one of `allowed`. */
+export function checkOneOf<T extends string>(
+  field: string,
+  value: unknown,
+  allowed: readonly T[],
+): asserts value is T {
+  if (!allowed.includes(value as T)) {
+    throw configError(
+      field,
+      `must be ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`,
+    );
+  }
+}
+
+/** Throws a `CONFIG` error naming `field` unless `value` is a function. */
+export function checkFunction(field: string, value: unknown): void {
+  if (typeof value !== 'function') throw configError(field, 'must be a function');
+}
+
+/** Throws a `CONFIG` error naming `field` unless `value` looks like a {@link Clock}. */
+export function checkClock(field: string, value: unknown): asserts value is Clock {
+  const clock = value as Partial<Record<keyof Clock, unknown>> | null;
+  if (
+    typeof clock !== 'object' ||
+    clock === null ||
+    typeof clock.now !== 'function' ||
+    typeof clock.setTimeout !== 'function' ||
+    typeof clock.clearTimeout !== 'function'
+  ) {
+    throw configError(field, 'must have now(), setTimeout() and clearTimeout()');
+  }
+}
