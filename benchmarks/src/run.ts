@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
+import { natsScenarios } from './nats.js';
 
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
@@ -11,6 +12,7 @@ if (!Number.isFinite(scale) || scale <= 0) throw new Error('BENCH_SCALE must be 
 
 const registry: Record<string, () => Promise<Scenario[]>> = {
   memory: () => Promise.resolve(memoryScenarios(scale)),
+  nats: () => Promise.resolve(natsScenarios(scale)),
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));

@@ -1,0 +1,109 @@
+import { ErrorCode, isWatchtowerError } from '@watchtower/core';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_NATS_CONSUMER_OPTIONS,
+  DEFAULT_NATS_STREAM_OPTIONS,
+  resolveNatsConfig,
+  type NatsConfig,
+} from './config.js';
+
+function configErrorField(config: unknown): string | undefined {
+  try {
+    resolveNatsConfig(config as Partial<NatsConfig>);
+  } catch (error) {
+    if (isWatchtowerError(error, ErrorCode.CONFIG)) return /`([^`]+)`/.exec(error.message)?.[1];
+    throw error;
+  }
+  return undefined;
+}
+
+describe('resolveNatsConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = resolveNatsConfig();
+    expect(config).toMatchObject({
+      servers: ['nats://127.0.0.1:4222'],
+      mode: 'core',
+      subjectPrefix: 'watchtower.events',
+      dlqPrefix: 'dlq',
+      maxReconnectAttempts: -1,
+      reconnectTimeWaitMs: 2000,
+      reconnectJitterMs: 100,
+      requestTimeoutMs: 5000,
+    });
+    expect(config.stream).toEqual(DEFAULT_NATS_STREAM_OPTIONS);
+    expect(config.consumer).toEqual(DEFAULT_NATS_CONSUMER_OPTIONS);
+    expect(config.consumer.batchSize).toBeGreaterThanOrEqual(256);
+    expect(config.dlq.durable).toBe('auto');
+    expect(resolveNatsConfig({ mode: 'jetstream' }).dlq.durable).toBe(true);
+  });
+
+  it('merges partial nested options over the defaults, ignoring undefined fields', () => {
+    const config = resolveNatsConfig({
+      stream: { name: 'ORDERS', maxMsgs: 10, maxAgeMs: undefined as unknown as number },
+      consumer: { ackWaitMs: 500 },
+    });
+    expect(config.stream).toEqual({ ...DEFAULT_NATS_STREAM_OPTIONS, name: 'ORDERS', maxMsgs: 10 });
+    expect(config.consumer.ackWaitMs).toBe(500);
+    expect(config.consumer.maxAckPending).toBe(DEFAULT_NATS_CONSUMER_OPTIONS.maxAckPending);
+  });
+
+  it('splits a comma-separated server list', () => {
+    expect(resolveNatsConfig({ servers: 'nats://a:4222, nats://b:4222' }).servers).toEqual([
+      'nats://a:4222',
+      'nats://b:4222',
+    ]);
+  });
+
+  it('follows a shorter maxAgeMs with the duplicate window by default and refuses a longer explicit one', () => {
+    expect(resolveNatsConfig({ stream: { maxAgeMs: 30_000 } }).stream.duplicateWindowMs).toBe(
+      30_000,
+    );
+    expect(configErrorField({ stream: { maxAgeMs: 30_000, duplicateWindowMs: 60_000 } })).toBe(
+      'stream.duplicateWindowMs',
+    );
+  });
+
+  it.each<[string, unknown]>([
+    ['mode', { mode: 'push' }],
+    ['servers', { servers: [] }],
+    ['servers', { servers: ['nats://a b'] }],
+    ['subjectPrefix', { subjectPrefix: 'events.>' }],
+    ['subjectPrefix', { subjectPrefix: '' }],
+    ['dlqPrefix', { dlqPrefix: 'a..b' }],
+    ['dlqPrefix', { subjectPrefix: 'app', dlqPrefix: 'app.dlq' }],
+    ['dlqPrefix', { subjectPrefix: 'app.events', dlqPrefix: 'app' }],
+    ['name', { name: '' }],
+    ['stream', { stream: 'x' }],
+    ['stream.name', { stream: { name: 'has.dot' } }],
+    ['stream.retention', { stream: { retention: 'forever' } }],
+    ['stream.storage', { stream: { storage: 'disk' } }],
+    ['stream.maxAgeMs', { stream: { maxAgeMs: -1 } }],
+    ['stream.maxBytes', { stream: { maxBytes: 0 } }],
+    ['stream.maxMsgs', { stream: { maxMsgs: 1.5 } }],
+    ['stream.replicas', { stream: { replicas: 7 } }],
+    ['dlq.durable', { dlq: { durable: 'yes' } }],
+    ['dlq.streamName', { dlq: { streamName: 'a b' } }],
+    [
+      'dlq.streamName',
+      { mode: 'jetstream', stream: { name: 'SAME' }, dlq: { streamName: 'SAME' } },
+    ],
+    ['consumer.ackWaitMs', { consumer: { ackWaitMs: 0 } }],
+    ['consumer.maxAckPending', { consumer: { maxAckPending: 0 } }],
+    ['consumer.batchSize', { consumer: { batchSize: 2.5 } }],
+    ['consumer.maxDeliver', { consumer: { maxDeliver: 0 } }],
+    ['consumer.inactiveThresholdMs', { consumer: { inactiveThresholdMs: Number.NaN } }],
+    ['maxReconnectAttempts', { maxReconnectAttempts: -2 }],
+    ['reconnectTimeWaitMs', { reconnectTimeWaitMs: -5 }],
+    ['reconnectJitterMs', { reconnectJitterMs: Number.POSITIVE_INFINITY }],
+    ['connectTimeoutMs', { connectTimeoutMs: 0 }],
+    ['requestTimeoutMs', { requestTimeoutMs: '5s' }],
+    ['auth', { auth: { token: 't', user: 'u' } }],
+    ['auth.token', { auth: { token: '' } }],
+    ['auth.user', { auth: { pass: 'secret' } }],
+    ['auth.nkeySeed', { auth: { nkeySeed: 42 } }],
+    ['tls', { tls: 'on' }],
+    ['connectionOptions', { connectionOptions: null }],
+  ])('refuses a bad %s with a CONFIG error naming it', (field, config) => {
+    expect(configErrorField(config)).toBe(field);
+  });
+});

@@ -1,0 +1,249 @@
+import type { JsMsg } from '@nats-io/jetstream';
+import { headers as createHeaders, type Msg, type MsgHdrs } from '@nats-io/transport-node';
+import {
+  ClosedError,
+  ErrorCode,
+  SerializationError,
+  decodeEvent,
+  describeError,
+  isWatchtowerError,
+  type Delivery,
+  type Event,
+  type EventDelivery,
+  type MalformedDelivery,
+  type NackOptions,
+} from '@watchtower/core';
+
+const DONE: Promise<void> = Promise.resolve();
+
+// A NATS header name is printable ASCII without `:`; values may not hold CR or LF.
+const HEADER_NAME = /^[!-9;-~]+$/;
+const HEADER_VALUE_BAD = /[\r\n]/;
+
+function isServerHeader(name: string): boolean {
+  return name.length >= 5 && name.slice(0, 5).toLowerCase() === 'nats-';
+}
+
+/**
+ * Event headers as NATS headers, so tracing middleware and raw clients see them without
+ * parsing the body. Names or values NATS cannot carry, and `Nats-*` names, are left out (they
+ * still travel in the body). `undefined` when there is nothing to send.
+ */
+export function toNatsHeaders(headers: Record<string, string>): MsgHdrs | undefined {
+  let out: MsgHdrs | undefined;
+  for (const name in headers) {
+    const value = headers[name];
+    if (typeof value !== 'string' || !HEADER_NAME.test(name) || HEADER_VALUE_BAD.test(value))
+      continue;
+    // `Nats-*` headers steer the server (`Nats-Msg-Id`, `Nats-Expected-*`): never from user data.
+    if (isServerHeader(name)) continue;
+    out ??= createHeaders();
+    out.set(name, value);
+  }
+  return out;
+}
+
+/**
+ * Adds NATS headers the body does not already carry to `event.headers` (a raw client may send
+ * `traceparent` only as a header). The body wins; `Nats-*` headers are the server's own.
+ */
+function mergeHeaders(event: Event, natsHeaders: MsgHdrs | undefined): void {
+  if (natsHeaders === undefined) return;
+  for (const [name, values] of natsHeaders) {
+    if (isServerHeader(name)) continue;
+    if (name in event.headers) continue;
+    const last = values[values.length - 1];
+    if (last !== undefined) event.headers[name] = last;
+  }
+}
+
+function toSerializationError(error: unknown, data: Uint8Array): SerializationError {
+  if (isWatchtowerError(error, ErrorCode.SERIALIZATION)) return error as SerializationError;
+  return new SerializationError(describeError(error), data, { cause: error });
+}
+
+/** A core NATS message as a delivery. Core NATS has no acks: both settle calls do nothing. */
+export function coreDelivery(msg: Msg): Delivery {
+  let event: Event;
+  try {
+    event = decodeEvent(msg.data);
+  } catch (error) {
+    return new CoreMalformedDelivery(msg.data, toSerializationError(error, msg.data), msg.subject);
+  }
+  mergeHeaders(event, msg.headers);
+  return new CoreEventDelivery(event, msg.subject);
+}
+
+class CoreEventDelivery implements EventDelivery {
+  readonly kind = 'event' as const;
+  readonly attempt = 1;
+  constructor(
+    readonly event: Event,
+    readonly origin: string,
+  ) {}
+  ack(): Promise<void> {
+    return DONE;
+  }
+  /** Core NATS cannot deliver a message again; the capability `redelivery` is false. */
+  nack(): Promise<void> {
+    return DONE;
+  }
+}
+
+class CoreMalformedDelivery implements MalformedDelivery {
+  readonly kind = 'malformed' as const;
+  readonly attempt = 1;
+  constructor(
+    readonly raw: Uint8Array,
+    readonly error: SerializationError,
+    readonly origin: string,
+  ) {}
+  ack(): Promise<void> {
+    return DONE;
+  }
+  nack(): Promise<void> {
+    return DONE;
+  }
+}
+
+/**
+ * Acks, naks and terms of JetStream deliveries, written together once per event-loop turn.
+ *
+ * The client flushes its outbound buffer on a microtask after the first write. A subscriber
+ * that settles deliveries one by one across awaits (the EventBus does) would so cost a socket
+ * write per ack; collected and sent in one go, a turn's acks leave in one write. An ack waits
+ * at most one turn; the caller does not wait for it.
+ */
+export class SettleBatcher {
+  #pending: (() => void)[] = [];
+  #scheduled: ReturnType<typeof setImmediate> | undefined;
+
+  /** Queues `action` for the end of this turn. */
+  run(action: () => void): void {
+    this.#pending.push(action);
+    this.#scheduled ??= setImmediate(() => this.flush());
+  }
+
+  /** Sends what is pending now (on close, before the connection drains). */
+  flush(): void {
+    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    const batch = this.#pending;
+    this.#pending = [];
+    for (const settle of batch) {
+      try {
+        settle();
+      } catch {
+        // The connection closed in between: the server delivers the message again after
+        // the ack wait, as for any ack lost on the way (at least once).
+      }
+    }
+  }
+}
+
+/** What JetStream deliveries share with their transport. */
+export interface JetStreamDeliveryContext {
+  /** Handed out and not yet acked or nacked; the transport nacks them on close. */
+  readonly unsettled: Set<{ nack(): Promise<void> }>;
+  readonly batcher: SettleBatcher;
+  /** True once the connection is closed: settling then fails with `CLOSED`. */
+  readonly closed: () => boolean;
+}
+
+/**
+ * A JetStream message as a delivery: attempt from the server, ack/nak/term on the message.
+ * It stays in `context.unsettled` until it is acked or nacked.
+ */
+export function jetStreamDelivery(msg: JsMsg, context: JetStreamDeliveryContext): Delivery {
+  let event: Event;
+  try {
+    event = decodeEvent(msg.data);
+  } catch (error) {
+    return new JsMalformedDelivery(msg, context, toSerializationError(error, msg.data));
+  }
+  mergeHeaders(event, msg.headers);
+  return new JsEventDelivery(msg, context, event);
+}
+
+abstract class JsDeliveryBase {
+  #settled = false;
+  constructor(
+    protected readonly msg: JsMsg,
+    private readonly context: JetStreamDeliveryContext,
+  ) {
+    context.unsettled.add(this);
+  }
+
+  /** The server's delivery count, so it survives consumer restarts. */
+  get attempt(): number {
+    return this.msg.info.deliveryCount;
+  }
+
+  get origin(): string {
+    return this.msg.subject;
+  }
+
+  /** The stream sequence of the message. */
+  get sequence(): number {
+    return this.msg.seq;
+  }
+
+  /**
+   * Acks; resolves at once, the ack leaves with the others of this event-loop turn. Rejects
+   * with `CLOSED` when the connection is closed. Idempotent.
+   */
+  ack(): Promise<void> {
+    return this.#settle('ack', () => this.msg.ack());
+  }
+
+  /**
+   * `nak` with the delay (the server delivers it again after `delayMs`), or `term` when
+   * `requeue` is false (the server never delivers it again). Sent like `ack`. Idempotent.
+   */
+  nack(options?: NackOptions): Promise<void> {
+    const msg = this.msg;
+    if (options?.requeue === false) return this.#settle('term', () => msg.term());
+    const delay = options?.delayMs;
+    const millis =
+      delay !== undefined && Number.isFinite(delay) && delay > 0 ? Math.ceil(delay) : undefined;
+    return this.#settle('nak', () => msg.nak(millis));
+  }
+
+  #settle(what: string, action: () => void): Promise<void> {
+    if (this.#settled) return DONE;
+    const { unsettled, batcher, closed } = this.context;
+    if (closed()) {
+      return Promise.reject(
+        new ClosedError(`${what} of ${this.msg.subject}: the NATS connection is closed`),
+      );
+    }
+    this.#settled = true;
+    unsettled.delete(this);
+    batcher.run(action);
+    return DONE;
+  }
+}
+
+class JsEventDelivery extends JsDeliveryBase implements EventDelivery {
+  readonly kind = 'event' as const;
+  constructor(
+    msg: JsMsg,
+    context: JetStreamDeliveryContext,
+    readonly event: Event,
+  ) {
+    super(msg, context);
+  }
+}
+
+class JsMalformedDelivery extends JsDeliveryBase implements MalformedDelivery {
+  readonly kind = 'malformed' as const;
+  readonly raw: Uint8Array;
+  constructor(
+    msg: JsMsg,
+    context: JetStreamDeliveryContext,
+    readonly error: SerializationError,
+  ) {
+    super(msg, context);
+    this.raw = msg.data;
+  }
+}

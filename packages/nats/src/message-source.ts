@@ -1,0 +1,301 @@
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type ConsumerConfig,
+  type ConsumerInfo,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { AsyncQueue } from '@watchtower/core';
+import { mapNatsError } from './map-error.js';
+
+/*
+ * Both sources take messages in the client's callback and push them, mapped, into one
+ * AsyncQueue that the subscriber iterates. That is one hand-off per message instead of the
+ * client's async iterator plus a generator on top of it: the hot path of every delivery.
+ */
+
+/**
+ * Where messages come from: a core NATS subscription or a JetStream pull consumer. Iterated
+ * once; `map` turns each message into what the iterator yields.
+ */
+export interface MessageSource<T> extends AsyncIterable<T> {
+  /**
+   * Stops delivery; idempotent. What was received but not yet taken is not handed out (a
+   * JetStream source gives it back to the server at once).
+   */
+  stop(): Promise<void>;
+  readonly stopped: boolean;
+}
+
+/** A core NATS subscription (optionally in a queue group). The client resubscribes after reconnects. */
+export class CoreSource<T> implements MessageSource<T> {
+  readonly #queue = new AsyncQueue<T>();
+  readonly #sub: Subscription;
+  #stopped = false;
+
+  constructor(
+    nc: NatsConnection,
+    subject: string,
+    queue: string | undefined,
+    map: (msg: Msg) => T,
+  ) {
+    const items = this.#queue;
+    this.#sub = nc.subscribe(subject, {
+      ...(queue === undefined ? {} : { queue }),
+      callback: (error, msg) => {
+        if (error !== null) {
+          items.fail(mapNatsError(error, `subscription to ${subject}`));
+          return;
+        }
+        items.push(map(msg));
+      },
+    });
+    // The connection closed for good (or the server refused the subscription): end iteration.
+    void this.#sub.closed.then(
+      (error) => {
+        if (error instanceof Error) items.fail(mapNatsError(error, `subscription to ${subject}`));
+        else items.end();
+      },
+      (error: unknown) => items.fail(mapNatsError(error, `subscription to ${subject}`)),
+    );
+  }
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return this.#queue;
+  }
+
+  stop(): Promise<void> {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      try {
+        this.#sub.unsubscribe();
+      } catch {
+        // The connection is already closed, and with it the subscription.
+      }
+      // At most once: what was received and not yet taken is dropped.
+      this.#queue.drain();
+      this.#queue.end();
+    }
+    return Promise.resolve();
+  }
+}
+
+/** What a {@link PullSource} needs to (re)create its consumer. */
+export interface PullSourceOptions<T> {
+  readonly jsm: JetStreamManager;
+  readonly js: JetStreamClient;
+  readonly stream: string;
+  /** Consumer config; `durable_name` is its name. */
+  readonly config: Partial<ConsumerConfig> & { durable_name: string };
+  /**
+   * A group consumer may already exist (another member made it): use it as it is. Otherwise
+   * the consumer is created with `config`.
+   */
+  readonly shared: boolean;
+  /** Delete the consumer on `stop()` (a subscription without a group). */
+  readonly deleteOnStop: boolean;
+  /** Messages pulled per request. */
+  readonly batch: number;
+  /** Recreates the stream when it is gone (a broker that lost its storage). */
+  readonly ensureStream: () => Promise<void>;
+  /** False once the connection is closed for good: then the source ends instead of retrying. */
+  readonly alive: () => boolean;
+  /** Turns a message into what the iterator yields. */
+  readonly map: (msg: JsMsg) => T;
+  /** Gives back to the server an item that was mapped but never taken. */
+  readonly release: (item: T) => void;
+}
+
+/**
+ * A JetStream pull consumer read with `consume()`. The client pulls again after a reconnect
+ * by itself; on top of that, when the consumer or its stream disappears (deleted, or a broker
+ * restarted without its storage) this source recreates them and goes on, so a subscription
+ * outlives broker restarts. The consumer's `max_ack_pending` bounds what waits in the queue.
+ */
+export class PullSource<T> implements MessageSource<T> {
+  readonly #queue = new AsyncQueue<T>();
+  #stopped = false;
+  #messages: ConsumerMessages | undefined;
+  #wake: (() => void) | undefined;
+  #stopping: Promise<void> | undefined;
+  #running: Promise<void> | undefined;
+
+  constructor(private readonly options: PullSourceOptions<T>) {}
+
+  get stopped(): boolean {
+    return this.#stopped;
+  }
+
+  /** Creates (or finds) the consumer and starts pulling. Rejects with the driver's error. */
+  async open(): Promise<void> {
+    const messages = await this.#start();
+    this.#running = this.#supervise(messages);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return this.#queue;
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    this.#messages?.stop();
+    // Pulled but never handed out: give it back now rather than after the ack wait, so
+    // another member of the group gets it at once.
+    for (const item of this.#queue.drain()) this.#release(item);
+    this.#queue.end();
+    await this.#running;
+    if (this.options.deleteOnStop) {
+      try {
+        await this.options.jsm.consumers.delete(
+          this.options.stream,
+          this.options.config.durable_name,
+        );
+      } catch {
+        // Gone already, or the connection is; the server drops it after its inactive threshold.
+      }
+    }
+  }
+
+  #release(item: T): void {
+    try {
+      this.options.release(item);
+    } catch {
+      // The connection is gone; the ack wait brings it back.
+    }
+  }
+
+  /** Restarts the pull loop whenever it ends while the source is still wanted. */
+  async #supervise(first: ConsumerMessages): Promise<void> {
+    let messages: ConsumerMessages | undefined = first;
+    let failures = 0;
+    while (!this.#stopped) {
+      if (messages !== undefined) {
+        await messages.closed().catch(() => undefined);
+        messages = undefined;
+        this.#messages = undefined;
+      }
+      if (this.#stopped) break;
+      if (!this.options.alive()) {
+        this.#queue.end();
+        break;
+      }
+      try {
+        messages = await this.#start();
+        failures = 0;
+      } catch {
+        failures++;
+        await this.#pause(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+      }
+    }
+  }
+
+  async #start(): Promise<ConsumerMessages> {
+    const info = await this.#ensureConsumer();
+    const consumer = this.options.js.consumers.getConsumerFromInfo(info);
+    const { map } = this.options;
+    const queue = this.#queue;
+    const messages = await consumer.consume({
+      max_messages: this.options.batch,
+      callback: (msg) => {
+        if (this.#stopped) {
+          try {
+            msg.nak();
+          } catch {
+            // The connection is gone; the ack wait brings it back.
+          }
+          return;
+        }
+        queue.push(map(msg));
+      },
+    });
+    this.#messages = messages;
+    if (this.#stopped) messages.stop();
+    void this.#watch(messages);
+    return messages;
+  }
+
+  /** Ends the current pull loop when the server says the consumer or stream is gone. */
+  async #watch(messages: ConsumerMessages): Promise<void> {
+    try {
+      for await (const status of messages.status()) {
+        if (
+          status.type === 'consumer_not_found' ||
+          status.type === 'consumer_deleted' ||
+          status.type === 'stream_not_found'
+        ) {
+          messages.stop();
+          return;
+        }
+      }
+    } catch {
+      // The status stream ends with the messages; nothing to report.
+    }
+  }
+
+  async #ensureConsumer(): Promise<ConsumerInfo> {
+    const { jsm, stream, config, shared } = this.options;
+    try {
+      return await this.#findOrAdd(jsm, stream, config, shared);
+    } catch (error) {
+      if (!isApiError(error, JetStreamApiCodes.StreamNotFound)) throw error;
+      await this.options.ensureStream();
+      return this.#findOrAdd(jsm, stream, config, shared);
+    }
+  }
+
+  async #findOrAdd(
+    jsm: JetStreamManager,
+    stream: string,
+    config: Partial<ConsumerConfig> & { durable_name: string },
+    shared: boolean,
+  ): Promise<ConsumerInfo> {
+    if (shared) {
+      try {
+        return await jsm.consumers.info(stream, config.durable_name);
+      } catch (error) {
+        if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
+      }
+    }
+    try {
+      return await jsm.consumers.add(stream, config);
+    } catch (error) {
+      // Another member of the group created it first.
+      if (shared && error instanceof JetStreamApiError) {
+        return jsm.consumers.info(stream, config.durable_name);
+      }
+      throw error;
+    }
+  }
+
+  #pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wake = done;
+    }).finally(() => {
+      this.#wake = undefined;
+    });
+  }
+}
+
+/** True for a JetStream API error with the given error code. */
+export function isApiError(error: unknown, code: number): boolean {
+  return error instanceof JetStreamApiError && error.code === code;
+}

@@ -1,0 +1,307 @@
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import {
+  ErrorCode,
+  NonRetryableError,
+  createEvent,
+  isWatchtowerError,
+  type DeadLetter,
+  type Delivery,
+} from '@watchtower/core';
+import { waitFor } from '@watchtower/core/testing';
+import { afterEach, describe, expect, it } from 'vitest';
+import { NatsSubscriber, NatsTransport } from '../src/index.js';
+import { TestResources, drain, testConfig, testNames, type TestNames } from './helpers.js';
+
+const resources = new TestResources();
+afterEach(() => resources.cleanup());
+
+async function manager(): Promise<JetStreamManager> {
+  return jetstreamManager(await resources.raw());
+}
+
+async function connected(overrides = {}): Promise<{ names: TestNames; transport: NatsTransport }> {
+  const names = testNames();
+  const transport = resources.transport('jetstream', names, overrides);
+  await transport.connect();
+  return { names, transport };
+}
+
+/** Subscribes and records deliveries; `settle` decides what happens to each (default: ack). */
+async function record(
+  transport: NatsTransport,
+  pattern: string,
+  options = {},
+  settle: (d: Delivery, at: number) => Promise<void> = (d) => d.ack(),
+): Promise<{ deliveries: { delivery: Delivery; at: number }[]; stop: () => Promise<void> }> {
+  const sub = await transport.subscribe(pattern, options);
+  const deliveries: { delivery: Delivery; at: number }[] = [];
+  const loop = drain(sub, async (delivery) => {
+    const at = Date.now();
+    deliveries.push({ delivery, at });
+    await settle(delivery, at);
+  });
+  const stop = async (): Promise<void> => {
+    await sub.unsubscribe();
+    await loop;
+  };
+  resources.onCleanup(stop);
+  return { deliveries, stop };
+}
+
+function typeOf(d: { delivery: Delivery }): string | undefined {
+  return d.delivery.kind === 'event' ? d.delivery.event.type : undefined;
+}
+
+describe('NatsTransport (jetstream)', () => {
+  it('stores a republished event id once (Nats-Msg-Id deduplication)', async () => {
+    const { names, transport } = await connected();
+    const event = createEvent('pay.charged', { cents: 100 });
+    await transport.publish(event);
+    await transport.publish(event);
+    await transport.publish(createEvent('pay.marker', {}));
+    const jsm = await manager();
+    expect((await jsm.streams.info(names.stream)).state.messages).toBe(2);
+
+    const { deliveries } = await record(transport, 'pay.*', { startFrom: 'earliest' });
+    await waitFor(() => deliveries.some((d) => typeOf(d) === 'pay.marker'));
+    expect(deliveries.map(typeOf)).toEqual(['pay.charged', 'pay.marker']);
+  });
+
+  it('honours nack with a delay: attempt 2 arrives after the delay', async () => {
+    const { transport } = await connected();
+    const delayMs = 700;
+    const { deliveries } = await record(transport, 'retry.me', {}, async (d) => {
+      if (d.attempt === 1) await d.nack({ delayMs });
+      else await d.ack();
+    });
+    await transport.publish(createEvent('retry.me', {}));
+    await waitFor(() => deliveries.length === 2, { timeoutMs: 5000 });
+    const [first, second] = deliveries as [
+      { delivery: Delivery; at: number },
+      { delivery: Delivery; at: number },
+    ];
+    expect(first.delivery.attempt).toBe(1);
+    expect(second.delivery.attempt).toBe(2);
+    expect(second.at - first.at).toBeGreaterThanOrEqual(delayMs - 50);
+  });
+
+  it('redelivers an event that was never acked once ackWaitMs passes, with the next attempt number', async () => {
+    const { transport } = await connected({ consumer: { ackWaitMs: 400 } });
+    const { deliveries } = await record(transport, 'slow.job', {}, async (d) => {
+      if (d.attempt >= 2) await d.ack();
+    });
+    await transport.publish(createEvent('slow.job', {}));
+    await waitFor(() => deliveries.length === 2, { timeoutMs: 5000 });
+    expect(deliveries.map((d) => d.delivery.attempt)).toEqual([1, 2]);
+  });
+
+  it('never delivers again an event nacked with requeue: false', async () => {
+    const { names, transport } = await connected({ consumer: { ackWaitMs: 300 } });
+    const { deliveries } = await record(transport, 'drop.*', {}, async (d) => {
+      if (typeOf({ delivery: d }) === 'drop.me') await d.nack({ requeue: false });
+      else await d.ack();
+    });
+    await transport.publish(createEvent('drop.me', {}));
+    await waitFor(() => deliveries.length === 1);
+    const jsm = await manager();
+    const [consumer] = await jsm.consumers.list(names.stream).next();
+    // Terminated: nothing pending, nothing waiting for an ack, nothing redelivered.
+    await waitFor(async () => {
+      const info = await jsm.consumers.info(names.stream, consumer?.name ?? '');
+      return info.num_ack_pending === 0 && info.num_redelivered === 0 && info.num_pending === 0;
+    });
+    await transport.publish(createEvent('drop.marker', {}));
+    await waitFor(() => deliveries.length === 2);
+    expect(deliveries.map(typeOf)).toEqual(['drop.me', 'drop.marker']);
+  });
+
+  it('replays from the start, from a sequence or from a time', async () => {
+    const { transport } = await connected();
+    await transport.publish(createEvent('log.line', { n: 1 }));
+    await transport.publish(createEvent('log.line', { n: 2 }));
+    // Start times have millisecond precision: keep a few clear milliseconds on either side.
+    const stored = Date.now();
+    await waitFor(() => Date.now() > stored + 5);
+    const between = new Date();
+    await waitFor(() => Date.now() > between.getTime() + 5);
+    await transport.publish(createEvent('log.line', { n: 3 }));
+
+    const all = await record(transport, 'log.line', { startFrom: 'earliest' });
+    const fromSeq = await record(transport, 'log.line', { startFrom: { sequence: 2 } });
+    const fromTime = await record(transport, 'log.line', { startFrom: { time: between } });
+    const fresh = await record(transport, 'log.line');
+    await transport.publish(createEvent('log.line', { n: 4 }));
+    const ns = (r: { deliveries: { delivery: Delivery }[] }): unknown[] =>
+      r.deliveries.map((d) =>
+        d.delivery.kind === 'event' ? (d.delivery.event.payload as { n: number }).n : null,
+      );
+    await waitFor(() => all.deliveries.length === 4 && fromSeq.deliveries.length === 3);
+    await waitFor(() => fromTime.deliveries.length >= 2 && fresh.deliveries.length === 1);
+    expect(ns(all)).toEqual([1, 2, 3, 4]);
+    expect(ns(fromSeq)).toEqual([2, 3, 4]);
+    expect(ns(fromTime)).toEqual([3, 4]);
+    expect(ns(fresh)).toEqual([4]);
+  });
+
+  it('keeps a group consumer after its members leave: a new member gets what was published meanwhile', async () => {
+    const { transport } = await connected();
+    const first = await record(transport, 'order.*', { group: 'billing' });
+    await transport.publish(createEvent('order.placed', { n: 1 }));
+    await waitFor(() => first.deliveries.length === 1);
+    await first.stop();
+    await transport.publish(createEvent('order.placed', { n: 2 }));
+    await transport.publish(createEvent('order.paid', { n: 3 }));
+    const second = await record(transport, 'order.*', { group: 'billing' });
+    await waitFor(() => second.deliveries.length === 2);
+    expect(second.deliveries.map(typeOf)).toEqual(['order.placed', 'order.paid']);
+  });
+
+  it('deletes the consumer of a subscription without a group when it unsubscribes', async () => {
+    const { names, transport } = await connected();
+    const sub = await record(transport, 'tmp.*');
+    const jsm = await manager();
+    expect((await jsm.streams.info(names.stream)).state.consumer_count).toBe(1);
+    await sub.stop();
+    await waitFor(async () => (await jsm.streams.info(names.stream)).state.consumer_count === 0);
+  });
+
+  it('creates the streams idempotently and updates limits a later config changes', async () => {
+    const names = testNames();
+    const a = resources.transport('jetstream', names);
+    const b = resources.transport('jetstream', names, {
+      stream: { name: names.stream, maxMsgs: 1000 },
+    });
+    await Promise.all([a.connect(), b.connect()]);
+    const jsm = await manager();
+    const info = await jsm.streams.info(names.stream);
+    expect(info.config.subjects).toEqual([`${names.subjectPrefix}.>`]);
+    expect(info.config.storage).toBe('file');
+    expect([-1, 1000]).toContain(info.config.max_msgs);
+    const c = resources.transport('jetstream', names, {
+      stream: { name: names.stream, maxMsgs: 50 },
+    });
+    await c.connect();
+    expect((await jsm.streams.info(names.stream)).config.max_msgs).toBe(50);
+    expect((await jsm.streams.info(names.dlqStream)).config.subjects).toEqual([
+      `${names.dlqPrefix}.>`,
+    ]);
+  });
+
+  it('refuses with CONFIG to change the storage of an existing stream', async () => {
+    const names = testNames();
+    await resources.transport('jetstream', names).connect();
+    const memory = resources.transport('jetstream', names, {
+      stream: { name: names.stream, storage: 'memory' },
+    });
+    await expect(memory.connect()).rejects.toSatisfy(
+      (e) => isWatchtowerError(e, ErrorCode.CONFIG) && e.message.includes('stream.storage'),
+    );
+  });
+
+  it('rejects a publish with TRANSPORT when its stream is gone, and puts the stream back for a retry', async () => {
+    const { names, transport } = await connected();
+    const jsm = await manager();
+    await jsm.streams.delete(names.stream);
+    await expect(transport.publish(createEvent('a.b', {}))).rejects.toSatisfy((e) =>
+      isWatchtowerError(e, ErrorCode.TRANSPORT),
+    );
+    await waitFor(async () => {
+      await transport.publish(createEvent('a.b', {}));
+      return true;
+    });
+    expect((await jsm.streams.info(names.stream)).state.messages).toBe(1);
+  });
+
+  it('rejects a publish whose signal is already aborted with ABORTED', async () => {
+    const { transport } = await connected();
+    const controller = new AbortController();
+    controller.abort(new Error('stop'));
+    await expect(
+      transport.publish(createEvent('a.b', {}), { signal: controller.signal }),
+    ).rejects.toSatisfy((e) => isWatchtowerError(e, ErrorCode.ABORTED));
+  });
+
+  it('dead-letters an event after max attempts into the DLQ stream, readable by a later consumeDlq', async () => {
+    const names = testNames();
+    const bus = new NatsSubscriber({
+      ...testConfig('jetstream', names),
+      subscriptionDefaults: {
+        retry: { maxAttempts: 2, minDelayMs: 20, maxDelayMs: 40, jitter: 0 },
+      },
+      logger: { warn: () => undefined, error: () => undefined },
+    });
+    resources.stream(names.stream);
+    resources.stream(names.dlqStream);
+    resources.onCleanup(() => bus.close({ timeoutMs: 2000 }));
+    const attempts: number[] = [];
+    await bus.subscribe('pay.>', (_event, context) => {
+      attempts.push(context.attempt);
+      throw new Error('card declined');
+    });
+    const event = createEvent('pay.card.charge', { cents: 5 });
+    await bus.publish(event);
+    await waitFor(() => bus.stats().deadLettered === 1, { timeoutMs: 5000 });
+    expect(attempts).toEqual([1, 2, 3]);
+
+    const jsm = await manager();
+    const stored = await jsm.streams.getMessage(names.dlqStream, {
+      last_by_subj: `${names.dlqPrefix}.pay.card.charge`,
+    });
+    expect(stored?.json()).toMatchObject({
+      error: 'card declined',
+      original_subject: `${names.subjectPrefix}.pay.card.charge`,
+      event: { metadata: { id: event.id } },
+      reason: { attempts: 3, originalType: 'pay.card.charge', subscription: 'pay.>' },
+    });
+
+    // A consumer started later still reads it: the DLQ is durable.
+    const reader = resources.transport('jetstream', names);
+    const letters: DeadLetter[] = [];
+    const handle = await reader.consumeDlq((letter) => {
+      letters.push(letter);
+    });
+    resources.onCleanup(() => handle.unsubscribe());
+    await waitFor(() => letters.length === 1);
+    expect(letters[0]?.event).toEqual(event);
+    expect(letters[0]?.reason).toMatchObject({ message: 'card declined', attempts: 3 });
+  });
+
+  it('dead-letters at once on NonRetryableError', async () => {
+    const names = testNames();
+    const bus = new NatsSubscriber({
+      ...testConfig('jetstream', names),
+      logger: { warn: () => undefined, error: () => undefined },
+    });
+    resources.stream(names.stream);
+    resources.stream(names.dlqStream);
+    resources.onCleanup(() => bus.close({ timeoutMs: 2000 }));
+    let calls = 0;
+    await bus.subscribe('x.y', () => {
+      calls++;
+      throw new NonRetryableError('bad input');
+    });
+    await bus.publish(createEvent('x.y', {}));
+    await waitFor(() => bus.stats().deadLettered === 1);
+    expect(calls).toBe(1);
+  });
+
+  it('redelivers a dead letter whose consumeDlq handler threw', async () => {
+    const { transport } = await connected();
+    let calls = 0;
+    const seen: number[] = [];
+    const handle = await transport.consumeDlq(() => {
+      calls++;
+      seen.push(Date.now());
+      if (calls === 1) throw new Error('not now');
+    });
+    resources.onCleanup(() => handle.unsubscribe());
+    await transport.publishToDlq(createEvent('a.b', {}), {
+      message: 'm',
+      code: 'HANDLER_FAILED',
+      attempts: 1,
+      failedAt: new Date().toISOString(),
+      originalType: 'a.b',
+    });
+    await waitFor(() => calls === 2, { timeoutMs: 5000 });
+  });
+});

@@ -1,0 +1,110 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, connect as tcpConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const NATS_SERVER_BIN = process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server';
+
+/**
+ * A private nats-server with JetStream, on a random free port and its own storage directory,
+ * that a test may kill and restart on the same port. Only the process it started is ever
+ * signalled, by pid.
+ */
+export class PrivateNatsServer {
+  #process: ChildProcess | undefined;
+  #exited: Promise<void> | undefined;
+
+  private constructor(
+    readonly port: number,
+    readonly storeDir: string,
+  ) {}
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts a server on a free port; resolves once it accepts connections. */
+  static async start(): Promise<PrivateNatsServer> {
+    const storeDir = await mkdtemp(join(tmpdir(), 'watchtower-nats-'));
+    const server = new PrivateNatsServer(await freePort(), storeDir);
+    await server.#spawn();
+    return server;
+  }
+
+  /** True while the process runs and accepts connections. */
+  async isUp(): Promise<boolean> {
+    const child = this.#process;
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return false;
+    return accepts(this.port);
+  }
+
+  /** Kills the server (SIGKILL: a crash, not a shutdown) and waits for the process to end. */
+  async kill(): Promise<void> {
+    const child = this.#process;
+    if (child === undefined) return;
+    this.#process = undefined;
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
+      process.kill(child.pid, 'SIGKILL');
+    }
+    await this.#exited;
+  }
+
+  /** Starts the server again on the same port with the same storage. */
+  async restart(): Promise<void> {
+    await this.kill();
+    await this.#spawn();
+  }
+
+  /** Kills the server and removes its storage. */
+  async stop(): Promise<void> {
+    await this.kill();
+    await rm(this.storeDir, { recursive: true, force: true });
+  }
+
+  async #spawn(): Promise<void> {
+    const child = spawn(
+      NATS_SERVER_BIN,
+      ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let output = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (output.length < 10_000) output += chunk.toString();
+    });
+    this.#process = child;
+    this.#exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const deadline = Date.now() + 10_000;
+    // The port may still be held by the previous process for a moment after a restart.
+    while (!(await accepts(this.port))) {
+      if (child.exitCode !== null || Date.now() > deadline) {
+        await this.kill();
+        throw new Error(`nats-server on port ${this.port} did not start:\n${output}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
