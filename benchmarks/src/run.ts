@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
 import { natsScenarios } from './nats.js';
+import { redisScenarios } from './redis.js';
 
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
@@ -13,6 +14,7 @@ if (!Number.isFinite(scale) || scale <= 0) throw new Error('BENCH_SCALE must be 
 const registry: Record<string, () => Promise<Scenario[]>> = {
   memory: () => Promise.resolve(memoryScenarios(scale)),
   nats: () => Promise.resolve(natsScenarios(scale)),
+  redis: () => Promise.resolve(redisScenarios(scale)),
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));

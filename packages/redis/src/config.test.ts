@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'vitest';
+import { ErrorCode, isWatchtowerError } from '@watchtower/core';
+import {
+  DEFAULT_CLUSTER_PREFIX,
+  DEFAULT_REDIS_CONFIG,
+  resolveRedisConfig,
+  type RedisConfig,
+} from './config.js';
+
+function configErrorFor(config: unknown): Error {
+  try {
+    resolveRedisConfig(config as RedisConfig);
+  } catch (error) {
+    expect(isWatchtowerError(error, ErrorCode.CONFIG)).toBe(true);
+    return error as Error;
+  }
+  throw new Error('expected a CONFIG error');
+}
+
+describe('resolveRedisConfig', () => {
+  it('fills in the documented defaults', () => {
+    const config = resolveRedisConfig();
+    expect(config).toMatchObject({
+      url: DEFAULT_REDIS_CONFIG.url,
+      prefix: 'watchtower',
+      dlqStream: 'watchtower:dlq',
+      maxLen: 100_000,
+      dlqMaxLen: 100_000,
+      approximateTrim: true,
+      blockMs: 2000,
+      count: 100,
+      maxInFlight: 256,
+      discoveryIntervalMs: 1000,
+      claimMinIdleMs: 30_000,
+      claimIntervalMs: 1000,
+      startFrom: 'new',
+      dlqGroup: 'watchtower-dlq',
+      closeTimeoutMs: 10_000,
+    });
+    expect(config.cluster).toBeUndefined();
+  });
+
+  it('derives the DLQ stream from the prefix', () => {
+    expect(resolveRedisConfig({ prefix: 'orders' }).dlqStream).toBe('orders:dlq');
+    expect(resolveRedisConfig({ prefix: 'orders', dlqStream: 'dead' }).dlqStream).toBe('dead');
+  });
+
+  it('accepts null to turn trimming off', () => {
+    expect(resolveRedisConfig({ maxLen: null, dlqMaxLen: null })).toMatchObject({
+      maxLen: null,
+      dlqMaxLen: null,
+    });
+  });
+
+  it('uses a hash-tagged prefix on a cluster and rejects a prefix without a hash tag there', () => {
+    expect(resolveRedisConfig({ cluster: {} }).prefix).toBe(DEFAULT_CLUSTER_PREFIX);
+    expect(resolveRedisConfig({ cluster: {}, prefix: 'app:{orders}' }).dlqStream).toBe(
+      'app:{orders}:dlq',
+    );
+    expect(configErrorFor({ cluster: {}, prefix: 'orders' }).message).toMatch(/`prefix`.*hash tag/);
+    expect(configErrorFor({ cluster: {}, prefix: 'orders{}' }).message).toMatch(/`prefix`/);
+  });
+
+  it.each([
+    ['url', { url: 'http://localhost' }],
+    ['url', { url: '' }],
+    ['prefix', { prefix: '' }],
+    ['prefix', { prefix: 'has space' }],
+    ['maxLen', { maxLen: 0 }],
+    ['maxLen', { maxLen: 1.5 }],
+    ['dlqMaxLen', { dlqMaxLen: -1 }],
+    ['blockMs', { blockMs: 0 }],
+    ['count', { count: 0 }],
+    ['maxInFlight', { maxInFlight: Number.NaN }],
+    ['discoveryIntervalMs', { discoveryIntervalMs: 0 }],
+    ['claimMinIdleMs', { claimMinIdleMs: 0 }],
+    ['claimIntervalMs', { claimIntervalMs: 0 }],
+    ['claimIntervalMs', { claimMinIdleMs: 1000, claimIntervalMs: 600 }],
+    ['startFrom', { startFrom: 'latest' }],
+    ['approximateTrim', { approximateTrim: 'yes' }],
+    ['consumerPrefix', { consumerPrefix: '' }],
+    ['dlqGroup', { dlqGroup: '' }],
+    ['closeTimeoutMs', { closeTimeoutMs: -5 }],
+    ['healthCheckTimeoutMs', { healthCheckTimeoutMs: 0 }],
+    ['redis', { redis: 'redis://x' }],
+    ['cluster.nodes', { cluster: { nodes: [] } }],
+  ])('rejects a bad %s with a CONFIG error naming it', (field, config) => {
+    expect(configErrorFor(config).message).toContain(`\`${field}\``);
+  });
+});

@@ -1,0 +1,929 @@
+import type { Buffer } from 'node:buffer';
+import { ClosedError, type NackOptions, type WatchtowerError } from '@watchtower/core';
+import type { Cluster, Redis } from 'ioredis';
+import type { AckBatcher } from './ack-batcher.js';
+import { DeliveryQueue } from './delivery-queue.js';
+import { mapRedisError, replyCode } from './map-error.js';
+import {
+  compareIds,
+  parseAutoClaimReply,
+  parseClaimReply,
+  parsePendingReply,
+  parseReadReply,
+  type StreamEntry,
+} from './stream-reply.js';
+
+/** A standalone connection or a cluster. */
+export type RedisClient = Redis | Cluster;
+
+/** What a {@link GroupConsumer} needs from its transport. */
+export interface ConsumerHost {
+  /** The shared, non-blocking connection: acks, claims, group administration. */
+  readonly command: RedisClient;
+  readonly isCluster: boolean;
+  readonly acks: AckBatcher;
+  /** A new connection of its own for blocking reads (not yet connected). */
+  createBlockingConnection(name: string): RedisClient;
+  /** Errors of the background loops (they never stop a subscription). */
+  reportError(error: WatchtowerError): void;
+}
+
+/** Settings of one {@link GroupConsumer}. */
+export interface GroupConsumerOptions {
+  readonly group: string;
+  readonly consumer: string;
+  /** A group of this subscription alone: destroyed when it stops. */
+  readonly ownGroup: boolean;
+  /** Streams read from the start; more can be added with {@link GroupConsumer.addStreams}. */
+  readonly streams: readonly string[];
+  /** Create missing streams with the group (`MKSTREAM`): for streams named by the caller. */
+  readonly mkstream: boolean;
+  /** Where the group starts on the first streams (`$`, `0`, or an id). */
+  readonly startId: string;
+  /**
+   * Where the group starts on streams added later, or re-created after the group vanished
+   * (a Redis restart without persistence): an id just before the subscription started, so that
+   * nothing published since is missed.
+   */
+  readonly laterStartId: string;
+  readonly maxInFlight: number;
+  readonly count: number;
+  readonly blockMs: number;
+  readonly claimMinIdleMs: number;
+  readonly claimIntervalMs: number;
+}
+
+/** An entry as a subscription sees it. */
+export interface ConsumedEntry {
+  readonly key: string;
+  readonly id: string;
+  /** The entry's delivery count in the group: 1 on first delivery. */
+  readonly attempt: number;
+  readonly fields: readonly Buffer[];
+}
+
+/** Settles one consumed entry; each method acts once, later calls are no-ops. */
+export interface EntryHandle {
+  /**
+   * `XACK`: the group forgets the entry. Resolves once the ack is queued (acks of one
+   * event-loop turn go out as one command); an ack lost with the connection means the entry is
+   * delivered again.
+   */
+  ack(): Promise<void>;
+  /**
+   * Leaves the entry pending and claims it again after `delayMs` (attempt + 1); with
+   * `requeue: false` acks it instead (dropped).
+   */
+  nack(options?: NackOptions): Promise<void>;
+  /** Leaves the entry pending without a retry of its own: `XAUTOCLAIM` brings it back later. */
+  leave(): void;
+}
+
+/**
+ * Turns an entry into what the subscription yields, or `undefined` to ack it unseen (an event
+ * the pattern does not match).
+ */
+export type ItemFactory<T> = (entry: ConsumedEntry, handle: EntryHandle) => T | undefined;
+
+type HeldState = 'buffered' | 'handed' | 'settled';
+
+/** An entry this consumer holds: read or claimed, not yet settled. */
+class HeldEntry implements EntryHandle {
+  state: HeldState = 'buffered';
+  touchedAt: number;
+  /** What the subscription yields for this entry. */
+  item: unknown;
+
+  constructor(
+    private readonly owner: GroupConsumer<unknown>,
+    readonly key: string,
+    readonly id: string,
+    readonly attempt: number,
+  ) {
+    this.touchedAt = Date.now();
+  }
+
+  ack(): Promise<void> {
+    if (this.state === 'settled') return Promise.resolve();
+    this.owner.settled(this);
+    return this.owner.ackEntry(this);
+  }
+
+  nack(options?: NackOptions): Promise<void> {
+    if (this.state === 'settled') return Promise.resolve();
+    this.owner.settled(this);
+    if (options?.requeue === false) return this.owner.ackEntry(this);
+    return this.owner.retryEntry(this, Math.max(0, options?.delayMs ?? 0));
+  }
+
+  leave(): void {
+    if (this.state === 'settled') return;
+    this.owner.settled(this);
+  }
+}
+
+interface WaitingRetry {
+  readonly key: string;
+  readonly id: string;
+  readonly dueAt: number;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** A claimed entry must have been idle this long; the retry delay (capped) in practice. */
+function retryMinIdle(delayMs: number): number {
+  // Half the delay: timers and Redis clocks differ by a few ms, and anything idle that long was
+  // not just taken by another consumer.
+  return Math.floor(delayMs / 2);
+}
+
+const entryKey = (key: string, id: string): string => `${key}\n${id}`;
+
+/**
+ * One consumer of one consumer group over a set of streams: the engine behind a Redis
+ * subscription and the DLQ consumer.
+ *
+ * - New entries: `XREADGROUP ... BLOCK ... STREAMS k1 k2 ... > > ...` on a connection of its
+ *   own, never more than `maxInFlight` held at once.
+ * - Retries: a nacked entry stays pending; after its delay this consumer `XCLAIM`s it back (the
+ *   claim raises the delivery count, which is the attempt number).
+ * - Crashed consumers: every `claimIntervalMs` an `XAUTOCLAIM` takes over entries idle longer
+ *   than `claimMinIdleMs`, whoever held them; entries this consumer holds are refreshed
+ *   (`XCLAIM ... JUSTID`) so that a slow live handler keeps its entry.
+ * - Stop: entries read but never handed to a handler, and retries not yet due, are handed to
+ *   another consumer of the group (or left idle so that any member claims them at once); an own
+ *   group is destroyed.
+ */
+export class GroupConsumer<T> {
+  readonly #host: ConsumerHost;
+  readonly #options: GroupConsumerOptions;
+  readonly #toItem: ItemFactory<T>;
+  readonly #queue: DeliveryQueue<HeldEntry & { readonly item: T }, T>;
+  readonly #held = new Map<string, HeldEntry>();
+  readonly #retries = new Map<string, WaitingRetry>();
+  /** Retries that are due and wait for room. */
+  readonly #due: DueRetry[] = [];
+  /** Due retries whose XCLAIM is on its way. */
+  #claiming = 0;
+  readonly #streams = new Set<string>();
+  #readArgs: Array<string | number> | undefined;
+  #blocking: RedisClient | undefined;
+  #blockingClientId: number | undefined;
+  #readLoop: Promise<void> | undefined;
+  #claimTimer: NodeJS.Timeout | undefined;
+  #claimPass: Promise<void> | undefined;
+  #wakeUp: (() => void) | undefined;
+  #stopping = false;
+  #stopped: Promise<void> | undefined;
+  #cleanup: Promise<void> | undefined;
+  #background = new Set<Promise<unknown>>();
+  #handedOut = 0;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(
+    host: ConsumerHost,
+    options: GroupConsumerOptions,
+    toItem: ItemFactory<T>,
+    onReturn: () => void,
+  ) {
+    this.#host = host;
+    this.#options = options;
+    this.#toItem = toItem;
+    this.#queue = new DeliveryQueue<HeldEntry & { readonly item: T }, T>(
+      (held) => this.#onTake(held),
+      onReturn,
+    );
+    for (const key of options.streams) this.#streams.add(key);
+  }
+
+  get group(): string {
+    return this.#options.group;
+  }
+
+  get consumer(): string {
+    return this.#options.consumer;
+  }
+
+  /** The stream keys read now. */
+  get streams(): readonly string[] {
+    return [...this.#streams];
+  }
+
+  /** Entries handed to the iterator and not settled yet. */
+  get handedOut(): number {
+    return this.#handedOut;
+  }
+
+  /** Resolves when no handed-out entry is left unsettled. */
+  whenIdle(): Promise<void> {
+    if (this.#handedOut === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.#idleWaiters.push(resolve);
+    });
+  }
+
+  get iterator(): AsyncIterableIterator<T> {
+    return this.#queue;
+  }
+
+  /** Creates the group on the first streams, connects the reading connection, starts reading. */
+  async start(): Promise<void> {
+    await this.#ensureGroups([...this.#streams], this.#options.startId, this.#options.mkstream);
+    const blocking = this.#host.createBlockingConnection(this.#options.consumer);
+    this.#blocking = blocking;
+    blocking.on('error', () => {
+      // Reconnects are ioredis' job; a failed read is reported by the read loop.
+    });
+    blocking.on('ready', () => {
+      this.#blockingClientId = undefined;
+    });
+    try {
+      await blocking.connect();
+    } catch (error) {
+      blocking.disconnect();
+      throw mapRedisError(error, `connect the reading connection of ${this.#options.consumer}`);
+    }
+    if (this.#stopping) {
+      // stop() ran while connecting (the transport closed during subscribe).
+      blocking.disconnect();
+      throw new ClosedError('the subscription was stopped while it started');
+    }
+    this.#readLoop = this.#runReadLoop();
+    this.#scheduleClaims();
+  }
+
+  /**
+   * Adds streams (found by discovery) to the read set, creating the group on them at
+   * `laterStartId` (or `startId` when `initial`). Streams that vanished before the group was
+   * created are skipped; they come back with the next discovery.
+   */
+  async addStreams(keys: readonly string[]): Promise<void> {
+    if (this.#stopping) return;
+    const fresh = keys.filter((key) => !this.#streams.has(key));
+    if (fresh.length === 0) return;
+    const created = await this.#ensureGroups(fresh, this.#options.laterStartId, false);
+    if (this.#stopping || created.length === 0) return;
+    for (const key of created) this.#streams.add(key);
+    this.#readArgs = undefined;
+    this.#wake();
+    this.#unblockRead();
+  }
+
+  /** Adds streams at subscribe time, before `start()` (groups start at `startId`). */
+  async addInitialStreams(keys: readonly string[]): Promise<void> {
+    const created = await this.#ensureGroups(keys, this.#options.startId, false);
+    for (const key of created) this.#streams.add(key);
+    this.#readArgs = undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Groups
+
+  /**
+   * `XGROUP CREATE` on each key (BUSYGROUP: it exists, fine). Returns the keys that now have
+   * the group; without `mkstream` a key that does not exist is left out.
+   */
+  async #ensureGroups(
+    keys: readonly string[],
+    startId: string,
+    mkstream: boolean,
+  ): Promise<string[]> {
+    if (keys.length === 0) return [];
+    const pipeline = this.#host.command.pipeline();
+    for (const key of keys) {
+      if (mkstream) pipeline.xgroup('CREATE', key, this.#options.group, startId, 'MKSTREAM');
+      else pipeline.xgroup('CREATE', key, this.#options.group, startId);
+    }
+    let results: Array<[Error | null, unknown]> | null;
+    try {
+      results = await pipeline.exec();
+    } catch (error) {
+      throw mapRedisError(error, `XGROUP CREATE ${this.#options.group}`);
+    }
+    const ready: string[] = [];
+    keys.forEach((key, index) => {
+      const [error] = results?.[index] ?? [new Error('no reply')];
+      if (error === null || replyCode(error) === 'BUSYGROUP') {
+        ready.push(key);
+        return;
+      }
+      // Without MKSTREAM Redis answers a generic `ERR` when the key is gone: skip the stream.
+      if (!mkstream && replyCode(error) === 'ERR') return;
+      throw mapRedisError(error, `XGROUP CREATE ${key} ${this.#options.group}`);
+    });
+    return ready;
+  }
+
+  /**
+   * The group is gone on some stream (NOGROUP): Redis restarted without persistence, or the
+   * stream was deleted. Re-create it where the stream exists (or on every stream with
+   * `mkstream`), starting just before this subscription started; drop streams that are gone.
+   */
+  async #recoverGroups(): Promise<void> {
+    const keys = [...this.#streams];
+    let existing = keys;
+    if (!this.#options.mkstream) {
+      const pipeline = this.#host.command.pipeline();
+      for (const key of keys) pipeline.exists(key);
+      const results = await pipeline.exec();
+      existing = keys.filter((_, index) => results?.[index]?.[1] === 1);
+    }
+    const created = await this.#ensureGroups(
+      existing,
+      this.#options.laterStartId,
+      this.#options.mkstream,
+    );
+    const keep = new Set(created);
+    for (const key of keys) if (!keep.has(key)) this.#streams.delete(key);
+    this.#readArgs = undefined;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Reading
+
+  #room(): number {
+    return this.#options.maxInFlight - this.#held.size - this.#due.length - this.#claiming;
+  }
+
+  #wait(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#wakeUp = resolve;
+    });
+  }
+
+  #wake(): void {
+    const wakeUp = this.#wakeUp;
+    this.#wakeUp = undefined;
+    wakeUp?.();
+  }
+
+  /** Ends a blocked XREADGROUP at once (standalone only) so that new streams are read. */
+  #unblockRead(): void {
+    const id = this.#blockingClientId;
+    if (id === undefined || this.#host.isCluster) return;
+    this.#track(
+      this.#host.command.call('CLIENT', 'UNBLOCK', id).catch(() => {
+        // Best effort: without it the read returns after blockMs anyway.
+      }),
+    );
+  }
+
+  async #runReadLoop(): Promise<void> {
+    const blocking = this.#blocking as RedisClient;
+    let failures = 0;
+    // Read a full batch at a time: waking for every freed slot would mean one XREADGROUP per
+    // entry. Only a consumer with nothing buffered reads whatever fits.
+    const batch = Math.min(this.#options.count, Math.ceil(this.#options.maxInFlight / 2));
+    while (!this.#stopping) {
+      const room = this.#room();
+      if (room <= 0 || this.#streams.size === 0 || (room < batch && this.#queue.size > 0)) {
+        await this.#wait();
+        continue;
+      }
+      try {
+        if (this.#blockingClientId === undefined && !this.#host.isCluster) {
+          this.#blockingClientId = Number(await blocking.call('CLIENT', 'ID'));
+        }
+        const args = this.#readArgs ?? this.#buildReadArgs();
+        // COUNT applies per stream: share the room out (at least one entry per stream).
+        const count = Math.max(
+          1,
+          Math.min(this.#options.count, Math.floor(room / this.#streams.size)),
+        );
+        const reply = await blocking.callBuffer(
+          'XREADGROUP',
+          'GROUP',
+          this.#options.group,
+          this.#options.consumer,
+          'COUNT',
+          count,
+          'BLOCK',
+          this.#options.blockMs,
+          ...args,
+        );
+        failures = 0;
+        if (this.#stopping) break;
+        for (const batch of parseReadReply(reply)) {
+          for (const entry of batch.entries) this.#accept(batch.key, entry, 1);
+        }
+      } catch (error) {
+        if (this.#stopping) break;
+        if (replyCode(error) === 'NOGROUP') {
+          try {
+            await this.#recoverGroups();
+            continue;
+          } catch (recoverError) {
+            this.#host.reportError(
+              mapRedisError(recoverError, `re-create group ${this.#options.group}`),
+            );
+          }
+        } else {
+          this.#host.reportError(mapRedisError(error, `XREADGROUP ${this.#options.group}`));
+        }
+        failures++;
+        await this.#pause(Math.min(50 * 2 ** Math.min(failures, 5), 1000));
+      }
+    }
+  }
+
+  #buildReadArgs(): Array<string | number> {
+    const keys = [...this.#streams];
+    const args: Array<string | number> = ['STREAMS', ...keys];
+    for (let i = 0; i < keys.length; i++) args.push('>');
+    this.#readArgs = args;
+    return args;
+  }
+
+  /** Waits `ms`, or less when the consumer stops. */
+  #pause(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      const previous = this.#wakeUp;
+      this.#wakeUp = done;
+      function done(): void {
+        clearTimeout(timer);
+        previous?.();
+        resolve();
+      }
+    });
+  }
+
+  /** Holds a read or claimed entry and queues its item. */
+  #accept(key: string, entry: StreamEntry, attempt: number): void {
+    // A deleted entry (trimmed while pending) has no fields; Redis already dropped it.
+    if (entry.fields === null) return;
+    const mapKey = entryKey(key, entry.id);
+    if (this.#held.has(mapKey)) return;
+    const held = new HeldEntry(this as GroupConsumer<unknown>, key, entry.id, attempt);
+    this.#held.set(mapKey, held);
+    let item: T | undefined;
+    try {
+      item = this.#toItem({ key, id: entry.id, attempt, fields: entry.fields }, held);
+    } catch (error) {
+      // The factory never throws for bad input (that becomes a malformed item); be safe anyway.
+      this.#host.reportError(mapRedisError(error, `read ${key} ${entry.id}`));
+      held.leave();
+      return;
+    }
+    if (item === undefined) {
+      this.#track(held.ack());
+      return;
+    }
+    held.item = item;
+    if (!this.#queue.push(held as HeldEntry & { readonly item: T })) held.leave();
+  }
+
+  #onTake(held: HeldEntry): void {
+    if (held.state === 'buffered') {
+      held.state = 'handed';
+      this.#handedOut++;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Settling
+
+  /** Called by a {@link HeldEntry} as it settles: frees its room. */
+  settled(held: HeldEntry): void {
+    if (held.state === 'handed') {
+      this.#handedOut--;
+      if (this.#handedOut === 0 && this.#idleWaiters.length > 0) {
+        for (const resolve of this.#idleWaiters.splice(0)) resolve();
+      }
+    }
+    held.state = 'settled';
+    this.#held.delete(entryKey(held.key, held.id));
+    if (this.#due.length > 0 && !this.#stopping) this.#claimDue();
+    this.#wake();
+    if (this.#stopping && this.handedOut === 0) this.#scheduleCleanup();
+  }
+
+  ackEntry(held: HeldEntry): Promise<void> {
+    this.#host.acks.ack(held.key, this.#options.group, held.id);
+    return Promise.resolve();
+  }
+
+  /**
+   * A nack: refresh the entry's idle time (so no other consumer takes it over during the
+   * delay), then claim it back after the delay. After stop, hand it to the group instead.
+   */
+  async retryEntry(held: HeldEntry, delayMs: number): Promise<void> {
+    const { key, id } = held;
+    if (this.#stopping) {
+      await this.#release([
+        { key, id, idleMs: Math.max(0, this.#options.claimMinIdleMs - delayMs) },
+      ]);
+      return;
+    }
+    if (delayMs === 0) {
+      this.#due.push({ key, id, delayMs });
+      this.#claimDue();
+      return;
+    }
+    try {
+      await this.#host.command.xclaim(
+        key,
+        this.#options.group,
+        this.#options.consumer,
+        0,
+        id,
+        'JUSTID',
+      );
+    } catch (error) {
+      throw mapRedisError(error, `XCLAIM ${key} ${id}`);
+    }
+    if (this.#stopping) {
+      await this.#release([
+        { key, id, idleMs: Math.max(0, this.#options.claimMinIdleMs - delayMs) },
+      ]);
+      return;
+    }
+    const mapKey = entryKey(key, id);
+    const timer = setTimeout(() => {
+      this.#retries.delete(mapKey);
+      this.#due.push({ key, id, delayMs });
+      this.#claimDue();
+    }, delayMs);
+    this.#retries.set(mapKey, { key, id, dueAt: Date.now() + delayMs, timer });
+  }
+
+  /** Claims due retries back while there is room. */
+  #claimDue(): void {
+    while (
+      this.#due.length > 0 &&
+      !this.#stopping &&
+      this.#held.size + this.#claiming < this.#options.maxInFlight
+    ) {
+      const next = this.#due.shift() as DueRetry;
+      this.#claiming++;
+      this.#track(
+        this.#claimBack(next).finally(() => {
+          this.#claiming--;
+          this.#wake();
+        }),
+      );
+    }
+  }
+
+  async #claimBack({ key, id, delayMs }: DueRetry): Promise<void> {
+    const pipeline = this.#host.command.pipeline();
+    pipeline.callBuffer(
+      'XCLAIM',
+      key,
+      this.#options.group,
+      this.#options.consumer,
+      retryMinIdle(delayMs),
+      id,
+    );
+    pipeline.xpending(key, this.#options.group, id, id, 1, this.#options.consumer);
+    try {
+      const results = await pipeline.exec();
+      const [claimError, claimReply] = results?.[0] ?? [null, null];
+      if (claimError !== null) throw claimError;
+      const pending = parsePendingReply(results?.[1]?.[1]);
+      if (this.#stopping) {
+        // Stopped while the claim was on its way: hand it to the group unseen.
+        const count = pending[0]?.deliveries;
+        await this.#release([
+          {
+            key,
+            id,
+            idleMs: this.#options.claimMinIdleMs,
+            ...(count === undefined ? {} : { retryCount: Math.max(0, count - 1) }),
+          },
+        ]);
+        return;
+      }
+      for (const entry of parseClaimReply(claimReply)) {
+        this.#accept(key, entry, pending[0]?.deliveries ?? 2);
+      }
+    } catch (error) {
+      this.#host.reportError(mapRedisError(error, `XCLAIM ${key} ${id}`));
+      // Still pending: XAUTOCLAIM brings it back after claimMinIdleMs.
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Claims of idle entries (crashed consumers) and refreshing held entries
+
+  #scheduleClaims(): void {
+    if (this.#stopping) return;
+    this.#claimTimer = setTimeout(() => {
+      this.#claimTimer = undefined;
+      this.#claimPass = this.#runClaimPass().finally(() => {
+        this.#claimPass = undefined;
+        this.#scheduleClaims();
+      });
+    }, this.#options.claimIntervalMs);
+  }
+
+  async #runClaimPass(): Promise<void> {
+    try {
+      await this.#refreshHeld();
+      for (const key of [...this.#streams]) {
+        if (this.#stopping) return;
+        await this.#autoClaim(key);
+      }
+    } catch (error) {
+      if (!this.#stopping)
+        this.#host.reportError(mapRedisError(error, `XAUTOCLAIM ${this.#options.group}`));
+    }
+  }
+
+  /** `XCLAIM ... JUSTID` of held entries not touched for a third of claimMinIdleMs. */
+  async #refreshHeld(): Promise<void> {
+    const threshold = Date.now() - this.#options.claimMinIdleMs / 3;
+    const byKey = new Map<string, HeldEntry[]>();
+    for (const held of this.#held.values()) {
+      if (held.touchedAt > threshold) continue;
+      let list = byKey.get(held.key);
+      if (list === undefined) byKey.set(held.key, (list = []));
+      list.push(held);
+    }
+    if (byKey.size === 0) return;
+    const pipeline = this.#host.command.pipeline();
+    const now = Date.now();
+    for (const [key, list] of byKey) {
+      pipeline.xclaim(
+        key,
+        this.#options.group,
+        this.#options.consumer,
+        0,
+        ...list.map((held) => held.id),
+        'JUSTID',
+      );
+      for (const held of list) held.touchedAt = now;
+    }
+    await pipeline.exec();
+  }
+
+  async #autoClaim(key: string): Promise<void> {
+    let cursor = '0-0';
+    do {
+      const room = this.#room();
+      if (room <= 0 || this.#stopping) return;
+      const reply = parseAutoClaimReply(
+        await this.#host.command.callBuffer(
+          'XAUTOCLAIM',
+          key,
+          this.#options.group,
+          this.#options.consumer,
+          this.#options.claimMinIdleMs,
+          cursor,
+          'COUNT',
+          Math.min(this.#options.count, room),
+        ),
+      );
+      cursor = reply.cursor;
+      const entries = reply.entries.filter((entry) => entry.fields !== null);
+      if (entries.length === 0) continue;
+      const ids = entries.map((entry) => entry.id).sort(compareIds);
+      const rows = parsePendingReply(
+        await this.#host.command.xpending(
+          key,
+          this.#options.group,
+          ids[0] as string,
+          ids[ids.length - 1] as string,
+          entries.length + this.#held.size + this.#retries.size + 16,
+          this.#options.consumer,
+        ),
+      );
+      const counts = new Map(rows.map((row) => [row.id, row.deliveries]));
+      for (const entry of entries) {
+        const mapKey = entryKey(key, entry.id);
+        // An own retry whose delay outlasted claimMinIdleMs: it is due now.
+        const waiting = this.#retries.get(mapKey);
+        if (waiting !== undefined) {
+          clearTimeout(waiting.timer);
+          this.#retries.delete(mapKey);
+        }
+        if (this.#stopping) {
+          const count = counts.get(entry.id);
+          await this.#release([
+            {
+              key,
+              id: entry.id,
+              idleMs: this.#options.claimMinIdleMs,
+              ...(count === undefined ? {} : { retryCount: Math.max(0, count - 1) }),
+            },
+          ]);
+          continue;
+        }
+        this.#accept(key, entry, counts.get(entry.id) ?? 2);
+      }
+    } while (cursor !== '0-0');
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Stopping
+
+  /**
+   * Stops reading and claiming, ends the iterator, and gives back what no handler has seen.
+   * Handed-out deliveries may still be acked or nacked afterwards. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.#stopped ??= this.#stop();
+    return this.#stopped;
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#claimTimer !== undefined) clearTimeout(this.#claimTimer);
+    this.#wake();
+    // Ends a blocked read at once; Redis may already have delivered entries whose reply is now
+    // lost: they are pending for this consumer and are given back below with the others.
+    this.#blocking?.disconnect();
+    await Promise.allSettled([this.#readLoop, this.#claimPass]);
+
+    const buffered = this.#queue.drain();
+    this.#queue.end();
+    for (const held of buffered) {
+      held.state = 'settled';
+      this.#held.delete(entryKey(held.key, held.id));
+    }
+    const waiting = new Map(this.#retries);
+    for (const retry of waiting.values()) clearTimeout(retry.timer);
+    this.#retries.clear();
+    const due = new Set(this.#due.map((d) => entryKey(d.key, d.id)));
+    this.#due.length = 0;
+
+    try {
+      if (this.#options.ownGroup) {
+        await this.#destroyGroup();
+      } else {
+        await this.#handBack(waiting, due);
+      }
+    } catch (error) {
+      this.#host.reportError(mapRedisError(error, `stop consumer ${this.#options.consumer}`));
+    }
+    await Promise.allSettled([...this.#background]);
+    if (this.handedOut === 0) this.#scheduleCleanup();
+  }
+
+  async #destroyGroup(): Promise<void> {
+    if (this.#streams.size === 0) return;
+    const pipeline = this.#host.command.pipeline();
+    for (const key of this.#streams) pipeline.xgroup('DESTROY', key, this.#options.group);
+    await pipeline.exec();
+  }
+
+  /**
+   * Gives the entries pending for this consumer that no handler holds back to the group:
+   * entries read but never handed out (their delivery count is lowered again, nobody saw them),
+   * due retries, and waiting retries (idle so that they become claimable when their delay is
+   * over). They go to the most recently active other consumer of the group, whose
+   * `XAUTOCLAIM` picks them up on its next pass (as does any other member's).
+   */
+  async #handBack(waiting: Map<string, WaitingRetry>, due: Set<string>): Promise<void> {
+    const now = Date.now();
+    for (const key of this.#streams) {
+      const rows = parsePendingReply(
+        await this.#host.command.xpending(
+          key,
+          this.#options.group,
+          '-',
+          '+',
+          10_000,
+          this.#options.consumer,
+        ),
+      );
+      const releases: Release[] = [];
+      for (const row of rows) {
+        const mapKey = entryKey(key, row.id);
+        if (this.#held.has(mapKey)) continue; // a handler has it
+        const retry = waiting.get(mapKey);
+        if (retry !== undefined) {
+          const remaining = Math.max(0, retry.dueAt - now);
+          releases.push({
+            key,
+            id: row.id,
+            idleMs: Math.max(0, this.#options.claimMinIdleMs - remaining),
+          });
+        } else if (due.has(mapKey)) {
+          releases.push({ key, id: row.id, idleMs: this.#options.claimMinIdleMs });
+        } else {
+          releases.push({
+            key,
+            id: row.id,
+            idleMs: this.#options.claimMinIdleMs,
+            retryCount: Math.max(0, row.deliveries - 1),
+          });
+        }
+      }
+      await this.#release(releases);
+    }
+  }
+
+  /**
+   * `XCLAIM key group <target> 0 id IDLE ms [RETRYCOUNT n] JUSTID`: moves entries to another
+   * consumer (or keeps them here when there is none) and sets how long they count as idle.
+   */
+  async #release(releases: readonly Release[]): Promise<void> {
+    if (releases.length === 0 || this.#options.ownGroup) return;
+    const targets = new Map<string, string>();
+    for (const release of releases) {
+      if (!targets.has(release.key))
+        targets.set(release.key, await this.#handOffTarget(release.key));
+    }
+    const pipeline = this.#host.command.pipeline();
+    for (const release of releases) {
+      const target = targets.get(release.key) as string;
+      const args: Array<string | number> = [
+        release.key,
+        this.#options.group,
+        target,
+        0,
+        release.id,
+        'IDLE',
+        release.idleMs,
+      ];
+      if (release.retryCount !== undefined) args.push('RETRYCOUNT', release.retryCount);
+      args.push('JUSTID');
+      pipeline.call('XCLAIM', ...args);
+    }
+    await pipeline.exec();
+  }
+
+  /** The other consumer of the group on `key` that was active most recently, or this one. */
+  async #handOffTarget(key: string): Promise<string> {
+    try {
+      const reply = (await this.#host.command.call(
+        'XINFO',
+        'CONSUMERS',
+        key,
+        this.#options.group,
+      )) as unknown[];
+      let best: { name: string; idle: number } | undefined;
+      for (const row of reply) {
+        if (!Array.isArray(row)) continue;
+        const info = new Map<string, unknown>();
+        for (let i = 0; i + 1 < row.length; i += 2) info.set(String(row[i]), row[i + 1]);
+        const name = String(info.get('name'));
+        const idle = Number(info.get('idle'));
+        if (name === this.#options.consumer) continue;
+        if (best === undefined || idle < best.idle) best = { name, idle };
+      }
+      return best?.name ?? this.#options.consumer;
+    } catch {
+      return this.#options.consumer;
+    }
+  }
+
+  /** Once stopped and nothing is handed out: forget this consumer if it holds no entries. */
+  #scheduleCleanup(): void {
+    if (this.#cleanup !== undefined || this.#options.ownGroup) return;
+    this.#cleanup = this.#deleteConsumerIfIdle();
+    this.#track(this.#cleanup);
+  }
+
+  async #deleteConsumerIfIdle(): Promise<void> {
+    try {
+      for (const key of this.#streams) {
+        const rows = await this.#host.command.xpending(
+          key,
+          this.#options.group,
+          '-',
+          '+',
+          1,
+          this.#options.consumer,
+        );
+        if (Array.isArray(rows) && rows.length === 0) {
+          await this.#host.command.xgroup(
+            'DELCONSUMER',
+            key,
+            this.#options.group,
+            this.#options.consumer,
+          );
+        }
+      }
+    } catch {
+      // Only tidiness: an idle consumer name left behind holds nothing.
+    }
+  }
+
+  /** Resolves when the background work started so far (claims, releases, cleanup) is done. */
+  async settledBackground(): Promise<void> {
+    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
+  }
+
+  #track(promise: Promise<unknown>): void {
+    const tracked = promise.catch((error: unknown) => {
+      if (!this.#stopping)
+        this.#host.reportError(mapRedisError(error, `consumer ${this.#options.consumer}`));
+    });
+    this.#background.add(tracked);
+    void tracked.finally(() => this.#background.delete(tracked));
+  }
+}
+
+interface DueRetry {
+  readonly key: string;
+  readonly id: string;
+  readonly delayMs: number;
+}
+
+interface Release {
+  readonly key: string;
+  readonly id: string;
+  readonly idleMs: number;
+  readonly retryCount?: number;
+}

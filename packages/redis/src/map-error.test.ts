@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { ReplyError } from 'ioredis';
+import { MaxRetriesPerRequestError } from 'ioredis/built/errors/index.js';
+import { ErrorCode, NonRetryableError, isWatchtowerError } from '@watchtower/core';
+import { mapRedisError, replyCode } from './map-error.js';
+
+function reply(message: string): Error {
+  return new (ReplyError as new (message: string) => Error)(message);
+}
+
+describe('mapRedisError', () => {
+  it('reads the code of a Redis error reply', () => {
+    expect(replyCode(reply('NOGROUP No such key'))).toBe('NOGROUP');
+    expect(replyCode(reply('BUSYGROUP Consumer Group name already exists'))).toBe('BUSYGROUP');
+    expect(replyCode(new Error('NOGROUP but not a reply'))).toBeUndefined();
+  });
+
+  it.each([
+    ['LOADING Redis is loading the dataset in memory', ErrorCode.CONNECTION, true],
+    ["READONLY You can't write against a read only replica.", ErrorCode.CONNECTION, true],
+    ['CLUSTERDOWN The cluster is down', ErrorCode.CONNECTION, true],
+    ['NOAUTH Authentication required.', ErrorCode.CONNECTION, false],
+    ['WRONGPASS invalid username-password pair', ErrorCode.CONNECTION, false],
+    ['OOM command not allowed when used memory > maxmemory', ErrorCode.TRANSPORT, true],
+    [
+      'WRONGTYPE Operation against a key holding the wrong kind of value',
+      ErrorCode.TRANSPORT,
+      false,
+    ],
+    ['ERR syntax error', ErrorCode.TRANSPORT, false],
+  ])('maps the reply %s to %s (retryable: %s)', (message, code, retryable) => {
+    const mapped = mapRedisError(reply(message), 'XADD k');
+    expect(mapped.code).toBe(code);
+    expect(mapped.retryable).toBe(retryable);
+    expect(mapped.message).toBe(`XADD k: ${message}`);
+    expect(mapped.cause).toBeInstanceOf(Error);
+  });
+
+  it('maps lost connections, socket errors and exhausted retries to CONNECTION', () => {
+    expect(mapRedisError(new Error('Connection is closed.'), 'x').code).toBe(ErrorCode.CONNECTION);
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), {
+      code: 'ECONNREFUSED',
+    });
+    expect(mapRedisError(refused, 'x').code).toBe(ErrorCode.CONNECTION);
+    expect(mapRedisError(new MaxRetriesPerRequestError(20), 'x').code).toBe(ErrorCode.CONNECTION);
+  });
+
+  it('maps a command timeout to TIMEOUT and anything else to TRANSPORT', () => {
+    expect(mapRedisError(new Error('Command timed out'), 'x').code).toBe(ErrorCode.TIMEOUT);
+    expect(mapRedisError(new Error('something odd'), 'x').code).toBe(ErrorCode.TRANSPORT);
+    expect(mapRedisError('a string', 'x').code).toBe(ErrorCode.TRANSPORT);
+  });
+
+  it('passes Watchtower errors through unchanged', () => {
+    const error = new NonRetryableError('no');
+    expect(mapRedisError(error, 'x')).toBe(error);
+    expect(isWatchtowerError(mapRedisError(new Error('e'), 'x'))).toBe(true);
+  });
+});

@@ -1,0 +1,467 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  ErrorCode,
+  createEvent,
+  decodeEvent,
+  isWatchtowerError,
+  type DeadLetter,
+  type Event,
+} from '@watchtower/core';
+import { RedisTransport, type RedisConfig } from '../src/index.js';
+import { FAST, REDIS_URL, TestContext, ackAll, eventually, record } from './helpers.js';
+
+let ctx: TestContext;
+
+beforeEach(() => {
+  ctx = new TestContext();
+});
+
+afterEach(async () => {
+  await ctx.cleanup();
+});
+
+function transport(config: RedisConfig = {}): RedisTransport {
+  return ctx.defer(
+    new RedisTransport({
+      url: REDIS_URL,
+      prefix: ctx.prefix,
+      consumerPrefix: ctx.prefix,
+      ...FAST,
+      ...config,
+    }),
+  );
+}
+
+function eventOf(type: string, payload: unknown = { n: 1 }): Event {
+  return createEvent(type, payload);
+}
+
+describe('RedisTransport publish', () => {
+  it('writes the event to the stream {prefix}:{type} in the field `event`, in the Rust wire format', async () => {
+    const t = transport();
+    const event = createEvent(
+      'user.created',
+      { name: 'Ada' },
+      { correlationId: 'c-1', headers: { traceparent: 'tp' } },
+    );
+    await t.publish(event);
+    const entries = await ctx.redis.xrange(`${ctx.prefix}:user.created`, '-', '+');
+    expect(entries).toHaveLength(1);
+    const [, fields] = entries[0] as [string, string[]];
+    expect(fields[0]).toBe('event');
+    const wire = JSON.parse(fields[1] as string) as Record<string, Record<string, unknown>>;
+    expect(wire['metadata']).toMatchObject({
+      id: event.id,
+      event_type: 'user.created',
+      correlation_id: 'c-1',
+    });
+    expect(decodeEvent(fields[1] as string)).toEqual(event);
+  });
+
+  it('rejects an invalid event type with VALIDATION and writes nothing', async () => {
+    const t = transport();
+    const bad = { ...eventOf('user.created'), type: 'user..created' };
+    await expect(t.publish(bad)).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.VALIDATION),
+    );
+    expect(await ctx.redis.exists(`${ctx.prefix}:user..created`)).toBe(0);
+  });
+
+  it('rejects the event type that would land in the dead-letter stream', async () => {
+    const t = transport();
+    await expect(t.publish(eventOf('dlq'))).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.VALIDATION),
+    );
+  });
+
+  it('rejects publish after close with CLOSED, and close is idempotent', async () => {
+    const t = transport();
+    await t.connect();
+    const first = t.close();
+    expect(t.close()).toBe(first);
+    await first;
+    await expect(t.publish(eventOf('a.b'))).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.CLOSED),
+    );
+  });
+
+  it('rejects a subscribe that races close with CLOSED and leaves no connection open', async () => {
+    const t = transport({ consumerPrefix: ctx.prefix });
+    await t.connect();
+    const subscribing = t.subscribe('race.*');
+    const closing = t.close();
+    await expect(subscribing).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.CLOSED),
+    );
+    await closing;
+    await eventually(async () => {
+      const clients = (await ctx.redis.client('LIST')) as string;
+      expect(clients).not.toContain(`name=watchtower:${ctx.prefix}`);
+    });
+  });
+
+  it('rejects connect with CONNECTION when Redis cannot be reached, and stops trying', async () => {
+    const t = transport({ url: 'redis://127.0.0.1:1' });
+    await expect(t.connect()).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.CONNECTION),
+    );
+    expect((await t.healthCheck()).healthy).toBe(false);
+  });
+});
+
+describe('RedisTransport subscribe', () => {
+  it('delivers a published event with attempt 1 and the stream key as origin', async () => {
+    const t = transport();
+    const sub = await t.subscribe('order.placed');
+    const { deliveries } = ackAll(sub);
+    const event = eventOf('order.placed', { total: 42 });
+    await t.publish(event);
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    const delivery = deliveries[0];
+    expect(delivery?.kind).toBe('event');
+    if (delivery?.kind !== 'event') return;
+    expect(delivery.event).toEqual(event);
+    expect(delivery.attempt).toBe(1);
+    expect(delivery.origin).toBe(`${ctx.prefix}:order.placed`);
+  });
+
+  it('gives every subscriber without a group every event, and destroys its own group on unsubscribe', async () => {
+    const t = transport();
+    const a = await t.subscribe('item.added');
+    const b = await t.subscribe('item.added');
+    const ra = ackAll(a);
+    const rb = ackAll(b);
+    for (let i = 0; i < 5; i++) await t.publish(eventOf('item.added', { i }));
+    await eventually(() => {
+      expect(ra.deliveries).toHaveLength(5);
+      expect(rb.deliveries).toHaveLength(5);
+    });
+    expect(await ctx.redis.xinfo('GROUPS', `${ctx.prefix}:item.added`)).toHaveLength(2);
+    await a.unsubscribe();
+    await b.unsubscribe();
+    await ra.done;
+    await rb.done;
+    expect(await ctx.redis.xinfo('GROUPS', `${ctx.prefix}:item.added`)).toHaveLength(0);
+  });
+
+  it('hands each event to one member of a named group', async () => {
+    const t1 = transport();
+    const t2 = transport();
+    const a = ackAll(await t1.subscribe('job.queued', { group: 'workers' }));
+    const b = ackAll(await t2.subscribe('job.queued', { group: 'workers' }));
+    for (let i = 0; i < 40; i++) await t1.publish(eventOf('job.queued', { i }));
+    await eventually(() => expect(a.deliveries.length + b.deliveries.length).toBe(40));
+    const ids = [...a.deliveries, ...b.deliveries].map((d) =>
+      d.kind === 'event' ? d.event.id : '',
+    );
+    expect(new Set(ids).size).toBe(40);
+  });
+
+  it('delivers dotted types through wildcards, including types first published after subscribing', async () => {
+    const t = transport();
+    await t.publish(eventOf('user.created'));
+    const deep = ackAll(await t.subscribe('user.>'));
+    const single = ackAll(await t.subscribe('user.*'));
+    await t.publish(eventOf('user.created', { n: 2 }));
+    // Streams that did not exist when the subscriptions started:
+    await t.publish(eventOf('user.profile.updated'));
+    await t.publish(eventOf('user.deleted'));
+    await t.publish(eventOf('order.created'));
+    const types = (list: typeof deep.deliveries) =>
+      list.map((d) => (d.kind === 'event' ? d.event.type : 'malformed')).sort();
+    await eventually(() => {
+      expect(types(deep.deliveries)).toEqual([
+        'user.created',
+        'user.deleted',
+        'user.profile.updated',
+      ]);
+      expect(types(single.deliveries)).toEqual(['user.created', 'user.deleted']);
+    });
+  });
+
+  it('redelivers a nacked event with attempt 2, not before its delay', async () => {
+    const t = transport();
+    const sub = await t.subscribe('pay.failed');
+    const { deliveries } = record(sub);
+    await t.publish(eventOf('pay.failed'));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    const nackedAt = Date.now();
+    await deliveries[0]?.nack({ delayMs: 300 });
+    await eventually(() => expect(deliveries).toHaveLength(2));
+    expect(Date.now() - nackedAt).toBeGreaterThanOrEqual(290);
+    expect(deliveries[1]?.attempt).toBe(2);
+    await deliveries[1]?.nack();
+    await eventually(() => expect(deliveries).toHaveLength(3));
+    expect(deliveries[2]?.attempt).toBe(3);
+    await deliveries[2]?.ack();
+    const key = `${ctx.prefix}:pay.failed`;
+    const [group] = (await ctx.redis.xinfo('GROUPS', key)) as unknown[][];
+    await eventually(async () =>
+      expect(await ctx.redis.xpending(key, String(group?.[1]))).toEqual([0, null, null, null]),
+    );
+  });
+
+  it('drops a delivery nacked with requeue: false (acked, not redelivered)', async () => {
+    const t = transport();
+    const sub = await t.subscribe('pay.dropped', { group: 'g' });
+    const { deliveries } = record(sub);
+    await t.publish(eventOf('pay.dropped'));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    await deliveries[0]?.nack({ requeue: false });
+    // The ack goes out with the next batch of acks (end of this event-loop turn).
+    await eventually(async () =>
+      expect((await ctx.redis.xpending(`${ctx.prefix}:pay.dropped`, 'g'))[0]).toBe(0),
+    );
+  });
+
+  it('acks entries whose event type the pattern does not match instead of leaving them pending', async () => {
+    const t = transport();
+    const sub = await t.subscribe('user.created', { group: 'g' });
+    const { deliveries } = ackAll(sub);
+    const key = `${ctx.prefix}:user.created`;
+    // Someone wrote an order event into the user stream.
+    const stray = JSON.stringify({
+      metadata: {
+        id: 'e-1',
+        event_type: 'order.created',
+        timestamp: new Date().toISOString(),
+        headers: {},
+      },
+      payload: {},
+    });
+    await ctx.redis.xadd(key, '*', 'event', stray);
+    await t.publish(eventOf('user.created'));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    await eventually(async () => expect((await ctx.redis.xpending(key, 'g'))[0]).toBe(0));
+    expect(deliveries[0]?.kind === 'event' && deliveries[0].event.type).toBe('user.created');
+  });
+
+  it('starts a new group at the beginning of the stream with startFrom: earliest', async () => {
+    const t = transport();
+    await t.publish(eventOf('log.line', { n: 1 }));
+    await t.publish(eventOf('log.line', { n: 2 }));
+    const late = ackAll(await t.subscribe('log.line', { startFrom: 'earliest' }));
+    const fresh = ackAll(await t.subscribe('log.line'));
+    await t.publish(eventOf('log.line', { n: 3 }));
+    await eventually(() => {
+      expect(late.deliveries).toHaveLength(3);
+      expect(fresh.deliveries).toHaveLength(1);
+    });
+  });
+
+  it('starts a new group at a point in time with startFrom: { time }', async () => {
+    const t = transport();
+    await t.publish(eventOf('log.line', { n: 1 }));
+    const [last] = await ctx.redis.xrevrange(`${ctx.prefix}:log.line`, '+', '-', 'COUNT', 1);
+    const after = new Date(Number(last?.[0].split('-')[0]) + 1);
+    // Entries are stamped with Redis' clock: wait until it has moved past `after`.
+    await eventually(async () => {
+      const [seconds, micros] = await ctx.redis.time();
+      expect(Number(seconds) * 1000 + Number(micros) / 1000).toBeGreaterThan(after.getTime());
+    });
+    await t.publish(eventOf('log.line', { n: 2 }));
+    const { deliveries } = ackAll(await t.subscribe('log.line', { startFrom: { time: after } }));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    expect(deliveries[0]?.kind === 'event' && deliveries[0].event.payload).toEqual({ n: 2 });
+  });
+
+  it('destroys its own group on every stream a wildcard subscription read', async () => {
+    const t = transport();
+    await t.publish(eventOf('cart.added'));
+    const sub = await t.subscribe('cart.*');
+    const { deliveries, done } = ackAll(sub);
+    await t.publish(eventOf('cart.removed'));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    const keys = [`${ctx.prefix}:cart.added`, `${ctx.prefix}:cart.removed`];
+    for (const key of keys) expect(await ctx.redis.xinfo('GROUPS', key)).toHaveLength(1);
+    await sub.unsubscribe();
+    await done;
+    for (const key of keys) expect(await ctx.redis.xinfo('GROUPS', key)).toHaveLength(0);
+  });
+
+  it('removes its consumer from a named group when it leaves holding nothing', async () => {
+    const t = transport();
+    const sub = await t.subscribe('seat.booked', { group: 'booking' });
+    const { deliveries, done } = ackAll(sub);
+    await t.publish(eventOf('seat.booked'));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    const key = `${ctx.prefix}:seat.booked`;
+    expect(await ctx.redis.xinfo('CONSUMERS', key, 'booking')).toHaveLength(1);
+    await sub.unsubscribe();
+    await done;
+    await eventually(async () =>
+      expect(await ctx.redis.xinfo('CONSUMERS', key, 'booking')).toHaveLength(0),
+    );
+    // The named group itself stays: it keeps the position for the next member.
+    expect(await ctx.redis.xinfo('GROUPS', key)).toHaveLength(1);
+  });
+
+  it('gives entries it read but never handed out back to the group when a member unsubscribes', async () => {
+    const t1 = transport();
+    const t2 = transport();
+    for (let i = 0; i < 20; i++) await t1.publish(eventOf('task.run', { i }));
+    const first = await t1.subscribe('task.run', {
+      group: 'g',
+      startFrom: 'earliest',
+      maxInFlight: 20,
+    });
+    const iterator = first[Symbol.asyncIterator]();
+    const one = await iterator.next();
+    await (one.value as { ack(): Promise<void> }).ack();
+    await first.unsubscribe();
+    // claimMinIdleMs is 30 s here: what arrives now came back through the hand-over, not a timeout.
+    const second = ackAll(await t2.subscribe('task.run', { group: 'g' }));
+    await eventually(() => expect(second.deliveries).toHaveLength(19));
+    expect(second.deliveries.every((d) => d.attempt === 1)).toBe(true);
+  });
+
+  it('takes over an entry another consumer left unsettled once it has been idle for claimMinIdleMs', async () => {
+    const dead = transport({ claimMinIdleMs: 400 });
+    const sub = await dead.subscribe('mail.send', { group: 'mailers' });
+    const crashed = record(sub);
+    await dead.publish(eventOf('mail.send'));
+    await eventually(() => expect(crashed.deliveries).toHaveLength(1));
+    // The consumer goes away without settling its delivery (as a crashed process would).
+    await dead.close({ timeoutMs: 0 });
+
+    const heir = transport({ claimMinIdleMs: 400 });
+    const { deliveries } = ackAll(await heir.subscribe('mail.send', { group: 'mailers' }));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    expect(deliveries[0]?.attempt).toBe(2);
+    expect(deliveries[0]?.kind === 'event' && deliveries[0].event.id).toBe(
+      crashed.deliveries[0]?.kind === 'event' && crashed.deliveries[0].event.id,
+    );
+  });
+
+  it('claims, retries and hands over entries with ioredis auto-pipelining turned on', async () => {
+    const config = { claimMinIdleMs: 400, redis: { enableAutoPipelining: true } };
+    const dead = transport(config);
+    const crashed = record(await dead.subscribe('ship.it', { group: 'g' }));
+    await dead.publish(eventOf('ship.it'));
+    await eventually(() => expect(crashed.deliveries).toHaveLength(1));
+    await dead.close({ timeoutMs: 0 });
+
+    const heir = transport(config);
+    const { deliveries } = record(await heir.subscribe('ship.it', { group: 'g' }));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    expect(deliveries[0]?.attempt).toBe(2);
+    await deliveries[0]?.nack({ delayMs: 50 });
+    await eventually(() => expect(deliveries).toHaveLength(2));
+    expect(deliveries[1]?.attempt).toBe(3);
+    await deliveries[1]?.ack();
+  });
+
+  it('keeps an entry with its live consumer while a slow handler runs past claimMinIdleMs', async () => {
+    const slow = transport({ claimMinIdleMs: 300 });
+    const other = transport({ claimMinIdleMs: 300 });
+    const held = record(await slow.subscribe('report.build', { group: 'g' }));
+    const rival = record(await other.subscribe('report.build', { group: 'g' }));
+    await slow.publish(eventOf('report.build'));
+    await eventually(() => expect(held.deliveries.length + rival.deliveries.length).toBe(1));
+    // Three times claimMinIdleMs: without refreshing, the other member would have taken it.
+    const started = Date.now();
+    await eventually(() => expect(Date.now() - started).toBeGreaterThan(900), 2000);
+    expect(held.deliveries.length + rival.deliveries.length).toBe(1);
+    await (held.deliveries[0] ?? rival.deliveries[0])?.ack();
+  });
+
+  it('yields entries that are not events as malformed deliveries and goes on', async () => {
+    const t = transport();
+    const sub = await t.subscribe('user.created');
+    const { deliveries } = ackAll(sub);
+    const key = `${ctx.prefix}:user.created`;
+    await ctx.redis.xadd(key, '*', 'event', 'not json {');
+    await ctx.redis.xadd(key, '*', 'body', 'no event field');
+    await t.publish(eventOf('user.created'));
+    await eventually(() => expect(deliveries).toHaveLength(3));
+    expect(deliveries.map((d) => d.kind)).toEqual(['malformed', 'malformed', 'event']);
+    const first = deliveries[0];
+    if (first?.kind !== 'malformed') throw new Error('expected malformed');
+    expect(Buffer.from(first.raw).toString()).toBe('not json {');
+    expect(first.error.code).toBe(ErrorCode.SERIALIZATION);
+  });
+
+  it('rejects bad subscribe options with CONFIG errors naming the field', async () => {
+    const t = transport();
+    await expect(t.subscribe('a.b', { maxInFlight: 0 })).rejects.toThrow(/maxInFlight/);
+    await expect(t.subscribe('a.b', { group: '' })).rejects.toThrow(/group/);
+    await expect(t.subscribe('a..b')).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.VALIDATION),
+    );
+    await expect(t.subscribe('a.b', { startFrom: { sequence: 3 } })).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.UNSUPPORTED),
+    );
+  });
+});
+
+describe('RedisTransport health and dead letters', () => {
+  it('reports healthy with a latency while connected and unhealthy once closed', async () => {
+    const t = transport();
+    expect((await t.healthCheck()).healthy).toBe(false);
+    await t.connect();
+    const health = await t.healthCheck();
+    expect(health).toMatchObject({ healthy: true, state: 'connected' });
+    expect(typeof health.latencyMs).toBe('number');
+    await t.close();
+    expect(await t.healthCheck()).toMatchObject({ healthy: false, state: 'closed' });
+  });
+
+  it('writes dead letters with the Rust fields plus the reason, and consumeDlq reads them back', async () => {
+    const t = transport();
+    const event = eventOf('invoice.issued', { total: 1 });
+    const reason = {
+      message: 'boom',
+      code: ErrorCode.HANDLER_FAILED,
+      attempts: 3,
+      failedAt: new Date().toISOString(),
+      originalType: 'invoice.issued',
+      subscription: 'billing',
+    };
+    await t.publishToDlq(event, reason);
+    await t.publishToDlq(
+      { raw: Buffer.from([0xff, 0x00, 0x7b]), origin: `${ctx.prefix}:x` },
+      { ...reason, code: ErrorCode.SERIALIZATION },
+    );
+    const letters: DeadLetter[] = [];
+    const handle = await t.consumeDlq((letter) => {
+      letters.push(letter);
+    });
+    await eventually(() => expect(letters).toHaveLength(2));
+    expect(letters[0]).toEqual({ event, reason });
+    expect(Buffer.from(letters[1]?.raw ?? []).equals(Buffer.from([0xff, 0x00, 0x7b]))).toBe(true);
+    await handle.unsubscribe();
+
+    // The default group kept the position: a later consumer sees only new letters.
+    const later: DeadLetter[] = [];
+    const again = await t.consumeDlq((letter) => {
+      later.push(letter);
+    });
+    await t.publishToDlq(event, { ...reason, message: 'second' });
+    await eventually(() => expect(later.map((l) => l.reason.message)).toEqual(['second']));
+    await again.unsubscribe();
+  });
+
+  it('leaves a dead letter whose handler throws pending and hands it over again later', async () => {
+    const t = transport({ claimMinIdleMs: 300 });
+    await t.publishToDlq(eventOf('a.b'), {
+      message: 'x',
+      code: 'HANDLER_FAILED',
+      attempts: 1,
+      failedAt: new Date().toISOString(),
+      originalType: 'a.b',
+    });
+    let calls = 0;
+    const handle = await t.consumeDlq(
+      () => {
+        calls++;
+        if (calls === 1) throw new Error('not yet');
+      },
+      { group: 'ops' },
+    );
+    await eventually(() => expect(calls).toBe(2));
+    await eventually(async () =>
+      expect((await ctx.redis.xpending(`${ctx.prefix}:dlq`, 'ops'))[0]).toBe(0),
+    );
+    await handle.unsubscribe();
+  });
+});
