@@ -29,6 +29,8 @@ export interface MessageSource<T> extends AsyncIterable<T> {
    */
   stop(): Promise<void>;
   readonly stopped: boolean;
+  /** An item already received, taken without waiting, or undefined. */
+  tryNext(): T | undefined;
 }
 
 /** A core NATS subscription (optionally in a queue group). The client resubscribes after reconnects. */
@@ -70,6 +72,10 @@ export class CoreSource<T> implements MessageSource<T> {
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
     return this.#queue;
+  }
+
+  tryNext(): T | undefined {
+    return this.#queue.tryShift();
   }
 
   stop(): Promise<void> {
@@ -142,6 +148,10 @@ export class PullSource<T> implements MessageSource<T> {
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
     return this.#queue;
+  }
+
+  tryNext(): T | undefined {
+    return this.#queue.tryShift();
   }
 
   stop(): Promise<void> {

@@ -686,6 +686,10 @@ class NatsSubscription implements TransportSubscription {
     return this.source[Symbol.asyncIterator]();
   }
 
+  tryNext(): Delivery | undefined {
+    return this.source.tryNext();
+  }
+
   /** Stops delivery; deliveries already handed out can still be acked. Idempotent. */
   unsubscribe(): Promise<void> {
     this.#unsubscribing ??= this.source.stop().finally(this.onStop);

@@ -1,11 +1,12 @@
+import { Fifo } from '@watchtower/core';
+
 /**
  * A FIFO that one consumer iterates: producers `push` slots, `next()` hands out their items.
  * `onTake` runs as a slot is handed out, so the owner knows which deliveries a handler has seen
  * and which are only buffered (those go back to the consumer group when the subscription stops).
  */
 export class DeliveryQueue<S extends { readonly item: T }, T> implements AsyncIterableIterator<T> {
-  #items: S[] = [];
-  #head = 0;
+  readonly #slots = new Fifo<S>();
   #waiter: ((result: IteratorResult<T>) => void) | undefined;
   #ended = false;
 
@@ -17,7 +18,7 @@ export class DeliveryQueue<S extends { readonly item: T }, T> implements AsyncIt
 
   /** Items buffered and not yet handed out. */
   get size(): number {
-    return this.#items.length - this.#head;
+    return this.#slots.size;
   }
 
   /** Adds a slot; returns false (and drops it) after `end()`. */
@@ -30,16 +31,13 @@ export class DeliveryQueue<S extends { readonly item: T }, T> implements AsyncIt
       waiter({ value: slot.item, done: false });
       return true;
     }
-    this.#items.push(slot);
+    this.#slots.push(slot);
     return true;
   }
 
   /** Removes and returns what is buffered. */
   drain(): S[] {
-    const items = this.#items.slice(this.#head);
-    this.#items = [];
-    this.#head = 0;
-    return items;
+    return this.#slots.drain();
   }
 
   /** Ends iteration after the buffered items. */
@@ -51,15 +49,17 @@ export class DeliveryQueue<S extends { readonly item: T }, T> implements AsyncIt
     waiter?.({ value: undefined, done: true });
   }
 
+  /** A buffered item, handed out without waiting, or undefined. */
+  tryNext(): T | undefined {
+    const slot = this.#slots.shift();
+    if (slot === undefined) return undefined;
+    this.onTake(slot);
+    return slot.item;
+  }
+
   next(): Promise<IteratorResult<T>> {
-    if (this.#head < this.#items.length) {
-      const slot = this.#items[this.#head] as S;
-      this.#items[this.#head] = undefined as unknown as S;
-      this.#head++;
-      if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
-        this.#items = this.#items.slice(this.#head);
-        this.#head = 0;
-      }
+    const slot = this.#slots.shift();
+    if (slot !== undefined) {
       this.onTake(slot);
       return Promise.resolve({ value: slot.item, done: false });
     }

@@ -221,7 +221,7 @@ export class GroupConsumer<T> {
     });
   }
 
-  get iterator(): AsyncIterableIterator<T> {
+  get iterator(): AsyncIterableIterator<T> & { tryNext(): T | undefined } {
     return this.#queue;
   }
 

@@ -796,6 +796,10 @@ class RedisSubscription implements TransportSubscription {
     return this.consumer.iterator;
   }
 
+  tryNext(): Delivery | undefined {
+    return this.consumer.iterator.tryNext();
+  }
+
   /**
    * Stops reading and ends iteration. Entries read but not yet handed out go back to the group;
    * deliveries already handed out may still be acked or nacked. An own group is destroyed.
