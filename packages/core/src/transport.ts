@@ -93,7 +93,11 @@ interface DeliveryBase {
   readonly attempt: number;
   /** Where it came from (subject, stream, routing key), for dead-letter records. */
   readonly origin: string;
-  /** Confirms the delivery; the broker forgets it. */
+  /**
+   * Confirms the delivery so the broker forgets it. May resolve once the ack is queued for
+   * the connection's next write (acks are batched); an ack that never reaches the broker means
+   * the event is delivered again, never that it is lost.
+   */
   ack(): Promise<void>;
   /** Rejects the delivery: it comes again (after `delayMs`) unless `requeue` is false. */
   nack(options?: NackOptions): Promise<void>;
