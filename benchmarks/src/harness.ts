@@ -154,3 +154,36 @@ export async function until(check: () => boolean, timeoutMs: number, what: strin
     await new Promise((resolve) => setImmediate(resolve));
   }
 }
+
+/**
+ * Calls `send(i)` for each `i < count`, keeping at most `window` unsettled (it awaits each
+ * full window), as a service publishing with a bounded number of outstanding confirms does.
+ * With `timed`, each call's latency is recorded in microseconds.
+ */
+export async function runWindowed(
+  count: number,
+  window: number,
+  send: (i: number) => Promise<unknown>,
+  timed = false,
+): Promise<Measurement> {
+  const latenciesUs: number[] = [];
+  const one = timed
+    ? async (i: number): Promise<void> => {
+        const sent = now();
+        await send(i);
+        latenciesUs.push((now() - sent) * 1000);
+      }
+    : send;
+  const start = now();
+  let batch: Promise<unknown>[] = [];
+  for (let i = 0; i < count; i++) {
+    batch.push(one(i));
+    if (batch.length >= window) {
+      await Promise.all(batch);
+      batch = [];
+    }
+  }
+  await Promise.all(batch);
+  const elapsedMs = now() - start;
+  return timed ? { n: count, elapsedMs, latenciesUs } : { n: count, elapsedMs };
+}

@@ -9,7 +9,7 @@ import {
   type EventBusOptions,
 } from '@watchtower/core';
 import { z } from 'zod';
-import { now, until, type Measurement, type Scenario } from './harness.js';
+import { now, runWindowed, until, type Measurement, type Scenario } from './harness.js';
 
 const TYPE = 'user.created';
 const payload = (n: number): { id: string; name: string; n: number } => ({
@@ -31,21 +31,8 @@ function memoryBus(options: Omit<EventBusOptions, 'transport'> = {}): EventBus {
 }
 
 /** Publishes `n` events keeping at most `window` unconfirmed, as a service would. */
-async function publishWindowed(
-  bus: EventBus,
-  n: number,
-  window: number,
-  type = TYPE,
-): Promise<void> {
-  let batch: Promise<void>[] = [];
-  for (let i = 0; i < n; i++) {
-    batch.push(bus.publish(type, payload(i)));
-    if (batch.length === window) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
+async function publishWindowed(bus: EventBus, n: number, window: number): Promise<void> {
+  await runWindowed(n, window, (i) => bus.publish(TYPE, payload(i)));
 }
 
 async function publishOnly(n: number): Promise<Measurement> {

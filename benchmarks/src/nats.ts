@@ -14,7 +14,7 @@ import {
   type NatsMode,
   type NatsSubscriberOptions,
 } from '@watchtower/nats';
-import { now, until, type Measurement, type Scenario } from './harness.js';
+import { now, runWindowed, until, type Measurement, type Scenario } from './harness.js';
 
 /*
  * NATS scenarios: each does the same work twice, once with the raw @nats-io client and once
@@ -95,15 +95,7 @@ async function rawStream(nc: NatsConnection, n: Names): Promise<void> {
 
 /** Publishes `count` events through the bus keeping at most `window` unconfirmed. */
 async function publishWindowed(b: NatsSubscriber, count: number, window: number): Promise<void> {
-  let batch: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
-    batch.push(b.publish(TYPE, payload(i)));
-    if (batch.length === window) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
+  await runWindowed(count, window, (i) => b.publish(TYPE, payload(i)));
 }
 
 // ---- core: publish -> handler ---------------------------------------------------------------
@@ -203,53 +195,28 @@ async function rawJsPublish(count: number, window: number): Promise<Measurement>
   const nc = await rawConnect();
   await rawStream(nc, n);
   const js = jetstream(nc);
-  const latenciesUs: number[] = [];
-  const one = async (i: number): Promise<void> => {
-    const event = createEvent(TYPE, payload(i));
-    const sent = now();
-    await js.publish(n.subject, encodeEventBytes(event), { msgID: event.id });
-    latenciesUs.push((now() - sent) * 1000);
-  };
-  const start = now();
-  let batch: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
-    batch.push(one(i));
-    if (batch.length === window) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
-  const elapsedMs = now() - start;
+  const measured = await runWindowed(
+    count,
+    window,
+    (i) => {
+      const event = createEvent(TYPE, payload(i));
+      return js.publish(n.subject, encodeEventBytes(event), { msgID: event.id });
+    },
+    true,
+  );
   await nc.close();
   await dropStreams(n);
-  return { n: count, elapsedMs, latenciesUs };
+  return measured;
 }
 
 async function watchtowerJsPublish(count: number, window: number): Promise<Measurement> {
   const n = names();
   const b = bus('jetstream', n);
   await b.connect();
-  const latenciesUs: number[] = [];
-  const one = async (i: number): Promise<void> => {
-    const sent = now();
-    await b.publish(TYPE, payload(i));
-    latenciesUs.push((now() - sent) * 1000);
-  };
-  const start = now();
-  let batch: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
-    batch.push(one(i));
-    if (batch.length === window) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
-  const elapsedMs = now() - start;
+  const measured = await runWindowed(count, window, (i) => b.publish(TYPE, payload(i)), true);
   await b.close();
   await dropStreams(n);
-  return { n: count, elapsedMs, latenciesUs };
+  return measured;
 }
 
 // ---- JetStream: consume with acks -----------------------------------------------------------
@@ -258,16 +225,10 @@ async function watchtowerJsPublish(count: number, window: number): Promise<Measu
 async function prefill(nc: NatsConnection, n: Names, count: number): Promise<void> {
   await rawStream(nc, n);
   const js = jetstream(nc);
-  let batch: Promise<unknown>[] = [];
-  for (let i = 0; i < count; i++) {
+  await runWindowed(count, 256, (i) => {
     const event = createEvent(TYPE, payload(i));
-    batch.push(js.publish(n.subject, encodeEventBytes(event), { msgID: event.id }));
-    if (batch.length === 256) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
+    return js.publish(n.subject, encodeEventBytes(event), { msgID: event.id });
+  });
 }
 
 async function rawJsConsume(count: number): Promise<Measurement> {

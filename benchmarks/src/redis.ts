@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createEvent, decodeEvent, encodeEvent, type Event } from '@watchtower/core';
 import { RedisSubscriber, type RedisSubscriberOptions } from '@watchtower/redis';
-import { now, until, type Measurement, type Scenario } from './harness.js';
+import { now, runWindowed, until, type Measurement, type Scenario } from './harness.js';
 
 /*
  * Redis Streams scenarios: each does the same work twice, once with raw ioredis and once through
@@ -110,26 +110,10 @@ async function watchtowerPublish(
   const n = names();
   const b = bus(n, options);
   await b.connect();
-  const latenciesUs: number[] = [];
-  const one = async (i: number): Promise<void> => {
-    const sent = now();
-    await b.publish(TYPE, payload(i));
-    latenciesUs.push((now() - sent) * 1000);
-  };
-  const start = now();
-  let batch: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
-    batch.push(one(i));
-    if (batch.length === window) {
-      await Promise.all(batch);
-      batch = [];
-    }
-  }
-  await Promise.all(batch);
-  const elapsedMs = now() - start;
+  const measured = await runWindowed(count, window, (i) => b.publish(TYPE, payload(i)), true);
   await b.close();
   await dropKeys(n);
-  return { n: count, elapsedMs, latenciesUs };
+  return measured;
 }
 
 // ---- group consume + ack ------------------------------------------------------------------
