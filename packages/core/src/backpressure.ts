@@ -114,7 +114,7 @@ export class BackpressureController<T> {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: BackpressureOptions = {}) {
-    const merged = withDefaults(DEFAULT_BACKPRESSURE_OPTIONS, options);
+    const merged = withDefaults(DEFAULT_BACKPRESSURE_OPTIONS, options, 'backpressure');
     validate(merged);
     this.#options = Object.freeze(merged);
   }

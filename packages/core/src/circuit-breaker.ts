@@ -143,7 +143,7 @@ export class CircuitBreaker {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: CircuitBreakerOptions = {}) {
-    const merged = withDefaults(DEFAULT_CIRCUIT_BREAKER_OPTIONS, options);
+    const merged = withDefaults(DEFAULT_CIRCUIT_BREAKER_OPTIONS, options, 'circuitBreaker');
     validate(merged);
     this.#options = Object.freeze(merged);
     this.#clock = merged.clock;

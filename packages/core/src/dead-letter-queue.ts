@@ -83,7 +83,11 @@ export class InMemoryDeadLetterQueue implements DeadLetterQueue {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: InMemoryDeadLetterQueueOptions = {}) {
-    const { capacity } = withDefaults(DEFAULT_DEAD_LETTER_QUEUE_OPTIONS, options);
+    const { capacity } = withDefaults(
+      DEFAULT_DEAD_LETTER_QUEUE_OPTIONS,
+      options,
+      'InMemoryDeadLetterQueue',
+    );
     checkInteger('capacity', capacity, 1);
     this.#capacity = capacity;
   }

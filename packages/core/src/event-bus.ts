@@ -44,7 +44,7 @@ import type {
   Transport,
   TransportSubscription,
 } from './transport.js';
-import { checkInteger, checkNumber } from './options.js';
+import { checkInteger, checkNumber, rejectUnknownOptions } from './options.js';
 
 /** How payloads that fail their schema are treated. */
 export type ValidationMode = 'strict' | 'warn' | 'ignore';
@@ -224,6 +224,39 @@ interface PublishEntry {
 
 const NOT_SET = Symbol('not set');
 
+const EVENT_BUS_OPTION_KEYS = [
+  'transport',
+  'events',
+  'validation',
+  'source',
+  'circuitBreaker',
+  'backpressure',
+  'retry',
+  'publishConcurrency',
+  'subscriptionDefaults',
+  'closeTimeoutMs',
+  'logger',
+  'clock',
+] as const satisfies readonly (keyof EventBusOptions)[];
+
+const SUBSCRIBE_OPTION_KEYS = [
+  'group',
+  'concurrency',
+  'timeoutMs',
+  'retry',
+  'maxInFlight',
+  'startFrom',
+  'signal',
+  'name',
+] as const satisfies readonly (keyof SubscribeOptions)[];
+
+const SUBSCRIPTION_DEFAULT_KEYS = [
+  'concurrency',
+  'timeoutMs',
+  'retry',
+  'maxInFlight',
+] as const satisfies readonly (keyof NonNullable<EventBusOptions['subscriptionDefaults']>)[];
+
 type Counters = Omit<
   EventBusStats,
   'circuitBreaker' | 'backpressure' | 'activeHandlers' | 'subscriptions'
@@ -273,6 +306,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     if (options === undefined || typeof options.transport?.publish !== 'function') {
       throw configError('transport', 'a Transport is required');
     }
+    rejectUnknownOptions(options, EVENT_BUS_OPTION_KEYS, 'EventBus');
     this.transport = options.transport;
     this.#validation = options.validation ?? DEFAULT_EVENT_BUS_OPTIONS.validation;
     if (!['strict', 'warn', 'ignore'].includes(this.#validation)) {
@@ -759,6 +793,8 @@ function resolveSubscribeOptions(
   defaults: NonNullable<EventBusOptions['subscriptionDefaults']>,
   clock: Clock,
 ): ResolvedSubscribeOptions {
+  rejectUnknownOptions(options, SUBSCRIBE_OPTION_KEYS, 'subscribe()');
+  rejectUnknownOptions(defaults, SUBSCRIPTION_DEFAULT_KEYS, 'subscriptionDefaults');
   if (
     options.group !== undefined &&
     (typeof options.group !== 'string' || options.group.length === 0)

@@ -71,6 +71,7 @@ export { systemClock, sleep } from './clock.js';
 export type { Clock, TimerHandle } from './clock.js';
 export {
   withDefaults,
+  rejectUnknownOptions,
   checkInteger,
   checkNumber,
   checkOneOf,

@@ -12,6 +12,7 @@ import {
 import { assertEventType, type Event } from './event.js';
 import { Fifo } from './fifo.js';
 import { PatternIndex, assertPattern } from './pattern.js';
+import { rejectUnknownOptions } from './options.js';
 import type {
   CloseOptions,
   ConsumeDlqOptions,
@@ -115,6 +116,7 @@ export class MemoryBroker {
   readonly #maxPending: number;
 
   constructor(options: MemoryBrokerOptions = {}) {
+    rejectUnknownOptions(options, ['deadLetterQueue', 'clock', 'maxPending'], 'MemoryBroker');
     const maxPending = options.maxPending ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxPending;
     if (!Number.isInteger(maxPending) || maxPending < 1) {
       throw configError('maxPending', 'must be an integer >= 1');
@@ -198,6 +200,11 @@ export class MemoryTransport implements Transport {
   #drained: (() => void) | undefined;
 
   constructor(options: MemoryTransportOptions = {}) {
+    rejectUnknownOptions(
+      options,
+      ['broker', 'maxInFlight', 'deadLetterQueue', 'clock', 'maxPending'],
+      'MemoryTransport',
+    );
     const maxInFlight = options.maxInFlight ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxInFlight;
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
       throw configError('maxInFlight', 'must be an integer >= 1');
@@ -214,7 +221,14 @@ export class MemoryTransport implements Transport {
       );
     }
     this.#maxInFlight = maxInFlight;
-    this.broker = options.broker ?? new MemoryBroker(options);
+    const { deadLetterQueue, clock, maxPending } = options;
+    this.broker =
+      options.broker ??
+      new MemoryBroker({
+        ...(deadLetterQueue === undefined ? {} : { deadLetterQueue }),
+        ...(clock === undefined ? {} : { clock }),
+        ...(maxPending === undefined ? {} : { maxPending }),
+      });
   }
 
   /** The dead-letter queue of this transport's broker. */

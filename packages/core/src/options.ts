@@ -3,19 +3,42 @@ import type { Clock } from './clock.js';
 
 /**
  * Merges `options` over `defaults`: a field left out or set to `undefined` takes its default.
- * Only the fields `defaults` has are copied, so a misspelt option cannot slip through as data.
+ * A field `defaults` does not have is a `CONFIG` error (a misspelt option must not be ignored
+ * silently); `what` names the options object in that message.
  */
 export function withDefaults<T extends object>(
   defaults: Readonly<Required<T>>,
   options: T | undefined,
+  what: string,
 ): Required<T> {
   const merged = { ...defaults } as Required<T>;
   if (options === undefined) return merged;
+  rejectUnknownOptions(options, Object.keys(defaults), what);
   for (const key of Object.keys(defaults) as (keyof T)[]) {
     const value = options[key];
     if (value !== undefined) merged[key] = value;
   }
   return merged;
+}
+
+/**
+ * Throws a `CONFIG` error for the first own field of `options` that is not in `known` (and
+ * not `undefined`), naming it and `what` it was given to. Options objects are checked this
+ * way so that a typo (`failureTreshold`) fails loudly in JavaScript too.
+ */
+export function rejectUnknownOptions(
+  options: object,
+  known: readonly string[],
+  what: string,
+): void {
+  if (typeof options !== 'object' || options === null) {
+    throw configError(what, 'must be an options object');
+  }
+  for (const [key, value] of Object.entries(options)) {
+    if (value !== undefined && !known.includes(key)) {
+      throw configError(key, `is not an option of ${what} (known: ${known.join(', ')})`);
+    }
+  }
 }
 
 /** Throws a `CONFIG` error naming `field` unless `value` is an integer >= `min`. */

@@ -124,7 +124,7 @@ export class RetryPolicy {
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: RetryPolicyOptions = {}) {
-    const merged = withDefaults(DEFAULT_RETRY_OPTIONS, options);
+    const merged = withDefaults(DEFAULT_RETRY_OPTIONS, options, 'retry');
     validate(merged);
     this.#options = Object.freeze(merged);
   }
