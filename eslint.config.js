@@ -89,7 +89,7 @@ export default defineConfig(
     // Plain JavaScript and the tool config files (tsup, vitest) belong to no tsconfig: lint
     // them without type information rather than inventing a project for them.
     name: 'watchtower/untyped-files',
-    files: ['**/*.{js,mjs,cjs}', '**/*.config.{ts,mts,cts}', 'vitest.workspace.ts'],
+    files: ['**/*.{js,mjs,cjs}', '**/*.config.{ts,mts,cts}', 'vitest.workspace.ts', 'scripts/*.ts'],
     extends: [tseslint.configs.disableTypeChecked],
   },
 );

@@ -1,8 +1,8 @@
 import type { TestProjectConfiguration } from 'vitest/config';
 
 /**
- * The test projects. `unit` runs without any broker; `integration` talks to real brokers
- * (see scripts/ensure-brokers.sh, run by `make test`).
+ * The test projects. `unit` runs without any broker; `integration` talks to real brokers,
+ * which its global setup checks (and starts when local and down) before any test runs.
  */
 export const projects: TestProjectConfiguration[] = [
   {
@@ -19,6 +19,7 @@ export const projects: TestProjectConfiguration[] = [
       name: 'integration',
       include: ['packages/*/test/**/*.test.ts'],
       environment: 'node',
+      globalSetup: ['./scripts/integration-setup.ts'],
       testTimeout: 30_000,
       hookTimeout: 30_000,
     },
