@@ -103,6 +103,13 @@ describe('resolveNatsConfig', () => {
     ['auth.nkeySeed', { auth: { nkeySeed: 42 } }],
     ['tls', { tls: 'on' }],
     ['connectionOptions', { connectionOptions: null }],
+    ['maxDeliver', { maxDeliver: 3 }],
+    ['subjectprefix', { subjectprefix: 'orders' }],
+    ['stream.maxAge', { stream: { maxAge: 1000 } }],
+    ['dlq.stream', { dlq: { stream: 'DLQ' } }],
+    ['consumer.ackWait', { consumer: { ackWait: 500 } }],
+    ['auth.password', { auth: { user: 'u', password: 'p' } }],
+    ['auth.pass', { auth: { user: 'u', pass: 42 } }],
   ])('refuses a bad %s with a CONFIG error naming it', (field, config) => {
     expect(configErrorField(config)).toBe(field);
   });

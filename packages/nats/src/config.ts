@@ -83,7 +83,8 @@ export interface NatsConsumerOptions {
   ackWaitMs: number;
   /**
    * Deliveries the server hands to one consumer (or one group) without an ack yet; the
-   * subscribe option `maxInFlight` raises it for that subscription.
+   * subscribe option `maxInFlight` replaces it for that subscription (members of a group share
+   * their consumer's limit).
    * @defaultValue `1000`
    */
   maxAckPending: number;
@@ -94,8 +95,10 @@ export interface NatsConsumerOptions {
    */
   batchSize: number;
   /**
-   * The server stops delivering an event after this many deliveries; `-1` for never. Keep it
-   * above the EventBus `maxAttempts`, so the EventBus sees the last attempt and dead-letters it.
+   * The server stops delivering an event after this many deliveries; `-1` for never. It must
+   * exceed the EventBus retry `maxAttempts` (`NatsSubscriber` refuses it otherwise), so the
+   * EventBus sees the last attempt and dead-letters it. A delivery nacked when the server would
+   * not deliver it again is dead-lettered by the transport itself, never dropped.
    * @defaultValue `-1`
    */
   maxDeliver: number;
@@ -149,7 +152,8 @@ export interface NatsConfig {
   consumer: Partial<NatsConsumerOptions>;
   /**
    * Reconnect attempts after a lost connection; `-1` for no limit. After the last one fails
-   * the transport is closed.
+   * the connection is given up: live subscriptions end with a `CONNECTION` error (the EventBus
+   * reports it) and the next publish or subscribe connects afresh.
    * @defaultValue `-1`
    */
   maxReconnectAttempts: number;
@@ -241,6 +245,37 @@ export interface ResolvedNatsConfig {
   readonly connectionOptions: Readonly<Partial<NodeConnectionOptions>>;
 }
 
+// Listed as records so that a field added to NatsConfig and left out here fails to compile.
+const NATS_CONFIG_KEYS = Object.keys({
+  servers: true,
+  mode: true,
+  subjectPrefix: true,
+  dlqPrefix: true,
+  name: true,
+  stream: true,
+  dlq: true,
+  consumer: true,
+  maxReconnectAttempts: true,
+  reconnectTimeWaitMs: true,
+  reconnectJitterMs: true,
+  connectTimeoutMs: true,
+  requestTimeoutMs: true,
+  auth: true,
+  tls: true,
+  connectionOptions: true,
+} satisfies Record<keyof NatsConfig, true>);
+const STREAM_KEYS = Object.keys(DEFAULT_NATS_STREAM_OPTIONS);
+const DLQ_KEYS = ['durable', ...Object.keys(DEFAULT_NATS_DLQ_OPTIONS)];
+const CONSUMER_KEYS = Object.keys(DEFAULT_NATS_CONSUMER_OPTIONS);
+const AUTH_KEYS = Object.keys({
+  token: true,
+  user: true,
+  pass: true,
+  nkeySeed: true,
+  creds: true,
+  authenticator: true,
+} satisfies Record<keyof NatsAuthOptions, true>);
+
 // Subject prefixes follow the event type syntax: dotted tokens, no wildcards, no spaces.
 const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 // JetStream stream and consumer names may not hold `.`, `*`, `>`, whitespace or path separators.
@@ -255,6 +290,8 @@ export function resolveNatsConfig(config: Partial<NatsConfig> = {}): ResolvedNat
   if (typeof config !== 'object' || config === null) {
     throw configError('config', 'expected an object');
   }
+  // A misspelt option (`maxDeliver` at the top, `consumer.ackWait`) must not be ignored.
+  rejectUnknown('', config, NATS_CONFIG_KEYS);
   const mode = config.mode ?? DEFAULT_NATS_CONFIG.mode;
   if (mode !== 'core' && mode !== 'jetstream') {
     throw configError('mode', `expected 'core' or 'jetstream', got ${show(mode)}`);
@@ -376,7 +413,7 @@ function tokenPrefixOf(prefix: string, subject: string): boolean {
 }
 
 function resolveStream(input: Partial<NatsStreamOptions> | undefined): NatsStreamOptions {
-  const given = objectField('stream', input);
+  const given = objectField('stream', input, STREAM_KEYS);
   const merged = { ...DEFAULT_NATS_STREAM_OPTIONS, ...given };
   // The server refuses a duplicate window longer than the max age: the default follows it.
   if (given.duplicateWindowMs === undefined && merged.maxAgeMs > 0) {
@@ -408,7 +445,7 @@ function resolveDlq(input: Partial<NatsDlqOptions> | undefined, mode: NatsMode):
   const merged: NatsDlqOptions = {
     durable: mode === 'jetstream' ? true : 'auto',
     ...DEFAULT_NATS_DLQ_OPTIONS,
-    ...objectField('dlq', input),
+    ...objectField('dlq', input, DLQ_KEYS),
   };
   if (typeof merged.durable !== 'boolean' && merged.durable !== 'auto') {
     throw configError('dlq.durable', `expected true, false or 'auto', got ${show(merged.durable)}`);
@@ -423,7 +460,10 @@ function resolveDlq(input: Partial<NatsDlqOptions> | undefined, mode: NatsMode):
 }
 
 function resolveConsumer(input: Partial<NatsConsumerOptions> | undefined): NatsConsumerOptions {
-  const merged = { ...DEFAULT_NATS_CONSUMER_OPTIONS, ...objectField('consumer', input) };
+  const merged = {
+    ...DEFAULT_NATS_CONSUMER_OPTIONS,
+    ...objectField('consumer', input, CONSUMER_KEYS),
+  };
   positive('consumer.ackWaitMs', merged.ackWaitMs);
   positiveInteger('consumer.maxAckPending', merged.maxAckPending);
   positiveInteger('consumer.batchSize', merged.batchSize);
@@ -438,7 +478,7 @@ function resolveConsumer(input: Partial<NatsConsumerOptions> | undefined): NatsC
 }
 
 function resolveAuth(input: NatsAuthOptions | undefined): NatsAuthOptions {
-  const auth = objectField('auth', input);
+  const auth = objectField('auth', input, AUTH_KEYS);
   const kinds = [
     auth.token !== undefined,
     auth.user !== undefined || auth.pass !== undefined,
@@ -461,6 +501,9 @@ function resolveAuth(input: NatsAuthOptions | undefined): NatsAuthOptions {
   if (auth.user !== undefined && typeof auth.user !== 'string') {
     throw configError('auth.user', `expected a string, got ${show(auth.user)}`);
   }
+  if (auth.pass !== undefined && typeof auth.pass !== 'string') {
+    throw configError('auth.pass', `expected a string, got ${show(auth.pass)}`);
+  }
   for (const field of ['nkeySeed', 'creds'] as const) {
     const value = auth[field];
     if (value !== undefined && typeof value !== 'string' && !(value instanceof Uint8Array)) {
@@ -470,17 +513,34 @@ function resolveAuth(input: NatsAuthOptions | undefined): NatsAuthOptions {
   return auth;
 }
 
-function objectField<T extends object>(field: string, value: T | undefined): Partial<T> {
+function objectField<T extends object>(
+  field: string,
+  value: T | undefined,
+  known: readonly string[],
+): Partial<T> {
   if (value === undefined) return {};
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw configError(field, `expected an object, got ${show(value)}`);
   }
+  rejectUnknown(`${field}.`, value, known);
   // Explicit `undefined` fields must not overwrite defaults when spread.
   const out: Partial<T> = {};
   for (const [key, v] of Object.entries(value)) {
     if (v !== undefined) (out as Record<string, unknown>)[key] = v;
   }
   return out;
+}
+
+/** A `CONFIG` error naming the first own field of `value` (not `undefined`) not in `known`. */
+function rejectUnknown(path: string, value: object, known: readonly string[]): void {
+  for (const [key, v] of Object.entries(value)) {
+    if (v !== undefined && !known.includes(key)) {
+      throw configError(
+        `${path}${key}`,
+        `is not an option${path === '' ? '' : ` of ${path.slice(0, -1)}`} (known: ${known.join(', ')})`,
+      );
+    }
+  }
 }
 
 function streamName(field: string, value: unknown): void {

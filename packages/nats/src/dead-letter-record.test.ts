@@ -1,6 +1,6 @@
 import { createEvent, type DeadLetterReason } from '@watchtower/core';
 import { describe, expect, it } from 'vitest';
-import { decodeDeadLetter, encodeDeadLetter } from './dead-letter-record.js';
+import { decodeDeadLetter, dlqRetryDelayMs, encodeDeadLetter } from './dead-letter-record.js';
 
 const reason: DeadLetterReason = {
   message: 'boom',
@@ -90,5 +90,11 @@ describe('dead-letter records', () => {
       raw: wrongShape,
       reason: { message: 'e' },
     });
+  });
+
+  it('backs off a dead letter whose consumeDlq handler keeps throwing: 1 s, doubling, at most a minute', () => {
+    expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map(dlqRetryDelayMs)).toEqual([
+      1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000,
+    ]);
   });
 });

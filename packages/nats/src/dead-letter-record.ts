@@ -142,3 +142,13 @@ function fallbackReason(
     originalType,
   };
 }
+
+/**
+ * How long a dead letter whose `consumeDlq` handler threw waits before it comes again: a
+ * second after the first failure, doubling up to a minute, so that a letter the handler can
+ * never take is not redelivered every second forever.
+ */
+export function dlqRetryDelayMs(attempt: number): number {
+  const failures = Math.max(1, Math.floor(attempt));
+  return Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 6));
+}

@@ -9,8 +9,10 @@ import {
   isWatchtowerError,
   type Delivery,
   type Event,
+  type DeadLetterReason,
   type EventDelivery,
   type MalformedDelivery,
+  type MalformedMessage,
   type NackOptions,
 } from '@watchtower/core';
 
@@ -148,6 +150,13 @@ export interface JetStreamDeliveryContext {
   readonly batcher: SettleBatcher;
   /** True once the connection is closed: settling then fails with `CLOSED`. */
   readonly closed: () => boolean;
+  /** The consumer's `max_deliver`; `-1` for no limit. */
+  readonly maxDeliver: number;
+  /** Writes a dead letter; resolves once it is stored. */
+  readonly deadLetter: (
+    message: Event | MalformedMessage,
+    reason: DeadLetterReason,
+  ) => Promise<void>;
 }
 
 /**
@@ -169,7 +178,7 @@ abstract class JsDeliveryBase {
   #settled = false;
   constructor(
     protected readonly msg: JsMsg,
-    private readonly context: JetStreamDeliveryContext,
+    protected readonly context: JetStreamDeliveryContext,
   ) {
     context.unsettled.add(this);
   }
@@ -203,10 +212,42 @@ abstract class JsDeliveryBase {
   nack(options?: NackOptions): Promise<void> {
     const msg = this.msg;
     if (options?.requeue === false) return this.#settle('term', () => msg.term());
+    const { maxDeliver } = this.context;
+    if (maxDeliver > 0 && msg.info.deliveryCount >= maxDeliver) return this.#deadLetter();
     const delay = options?.delayMs;
     const millis =
       delay !== undefined && Number.isFinite(delay) && delay > 0 ? Math.ceil(delay) : undefined;
     return this.#settle('nak', () => msg.nak(millis));
+  }
+
+  /** What goes to the dead-letter queue for this delivery. */
+  protected abstract readonly content: Event | MalformedMessage;
+
+  /**
+   * The server would not deliver it again (`max_deliver` reached): a nak would drop it, so it
+   * is dead-lettered here and acked once the dead letter is stored. When the write fails the
+   * delivery stays unacked and the failure rejects (the EventBus reports it).
+   */
+  async #deadLetter(): Promise<void> {
+    if (this.#settled) return;
+    const { unsettled, closed, maxDeliver } = this.context;
+    if (closed()) {
+      throw new ClosedError(`nack of ${this.msg.subject}: the NATS connection is closed`);
+    }
+    this.#settled = true;
+    unsettled.delete(this);
+    const content = this.content;
+    const attempts = this.msg.info.deliveryCount;
+    await this.context.deadLetter(content, {
+      message:
+        `delivery ${attempts} was nacked and the consumer allows at most ${maxDeliver} ` +
+        '(consumer.maxDeliver): the server would not deliver it again',
+      code: ErrorCode.TRANSPORT,
+      attempts,
+      failedAt: new Date().toISOString(),
+      originalType: 'raw' in content ? content.origin : content.type,
+    });
+    this.context.batcher.run(() => this.msg.ack());
   }
 
   #settle(what: string, action: () => void): Promise<void> {
@@ -233,6 +274,9 @@ class JsEventDelivery extends JsDeliveryBase implements EventDelivery {
   ) {
     super(msg, context);
   }
+  protected get content(): Event {
+    return this.event;
+  }
 }
 
 class JsMalformedDelivery extends JsDeliveryBase implements MalformedDelivery {
@@ -245,5 +289,8 @@ class JsMalformedDelivery extends JsDeliveryBase implements MalformedDelivery {
   ) {
     super(msg, context);
     this.raw = msg.data;
+  }
+  protected get content(): MalformedMessage {
+    return { raw: this.raw, origin: this.msg.subject };
   }
 }

@@ -4,12 +4,13 @@ import {
   type ConsumerConfig,
   type ConsumerInfo,
   type ConsumerMessages,
+  type ConsumerUpdateConfig,
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { AsyncQueue } from '@watchtower/core';
+import { AsyncQueue, ConnectionError, Fifo } from '@watchtower/core';
 import { mapNatsError } from './map-error.js';
 
 /*
@@ -56,11 +57,13 @@ export class CoreSource<T> implements MessageSource<T> {
         items.push(map(msg));
       },
     });
-    // The connection closed for good (or the server refused the subscription): end iteration.
+    // The server refused the subscription, or the connection closed for good (reconnect
+    // attempts ran out) without stop(): iteration fails, so the consumer learns it is over.
     void this.#sub.closed.then(
       (error) => {
         if (error instanceof Error) items.fail(mapNatsError(error, `subscription to ${subject}`));
-        else items.end();
+        else if (this.#stopped) items.end();
+        else items.fail(connectionLost(subject));
       },
       (error: unknown) => items.fail(mapNatsError(error, `subscription to ${subject}`)),
     );
@@ -128,6 +131,11 @@ export interface PullSourceOptions<T> {
  */
 export class PullSource<T> implements MessageSource<T> {
   readonly #queue = new AsyncQueue<T>();
+  /** The messages of the items waiting in `#queue`, in the same order. */
+  readonly #buffered = new Fifo<JsMsg>();
+  /** The consumer's ack wait, from the server. */
+  #ackWaitMs = 0;
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
   #messages: ConsumerMessages | undefined;
   #wake: (() => void) | undefined;
@@ -144,14 +152,48 @@ export class PullSource<T> implements MessageSource<T> {
   async open(): Promise<void> {
     const messages = await this.#start();
     this.#running = this.#supervise(messages);
+    if (!this.#stopped) {
+      // A message waiting in the client buffer behind slow handlers would otherwise reach its
+      // ack wait and be delivered again (a duplicate, and an attempt the handler never saw).
+      const every = Math.max(10, Math.floor(this.#ackWaitMs / 3));
+      this.#keepAlive = setInterval(() => this.#extendBuffered(), every);
+      this.#keepAlive.unref();
+    }
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    return this.#queue;
+    return this.#iterator;
   }
 
+  readonly #iterator: AsyncIterableIterator<T> = {
+    next: () => {
+      // A buffered item is taken synchronously by next(): its message leaves the buffer.
+      if (this.#queue.size > 0) this.#buffered.shift();
+      return this.#queue.next();
+    },
+    return: () => this.#queue.return(),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
+
   tryNext(): T | undefined {
-    return this.#queue.tryShift();
+    const item = this.#queue.tryShift();
+    if (item !== undefined) this.#buffered.shift();
+    return item;
+  }
+
+  /** Tells the server the buffered messages are still being worked on (resets their ack wait). */
+  #extendBuffered(): void {
+    if (this.#buffered.size === 0) return;
+    for (const msg of this.#buffered.drain()) {
+      try {
+        msg.working();
+      } catch {
+        // The connection is gone; the ack wait brings it back.
+      }
+      this.#buffered.push(msg);
+    }
   }
 
   stop(): Promise<void> {
@@ -161,10 +203,12 @@ export class PullSource<T> implements MessageSource<T> {
 
   async #stop(): Promise<void> {
     this.#stopped = true;
+    if (this.#keepAlive !== undefined) clearInterval(this.#keepAlive);
     this.#wake?.();
     this.#messages?.stop();
     // Pulled but never handed out: give it back now rather than after the ack wait, so
     // another member of the group gets it at once.
+    this.#buffered.drain();
     for (const item of this.#queue.drain()) this.#release(item);
     this.#queue.end();
     await this.#running;
@@ -200,7 +244,8 @@ export class PullSource<T> implements MessageSource<T> {
       }
       if (this.#stopped) break;
       if (!this.options.alive()) {
-        this.#queue.end();
+        // Closed for good without stop() (reconnect attempts ran out): say so.
+        this.#queue.fail(connectionLost(this.options.config.filter_subject ?? this.options.stream));
         break;
       }
       try {
@@ -215,9 +260,12 @@ export class PullSource<T> implements MessageSource<T> {
 
   async #start(): Promise<ConsumerMessages> {
     const info = await this.#ensureConsumer();
+    // Nanoseconds; the server fills in its default (30 s) when a consumer sets none.
+    this.#ackWaitMs = (info.config.ack_wait ?? 30_000_000_000) / 1_000_000;
     const consumer = this.options.js.consumers.getConsumerFromInfo(info);
     const { map } = this.options;
     const queue = this.#queue;
+    const buffered = this.#buffered;
     const messages = await consumer.consume({
       max_messages: this.options.batch,
       callback: (msg) => {
@@ -229,7 +277,10 @@ export class PullSource<T> implements MessageSource<T> {
           }
           return;
         }
+        const before = queue.size;
         queue.push(map(msg));
+        // Handed straight to a waiting reader, or buffered (then watched for its ack wait).
+        if (queue.size > before) buffered.push(msg);
       },
     });
     this.#messages = messages;
@@ -273,22 +324,29 @@ export class PullSource<T> implements MessageSource<T> {
     config: Partial<ConsumerConfig> & { durable_name: string },
     shared: boolean,
   ): Promise<ConsumerInfo> {
-    if (shared) {
-      try {
-        return await jsm.consumers.info(stream, config.durable_name);
-      } catch (error) {
-        if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
-      }
-    }
+    if (!shared) return jsm.consumers.add(stream, config);
+    let info: ConsumerInfo;
     try {
-      return await jsm.consumers.add(stream, config);
+      info = await jsm.consumers.info(stream, config.durable_name);
     } catch (error) {
-      // Another member of the group created it first.
-      if (shared && error instanceof JetStreamApiError) {
-        return jsm.consumers.info(stream, config.durable_name);
+      if (!isApiError(error, JetStreamApiCodes.ConsumerNotFound)) throw error;
+      try {
+        return await jsm.consumers.add(stream, config);
+      } catch (addError) {
+        // Another member of the group created it first.
+        if (!(addError instanceof JetStreamApiError)) throw addError;
+        info = await jsm.consumers.info(stream, config.durable_name);
       }
-      throw error;
     }
+    // The consumer outlives its members: options changed since it was made (a longer ack
+    // wait, a max_deliver that fits the retry policy) must reach it, or they are ignored.
+    const changes: Partial<ConsumerUpdateConfig> = {};
+    for (const key of UPDATABLE) {
+      const wanted = config[key];
+      if (wanted !== undefined && info.config[key] !== wanted) changes[key] = wanted;
+    }
+    if (Object.keys(changes).length === 0) return info;
+    return jsm.consumers.update(stream, config.durable_name, changes);
   }
 
   #pause(ms: number): Promise<void> {
@@ -305,7 +363,16 @@ export class PullSource<T> implements MessageSource<T> {
   }
 }
 
+// Consumer settings the config owns that the server lets an existing consumer change.
+const UPDATABLE = ['ack_wait', 'max_deliver', 'max_ack_pending'] as const;
+
 /** True for a JetStream API error with the given error code. */
 export function isApiError(error: unknown, code: number): boolean {
   return error instanceof JetStreamApiError && error.code === code;
+}
+
+function connectionLost(subject: string): ConnectionError {
+  return new ConnectionError(
+    `subscription to ${subject}: the NATS connection was closed (reconnect attempts ran out)`,
+  );
 }

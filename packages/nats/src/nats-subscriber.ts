@@ -1,4 +1,14 @@
-import { EventBus, type EventBusOptions, type EventCatalog } from '@watchtower/core';
+import {
+  DEFAULT_RETRY_OPTIONS,
+  EventBus,
+  configError,
+  type EventBusOptions,
+  type EventCatalog,
+  type EventFor,
+  type EventHandler,
+  type SubscribeOptions,
+  type SubscriptionHandle,
+} from '@watchtower/core';
 import type { NatsConfig } from './config.js';
 import { NatsTransport } from './nats-transport.js';
 
@@ -37,10 +47,13 @@ const BUS_KEYS = [
  * await bus.close();
  * ```
  *
- * @throws `CONFIG` naming the first bad option.
+ * @throws `CONFIG` naming the first bad option, an option neither NATS nor the EventBus
+ * knows, or a `consumer.maxDeliver` (mode `jetstream`) that does not exceed the retry
+ * `maxAttempts` of `subscriptionDefaults`.
  */
 export class NatsSubscriber<C extends EventCatalog = EventCatalog> extends EventBus<C> {
   declare readonly transport: NatsTransport;
+  readonly #defaultMaxAttempts: unknown;
 
   constructor(options: NatsSubscriberOptions<C> = {}) {
     const natsConfig: Record<string, unknown> = { ...options };
@@ -53,5 +66,44 @@ export class NatsSubscriber<C extends EventCatalog = EventCatalog> extends Event
     }
     const transport = new NatsTransport(natsConfig);
     super({ ...(busOptions as Omit<EventBusOptions<C>, 'transport'>), transport });
+    this.#defaultMaxAttempts = options.subscriptionDefaults?.retry?.maxAttempts;
+    checkMaxDeliver(transport, this.#defaultMaxAttempts, 'subscriptionDefaults.retry.maxAttempts');
+  }
+
+  /**
+   * `EventBus.subscribe`; also rejects with `CONFIG` when the subscription's retry needs more
+   * deliveries than `consumer.maxDeliver` lets the server make.
+   */
+  override subscribe<P extends string>(
+    eventTypes: P | readonly P[],
+    handler: EventHandler<EventFor<C, P>>,
+    options: SubscribeOptions = {},
+  ): Promise<SubscriptionHandle> {
+    try {
+      const own = (options as SubscribeOptions | undefined)?.retry?.maxAttempts;
+      if (own !== undefined) checkMaxDeliver(this.transport, own, 'retry.maxAttempts');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return super.subscribe(eventTypes, handler, options);
+  }
+}
+
+/**
+ * The EventBus dead-letters an event on delivery `maxAttempts + 1`; a server that stops
+ * delivering before that would leave it neither handled nor dead-lettered.
+ */
+function checkMaxDeliver(transport: NatsTransport, maxAttempts: unknown, field: string): void {
+  const { mode, consumer } = transport.config;
+  if (mode !== 'jetstream' || consumer.maxDeliver === -1) return;
+  const attempts = maxAttempts ?? DEFAULT_RETRY_OPTIONS.maxAttempts;
+  // Bad values are the EventBus's to report.
+  if (typeof attempts !== 'number' || Number.isNaN(attempts)) return;
+  if (consumer.maxDeliver <= attempts) {
+    throw configError(
+      'consumer.maxDeliver',
+      `must exceed ${field} (${String(attempts)}): the server must deliver an event ` +
+        `maxAttempts + 1 times for the EventBus to dead-letter it, got ${consumer.maxDeliver}`,
+    );
   }
 }

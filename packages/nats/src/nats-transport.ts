@@ -39,7 +39,12 @@ import {
 } from '@watchtower/core';
 import { resolveNatsConfig, type NatsConfig, type ResolvedNatsConfig } from './config.js';
 import { toConnectionOptions } from './connection-options.js';
-import { decodeDeadLetter, encodeDeadLetter, isMalformed } from './dead-letter-record.js';
+import {
+  decodeDeadLetter,
+  dlqRetryDelayMs,
+  encodeDeadLetter,
+  isMalformed,
+} from './dead-letter-record.js';
 import {
   coreDelivery,
   jetStreamDelivery,
@@ -82,9 +87,6 @@ const JETSTREAM_CAPABILITIES: Readonly<Omit<TransportCapabilities, 'nativeDlq'>>
   reconnect: true,
 };
 
-/** A dead letter handed back by `consumeDlq` whose handler threw comes again after this. */
-const DLQ_RETRY_DELAY_MS = 1000;
-
 /**
  * The NATS transport: core NATS (at most once) or JetStream (at least once, durable), chosen
  * by `mode`. Events go to `{subjectPrefix}.{type}` in the Rust Watchtower wire format, with the
@@ -106,7 +108,7 @@ export class NatsTransport implements Transport {
   #info: TransportInfo;
   /** Dead letters go to a JetStream stream (decided at connect for `dlq.durable: 'auto'`). */
   #durableDlq: boolean;
-  readonly #deliveries: JetStreamDeliveryContext = {
+  readonly #deliveries: Pick<JetStreamDeliveryContext, 'unsettled' | 'batcher' | 'closed'> = {
     unsettled: new Set(),
     batcher: new SettleBatcher(),
     closed: () => this.#nc === undefined || this.#nc.isClosed(),
@@ -186,11 +188,6 @@ export class NatsTransport implements Transport {
       await nc.close().catch(() => undefined);
       throw new ClosedError('the NATS transport was closed while connecting');
     }
-    this.#nc = nc;
-    this.#state = 'connected';
-    this.#track(this.#watchStatus(nc));
-    this.#track(this.#watchClosed(nc));
-
     const durableDlq =
       this.config.dlq.durable === 'auto' ? nc.info?.jetstream === true : this.config.dlq.durable;
     if (durableDlq !== this.#durableDlq) {
@@ -203,7 +200,6 @@ export class NatsTransport implements Transport {
         this.#js = this.#jsm.jetstream();
         await this.#ensureTopology();
       } catch (error) {
-        this.#nc = undefined;
         this.#js = undefined;
         this.#jsm = undefined;
         await nc.close().catch(() => undefined);
@@ -216,6 +212,18 @@ export class NatsTransport implements Transport {
         );
       }
     }
+    if (this.#closed) {
+      this.#js = undefined;
+      this.#jsm = undefined;
+      await nc.close().catch(() => undefined);
+      throw new ClosedError('the NATS transport was closed while connecting');
+    }
+    // Only now is the connection handed to callers: a publish that saw it during the JetStream
+    // set-up would go out as a plain NATS message, unstored and unacknowledged.
+    this.#nc = nc;
+    this.#state = 'connected';
+    this.#track(this.#watchStatus(nc));
+    this.#track(this.#watchClosed(nc));
   }
 
   /** Creates or updates the event and DLQ streams; shared by concurrent callers. */
@@ -319,8 +327,7 @@ export class NatsTransport implements Transport {
     const subject = eventSubject(this.config.subjectPrefix, event.type);
     const data = encodeEventBytes(event);
     const headers = toNatsHeaders(event.headers);
-    const js = this.#js;
-    if (this.config.mode === 'core' || js === undefined) {
+    if (this.config.mode === 'core') {
       try {
         nc.publish(subject, data, headers === undefined ? undefined : { headers });
       } catch (error) {
@@ -328,6 +335,8 @@ export class NatsTransport implements Transport {
       }
       return;
     }
+    const js = this.#js;
+    if (js === undefined) throw new ConnectionError('cannot publish: JetStream is not set up');
     const ack = js.publish(subject, data, {
       msgID: event.id,
       timeout: this.config.requestTimeoutMs,
@@ -353,7 +362,10 @@ export class NatsTransport implements Transport {
    * - without a group (mode `jetstream`): a consumer of its own, deleted on `unsubscribe()`.
    * - `startFrom` (mode `jetstream` only): where a new consumer starts; an existing group
    *   consumer goes on where it is.
-   * - `maxInFlight` (mode `jetstream`): raises the consumer's `max_ack_pending` to it.
+   * - `maxInFlight` (mode `jetstream`): the consumer's `max_ack_pending` (instead of
+   *   `consumer.maxAckPending`); a group's members share their consumer's limit.
+   * - a group consumer that exists already gets the ack wait, max deliver and max ack pending
+   *   of this config.
    *
    * @throws `VALIDATION` for a bad pattern, `CONFIG` for bad options (or `startFrom` other
    * than `'new'` in mode `core`), `CONNECTION`, `CLOSED`.
@@ -393,7 +405,7 @@ export class NatsTransport implements Transport {
     }
 
     const { consumer } = this.config;
-    const maxAckPending = Math.max(consumer.maxAckPending, maxInFlight ?? 0);
+    const maxAckPending = maxInFlight ?? consumer.maxAckPending;
     const config: Partial<ConsumerConfig> & { durable_name: string } = {
       durable_name: group === undefined ? `wt_${nuid.next()}` : groupConsumerName(group, filter),
       description: `watchtower ${group === undefined ? 'subscription' : `group ${group}`} on ${filter}`,
@@ -406,11 +418,17 @@ export class NatsTransport implements Transport {
       ...deliverPolicy(startFrom),
       ...(group === undefined ? { inactive_threshold: nanos(consumer.inactiveThresholdMs) } : {}),
     };
+    const context: JetStreamDeliveryContext = {
+      ...this.#deliveries,
+      maxDeliver: consumer.maxDeliver,
+      deadLetter: (message, reason) =>
+        this.publishToDlq(message, { ...reason, subscription: group ?? pattern }),
+    };
     const source = this.#pullSource(
       this.config.stream.name,
       config,
       group !== undefined,
-      (msg) => jetStreamDelivery(msg, this.#deliveries),
+      (msg) => jetStreamDelivery(msg, context),
       (delivery) => void delivery.nack(),
       Math.min(consumer.batchSize, maxAckPending),
     );
@@ -473,7 +491,7 @@ export class NatsTransport implements Transport {
     if (nc === undefined || this.#state !== 'connected') {
       const status: HealthStatus = {
         healthy: false,
-        state: nc === undefined ? 'disconnected' : this.#state,
+        state: nc === undefined && this.#state !== 'connecting' ? 'disconnected' : this.#state,
       };
       status.message =
         this.#lastError === undefined ? 'not connected' : describeError(this.#lastError);
@@ -525,9 +543,14 @@ export class NatsTransport implements Transport {
     }
     const subject = `${dlqPrefix}.${type}`;
     const body = encodeDeadLetter(message, reason, originalSubject);
+    const js = this.#js;
+    // A durable dead letter never falls back to a plain message: its write must be stored.
+    if (this.#durableDlq && js === undefined) {
+      throw new ConnectionError('cannot publish a dead letter: JetStream is not set up');
+    }
     try {
-      if (this.#durableDlq && this.#js !== undefined) {
-        await this.#js.publish(subject, body, { timeout: this.config.requestTimeoutMs });
+      if (js !== undefined && this.#durableDlq) {
+        await js.publish(subject, body, { timeout: this.config.requestTimeoutMs });
       } else {
         nc.publish(subject, body);
         await withTimeout(nc.flush(), this.config.requestTimeoutMs, `flush of ${subject}`);
@@ -541,7 +564,8 @@ export class NatsTransport implements Transport {
   /**
    * Calls `handler` for every dead letter on `{dlqPrefix}.>`, one at a time. With a durable
    * DLQ, letters written before the call come first (unless `fromStart` is false), a handler
-   * that throws gets the letter again after a second, and `group` members share one durable
+   * that throws gets the letter again after a second, then after a doubling delay of at most a
+   * minute (so a letter it can never take does not spin), and `group` members share one durable
    * consumer. Without one, only letters published while this runs arrive.
    */
   async consumeDlq(
@@ -740,7 +764,7 @@ class DlqConsumer implements SubscriptionHandle {
           // A letter whose handler threw is left for later: JetStream delivers it again,
           // core NATS cannot.
           if (handled) message.ack();
-          else message.retryLater(DLQ_RETRY_DELAY_MS);
+          else message.retryLater(dlqRetryDelayMs(message.attempt));
         } catch {
           // The connection is gone; the server redelivers what was not acked.
         }
@@ -756,6 +780,8 @@ interface DlqMessage {
   readonly subject: string;
   readonly data: Uint8Array;
   readonly time: Date;
+  /** Deliveries of this letter to the consumer so far, 1 the first time. */
+  readonly attempt: number;
   ack(): void;
   retryLater(delayMs: number): void;
   /** Back to the server for another consumer, at once. */
@@ -767,6 +793,7 @@ function dlqMessageFromJs(msg: JsMsg): DlqMessage {
     subject: msg.subject,
     data: msg.data,
     time: msg.time,
+    attempt: msg.info.deliveryCount,
     ack: () => msg.ack(),
     retryLater: (delayMs) => msg.nak(delayMs),
     release: () => msg.nak(),
@@ -778,6 +805,7 @@ function dlqMessageFromCore(msg: Msg): DlqMessage {
     subject: msg.subject,
     data: msg.data,
     time: new Date(),
+    attempt: 1,
     ack: () => undefined,
     retryLater: () => undefined,
     release: () => undefined,

@@ -304,4 +304,102 @@ describe('NatsTransport (jetstream)', () => {
     });
     await waitFor(() => calls === 2, { timeoutMs: 5000 });
   });
+
+  it('stores a publish that races the first connect: it waits for JetStream, never goes out as a plain NATS publish', async () => {
+    const names = testNames();
+    const transport = resources.transport('jetstream', names);
+    const first = transport.publish(createEvent('race.first', {}));
+    // The connection is up but JetStream (the stream) may not be set up yet.
+    const deadline = Date.now() + 5000;
+    while (transport.state !== 'connected' && Date.now() < deadline) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    const second = transport.publish(createEvent('race.second', {}));
+    await Promise.all([first, second]);
+    const jsm = await manager();
+    expect((await jsm.streams.info(names.stream)).state.messages).toBe(2);
+  });
+
+  it('dead-letters an event whose last delivery the server allows (consumer.maxDeliver) is nacked, instead of losing it', async () => {
+    const { transport } = await connected({ consumer: { maxDeliver: 2 } });
+    const letters: DeadLetter[] = [];
+    const handle = await transport.consumeDlq((letter) => {
+      letters.push(letter);
+    });
+    resources.onCleanup(() => handle.unsubscribe());
+    const { deliveries } = await record(transport, 'pay.>', {}, (d) => d.nack({ delayMs: 10 }));
+    const event = createEvent('pay.card.charge', { cents: 5 });
+    await transport.publish(event);
+    await waitFor(() => letters.length === 1, { message: 'the dead letter' });
+    expect(deliveries.map((d) => d.delivery.attempt)).toEqual([1, 2]);
+    expect(letters[0]?.event).toEqual(event);
+    expect(letters[0]?.reason).toMatchObject({
+      attempts: 2,
+      originalType: 'pay.card.charge',
+      code: ErrorCode.TRANSPORT,
+    });
+  });
+
+  it('applies changed consumer options to a group consumer that already exists', async () => {
+    const { names, transport } = await connected();
+    const first = await record(transport, 'conf.*', { group: 'svc' });
+    await first.stop();
+    const updated = resources.transport('jetstream', names, {
+      consumer: { ackWaitMs: 1500, maxDeliver: 7, maxAckPending: 50 },
+    });
+    await updated.connect();
+    await record(updated, 'conf.*', { group: 'svc' });
+    const jsm = await manager();
+    const [consumer] = await jsm.consumers.list(names.stream).next();
+    expect(consumer?.config).toMatchObject({
+      ack_wait: 1500 * 1_000_000,
+      max_deliver: 7,
+      max_ack_pending: 50,
+    });
+  });
+
+  it('hands out at most maxInFlight unsettled deliveries, also below consumer.maxAckPending', async () => {
+    const { names, transport } = await connected();
+    const sub = await transport.subscribe('inflight.*', { maxInFlight: 2 });
+    const held: Delivery[] = [];
+    const loop = drain(sub, (delivery) => {
+      held.push(delivery);
+    });
+    resources.onCleanup(async () => {
+      await sub.unsubscribe();
+      await loop;
+    });
+    for (let i = 0; i < 5; i++) await transport.publish(createEvent('inflight.job', { i }));
+    const jsm = await manager();
+    const [consumer] = await jsm.consumers.list(names.stream).next();
+    await waitFor(async () => {
+      const info = await jsm.consumers.info(names.stream, consumer?.name ?? '');
+      return info.num_ack_pending === 2 && info.num_pending === 3;
+    });
+    expect(held).toHaveLength(2);
+    await Promise.all(held.map((d) => d.ack()));
+    await waitFor(() => held.length === 4);
+  });
+
+  it('does not let an event wait out its ack wait in the client buffer: it is not delivered again meanwhile', async () => {
+    const { names, transport } = await connected({ consumer: { ackWaitMs: 300 } });
+    const sub = await transport.subscribe('buffered.*');
+    resources.onCleanup(() => sub.unsubscribe());
+    await transport.publish(createEvent('buffered.job', {}));
+    const jsm = await manager();
+    const [consumer] = await jsm.consumers.list(names.stream).next();
+    // Delivered to the client, not yet taken by anyone.
+    await waitFor(async () => {
+      const info = await jsm.consumers.info(names.stream, consumer?.name ?? '');
+      return info.num_ack_pending === 1;
+    });
+    const since = Date.now();
+    await waitFor(() => Date.now() > since + 1000, { intervalMs: 50 });
+    const taken = sub.tryNext?.();
+    expect(taken?.attempt).toBe(1);
+    await taken?.ack();
+    expect(sub.tryNext?.()).toBeUndefined();
+    const info = await jsm.consumers.info(names.stream, consumer?.name ?? '');
+    expect(info.num_redelivered).toBe(0);
+  });
 });

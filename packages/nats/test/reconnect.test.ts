@@ -94,6 +94,28 @@ describe.each<NatsMode>(['core', 'jetstream'])('reconnect (%s)', (mode) => {
   });
 });
 
+describe.each<NatsMode>(['core', 'jetstream'])('reconnect attempts run out (%s)', (mode) => {
+  it('ends a subscription with a CONNECTION error instead of silently, so the EventBus reports it', async () => {
+    const names = testNames();
+    const transport = resources.transport(mode, names, {
+      servers: server.url,
+      maxReconnectAttempts: 1,
+      reconnectTimeWaitMs: 50,
+      reconnectJitterMs: 0,
+    });
+    await transport.connect();
+    const sub = await transport.subscribe('lost.*');
+    const ended = drain(sub, (d) => d.ack()).then(
+      () => 'ended quietly',
+      (error: unknown) => error,
+    );
+    resources.onCleanup(() => sub.unsubscribe());
+    await server.kill();
+    await waitFor(() => transport.state === 'closed', { timeoutMs: 10_000 });
+    await expect(ended).resolves.toMatchObject({ code: 'CONNECTION' });
+  });
+});
+
 describe('reconnect (jetstream durability)', () => {
   it('delivers events stored before a broker crash to a group that subscribes after it', async () => {
     const names = testNames();
