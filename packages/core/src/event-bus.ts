@@ -847,12 +847,18 @@ interface SubscriptionHost {
 class Running implements HandlerContext {
   controller: AbortController | undefined = undefined;
   timedOut: ((error: TimeoutError) => void) | undefined = undefined;
+  /** Set when the handler turns out to be asynchronous; the sweep times it out after it. */
+  deadline = Number.POSITIVE_INFINITY;
 
   constructor(
-    readonly attempt: number,
+    /** The delivery (or a retry's count): read only if asked, as brokers may parse it. */
+    private readonly source: { readonly attempt: number },
     readonly subscription: string,
-    readonly deadline: number,
   ) {}
+
+  get attempt(): number {
+    return this.source.attempt;
+  }
 
   get signal(): AbortSignal {
     this.controller ??= new AbortController();
@@ -1046,7 +1052,7 @@ class BusSubscription implements SubscriptionHandle {
 
   /** Runs the handler; synchronous success acks without waiting (undefined). */
   #handle(delivery: EventDelivery, event: Event): Promise<void> | undefined {
-    const outcome = this.#runHandler(event, delivery.attempt);
+    const outcome = this.#runHandler(event, delivery);
     if (outcome === DONE) {
       this.#ackQuietly(delivery, true);
       return undefined;
@@ -1127,7 +1133,7 @@ class BusSubscription implements SubscriptionHandle {
         await this.#deadLetter(delivery, event, failure, attempt);
         return;
       }
-      outcome = this.#runHandler(event, attempt + 1);
+      outcome = this.#runHandler(event, { attempt: attempt + 1 });
     }
   }
 
@@ -1135,13 +1141,8 @@ class BusSubscription implements SubscriptionHandle {
    * Runs the handler: `DONE` when it returned without a promise, what it threw, or a
    * {@link Pending} that settles with `DONE` or the failure (a timeout included).
    */
-  #runHandler(event: Event, attempt: number): unknown {
-    const timeoutMs = this.#options.timeoutMs;
-    const running = new Running(
-      attempt,
-      this.name,
-      timeoutMs > 0 ? this.#bus.clock.now() + timeoutMs : Number.POSITIVE_INFINITY,
-    );
+  #runHandler(event: Event, attempt: { readonly attempt: number }): unknown {
+    const running = new Running(attempt, this.name);
     let result: unknown;
     try {
       result = this.#handler(event, running);
@@ -1149,6 +1150,8 @@ class BusSubscription implements SubscriptionHandle {
       return error ?? new Error('handler threw undefined');
     }
     if (!isPromiseLike(result)) return DONE;
+    const timeoutMs = this.#options.timeoutMs;
+    if (timeoutMs > 0) running.deadline = this.#bus.clock.now() + timeoutMs;
     this.#running.add(running);
     return new Pending(
       new Promise<unknown>((resolve) => {

@@ -3,7 +3,7 @@ import { BackpressureController } from './backpressure.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { InMemoryDeadLetterQueue } from './dead-letter-queue.js';
 import { ErrorCode } from './errors.js';
-import { EventBus } from './event-bus.js';
+import { EventBus, type EventBusOptions } from './event-bus.js';
 import { MemoryBroker, MemoryTransport } from './memory-transport.js';
 import {
   checkClock,
@@ -21,7 +21,11 @@ const loose = <T>(value: Record<string, unknown>): T => value as T;
 
 describe('withDefaults', () => {
   it('fills left-out and undefined fields from the defaults and keeps given ones', () => {
-    const merged = withDefaults({ a: 1, b: 'x' }, { a: undefined, b: 'y' }, 'thing');
+    const merged = withDefaults<{ a?: number | undefined; b?: string }>(
+      { a: 1, b: 'x' },
+      { a: undefined, b: 'y' },
+      'thing',
+    );
     expect(merged).toEqual({ a: 1, b: 'y' });
   });
 
@@ -60,7 +64,7 @@ describe('misspelt options are refused, not ignored', () => {
   it.each<[string, () => unknown, string]>([
     [
       'EventBus',
-      () => new EventBus(loose({ transport: transport(), closeTimeout: 5 })),
+      () => new EventBus(loose<EventBusOptions>({ transport: transport(), closeTimeout: 5 })),
       'closeTimeout',
     ],
     [
