@@ -373,8 +373,8 @@ export function natsScenarios(scale: number): Scenario[] {
     {
       name: 'jetstream consume + ack',
       transport: 'nats',
-      raw: () => rawJsConsume(at(50_000)),
-      watchtower: () => watchtowerJsConsume(at(50_000)),
+      raw: () => rawJsConsume(at(150_000)),
+      watchtower: () => watchtowerJsConsume(at(150_000)),
     },
     {
       name: 'core publish -> subscriber, transport only',
@@ -385,8 +385,8 @@ export function natsScenarios(scale: number): Scenario[] {
     {
       name: 'jetstream consume + ack, transport only',
       transport: 'nats',
-      raw: () => rawJsConsume(at(50_000)),
-      watchtower: () => transportJsConsume(at(50_000)),
+      raw: () => rawJsConsume(at(150_000)),
+      watchtower: () => transportJsConsume(at(150_000)),
     },
   ];
 }
