@@ -88,3 +88,24 @@ describe('resolveRedisConfig', () => {
     expect(configErrorFor(config).message).toContain(`\`${field}\``);
   });
 });
+
+describe('resolveRedisConfig: settings the transport cannot honour', () => {
+  it.each([
+    ['redis.keyPrefix', { redis: { keyPrefix: 'app:' } }],
+    ['cluster.options', { cluster: { options: 'x' } }],
+    ['cluster.options.keyPrefix', { cluster: { options: { keyPrefix: 'app:' } } }],
+    [
+      'cluster.options.redisOptions.keyPrefix',
+      { cluster: { options: { redisOptions: { keyPrefix: 'app:' } } } },
+    ],
+    ['url', { cluster: {}, url: 'redis://127.0.0.1:7000/2' }],
+  ])('rejects %s with a CONFIG error naming it instead of ignoring it', (field, config) => {
+    expect(configErrorFor(config).message).toContain(`\`${field}\``);
+  });
+
+  it('accepts database 0 in the URL of a cluster', () => {
+    expect(resolveRedisConfig({ cluster: {}, url: 'redis://127.0.0.1:7000/0' }).url).toBe(
+      'redis://127.0.0.1:7000/0',
+    );
+  });
+});

@@ -12,21 +12,26 @@ export interface RedisClusterConfig {
    * @defaultValue the host and port of {@link RedisConfig.url}
    */
   nodes?: ClusterNode[];
-  /** ioredis Cluster options. {@link RedisConfig.redis} is passed on as `redisOptions`. */
+  /**
+   * ioredis Cluster options. {@link RedisConfig.redis} is passed on as `redisOptions`.
+   * `keyPrefix` (here or in `redisOptions`) is a `CONFIG` error: use {@link RedisConfig.prefix}.
+   */
   options?: ClusterOptions;
 }
 
 /** Options of {@link RedisTransport}. Every field is optional; see the defaults. */
 export interface RedisConfig {
   /**
-   * Redis URL (`redis://` or `rediss://` for TLS; user, password and db in the URL work).
+   * Redis URL (`redis://` or `rediss://` for TLS; user, password and db in the URL work). With
+   * {@link RedisConfig.cluster} only user, password, TLS and (without `nodes`) host and port are
+   * used, and a database other than 0 is a `CONFIG` error.
    * @defaultValue `'redis://127.0.0.1:6379'`
    */
   url?: string;
   /**
    * ioredis options, applied over the URL: TLS, auth, timeouts, `retryStrategy` and the rest
    * pass through unchanged. `lazyConnect` is always set (the transport connects in
-   * `connect()`).
+   * `connect()`). `keyPrefix` is a `CONFIG` error: use {@link RedisConfig.prefix}.
    */
   redis?: RedisOptions;
   /**
@@ -120,7 +125,10 @@ export interface RedisConfig {
    */
   dlqGroup?: string;
   /**
-   * How long `close()` waits for in-flight deliveries when no `timeoutMs` is given.
+   * How long `close()` waits for in-flight deliveries when no `timeoutMs` is given. The steps
+   * around that wait that talk to Redis (stopping the subscriptions, sending the acks, `QUIT`)
+   * are limited to this value kept between 1 and 5 s each, so `close()` also ends while Redis
+   * is unreachable.
    * @defaultValue 10000
    */
   closeTimeoutMs?: number;
@@ -195,6 +203,15 @@ function nonEmptyString(field: string, value: unknown): string {
   return value;
 }
 
+function rejectKeyPrefix(field: string, options: { keyPrefix?: unknown } | undefined): void {
+  if (options?.keyPrefix !== undefined && options.keyPrefix !== '') {
+    throw configError(
+      field,
+      `is not supported: the transport names its keys itself; use \`prefix\` instead (got ${describe(options.keyPrefix)})`,
+    );
+  }
+}
+
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);
   if (typeof value === 'number' || typeof value === 'boolean' || value == null)
@@ -233,7 +250,29 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
     ) {
       throw configError('cluster.nodes', 'expected a non-empty array of startup nodes');
     }
+    if (
+      cluster.options !== undefined &&
+      (typeof cluster.options !== 'object' || cluster.options === null)
+    ) {
+      throw configError(
+        'cluster.options',
+        `expected ioredis Cluster options (an object), got ${describe(cluster.options)}`,
+      );
+    }
+    // A Redis Cluster has database 0 only; a database in the URL would be ignored.
+    const db = new URL(url).pathname.replace(/^\//, '');
+    if (db !== '' && db !== '0') {
+      throw configError(
+        'url',
+        `a Redis Cluster has only database 0, got database ${JSON.stringify(db)} in the URL`,
+      );
+    }
   }
+  // ioredis adds `keyPrefix` to command keys but neither to SCAN's pattern nor strips it from
+  // SCAN's results, so discovered streams would be prefixed twice and never read: use `prefix`.
+  rejectKeyPrefix('redis.keyPrefix', config.redis);
+  rejectKeyPrefix('cluster.options.keyPrefix', cluster?.options);
+  rejectKeyPrefix('cluster.options.redisOptions.keyPrefix', cluster?.options?.redisOptions);
   const prefix = nonEmptyString(
     'prefix',
     config.prefix ?? (cluster === undefined ? d.prefix : DEFAULT_CLUSTER_PREFIX),

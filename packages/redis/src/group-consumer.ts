@@ -1,5 +1,5 @@
 import type { Buffer } from 'node:buffer';
-import { ClosedError, type NackOptions, type WatchtowerError } from '@watchtower/core';
+import { ClosedError, ErrorCode, WatchtowerError, type NackOptions } from '@watchtower/core';
 import type { Cluster, Redis } from 'ioredis';
 import type { AckBatcher } from './ack-batcher.js';
 import { DeliveryQueue } from './delivery-queue.js';
@@ -173,6 +173,10 @@ export class GroupConsumer<T> {
   #claimPass: Promise<void> | undefined;
   #wakeUp: (() => void) | undefined;
   #stopping = false;
+  /** Gives up the command the read loop awaits now (see {@link GroupConsumer.#unlessStopped}). */
+  #giveUpRead: (() => void) | undefined;
+  /** Streams being added by discovery; stop() waits for them so that it sees their groups. */
+  #adding: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
   #cleanup: Promise<void> | undefined;
   #background = new Set<Promise<unknown>>();
@@ -260,9 +264,21 @@ export class GroupConsumer<T> {
     if (this.#stopping) return;
     const fresh = keys.filter((key) => !this.#streams.has(key));
     if (fresh.length === 0) return;
+    const adding = this.#addStreams(fresh);
+    const tracked = adding.catch(() => {});
+    this.#adding = tracked;
+    try {
+      await adding;
+    } finally {
+      if (this.#adding === tracked) this.#adding = undefined;
+    }
+  }
+
+  async #addStreams(fresh: readonly string[]): Promise<void> {
     const created = await this.#ensureGroups(fresh, this.#options.laterStartId, false);
-    if (this.#stopping || created.length === 0) return;
+    // Kept even when stop() began meanwhile: it destroys an own group on these streams too.
     for (const key of created) this.#streams.add(key);
+    if (this.#stopping || created.length === 0) return;
     this.#readArgs = undefined;
     this.#wake();
     this.#unblockRead();
@@ -381,7 +397,9 @@ export class GroupConsumer<T> {
       }
       try {
         if (this.#blockingClientId === undefined && !this.#host.isCluster) {
-          this.#blockingClientId = Number(await blocking.call('CLIENT', 'ID'));
+          const id = await this.#unlessStopped(blocking.call('CLIENT', 'ID'));
+          if (id === STOPPED) break;
+          this.#blockingClientId = Number(id);
         }
         const args = this.#readArgs ?? this.#buildReadArgs();
         // COUNT applies per stream: share the room out (at least one entry per stream).
@@ -389,19 +407,21 @@ export class GroupConsumer<T> {
           1,
           Math.min(this.#options.count, Math.floor(room / this.#streams.size)),
         );
-        const reply = await blocking.callBuffer(
-          'XREADGROUP',
-          'GROUP',
-          this.#options.group,
-          this.#options.consumer,
-          'COUNT',
-          count,
-          'BLOCK',
-          this.#options.blockMs,
-          ...args,
+        const reply = await this.#unlessStopped(
+          blocking.callBuffer(
+            'XREADGROUP',
+            'GROUP',
+            this.#options.group,
+            this.#options.consumer,
+            'COUNT',
+            count,
+            'BLOCK',
+            this.#options.blockMs,
+            ...args,
+          ),
         );
         failures = 0;
-        if (this.#stopping) break;
+        if (reply === STOPPED || this.#stopping) break;
         for (const batch of parseReadReply(reply)) {
           for (const entry of batch.entries) this.#accept(batch.key, entry, 1);
         }
@@ -423,6 +443,22 @@ export class GroupConsumer<T> {
         await this.#pause(Math.min(50 * 2 ** Math.min(failures, 5), 1000));
       }
     }
+  }
+
+  /**
+   * `command`, or {@link STOPPED} as soon as stop() begins. A connection that is waiting to
+   * reconnect keeps its commands queued even after `disconnect()`, so a read on it may never
+   * settle; whatever Redis delivered to a read given up here is pending for this consumer and is
+   * handed back by stop().
+   */
+  #unlessStopped<R>(command: Promise<R>): Promise<R | typeof STOPPED> {
+    // A fresh promise per command: racing a long-lived "stopped" promise would add a reaction
+    // to it on every read, kept until the subscription ends.
+    return new Promise<R | typeof STOPPED>((resolve, reject) => {
+      this.#giveUpRead = () => resolve(STOPPED);
+      command.then(resolve, reject);
+      if (this.#stopping) resolve(STOPPED);
+    });
   }
 
   #buildReadArgs(): Array<string | number> {
@@ -566,6 +602,8 @@ export class GroupConsumer<T> {
 
   async #claimBack({ key, id, delayMs }: DueRetry): Promise<void> {
     const pipeline = this.#host.command.pipeline();
+    // Whether the entry still exists, before XCLAIM drops a trimmed entry from the group.
+    pipeline.xrange(key, id, id);
     pipeline.callBuffer(
       'XCLAIM',
       key,
@@ -577,9 +615,14 @@ export class GroupConsumer<T> {
     pipeline.xpending(key, this.#options.group, id, id, 1, this.#options.consumer);
     try {
       const results = await pipeline.exec();
-      const [claimError, claimReply] = results?.[0] ?? [null, null];
+      const [claimError, claimReply] = results?.[1] ?? [null, null];
       if (claimError !== null) throw claimError;
-      const pending = parsePendingReply(results?.[1]?.[1]);
+      const [rangeError, range] = results?.[0] ?? [null, null];
+      if (rangeError === null && Array.isArray(range) && range.length === 0) {
+        this.#reportTrimmed(key, [id], 'while waiting for a retry, so they were not handled');
+        return;
+      }
+      const pending = parsePendingReply(results?.[2]?.[1]);
       if (this.#stopping) {
         // Stopped while the claim was on its way: hand it to the group unseen.
         const count = pending[0]?.deliveries;
@@ -674,6 +717,7 @@ export class GroupConsumer<T> {
         ),
       );
       cursor = reply.cursor;
+      if (reply.deleted.length > 0) this.#onDeleted(key, reply.deleted);
       const entries = reply.entries.filter((entry) => entry.fields !== null);
       if (entries.length === 0) continue;
       const ids = entries.map((entry) => entry.id).sort(compareIds);
@@ -713,6 +757,49 @@ export class GroupConsumer<T> {
     } while (cursor !== '0-0');
   }
 
+  /**
+   * `XAUTOCLAIM` found pending entries that are gone from the stream and dropped them from the
+   * group. Redis checks that before the idle time, so an entry a handler of this consumer holds
+   * may be among them: that one is not lost (the handler has it; its ack is a no-op). A waiting
+   * retry of this consumer is lost and forgotten here.
+   */
+  #onDeleted(key: string, ids: readonly string[]): void {
+    const lost: string[] = [];
+    for (const id of ids) {
+      const mapKey = entryKey(key, id);
+      if (this.#held.has(mapKey)) continue;
+      const waiting = this.#retries.get(mapKey);
+      if (waiting !== undefined) {
+        clearTimeout(waiting.timer);
+        this.#retries.delete(mapKey);
+      }
+      lost.push(id);
+    }
+    if (lost.length > 0) {
+      this.#reportTrimmed(
+        key,
+        lost,
+        'while pending; unless a handler of another consumer still holds one, they were not handled',
+      );
+    }
+  }
+
+  /**
+   * Reports entries pending in the group (delivered, not acked) that are gone from the stream:
+   * trimmed by `MAXLEN` or deleted. Their data is gone, so they can be neither handled nor
+   * dead-lettered; Redis drops them from the group without a word, this says so.
+   */
+  #reportTrimmed(key: string, ids: readonly string[], what: string): void {
+    const shown = ids.length > 10 ? `${ids.slice(0, 10).join(', ')} ...` : ids.join(', ');
+    this.#host.reportError(
+      new WatchtowerError(
+        ErrorCode.TRANSPORT,
+        `entries of ${key} in group ${this.#options.group} were trimmed (maxLen) or deleted ${what}: ${shown}; keep maxLen above the largest backlog`,
+        { retryable: false },
+      ),
+    );
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Stopping
 
@@ -727,12 +814,16 @@ export class GroupConsumer<T> {
 
   async #stop(): Promise<void> {
     this.#stopping = true;
+    this.#giveUpRead?.();
     if (this.#claimTimer !== undefined) clearTimeout(this.#claimTimer);
+    const waiting = new Map(this.#retries);
+    for (const retry of waiting.values()) clearTimeout(retry.timer);
+    this.#retries.clear();
     this.#wake();
     // Ends a blocked read at once; Redis may already have delivered entries whose reply is now
     // lost: they are pending for this consumer and are given back below with the others.
     this.#blocking?.disconnect();
-    await Promise.allSettled([this.#readLoop, this.#claimPass]);
+    await Promise.allSettled([this.#readLoop, this.#claimPass, this.#adding]);
 
     const buffered = this.#queue.drain();
     this.#queue.end();
@@ -740,9 +831,6 @@ export class GroupConsumer<T> {
       held.state = 'settled';
       this.#held.delete(entryKey(held.key, held.id));
     }
-    const waiting = new Map(this.#retries);
-    for (const retry of waiting.values()) clearTimeout(retry.timer);
-    this.#retries.clear();
     const due = new Set(this.#due.map((d) => entryKey(d.key, d.id)));
     this.#due.length = 0;
 
@@ -914,6 +1002,9 @@ export class GroupConsumer<T> {
     void tracked.finally(() => this.#background.delete(tracked));
   }
 }
+
+/** What a command raced against stop() resolves with when stop() came first. */
+const STOPPED: unique symbol = Symbol('stopped');
 
 interface DueRetry {
   readonly key: string;

@@ -1,4 +1,4 @@
-import { EventBus, type EventBusOptions, type EventCatalog } from '@watchtower/core';
+import { EventBus, consoleLogger, type EventBusOptions, type EventCatalog } from '@watchtower/core';
 import type { RedisConfig } from './config.js';
 import { RedisTransport } from './redis-transport.js';
 
@@ -32,6 +32,11 @@ const TRANSPORT_KEYS = [
   'healthCheckTimeoutMs',
 ] as const satisfies ReadonlyArray<keyof RedisConfig>;
 
+// Every RedisConfig field must be listed above, or it would be handed to the bus and ignored.
+type Unlisted = Exclude<keyof RedisConfig, (typeof TRANSPORT_KEYS)[number]>;
+const everyFieldListed: [Unlisted] extends [never] ? true : Unlisted = true;
+void everyFieldListed;
+
 function split<C extends EventCatalog>(
   options: RedisSubscriberOptions<C>,
 ): { transport: RedisConfig; bus: Omit<EventBusOptions<C>, 'transport'> } {
@@ -61,6 +66,13 @@ export class RedisSubscriber<C extends EventCatalog = EventCatalog> extends Even
 
   constructor(options: RedisSubscriberOptions<C> = {}) {
     const { transport, bus } = split(options);
-    super({ ...bus, transport: new RedisTransport(transport) });
+    const redis = new RedisTransport(transport);
+    super({ ...bus, transport: redis });
+    // Failures of the transport's background work (reads, acks, claims, discovery, dead-letter
+    // handlers) have no caller to reject: they go where the bus reports such things.
+    const logger = options.logger ?? consoleLogger;
+    redis.on('error', (error) => {
+      logger.error(error.message, { code: error.code });
+    });
   }
 }

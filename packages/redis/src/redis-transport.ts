@@ -123,6 +123,8 @@ export class RedisTransport implements Transport {
   #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #closed = false;
+  /** Set once close() lets go of the connection: later failures are not reported. */
+  #silenced = false;
   #lastError: unknown;
   #discoveryTimer: NodeJS.Timeout | undefined;
   #discovering: Promise<void> | undefined;
@@ -268,6 +270,7 @@ export class RedisTransport implements Transport {
 
   #reportError(error: WatchtowerError): void {
     this.#lastError = error;
+    if (this.#silenced) return;
     for (const listener of this.#errorListeners) {
       try {
         listener(error);
@@ -650,6 +653,15 @@ export class RedisTransport implements Transport {
   ): Promise<SubscriptionHandle> {
     this.#assertOpen('consumeDlq');
     if (typeof handler !== 'function') throw configError('handler', 'expected a function');
+    if (
+      options.group !== undefined &&
+      (typeof options.group !== 'string' || options.group.length === 0)
+    ) {
+      throw configError('group', 'expected a non-empty string');
+    }
+    if (options.fromStart !== undefined && typeof options.fromStart !== 'boolean') {
+      throw configError('fromStart', `expected a boolean, got ${typeof options.fromStart}`);
+    }
     await this.connect();
     const client = this.#requireClient('consumeDlq');
     const consumerName = this.#nextConsumerName();
@@ -684,8 +696,15 @@ export class RedisTransport implements Transport {
       for await (const item of consumer.iterator) {
         try {
           await handler(item.letter);
-        } catch {
+        } catch (error) {
           item.handle.leave();
+          this.#reportError(
+            new WatchtowerError(
+              ErrorCode.HANDLER_FAILED,
+              `the dead-letter handler failed; the letter stays pending and comes back after claimMinIdleMs: ${error instanceof Error ? error.message : String(error)}`,
+              { cause: error },
+            ),
+          );
           continue;
         }
         await item.handle.ack().catch((error: unknown) => {
@@ -717,8 +736,12 @@ export class RedisTransport implements Transport {
   /**
    * Stops every subscription (entries no handler has seen go back to their groups; own groups
    * are destroyed), waits up to `timeoutMs` for handed-out deliveries to be acked or nacked,
-   * sends the outstanding acks, then quits the connections (pending replies are awaited).
-   * Idempotent; every step runs even if one fails; never rejects.
+   * sends the outstanding acks, then quits the connections (pending replies are awaited). Each
+   * step that talks to Redis (stopping, sending the acks, `QUIT`) has a limit of its own,
+   * `timeoutMs` kept between 1 and 5 s: while Redis is unreachable those steps cannot finish, and
+   * the connections are dropped instead of waiting for a reconnect; entries not settled stay
+   * pending and are delivered again. Idempotent; a step that fails does not stop the others;
+   * never rejects; failures after the connections are let go are not reported.
    */
   close(options: CloseOptions = {}): Promise<void> {
     this.#closing ??= this.#close(options.timeoutMs ?? this.config.closeTimeoutMs);
@@ -729,43 +752,43 @@ export class RedisTransport implements Transport {
     this.#closed = true;
     if (this.#discoveryTimer !== undefined) clearTimeout(this.#discoveryTimer);
     this.#discoveryTimer = undefined;
+    // While Redis is unreachable its commands wait for a reconnect: each step that talks to
+    // Redis gets a limit of its own, and the wait for handlers gets timeoutMs.
+    const grace = Math.max(1000, Math.min(timeoutMs, 5000));
     const consumers = [...this.#consumers];
-    await Promise.allSettled(consumers.map((consumer) => consumer.stop()));
-    await Promise.allSettled([this.#discovering]);
+    await within(grace, async () => {
+      await Promise.allSettled(consumers.map((consumer) => consumer.stop()));
+      await Promise.allSettled([this.#discovering]);
+    });
     // In-flight handlers (dead-letter handlers included) get up to timeoutMs to settle.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
+    await within(timeoutMs, () =>
       Promise.allSettled([
         ...consumers.map((consumer) => consumer.whenIdle()),
         ...[...this.#dlqHandles].map((handle) => handle.unsubscribe()),
       ]),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    await Promise.allSettled(consumers.map((consumer) => consumer.settledBackground()));
-    await this.#acks.flush().catch(() => {});
-    await Promise.allSettled([...this.#background]);
+    );
+    await within(grace, async () => {
+      await Promise.allSettled(consumers.map((consumer) => consumer.settledBackground()));
+      await this.#acks.flush().catch(() => {});
+      await Promise.allSettled([...this.#background]);
+    });
     const client = this.#client;
     this.#connecting = undefined;
-    if (client !== undefined) {
-      let quitTimer: NodeJS.Timeout | undefined;
-      try {
-        await Promise.race([
-          client.quit(),
-          new Promise<never>((_, reject) => {
-            quitTimer = setTimeout(
-              () => reject(new Error('QUIT timed out')),
-              Math.max(1000, Math.min(timeoutMs, 5000)),
-            );
-          }),
-        ]);
-      } catch {
-        client.disconnect();
-      } finally {
-        clearTimeout(quitTimer);
-      }
+    // What still fails now (work cut off by a limit, acks of handlers that finish later) fails
+    // because of close(); such entries stay pending and are delivered again.
+    this.#silenced = true;
+    if (client === undefined) return;
+    if (client.status !== 'ready') {
+      // QUIT would only wait in the offline queue for a connection that is not there.
+      client.disconnect();
+      return;
+    }
+    try {
+      // Acks queued meanwhile go out before the QUIT, which waits for their replies.
+      const quit = Promise.all([this.#acks.flush(), client.quit()]);
+      if ((await within(grace, () => quit)) === TIMED_OUT) client.disconnect();
+    } catch {
+      client.disconnect();
     }
   }
 
@@ -779,6 +802,23 @@ export class RedisTransport implements Transport {
     });
     this.#background.add(tracked);
     void tracked.finally(() => this.#background.delete(tracked));
+  }
+}
+
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/** Runs `work`; resolves with its result, or with {@link TIMED_OUT} after `ms`. */
+async function within<R>(ms: number, work: () => Promise<R>): Promise<R | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work(),
+      new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(() => resolve(TIMED_OUT), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEvent, type Event } from '@watchtower/core';
-import { RedisTransport } from '../src/index.js';
+import { RedisTransport, type RedisConfig } from '../src/index.js';
 import {
   FAST,
   PrivateRedisServer,
@@ -33,9 +33,9 @@ afterEach(async () => {
   await deleteKeysAndQuit(rawClient(server.url), prefix);
 });
 
-function transport(): RedisTransport {
+function transport(config: RedisConfig = {}): RedisTransport {
   prefix ??= uniquePrefix('reconnect');
-  const t = new RedisTransport({ url: server.url, prefix, ...FAST });
+  const t = new RedisTransport({ url: server.url, prefix, ...FAST, ...config });
   transports.push(t);
   return t;
 }
@@ -44,6 +44,24 @@ function payloads(deliveries: ReturnType<typeof ackAll>['deliveries']): unknown[
   return deliveries.map((d) =>
     d.kind === 'event' ? (d.event as Event<{ n: number }>).payload.n : 'malformed',
   );
+}
+
+/** Resolves with `'settled'` when `promise` settles within `ms`, else with `'pending'`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise.then(
+        () => 'settled',
+        () => 'settled',
+      ),
+      new Promise<string>((resolve) => {
+        timer = setTimeout(() => resolve('pending'), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Publishes `{ n }` until the transport accepts it (it fails while the broker is down). */
@@ -108,5 +126,70 @@ describe('RedisTransport reconnect', () => {
       await server.startProcess();
     }
     await eventually(async () => expect((await t.healthCheck()).healthy).toBe(true), 15_000);
+  });
+
+  it('closes while the broker is down instead of waiting for it to come back', async () => {
+    prefix = uniquePrefix('down');
+    const t = transport();
+    const own = ackAll(await t.subscribe('job.own'));
+    const wild = ackAll(await t.subscribe('job.>'));
+    ackAll(await t.subscribe('job.shared', { group: 'g' }));
+    await t.publish(createEvent('job.own', { n: 1 }));
+    await eventually(() => {
+      expect(payloads(own.deliveries)).toEqual([1]);
+      expect(payloads(wild.deliveries)).toEqual([1]);
+    });
+    await server.kill();
+    try {
+      await eventually(async () => expect((await t.healthCheck()).healthy).toBe(false));
+      // The reading connections are now waiting to reconnect: close must not wait for them.
+      expect(await settlesWithin(t.close({ timeoutMs: 300 }), 5000)).toBe('settled');
+    } finally {
+      await server.startProcess();
+    }
+  });
+
+  it('unsubscribes while the broker is down instead of waiting for a read that cannot finish', async () => {
+    prefix = uniquePrefix('unsub-down');
+    // Commands of the shared connection fail fast while the broker is down.
+    const t = transport({ redis: { maxRetriesPerRequest: 1 } });
+    const received = ackAll(await t.subscribe('job.queued', { group: 'g' }));
+    await t.publish(createEvent('job.queued', { n: 1 }));
+    await eventually(() => expect(payloads(received.deliveries)).toEqual([1]));
+    const sub = await t.subscribe('job.queued', { group: 'g' });
+    await server.kill();
+    try {
+      await eventually(async () => expect((await t.healthCheck()).healthy).toBe(false));
+      expect(await settlesWithin(sub.unsubscribe(), 5000)).toBe('settled');
+    } finally {
+      await server.startProcess();
+    }
+  });
+
+  it('destroys its own group on a stream that discovery was adding while it unsubscribed', async () => {
+    prefix = uniquePrefix('discovery-race');
+    const t = transport();
+    const admin = rawClient(server.url);
+    try {
+      const sub = await t.subscribe('late.>');
+      const key = `${prefix}:late.arrival`;
+      await admin.xadd(key, '*', 'event', '{}');
+      // Writes wait while paused: discovery finds the stream (SCAN is a read) and its
+      // XGROUP CREATE is held back until the unsubscribe has begun.
+      await admin.call('CLIENT', 'PAUSE', '5000', 'WRITE');
+      try {
+        await eventually(async () =>
+          expect(await admin.client('LIST')).toMatch(/flags=b [^\n]*cmd=xgroup\|create/),
+        );
+        const leaving = sub.unsubscribe();
+        await admin.call('CLIENT', 'UNPAUSE');
+        await leaving;
+      } finally {
+        await admin.call('CLIENT', 'UNPAUSE');
+      }
+      expect(await admin.xinfo('GROUPS', key)).toEqual([]);
+    } finally {
+      await admin.quit();
+    }
   });
 });

@@ -270,4 +270,23 @@ describe('Redis Streams guarantees', () => {
     expect(new Set(published)).toEqual(new Set(counts.keys()));
     expect(perConsumer.every((n) => n > 0)).toBe(true);
   }, 60_000);
+
+  it('logs what the transport cannot throw to a caller with the subscriber logger', async () => {
+    const logged: string[] = [];
+    const bus = subscriber({
+      logger: { warn: () => {}, error: (message) => logged.push(message) },
+    });
+    await bus.transport.publishToDlq(createEvent('audit.logged', {}), {
+      message: 'x',
+      code: 'HANDLER_FAILED',
+      attempts: 1,
+      failedAt: new Date().toISOString(),
+      originalType: 'audit.logged',
+    });
+    const handle = await bus.transport.consumeDlq(() => {
+      throw new Error('the archive is down');
+    });
+    await eventually(() => expect(logged.join('\n')).toContain('the archive is down'));
+    await handle.unsubscribe();
+  });
 });

@@ -6,6 +6,7 @@ import {
   isWatchtowerError,
   type DeadLetter,
   type Event,
+  type WatchtowerError,
 } from '@watchtower/core';
 import { RedisTransport, type RedisConfig } from '../src/index.js';
 import { FAST, REDIS_URL, TestContext, ackAll, eventually, record } from './helpers.js';
@@ -394,6 +395,49 @@ describe('RedisTransport subscribe', () => {
   });
 });
 
+describe('RedisTransport and trimming', () => {
+  it('reports an entry that MAXLEN trimmed while it waited for its retry instead of losing it silently', async () => {
+    const t = transport({ maxLen: 2, approximateTrim: false });
+    const errors: WatchtowerError[] = [];
+    t.on('error', (error) => errors.push(error));
+    const { deliveries } = record(await t.subscribe('feed.item', { group: 'g' }));
+    await t.publish(eventOf('feed.item', { n: 0 }));
+    await eventually(() => expect(deliveries).toHaveLength(1));
+    const id = (await ctx.redis.xrange(`${ctx.prefix}:feed.item`, '-', '+'))[0]?.[0] as string;
+    await deliveries[0]?.nack({ delayMs: 200 });
+    for (let n = 1; n <= 3; n++) await t.publish(eventOf('feed.item', { n }));
+    await eventually(() => expect(deliveries).toHaveLength(4));
+    for (const delivery of deliveries.slice(1)) await delivery.ack();
+    await eventually(() => {
+      const lost = errors.find((error) => error.message.includes(id));
+      expect(lost?.code).toBe(ErrorCode.TRANSPORT);
+      expect(lost?.message).toMatch(/trimmed/);
+    });
+    expect(deliveries).toHaveLength(4);
+  });
+
+  it('reports the entries of a crashed consumer that MAXLEN trimmed before another member claimed them', async () => {
+    const dead = transport({ maxLen: 2, approximateTrim: false, claimMinIdleMs: 300 });
+    const crashed = record(await dead.subscribe('feed.post', { group: 'g' }));
+    await dead.publish(eventOf('feed.post', { n: 0 }));
+    await eventually(() => expect(crashed.deliveries).toHaveLength(1));
+    const id = (await ctx.redis.xrange(`${ctx.prefix}:feed.post`, '-', '+'))[0]?.[0] as string;
+    await dead.close({ timeoutMs: 0 });
+    for (let n = 1; n <= 3; n++)
+      await ctx.redis.xadd(`${ctx.prefix}:feed.post`, 'MAXLEN', 2, '*', 'event', 'x');
+
+    const heir = transport({ claimMinIdleMs: 300 });
+    const errors: WatchtowerError[] = [];
+    heir.on('error', (error) => errors.push(error));
+    ackAll(await heir.subscribe('feed.post', { group: 'g' }));
+    await eventually(() => {
+      const lost = errors.find((error) => error.message.includes(id));
+      expect(lost?.code).toBe(ErrorCode.TRANSPORT);
+      expect(lost?.message).toMatch(/trimmed/);
+    });
+  });
+});
+
 describe('RedisTransport health and dead letters', () => {
   it('reports healthy with a latency while connected and unhealthy once closed', async () => {
     const t = transport();
@@ -463,5 +507,36 @@ describe('RedisTransport health and dead letters', () => {
       expect((await ctx.redis.xpending(`${ctx.prefix}:dlq`, 'ops'))[0]).toBe(0),
     );
     await handle.unsubscribe();
+  });
+
+  it('reports a dead-letter handler that throws on the error listener, the thrown error as cause', async () => {
+    const t = transport({ claimMinIdleMs: 300 });
+    const errors: WatchtowerError[] = [];
+    t.on('error', (error) => errors.push(error));
+    await t.publishToDlq(eventOf('a.b'), {
+      message: 'x',
+      code: 'HANDLER_FAILED',
+      attempts: 1,
+      failedAt: new Date().toISOString(),
+      originalType: 'a.b',
+    });
+    const thrown = new Error('the archive is down');
+    const handle = await t.consumeDlq(() => {
+      throw thrown;
+    });
+    await eventually(() => {
+      expect(errors[0]?.code).toBe(ErrorCode.HANDLER_FAILED);
+      expect(errors[0]?.cause).toBe(thrown);
+    });
+    await handle.unsubscribe();
+  });
+
+  it('rejects bad consumeDlq options with CONFIG errors naming the field', async () => {
+    const t = transport();
+    const handler = (): void => {};
+    await expect(t.consumeDlq(handler, { group: '' })).rejects.toThrow(/`group`/);
+    await expect(t.consumeDlq(handler, { fromStart: 'no' as unknown as boolean })).rejects.toThrow(
+      /`fromStart`/,
+    );
   });
 });
