@@ -1054,8 +1054,9 @@ describe('EventBus subscribe', () => {
     await bus.close();
   });
 
+  // In a group, overlapping patterns are refused (see "overlapping patterns in a group").
   it('handles an event that matches two patterns of one subscription once', async () => {
-    for (const options of [{}, { group: 'workers' }] satisfies SubscribeOptions[]) {
+    for (const options of [{}] satisfies SubscribeOptions[]) {
       const bus = makeBus();
       const got = collectEvents();
       await bus.subscribe(['user.*', 'user.created', 'user.>'], got.handler, options);
@@ -1735,6 +1736,64 @@ describe('EventBus options', () => {
     await waitFor(() => transport.deadLetterQueue.size === 1);
 
     expect(calls).toBe(1);
+    await bus.close();
+  });
+});
+
+describe('EventBus and overlapping patterns in a group', () => {
+  it('refuses overlapping patterns in a group with CONFIG, before subscribing', async () => {
+    const bus = new EventBus({ transport: new MemoryTransport() });
+    await expect(
+      bus.subscribe(['m.*', 'm.a'], () => undefined, { group: 'g' }),
+    ).rejects.toMatchObject({ code: ErrorCode.CONFIG });
+    expect(bus.stats().subscriptions).toBe(0);
+    await bus.close();
+  });
+
+  it('accepts patterns in a group that cannot match the same event, and handles both', async () => {
+    const bus = new EventBus({ transport: new MemoryTransport() });
+    const seen: string[] = [];
+    await bus.subscribe(['m.*', 'n.>'], (event) => void seen.push(event.type), { group: 'g' });
+    await bus.publish('m.a', {});
+    await bus.publish('n.b.c', {});
+    await waitFor(() => seen.length === 2);
+    expect(seen.sort()).toEqual(['m.a', 'n.b.c']);
+    await bus.close();
+  });
+});
+
+describe('EventBus and transport background errors', () => {
+  class NoisyTransport extends MemoryTransport {
+    readonly listeners = new Set<(error: WatchtowerError) => void>();
+    on(_name: 'error', listener: (error: WatchtowerError) => void): () => void {
+      this.listeners.add(listener);
+      return () => this.listeners.delete(listener);
+    }
+    fail(error: WatchtowerError): void {
+      for (const listener of this.listeners) listener(error);
+    }
+  }
+
+  it('reports them on its error listeners, and stops listening on close', async () => {
+    const transport = new NoisyTransport();
+    const bus = new EventBus({ transport });
+    const reported: string[] = [];
+    bus.on('error', (error) => reported.push(error.code));
+    transport.fail(new ConnectionError('read failed'));
+    expect(reported).toEqual([ErrorCode.CONNECTION]);
+    await bus.close();
+    expect(transport.listeners.size).toBe(0);
+  });
+
+  it('logs them when nobody listens', async () => {
+    const transport = new NoisyTransport();
+    const logged: string[] = [];
+    const bus = new EventBus({
+      transport,
+      logger: { warn: () => undefined, error: (message) => logged.push(message) },
+    });
+    transport.fail(new ConnectionError('reclaim failed'));
+    expect(logged).toEqual(['reclaim failed']);
     await bus.close();
   });
 });

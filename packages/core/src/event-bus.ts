@@ -23,7 +23,7 @@ import {
   type WatchtowerError,
 } from './errors.js';
 import { assertEventType, createEvent, type Event, type EventMetadataInput } from './event.js';
-import { compilePattern, type CompiledPattern } from './pattern.js';
+import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
 import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
 import {
   runSchema,
@@ -300,6 +300,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   #connected = false;
   #closing: Promise<void> | undefined;
   #flushed: (() => void) | undefined;
+  #removeTransportListener: (() => void) | undefined;
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: EventBusOptions<C>) {
@@ -357,6 +358,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     });
     this.#breaker.on('stateChange', (to, from) =>
       this.#emitter.emit('circuitStateChange', to, from),
+    );
+    this.#removeTransportListener = this.transport.on?.('error', (error) =>
+      this.#reportError(error, {}),
     );
   }
 
@@ -427,6 +431,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       compilePattern(pattern as string),
     );
     const resolved = resolveSubscribeOptions(options, this.#subscriptionDefaults, this.#clock);
+    if (resolved.group !== undefined) rejectOverlapInGroup(compiled);
     options.signal?.throwIfAborted();
     await this.connect();
 
@@ -688,14 +693,16 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       count: (counter) => {
         this.#counters[counter]++;
       },
-      reportError: (error, context) => {
-        const wrapped = toWatchtowerError(error);
-        if (this.#emitter.hasListeners('error')) this.#emitter.emit('error', wrapped, context);
-        else this.#logger.error(wrapped.message, { code: wrapped.code, ...context });
-      },
+      reportError: (error, context) => this.#reportError(error, context),
       emitDeadLetter: (letter) => this.#emitter.emit('deadLetter', letter),
       validateConsumed: (event) => this.#validateConsumed(event),
     };
+  }
+
+  #reportError(error: unknown, context: { subscription?: string; eventId?: string }): void {
+    const wrapped = toWatchtowerError(error);
+    if (this.#emitter.hasListeners('error')) this.#emitter.emit('error', wrapped, context);
+    else this.#logger.error(wrapped.message, { code: wrapped.code, ...context });
   }
 
   /** Synchronous schemas answer synchronously, so the consume fast path stays synchronous. */
@@ -760,6 +767,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     } catch (error) {
       failures.push(error);
     }
+    this.#removeTransportListener?.();
     this.#emitter.removeAll();
     if (failures.length > 0) throw toWatchtowerError(failures[0]);
   }
@@ -1254,6 +1262,28 @@ function checkPayload(
     return outcome instanceof Promise ? outcome.catch(thrown) : outcome;
   } catch (error) {
     return thrown(error);
+  }
+}
+
+/**
+ * An event that matches two patterns of one subscription is handled once: the bus acks the
+ * copy that arrives on the later pattern. In a group that copy may be the only one (brokers
+ * such as Redis share one group across the patterns), so acking it would lose the event:
+ * overlapping patterns in a group are refused instead.
+ */
+function rejectOverlapInGroup(patterns: readonly CompiledPattern[]): void {
+  for (let i = 0; i < patterns.length; i++) {
+    for (let j = i + 1; j < patterns.length; j++) {
+      const a = patterns[i] as CompiledPattern;
+      const b = patterns[j] as CompiledPattern;
+      if (patternsOverlap(a, b)) {
+        throw configError(
+          'eventTypes',
+          `"${a.source}" and "${b.source}" match some of the same events; in a group, ` +
+            'subscribe with one pattern that covers both, or subscribe to them separately',
+        );
+      }
+    }
   }
 }
 

@@ -24,6 +24,7 @@ export { encodeEvent, encodeEventBytes, decodeEvent, decodeEventFromValue } from
 export {
   compilePattern,
   matchPattern,
+  patternsOverlap,
   isValidPattern,
   assertPattern,
   PatternIndex,

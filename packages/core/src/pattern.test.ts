@@ -7,6 +7,7 @@ import {
   compilePattern,
   isValidPattern,
   matchPattern,
+  patternsOverlap,
   toAmqpBindingKey,
   toNatsSubject,
 } from './pattern.js';
@@ -422,6 +423,41 @@ describe('properties against the reference matcher', () => {
         },
       ),
       { numRuns: 1000 },
+    );
+  });
+});
+
+describe('patternsOverlap', () => {
+  /** Every type of 1 to 5 tokens over the patterns' alphabet plus one token neither names. */
+  const universe: string[] = [];
+  const grow = (prefix: string[]): void => {
+    if (prefix.length > 0) universe.push(prefix.join('.'));
+    if (prefix.length === 5) return;
+    for (const token of ['a', 'b', 'c', 'z']) grow([...prefix, token]);
+  };
+  grow([]);
+
+  it.each<[string, string, boolean]>([
+    ['user.*', '*.created', true],
+    ['user.*', 'order.>', false],
+    ['user.>', 'user.a.b', true],
+    ['user.*', 'user.a.b', false],
+    ['a.b', 'a.b', true],
+    ['>', 'x', true],
+    ['*.*', 'a.>', true],
+    ['a', 'a.>', false],
+  ])('%s and %s overlap: %s', (a, b, expected) => {
+    expect(patternsOverlap(compilePattern(a), compilePattern(b))).toBe(expected);
+    expect(patternsOverlap(compilePattern(b), compilePattern(a))).toBe(expected);
+  });
+
+  it('agrees with a search for a type both match', () => {
+    fc.assert(
+      fc.property(patternArb, patternArb, (a, b) => {
+        const witness = universe.some((type) => reference(a, type) && reference(b, type));
+        expect(patternsOverlap(compilePattern(a), compilePattern(b))).toBe(witness);
+      }),
+      { numRuns: 500 },
     );
   });
 });

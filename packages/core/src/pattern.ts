@@ -176,6 +176,22 @@ export function compilePattern(pattern: string): CompiledPattern {
   return Object.freeze({ source: pattern, tokens, literal, matches });
 }
 
+/**
+ * True when some event type matches both patterns (`user.*` and `*.created` overlap on
+ * `user.created`; `user.*` and `order.>` never do).
+ */
+export function patternsOverlap(a: CompiledPattern, b: CompiledPattern): boolean {
+  const x = a.tokens;
+  const y = b.tokens;
+  const overlap = (i: number, j: number): boolean => {
+    if (i === x.length || j === y.length) return i === x.length && j === y.length;
+    // `>` takes one or more tokens: whatever the other side still needs, as long as it needs one.
+    if (x[i] === '>' || y[j] === '>') return true;
+    return (x[i] === '*' || y[j] === '*' || x[i] === y[j]) && overlap(i + 1, j + 1);
+  };
+  return overlap(0, 0);
+}
+
 const COMPILED_CACHE_SIZE = 1024;
 const compiledCache = new Map<string, CompiledPattern>();
 

@@ -1,4 +1,4 @@
-import type { SerializationError } from './errors.js';
+import type { SerializationError, WatchtowerError } from './errors.js';
 import type { Event } from './event.js';
 
 /**
@@ -210,4 +210,10 @@ export interface Transport {
   consumeDlq(handler: DeadLetterHandler, options?: ConsumeDlqOptions): Promise<SubscriptionHandle>;
   /** Graceful and idempotent: drains, then closes connections. */
   close(options?: CloseOptions): Promise<void>;
+  /**
+   * Optional: failures of background work that no caller can be told about (a blocking read,
+   * a reclaim, an ack that did not go out). The `EventBus` listens and reports them on its
+   * own `error` listeners or logger. Returns a function that removes the listener.
+   */
+  on?(name: 'error', listener: (error: WatchtowerError) => void): () => void;
 }

@@ -1,4 +1,4 @@
-import { EventBus, consoleLogger, type EventBusOptions, type EventCatalog } from '@watchtower/core';
+import { EventBus, type EventBusOptions, type EventCatalog } from '@watchtower/core';
 import type { RedisConfig } from './config.js';
 import { RedisTransport } from './redis-transport.js';
 
@@ -67,12 +67,8 @@ export class RedisSubscriber<C extends EventCatalog = EventCatalog> extends Even
   constructor(options: RedisSubscriberOptions<C> = {}) {
     const { transport, bus } = split(options);
     const redis = new RedisTransport(transport);
+    // The bus listens to the transport's background errors (reads, acks, claims, discovery,
+    // dead-letter handlers) and reports them on its `error` listeners or logger.
     super({ ...bus, transport: redis });
-    // Failures of the transport's background work (reads, acks, claims, discovery, dead-letter
-    // handlers) have no caller to reject: they go where the bus reports such things.
-    const logger = options.logger ?? consoleLogger;
-    redis.on('error', (error) => {
-      logger.error(error.message, { code: error.code });
-    });
   }
 }
