@@ -413,7 +413,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   /**
    * Calls `handler` for every event whose type matches one of `eventTypes` (exact types or
    * patterns: `*` one token, `>` the rest). Resolves once the transport subscriptions are
-   * live. An event matching several of the patterns is handled once.
+   * live. An event matching several of the patterns is handled once. With a `group`, patterns
+   * that can match the same event are refused with `CONFIG` (use one pattern covering both).
    */
   async subscribe<P extends string>(
     eventTypes: P | readonly P[],
