@@ -862,7 +862,7 @@ describe('MemoryTransport', () => {
 
   describe('options', () => {
     it('exports its defaults', () => {
-      expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS).toEqual({ maxInFlight: 128, maxPending: 1000 });
+      expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS).toEqual({ maxInFlight: 128, maxPending: 10_000 });
     });
 
     it('rejects broker-level options given beside a shared broker', () => {

@@ -44,7 +44,9 @@ export interface MemoryBrokerOptions {
    * Events a group may hold that no member has taken yet. Past it, `publish()` waits for the
    * group's members to catch up (so the bus's backpressure applies end to end); a named group
    * without members drops its oldest events instead, and counts them in `droppedEvents`.
-   * @defaultValue 1000
+   * A handler that publishes into its own group waits too when the group is full: keep such
+   * chains below the bound, or give the broker a larger one.
+   * @defaultValue 10000
    */
   maxPending?: number;
 }
@@ -69,7 +71,7 @@ export interface MemoryTransportOptions extends MemoryBrokerOptions {
 /** Defaults of {@link MemoryTransportOptions}. */
 export const DEFAULT_MEMORY_TRANSPORT_OPTIONS = {
   maxInFlight: 128,
-  maxPending: 1000,
+  maxPending: 10_000,
 } as const;
 
 const MEMORY_TRANSPORT_INFO: TransportInfo = {
