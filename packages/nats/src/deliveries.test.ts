@@ -1,5 +1,7 @@
+import { ClosedConnectionError } from '@nats-io/transport-node';
+import { ErrorCode, type WatchtowerError } from '@watchtower/core';
 import { describe, expect, it } from 'vitest';
-import { toNatsHeaders } from './deliveries.js';
+import { SettleBatcher, toNatsHeaders } from './deliveries.js';
 
 describe('toNatsHeaders', () => {
   it('sends event headers as NATS headers, leaving out what NATS cannot carry', () => {
@@ -19,5 +21,44 @@ describe('toNatsHeaders', () => {
 
   it('sends no header block for an event without headers', () => {
     expect(toNatsHeaders({})).toBeUndefined();
+  });
+});
+
+describe('SettleBatcher', () => {
+  it('reports the acks of a batch that could not be written, once, and still sends the others', () => {
+    const reported: WatchtowerError[] = [];
+    const batcher = new SettleBatcher((error) => reported.push(error));
+    const sent: string[] = [];
+    const closed = (): void => {
+      throw new ClosedConnectionError();
+    };
+    batcher.run(() => sent.push('first'));
+    batcher.run(closed);
+    batcher.run(closed);
+    batcher.run(() => sent.push('last'));
+    batcher.flush();
+
+    expect(sent).toEqual(['first', 'last']);
+    expect(reported).toHaveLength(1);
+    expect(reported[0]).toMatchObject({ code: ErrorCode.CLOSED });
+    expect(reported[0]?.message).toContain('2 of 4 acks');
+  });
+
+  it('reports a driver failure other than a closed connection as TRANSPORT', () => {
+    const reported: WatchtowerError[] = [];
+    const batcher = new SettleBatcher((error) => reported.push(error));
+    batcher.run(() => {
+      throw new Error('write failed');
+    });
+    batcher.flush();
+    expect(reported.map((error) => error.code)).toEqual([ErrorCode.TRANSPORT]);
+  });
+
+  it('reports nothing when every ack goes out', () => {
+    const reported: WatchtowerError[] = [];
+    const batcher = new SettleBatcher((error) => reported.push(error));
+    batcher.run(() => undefined);
+    batcher.flush();
+    expect(reported).toEqual([]);
   });
 });

@@ -8,6 +8,7 @@ import {
   describeError,
   isWatchtowerError,
   type Delivery,
+  type WatchtowerError,
   type Event,
   type DeadLetterReason,
   type EventDelivery,
@@ -15,6 +16,7 @@ import {
   type MalformedMessage,
   type NackOptions,
 } from '@watchtower/core';
+import { mapNatsError } from './map-error.js';
 
 const DONE: Promise<void> = Promise.resolve();
 
@@ -114,11 +116,14 @@ class CoreMalformedDelivery implements MalformedDelivery {
  * The client flushes its outbound buffer on a microtask after the first write. A subscriber
  * that settles deliveries one by one across awaits (the EventBus does) would so cost a socket
  * write per ack; collected and sent in one go, a turn's acks leave in one write. An ack waits
- * at most one turn; the caller does not wait for it.
+ * at most one turn; the caller does not wait for it, so a write that fails goes to `onError`
+ * (once per batch, mapped by `mapNatsError`).
  */
 export class SettleBatcher {
   #pending: (() => void)[] = [];
   #scheduled: ReturnType<typeof setImmediate> | undefined;
+
+  constructor(private readonly onError: (error: WatchtowerError) => void) {}
 
   /** Queues `action` for the end of this turn. */
   run(action: () => void): void {
@@ -132,13 +137,24 @@ export class SettleBatcher {
     this.#scheduled = undefined;
     const batch = this.#pending;
     this.#pending = [];
+    let failed = 0;
+    let firstError: unknown;
     for (const settle of batch) {
       try {
         settle();
-      } catch {
+      } catch (error) {
         // The connection closed in between: the server delivers the message again after
         // the ack wait, as for any ack lost on the way (at least once).
+        if (failed++ === 0) firstError = error;
       }
+    }
+    if (failed > 0) {
+      this.onError(
+        mapNatsError(
+          firstError,
+          `write ${failed} of ${batch.length} acks/naks (their messages come again after the ack wait)`,
+        ),
+      );
     }
   }
 }
@@ -146,7 +162,7 @@ export class SettleBatcher {
 /** What JetStream deliveries share with their transport. */
 export interface JetStreamDeliveryContext {
   /** Handed out and not yet acked or nacked; the transport nacks them on close. */
-  readonly unsettled: Set<{ nack(): Promise<void> }>;
+  readonly unsettled: Set<{ readonly origin: string; nack(): Promise<void> }>;
   readonly batcher: SettleBatcher;
   /** True once the connection is closed: settling then fails with `CLOSED`. */
   readonly closed: () => boolean;
@@ -226,7 +242,9 @@ abstract class JsDeliveryBase {
   /**
    * The server would not deliver it again (`max_deliver` reached): a nak would drop it, so it
    * is dead-lettered here and acked once the dead letter is stored. When the write fails the
-   * delivery stays unacked and the failure rejects (the EventBus reports it).
+   * delivery stays unacked and the failure rejects: the EventBus reports it, or, for a delivery
+   * the transport hands back itself (never handed out, unsettled at close), the transport's
+   * `error` listeners.
    */
   async #deadLetter(): Promise<void> {
     if (this.#settled) return;

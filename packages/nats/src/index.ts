@@ -1,5 +1,5 @@
 export { NatsTransport } from './nats-transport.js';
-export type { NatsConnectionState } from './nats-transport.js';
+export type { NatsConnectionState, NatsTransportEvents } from './nats-transport.js';
 export {
   DEFAULT_NATS_CONFIG,
   DEFAULT_NATS_CONSUMER_OPTIONS,

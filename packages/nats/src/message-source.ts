@@ -121,6 +121,11 @@ export interface PullSourceOptions<T> {
   readonly map: (msg: JsMsg) => T;
   /** Gives back to the server an item that was mapped but never taken. */
   readonly release: (item: T) => void;
+  /**
+   * A background step failed (recreating the consumer or its stream); the source tries again
+   * after a pause. `operation` says what failed.
+   */
+  readonly reportError: (error: unknown, operation: string) => void;
 }
 
 /**
@@ -251,8 +256,16 @@ export class PullSource<T> implements MessageSource<T> {
       try {
         messages = await this.#start();
         failures = 0;
-      } catch {
+      } catch (error) {
         failures++;
+        // Failed because stop() or the end of the connection came meanwhile: nothing to tell.
+        if (!this.#stopped && this.options.alive()) {
+          const { stream, config } = this.options;
+          this.options.reportError(
+            error,
+            `recreate consumer ${config.durable_name} on stream ${stream}`,
+          );
+        }
         await this.#pause(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
       }
     }

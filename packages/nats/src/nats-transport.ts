@@ -8,10 +8,18 @@ import {
   type JetStreamManager,
   type JsMsg,
 } from '@nats-io/jetstream';
-import { connect, nanos, nuid, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import {
+  PermissionViolationError,
+  connect,
+  nanos,
+  nuid,
+  type Msg,
+  type NatsConnection,
+} from '@nats-io/transport-node';
 import {
   ClosedError,
   ConnectionError,
+  Emitter,
   ErrorCode,
   TimeoutError,
   WatchtowerError,
@@ -87,6 +95,17 @@ const JETSTREAM_CAPABILITIES: Readonly<Omit<TransportCapabilities, 'nativeDlq'>>
   reconnect: true,
 };
 
+/** Listener map of {@link NatsTransport.on}. */
+export type NatsTransportEvents = {
+  /**
+   * Background work failed where no caller can be told: a server refusal of a core publish, a
+   * consumer or stream that could not be recreated, a dead-letter consumer that ended or whose
+   * handler threw, a dead letter or ack that could not be written, the connection given up.
+   * The transport goes on (and retries where it can); this is for logs and metrics.
+   */
+  error: [error: WatchtowerError];
+};
+
 /**
  * The NATS transport: core NATS (at most once) or JetStream (at least once, durable), chosen
  * by `mode`. Events go to `{subjectPrefix}.{type}` in the Rust Watchtower wire format, with the
@@ -110,9 +129,13 @@ export class NatsTransport implements Transport {
   #durableDlq: boolean;
   readonly #deliveries: Pick<JetStreamDeliveryContext, 'unsettled' | 'batcher' | 'closed'> = {
     unsettled: new Set(),
-    batcher: new SettleBatcher(),
+    batcher: new SettleBatcher((error) => this.#report(error)),
     closed: () => this.#nc === undefined || this.#nc.isClosed(),
   };
+  // A listener that throws is reported as a process warning and never breaks the transport.
+  readonly #emitter = new Emitter<NatsTransportEvents>();
+  /** Set once close() starts draining: what fails from then on fails because of close(). */
+  #silenced = false;
 
   #nc: NatsConnection | undefined;
   #js: JetStreamClient | undefined;
@@ -153,6 +176,24 @@ export class NatsTransport implements Transport {
   /** The current connection state. */
   get state(): NatsConnectionState {
     return this.#state;
+  }
+
+  /**
+   * Adds a listener; returns a function that removes it. `error` receives failures of
+   * background work as Watchtower errors (mapped by `mapNatsError`); an `EventBus` over this
+   * transport listens and reports them on its own `error` listeners or logger. Nothing is
+   * reported for a normal `close()`.
+   */
+  on<K extends keyof NatsTransportEvents>(
+    name: K,
+    listener: (...args: NatsTransportEvents[K]) => void,
+  ): () => void {
+    return this.#emitter.on(name, listener);
+  }
+
+  #report(error: WatchtowerError): void {
+    if (this.#silenced) return;
+    this.#emitter.emit('error', error);
   }
 
   /**
@@ -222,8 +263,8 @@ export class NatsTransport implements Transport {
     // set-up would go out as a plain NATS message, unstored and unacknowledged.
     this.#nc = nc;
     this.#state = 'connected';
-    this.#track(this.#watchStatus(nc));
-    this.#track(this.#watchClosed(nc));
+    this.#track(this.#watchStatus(nc), 'watch the NATS connection status');
+    this.#track(this.#watchClosed(nc), 'watch the NATS connection');
   }
 
   /** Creates or updates the event and DLQ streams; shared by concurrent callers. */
@@ -255,14 +296,18 @@ export class NatsTransport implements Transport {
           this.#state = 'connected';
           // A broker restarted without its storage has lost the streams: put them back
           // before the consumers look for them.
-          this.#track(
-            this.#ensureTopology().catch((error: unknown) => {
-              this.#lastError = error;
-            }),
-          );
+          this.#restoreTopology('after a reconnect');
           break;
         case 'error':
           this.#lastError = status.error;
+          // A refused subscription fails its subscription, which reports it; a refused core
+          // publish (or an authorization error) reaches nobody else.
+          if (
+            !(status.error instanceof PermissionViolationError) ||
+            status.error.operation !== 'subscription'
+          ) {
+            this.#report(mapNatsError(status.error, 'the NATS server reported'));
+          }
           break;
         default:
           break;
@@ -272,7 +317,7 @@ export class NatsTransport implements Transport {
 
   async #watchClosed(nc: NatsConnection): Promise<void> {
     const error = await nc.closed();
-    if (this.#nc !== nc) return;
+    if (this.#nc !== nc || this.#closed) return;
     // Closed without close(): reconnect attempts ran out. A later call connects afresh.
     this.#state = 'closed';
     this.#lastError = error ?? new Error('the connection was closed');
@@ -280,11 +325,36 @@ export class NatsTransport implements Transport {
     this.#js = undefined;
     this.#jsm = undefined;
     this.#connecting = undefined;
+    const operation = `the NATS connection to ${this.config.servers.join(',')} was given up (reconnect attempts ran out)`;
+    const mapped = mapNatsError(this.#lastError, operation);
+    this.#report(
+      mapped.code === ErrorCode.CONNECTION
+        ? mapped
+        : new ConnectionError(mapped.message, { cause: this.#lastError }),
+    );
   }
 
-  #track(promise: Promise<unknown>): void {
-    const tracked = promise.catch(() => undefined).finally(() => this.#background.delete(tracked));
+  /** Keeps `promise` for close() to wait on; a rejection is reported, as `operation` failing. */
+  #track(promise: Promise<unknown>, operation: string): void {
+    const tracked = promise
+      .catch((error: unknown) => {
+        this.#report(mapNatsError(error, operation, this.config.requestTimeoutMs));
+      })
+      .finally(() => this.#background.delete(tracked));
     this.#background.add(tracked);
+  }
+
+  /**
+   * Puts the streams back in the background (they were found missing). When a restore is
+   * already under way, its starter reports how it ends.
+   */
+  #restoreTopology(why: string): void {
+    if (this.#topology !== undefined || this.#jsm === undefined) return;
+    const restoring = this.#ensureTopology().catch((error: unknown) => {
+      this.#lastError = error;
+      throw error;
+    });
+    this.#track(restoring, `recreate the streams ${why}`);
   }
 
   /**
@@ -347,7 +417,7 @@ export class NatsTransport implements Transport {
     } catch (error) {
       // No stream answered: it was deleted, or the broker lost its storage. Put it back so
       // that a retry (the EventBus retries TRANSPORT errors) succeeds.
-      if (isNoResponders(error)) this.#track(this.#ensureTopology());
+      if (isNoResponders(error)) this.#restoreTopology('after a publish found none');
       throw mapNatsError(error, `publish to ${subject}`, this.config.requestTimeoutMs);
     }
   }
@@ -422,14 +492,14 @@ export class NatsTransport implements Transport {
       ...this.#deliveries,
       maxDeliver: consumer.maxDeliver,
       deadLetter: (message, reason) =>
-        this.publishToDlq(message, { ...reason, subscription: group ?? pattern }),
+        this.#deadLetterOfDelivery(message, { ...reason, subscription: group ?? pattern }),
     };
     const source = this.#pullSource(
       this.config.stream.name,
       config,
       group !== undefined,
       (msg) => jetStreamDelivery(msg, context),
-      (delivery) => void delivery.nack(),
+      (delivery) => this.#track(this.#handBack(delivery), `hand back ${delivery.origin}`),
       Math.min(consumer.batchSize, maxAckPending),
     );
     this.#adopt(source);
@@ -473,7 +543,37 @@ export class NatsTransport implements Transport {
       alive: () => !this.#closed && !nc.isClosed(),
       map,
       release,
+      reportError: (error, operation) =>
+        this.#report(mapNatsError(error, operation, this.config.requestTimeoutMs)),
     });
+  }
+
+  /**
+   * Nacks a delivery nobody else will settle (never handed out, or unsettled at close). Not
+   * settled because the connection is closed is no failure: the server delivers it again after
+   * the ack wait, and a connection given up is reported once, on its own. Anything else (a
+   * dead letter at the last attempt that could not be written) rejects.
+   */
+  async #handBack(delivery: Pick<Delivery, 'nack'>): Promise<void> {
+    try {
+      await delivery.nack();
+    } catch (error) {
+      if (!isWatchtowerError(error, ErrorCode.CLOSED)) throw error;
+    }
+  }
+
+  /**
+   * The dead letter of a delivery at its last attempt. Written on the open connection even
+   * while close() hands deliveries back (before it drains): refused as `CLOSED` it would be
+   * lost, since the server does not deliver it again.
+   */
+  #deadLetterOfDelivery(
+    message: Event | MalformedMessage,
+    reason: DeadLetterReason,
+  ): Promise<void> {
+    const nc = this.#nc;
+    if (nc === undefined || nc.isClosed()) return this.publishToDlq(message, reason);
+    return this.#writeDeadLetter(nc, message, reason);
   }
 
   #adopt(source: MessageSource<unknown>): void {
@@ -530,6 +630,14 @@ export class NatsTransport implements Transport {
    */
   async publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
     const nc = await this.#connection();
+    return this.#writeDeadLetter(nc, message, reason);
+  }
+
+  async #writeDeadLetter(
+    nc: NatsConnection,
+    message: Event | MalformedMessage,
+    reason: DeadLetterReason,
+  ): Promise<void> {
     this.#assertConnected('publish a dead letter');
     const { subjectPrefix, dlqPrefix } = this.config;
     let originalSubject: string;
@@ -556,7 +664,7 @@ export class NatsTransport implements Transport {
         await withTimeout(nc.flush(), this.config.requestTimeoutMs, `flush of ${subject}`);
       }
     } catch (error) {
-      if (isNoResponders(error)) this.#track(this.#ensureTopology());
+      if (isNoResponders(error)) this.#restoreTopology('after a dead letter found none');
       throw mapNatsError(error, `publish dead letter to ${subject}`, this.config.requestTimeoutMs);
     }
   }
@@ -624,9 +732,16 @@ export class NatsTransport implements Transport {
       }
       source = core;
     }
-    const consumer = new DlqConsumer(source, handler, this.config.dlqPrefix, () => {
-      this.#dlqConsumers.delete(consumer);
-    });
+    const consumer = new DlqConsumer(
+      source,
+      handler,
+      this.config.dlqPrefix,
+      this.#durableDlq,
+      (error) => this.#report(error),
+      () => {
+        this.#dlqConsumers.delete(consumer);
+      },
+    );
     this.#dlqConsumers.add(consumer);
     consumer.start();
     return consumer;
@@ -667,11 +782,19 @@ export class NatsTransport implements Transport {
     // Handed out and never settled (a handler past the deadline, a caller that stopped
     // iterating): hand them back so another consumer gets them without waiting for the ack wait.
     const { unsettled, batcher } = this.#deliveries;
-    const handedBack = [...unsettled].map((delivery) => delivery.nack().catch(() => undefined));
+    const handedBack = [...unsettled].map((delivery) =>
+      this.#handBack(delivery).catch((error: unknown) => {
+        this.#report(mapNatsError(error, `hand back ${delivery.origin}`));
+      }),
+    );
     unsettled.clear();
     // Settles of this turn go out now, before the connection drains.
     batcher.flush();
     await Promise.all(handedBack);
+    batcher.flush();
+    // From here on, what fails (an ack of a handler past the deadline, a drain cut short)
+    // fails because of close(): the server delivers those messages again.
+    this.#silenced = true;
     if (nc !== undefined) {
       try {
         if (!nc.isClosed()) await withTimeout(nc.drain(), remaining(), 'drain');
@@ -721,7 +844,11 @@ class NatsSubscription implements TransportSubscription {
   }
 }
 
-/** Feeds dead letters to a handler one at a time; ack on success, redeliver later on a throw. */
+/**
+ * Feeds dead letters to a handler one at a time; ack on success, redeliver later on a throw.
+ * What goes wrong (a handler that throws, a letter that cannot be settled, the source ending
+ * with an error) goes to `report`: nobody awaits this loop.
+ */
 class DlqConsumer implements SubscriptionHandle {
   readonly id = `nats-dlq-${nuid.next()}`;
   #running: Promise<void> = Promise.resolve();
@@ -731,6 +858,9 @@ class DlqConsumer implements SubscriptionHandle {
     private readonly source: MessageSource<DlqMessage>,
     private readonly handler: DeadLetterHandler,
     private readonly dlqPrefix: string,
+    /** Letters are stored in JetStream, so one whose handler threw comes back. */
+    private readonly redelivers: boolean,
+    private readonly report: (error: WatchtowerError) => void,
     private readonly onStop: () => void,
   ) {}
 
@@ -757,20 +887,35 @@ class DlqConsumer implements SubscriptionHandle {
         try {
           await this.handler(letter);
           handled = true;
-        } catch {
+        } catch (error) {
           handled = false;
+          const after = this.redelivers
+            ? 'the letter comes back later'
+            : 'core NATS cannot deliver the letter again';
+          this.report(
+            new WatchtowerError(
+              ErrorCode.HANDLER_FAILED,
+              `the dead-letter handler failed on ${message.subject}; ${after}: ${describeError(error)}`,
+              { cause: error },
+            ),
+          );
         }
         try {
           // A letter whose handler threw is left for later: JetStream delivers it again,
           // core NATS cannot.
           if (handled) message.ack();
           else message.retryLater(dlqRetryDelayMs(message.attempt));
-        } catch {
-          // The connection is gone; the server redelivers what was not acked.
+        } catch (error) {
+          // The server delivers again what was not acked, after the ack wait.
+          this.report(mapNatsError(error, `${handled ? 'ack' : 'nak'} ${message.subject}`));
         }
       }
-    } catch {
-      // The connection closed under the loop; the consumer ends.
+    } catch (error) {
+      // The source failed (the server refused the subscription, the connection was given up):
+      // the consumer ends. stop() ends it without an error.
+      if (this.#stopping === undefined) {
+        this.report(mapNatsError(error, `dead-letter consumer on ${this.dlqPrefix}.>`));
+      }
     }
   }
 }

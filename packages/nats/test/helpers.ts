@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import type { NatsConfig, NatsMode } from '../src/index.js';
-import { NatsTransport } from '../src/index.js';
+import type { NatsConfig, NatsMode, NatsSubscriberOptions } from '../src/index.js';
+import { NatsSubscriber, NatsTransport } from '../src/index.js';
 
 /** The shared broker of the integration tests. */
 export const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
@@ -73,11 +73,11 @@ export async function deleteStreams(names: readonly string[], servers = NATS_URL
 }
 
 /**
- * Keeps what a test creates (transports, raw connections, streams) and releases it all in
- * `cleanup()`, called from `afterEach`.
+ * Keeps what a test creates (transports, subscribers, raw connections, streams) and releases
+ * it all in `cleanup()`, called from `afterEach`.
  */
 export class TestResources {
-  readonly #transports: NatsTransport[] = [];
+  readonly #transports: { close(options: { timeoutMs: number }): Promise<void> }[] = [];
   readonly #connections: NatsConnection[] = [];
   readonly #streams = new Set<string>();
   readonly #cleanups: (() => Promise<void>)[] = [];
@@ -88,6 +88,19 @@ export class TestResources {
     this.#streams.add(transport.config.stream.name);
     this.#streams.add(transport.config.dlq.streamName);
     return transport;
+  }
+
+  /** A `NatsSubscriber` (EventBus over a NatsTransport) on `names`; `options` win. */
+  subscriber(
+    mode: NatsMode,
+    names: TestNames,
+    options: NatsSubscriberOptions = {},
+  ): NatsSubscriber {
+    const bus = new NatsSubscriber({ ...options, ...testConfig(mode, names, options) });
+    this.#transports.push(bus);
+    this.#streams.add(bus.transport.config.stream.name);
+    this.#streams.add(bus.transport.config.dlq.streamName);
+    return bus;
   }
 
   async raw(servers = NATS_URL): Promise<NatsConnection> {

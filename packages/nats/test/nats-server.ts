@@ -1,10 +1,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const NATS_SERVER_BIN = process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server';
+
+/** How a {@link PrivateNatsServer} runs. */
+export interface PrivateNatsServerOptions {
+  /** Contents of a nats-server configuration file (users, permissions ...). */
+  readonly config?: string;
+  /**
+   * Runs with JetStream.
+   * @defaultValue true
+   */
+  readonly jetstream?: boolean;
+}
 
 /**
  * A private nats-server with JetStream, on a random free port and its own storage directory,
@@ -14,20 +25,35 @@ const NATS_SERVER_BIN = process.env['NATS_SERVER_BIN'] ?? '/usr/sbin/nats-server
 export class PrivateNatsServer {
   #process: ChildProcess | undefined;
   #exited: Promise<void> | undefined;
+  #jetstream: boolean;
 
   private constructor(
     readonly port: number,
     readonly storeDir: string,
-  ) {}
+    private readonly configFile: string | undefined,
+    private readonly jetstream: boolean,
+  ) {
+    this.#jetstream = jetstream;
+  }
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
 
   /** Starts a server on a free port; resolves once it accepts connections. */
-  static async start(): Promise<PrivateNatsServer> {
+  static async start(options: PrivateNatsServerOptions = {}): Promise<PrivateNatsServer> {
     const storeDir = await mkdtemp(join(tmpdir(), 'watchtower-nats-'));
-    const server = new PrivateNatsServer(await freePort(), storeDir);
+    let configFile: string | undefined;
+    if (options.config !== undefined) {
+      configFile = join(storeDir, 'nats-server.conf');
+      await writeFile(configFile, options.config);
+    }
+    const server = new PrivateNatsServer(
+      await freePort(),
+      storeDir,
+      configFile,
+      options.jetstream ?? true,
+    );
     await server.#spawn();
     return server;
   }
@@ -50,9 +76,13 @@ export class PrivateNatsServer {
     await this.#exited;
   }
 
-  /** Starts the server again on the same port with the same storage. */
-  async restart(): Promise<void> {
+  /**
+   * Starts the server again on the same port with the same storage; `jetstream` turns
+   * JetStream on or off (default: as at start).
+   */
+  async restart(options: { jetstream?: boolean } = {}): Promise<void> {
     await this.kill();
+    this.#jetstream = options.jetstream ?? this.jetstream;
     await this.#spawn();
   }
 
@@ -63,11 +93,10 @@ export class PrivateNatsServer {
   }
 
   async #spawn(): Promise<void> {
-    const child = spawn(
-      NATS_SERVER_BIN,
-      ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    const args = ['-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir];
+    if (this.#jetstream) args.push('-js');
+    if (this.configFile !== undefined) args.push('-c', this.configFile);
+    const child = spawn(NATS_SERVER_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let output = '';
     child.stderr?.on('data', (chunk: Buffer) => {
       if (output.length < 10_000) output += chunk.toString();

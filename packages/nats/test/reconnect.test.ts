@@ -1,4 +1,4 @@
-import { createEvent, type Delivery } from '@watchtower/core';
+import { ErrorCode, createEvent, type Delivery, type WatchtowerError } from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsMode } from '../src/index.js';
@@ -113,6 +113,42 @@ describe.each<NatsMode>(['core', 'jetstream'])('reconnect attempts run out (%s)'
     await server.kill();
     await waitFor(() => transport.state === 'closed', { timeoutMs: 10_000 });
     await expect(ended).resolves.toMatchObject({ code: 'CONNECTION' });
+  });
+});
+
+describe('reconnect (background errors)', () => {
+  const quiet = { logger: { warn: () => undefined, error: () => undefined } };
+
+  it('reports the connection given up and the dead-letter consumer it ended', async () => {
+    const names = testNames();
+    const bus = resources.subscriber('jetstream', names, {
+      ...quiet,
+      servers: server.url,
+      maxReconnectAttempts: 1,
+      reconnectTimeWaitMs: 50,
+      reconnectJitterMs: 0,
+    });
+    const errors: WatchtowerError[] = [];
+    bus.on('error', (error) => errors.push(error));
+    await bus.transport.consumeDlq(() => undefined);
+    await server.kill();
+    await waitFor(() => errors.length === 2, { timeoutMs: 10_000 });
+    expect(errors.map((error) => error.code)).toEqual([ErrorCode.CONNECTION, ErrorCode.CONNECTION]);
+    expect(errors.some((error) => error.message.includes('given up'))).toBe(true);
+    expect(errors.some((error) => error.message.includes(`${names.dlqPrefix}.>`))).toBe(true);
+  });
+
+  it('reports streams that cannot be put back after a reconnect', async () => {
+    const names = testNames();
+    const bus = resources.subscriber('jetstream', names, { ...quiet, servers: server.url });
+    const errors: WatchtowerError[] = [];
+    bus.on('error', (error) => errors.push(error));
+    await bus.connect();
+    resources.onCleanup(() => server.restart());
+    await server.restart({ jetstream: false });
+    await waitFor(() => errors.length > 0, { timeoutMs: 10_000 });
+    expect(errors[0]).toMatchObject({ code: ErrorCode.TRANSPORT });
+    expect(errors[0]?.message).toContain('recreate the streams');
   });
 });
 
