@@ -34,6 +34,7 @@ import { toDeadLetter, toDelivery, type DlqItem } from './deliveries.js';
 import { GroupConsumer, type ConsumerHost, type RedisClient } from './group-consumer.js';
 import { scanPattern, streamKey, typeOfKey } from './keys.js';
 import { closedError, mapRedisError } from './map-error.js';
+import { PublishBatcher } from './publish-batcher.js';
 
 /**
  * What Redis Streams give, as data. `delayedRetry` is false: a nack's delay is timed by the
@@ -73,10 +74,11 @@ function idJustBefore(ms: number): string {
 }
 
 /**
- * With `enableAutoPipelining` (an ioredis option a user may turn on for bursts of concurrent
- * publishes), ioredis loses the command name of the generic `call(name, ...)` form, used here
- * for XAUTOCLAIM, XCLAIM, XINFO and CLIENT (their typed forms cannot return Buffers or are
- * missing). Those commands therefore always go out directly.
+ * With `enableAutoPipelining` (an ioredis option a user may still turn on, though publishes do
+ * not need it: they are pipelined per event-loop turn here), ioredis loses the command name of
+ * the generic `call(name, ...)` form, used here for XAUTOCLAIM, XCLAIM, XINFO and CLIENT (their
+ * typed forms cannot return Buffers or are missing). Those commands therefore always go out
+ * directly.
  */
 const SENT_WITH_CALL = ['XAUTOCLAIM', 'XCLAIM', 'XINFO', 'CLIENT'];
 
@@ -98,7 +100,8 @@ function redactUrl(url: string): string {
  * Redis Streams behind the Watchtower `Transport` contract.
  *
  * - Publish: `XADD {prefix}:{type} MAXLEN ~ n * event <json>` on one shared connection;
- *   resolves when Redis has the entry.
+ *   resolves when Redis has the entry. The publishes of one event-loop turn go out as one
+ *   pipeline; a publish alone in its turn as a plain command.
  * - Subscribe: a consumer group per subscription (`group` for competing consumers, else a group
  *   of its own, destroyed on unsubscribe), read with `XREADGROUP ... BLOCK` on a connection of
  *   its own. Wildcard patterns read every matching stream, found by `SCAN` and found again every
@@ -114,6 +117,7 @@ export class RedisTransport implements Transport {
   readonly config: ResolvedRedisConfig;
   readonly #consumerBase: string;
   readonly #acks: AckBatcher;
+  readonly #publishes: PublishBatcher;
   readonly #consumers = new Set<GroupConsumer<unknown>>();
   readonly #wildcards = new Map<GroupConsumer<Delivery>, CompiledPattern>();
   readonly #dlqHandles = new Set<SubscriptionHandle>();
@@ -138,6 +142,13 @@ export class RedisTransport implements Transport {
     this.#acks = new AckBatcher(
       () => this.#requireClient('XACK'),
       (error) => this.#reportError(error),
+    );
+    const { maxLen, approximateTrim } = this.config;
+    this.#publishes = new PublishBatcher(
+      () => this.#requireClient('XADD'),
+      maxLen === null
+        ? ['*', 'event']
+        : ['MAXLEN', approximateTrim ? '~' : '=', maxLen, '*', 'event'],
     );
   }
 
@@ -301,6 +312,12 @@ export class RedisTransport implements Transport {
    * `XADD {prefix}:{type} [MAXLEN ~ n] * event <json>`; resolves when Redis has the entry.
    * Connects first when needed.
    *
+   * The publishes made in one event-loop turn are sent together, as one `pipeline()` (one write,
+   * one round trip), at the end of the turn's synchronous and promise work; a publish alone in
+   * its turn goes out as a plain `XADD`. Each publish still settles on its own: one whose
+   * command Redis refuses rejects, the others of the batch resolve. Entries of one stream keep
+   * the order of the `publish` calls.
+   *
    * @throws `VALIDATION` for an invalid event type, `SERIALIZATION` when the event cannot be
    * written as JSON, `ABORTED` when `signal` is already aborted, `CLOSED` after `close()`,
    * `CONNECTION`/`TRANSPORT` when Redis fails.
@@ -322,19 +339,8 @@ export class RedisTransport implements Transport {
     }
     const body = encodeEvent(event);
     if (this.#client === undefined) await this.connect();
-    const client = this.#client as RedisClient;
     try {
-      if (this.config.maxLen === null) await client.xadd(key, '*', 'event', body);
-      else
-        await client.xadd(
-          key,
-          'MAXLEN',
-          this.config.approximateTrim ? '~' : '=',
-          this.config.maxLen,
-          '*',
-          'event',
-          body,
-        );
+      await this.#publishes.xadd(key, body);
     } catch (error) {
       throw this.#closed ? closedError('publish') : mapRedisError(error, `XADD ${key}`);
     }
@@ -750,6 +756,8 @@ export class RedisTransport implements Transport {
 
   async #close(timeoutMs: number): Promise<void> {
     this.#closed = true;
+    // Publishes made before close() go out now, ahead of everything close() sends.
+    this.#publishes.flush();
     if (this.#discoveryTimer !== undefined) clearTimeout(this.#discoveryTimer);
     this.#discoveryTimer = undefined;
     // While Redis is unreachable its commands wait for a reconnect: each step that talks to
@@ -778,6 +786,8 @@ export class RedisTransport implements Transport {
     // because of close(); such entries stay pending and are delivered again.
     this.#silenced = true;
     if (client === undefined) return;
+    // A publish whose connect() had resolved when close() began queues after the flush above.
+    this.#publishes.flush();
     if (client.status !== 'ready') {
       // QUIT would only wait in the offline queue for a connection that is not there.
       client.disconnect();

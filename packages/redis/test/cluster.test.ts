@@ -91,6 +91,33 @@ describe('RedisTransport on a Redis Cluster', () => {
     }
   });
 
+  it('writes a burst of publishes to several streams of one prefix in publish order per stream', async () => {
+    prefix = `{${uniquePrefix('cluster')}}`;
+    const t = clusterTransport();
+    const types = ['cart.added', 'cart.removed', 'cart.checked.out'];
+    const send = (from: number): Promise<void[]> =>
+      Promise.all(
+        Array.from({ length: 150 }, (_, i) =>
+          t.publish(createEvent(types[(from + i) % 3] as string, { n: from + i })),
+        ),
+      );
+    // The first burst connects on first use; the second goes out on the ready connection.
+    await send(0);
+    await send(150);
+    const admin = new Redis(server.url);
+    try {
+      for (const [index, type] of types.entries()) {
+        const entries = await admin.xrange(`${prefix}:${type}`, '-', '+');
+        const ns = entries.map(
+          ([, fields]) => (JSON.parse(fields[1] as string) as { payload: { n: number } }).payload.n,
+        );
+        expect(ns).toEqual(Array.from({ length: 300 }, (_, n) => n).filter((n) => n % 3 === index));
+      }
+    } finally {
+      await admin.quit();
+    }
+  });
+
   it('redelivers a nacked entry and keeps the dead-letter stream on the cluster', async () => {
     prefix = `{${uniquePrefix('cluster')}}`;
     const t = clusterTransport();

@@ -110,6 +110,140 @@ describe('RedisTransport publish', () => {
   });
 });
 
+describe('RedisTransport publish bursts', () => {
+  /** The `n` payload field of every entry of `type`'s stream, in stream order. */
+  async function storedNs(type: string): Promise<number[]> {
+    const entries = await ctx.redis.xrange(`${ctx.prefix}:${type}`, '-', '+');
+    return entries.map(
+      ([, fields]) => (decodeEvent(fields[1] as string) as Event<{ n: number }>).payload.n,
+    );
+  }
+
+  it('writes a burst of publishes made in one turn in publish order per stream, each resolving once its entry is stored', async () => {
+    const t = transport();
+    await t.connect();
+    const types = ['order.created', 'order.paid'];
+    const checks: Array<Promise<void>> = [];
+    const published = Array.from({ length: 300 }, (_, n) => {
+      const type = types[n % 2] as string;
+      const position = Math.floor(n / 2);
+      return t.publish(eventOf(type, { n })).then(() => {
+        // Asked only after this publish resolved: its entry (and every earlier one of the
+        // stream) must be there by then.
+        checks.push(
+          ctx.redis.xlen(`${ctx.prefix}:${type}`).then((length) => {
+            expect(length).toBeGreaterThan(position);
+          }),
+        );
+      });
+    });
+    await Promise.all(published);
+    await Promise.all(checks);
+    const expected = Array.from({ length: 300 }, (_, n) => n);
+    expect(await storedNs('order.created')).toEqual(expected.filter((n) => n % 2 === 0));
+    expect(await storedNs('order.paid')).toEqual(expected.filter((n) => n % 2 === 1));
+  });
+
+  it('keeps publish order across the bursts of consecutive turns, without awaiting in between', async () => {
+    const t = transport({ maxLen: null });
+    await t.connect();
+    const published: Array<Promise<void>> = [];
+    for (let turn = 0; turn < 5; turn++) {
+      for (let i = 0; i < 40; i++)
+        published.push(t.publish(eventOf('tick.tock', { n: turn * 40 + i })));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(published);
+    expect(await storedNs('tick.tock')).toEqual(Array.from({ length: 200 }, (_, n) => n));
+  });
+
+  it('connects on the first use for a burst published before connect, in publish order', async () => {
+    const t = transport();
+    await Promise.all(
+      Array.from({ length: 50 }, (_, n) => t.publish(eventOf('cold.start', { n }))),
+    );
+    expect(await storedNs('cold.start')).toEqual(Array.from({ length: 50 }, (_, n) => n));
+  });
+
+  it('rejects only the publish whose XADD failed in a burst, with TRANSPORT, and writes the others', async () => {
+    const t = transport();
+    await t.connect();
+    // A plain string where the stream of `broken.type` would be: its XADD gets WRONGTYPE.
+    await ctx.redis.set(`${ctx.prefix}:broken.type`, 'not a stream');
+    const outcomes = await Promise.allSettled([
+      t.publish(eventOf('fine.type', { n: 0 })),
+      t.publish(eventOf('broken.type', { n: 1 })),
+      t.publish(eventOf('fine.type', { n: 2 })),
+      t.publish(eventOf('broken.type', { n: 3 })),
+      t.publish(eventOf('fine.type', { n: 4 })),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual([
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+    ]);
+    for (const outcome of [outcomes[1], outcomes[3]]) {
+      if (outcome?.status !== 'rejected') throw new Error('expected a rejection');
+      const error = outcome.reason as WatchtowerError;
+      expect(error.code).toBe(ErrorCode.TRANSPORT);
+      expect(error.retryable).toBe(false);
+      expect(error.message).toContain(`XADD ${ctx.prefix}:broken.type`);
+      expect((error.cause as Error).message).toMatch(/^WRONGTYPE/);
+    }
+    expect(await storedNs('fine.type')).toEqual([0, 2, 4]);
+    expect(await ctx.redis.get(`${ctx.prefix}:broken.type`)).toBe('not a stream');
+  });
+
+  it('rejects the publishes of a burst that fail before sending (bad type, DLQ type, aborted signal) and sends the rest', async () => {
+    const t = transport();
+    await t.connect();
+    const aborted = AbortSignal.abort(new Error('gave up'));
+    const outcomes = await Promise.allSettled([
+      t.publish(eventOf('ok.one', { n: 0 })),
+      t.publish({ ...eventOf('ok.one'), type: 'bad..type' }),
+      t.publish(eventOf('dlq')),
+      t.publish(eventOf('ok.one', { n: 1 }), { signal: aborted }),
+      t.publish(eventOf('ok.one', { n: 2 })),
+    ]);
+    const codes = outcomes.map((o) =>
+      o.status === 'fulfilled' ? 'ok' : (o.reason as WatchtowerError).code,
+    );
+    expect(codes).toEqual([
+      'ok',
+      ErrorCode.VALIDATION,
+      ErrorCode.VALIDATION,
+      ErrorCode.ABORTED,
+      'ok',
+    ]);
+    expect(await storedNs('ok.one')).toEqual([0, 2]);
+  });
+
+  it('sends publishes awaited one at a time, each stored when it resolves', async () => {
+    const t = transport();
+    await t.connect();
+    for (let n = 0; n < 50; n++) {
+      await t.publish(eventOf('one.by.one', { n }));
+      expect(await ctx.redis.xlen(`${ctx.prefix}:one.by.one`)).toBe(n + 1);
+    }
+    expect(await storedNs('one.by.one')).toEqual(Array.from({ length: 50 }, (_, n) => n));
+  });
+
+  it('sends a burst published just before close() before quitting, and rejects later publishes with CLOSED', async () => {
+    const t = transport();
+    await t.connect();
+    const published = Array.from({ length: 20 }, (_, n) => t.publish(eventOf('last.words', { n })));
+    await t.close();
+    // Sent before close() quit the connection: QUIT waits for their replies.
+    await Promise.all(published);
+    expect(await storedNs('last.words')).toEqual(Array.from({ length: 20 }, (_, n) => n));
+    await expect(t.publish(eventOf('last.words'))).rejects.toSatisfy((error) =>
+      isWatchtowerError(error, ErrorCode.CLOSED),
+    );
+  });
+});
+
 describe('RedisTransport subscribe', () => {
   it('delivers a published event with attempt 1 and the stream key as origin', async () => {
     const t = transport();

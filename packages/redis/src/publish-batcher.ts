@@ -1,0 +1,94 @@
+import type { Cluster, Redis, RedisValue } from 'ioredis';
+
+interface QueuedXadd {
+  readonly key: string;
+  readonly body: string;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Sends the `XADD`s of one event-loop turn together. The first `xadd` of a turn schedules a
+ * flush with `process.nextTick`; everything queued until it runs goes out with it, as one
+ * `pipeline()`: one socket write and one round trip, as a caller pipelining by hand gets. A
+ * publish alone in its turn is sent as a plain command, so one-at-a-time publishing pays no
+ * pipeline cost.
+ *
+ * Why `nextTick` rather than `queueMicrotask`: called from promise code (where publishes
+ * usually come from) it runs once the microtask queue is empty, so it also collects publishes
+ * that reach the transport after different numbers of `await`s in the same turn, where a
+ * microtask flushes with the first of them. Both measured the same on the benchmarks. No I/O
+ * runs before the flush; the deferral and the promise per publish cost a lone publish about
+ * half a microsecond, against a round trip of 25-70 µs.
+ *
+ * Redis answers each command of a pipeline on its own: each publish settles with its own reply
+ * (a `WRONGTYPE` on one stream fails only the publishes to that stream). Entries keep the order
+ * of the `xadd` calls: one connection, commands written in that order.
+ *
+ * On a Redis Cluster a pipeline must stay within one slot. Every event stream of a transport
+ * carries its prefix's hash tag (the configuration requires one on a cluster), hence one slot.
+ *
+ * Rejections carry the driver's error, unmapped: the caller maps it with its context.
+ */
+export class PublishBatcher {
+  #queue: QueuedXadd[] = [];
+  readonly #flush = (): void => this.flush();
+
+  /**
+   * @param client - the connection, asked at flush time; a publish connects before it queues.
+   * @param head - the arguments between the key and the body: `[MAXLEN, ~, n,] *, event`.
+   */
+  constructor(
+    private readonly client: () => Redis | Cluster,
+    private readonly head: readonly RedisValue[],
+  ) {}
+
+  /**
+   * Queues `XADD key ...head body` for this turn's flush. Resolves when Redis has the entry;
+   * rejects with the driver's error for this command.
+   */
+  xadd(key: string, body: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      if (this.#queue.push({ key, body, resolve, reject }) === 1) process.nextTick(this.#flush);
+    });
+  }
+
+  /**
+   * Sends what is queued now, without waiting for the scheduled flush (which then finds
+   * nothing to send): `close()` calls it so that publishes made before it go out before `QUIT`.
+   * Never throws; failures reject the publishes concerned.
+   */
+  flush(): void {
+    const batch = this.#queue;
+    if (batch.length === 0) return;
+    this.#queue = [];
+    try {
+      const client = this.client();
+      if (batch.length === 1) {
+        const item = batch[0] as QueuedXadd;
+        client.xadd(item.key, ...this.head, item.body).then(() => item.resolve(), item.reject);
+        return;
+      }
+      const pipeline = client.pipeline();
+      for (const item of batch) pipeline.xadd(item.key, ...this.head, item.body);
+      pipeline.exec().then(
+        (replies) => {
+          for (let i = 0; i < batch.length; i++) {
+            const item = batch[i] as QueuedXadd;
+            // [error, result] per command; exec() yields null only for an aborted MULTI.
+            const reply = replies?.[i];
+            if (reply === undefined) item.reject(new Error('the XADD pipeline returned no reply'));
+            else if (reply[0] !== null) item.reject(reply[0]);
+            else item.resolve();
+          }
+        },
+        (error: unknown) => {
+          // The pipeline as a whole failed (e.g. no cluster slots): none of it was sent.
+          for (const item of batch) item.reject(error);
+        },
+      );
+    } catch (error) {
+      for (const item of batch) item.reject(error);
+    }
+  }
+}
