@@ -183,8 +183,9 @@ export async function runWindowed(
       await Promise.all(batch);
       batch = [];
       // Let I/O in between windows, as a service does: otherwise a transport whose publish
-      // resolves before the bytes leave (NATS core) would buffer the whole run.
-      await new Promise((resolve) => setImmediate(resolve));
+      // resolves before the bytes leave (NATS core) would buffer the whole run. One at a time,
+      // each publish already waits for its round trip, as the raw side's loop does.
+      if (window > 1) await new Promise((resolve) => setImmediate(resolve));
     }
   }
   await Promise.all(batch);
