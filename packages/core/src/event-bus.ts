@@ -224,8 +224,11 @@ interface PublishEntry {
 
 const NOT_SET = Symbol('not set');
 
-const EVENT_BUS_OPTION_KEYS = [
-  'transport',
+/**
+ * The `EventBus` options other than `transport`: entry points that take one flat options
+ * object (`NatsSubscriber`, `RedisSubscriber`) split it with this list.
+ */
+export const EVENT_BUS_OPTION_KEYS = [
   'events',
   'validation',
   'source',
@@ -237,7 +240,7 @@ const EVENT_BUS_OPTION_KEYS = [
   'closeTimeoutMs',
   'logger',
   'clock',
-] as const satisfies readonly (keyof EventBusOptions)[];
+] as const satisfies readonly (keyof Omit<EventBusOptions, 'transport'>)[];
 
 const SUBSCRIBE_OPTION_KEYS = [
   'group',
@@ -307,7 +310,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     if (options === undefined || typeof options.transport?.publish !== 'function') {
       throw configError('transport', 'a Transport is required');
     }
-    rejectUnknownOptions(options, EVENT_BUS_OPTION_KEYS, 'EventBus');
+    rejectUnknownOptions(options, ['transport', ...EVENT_BUS_OPTION_KEYS], 'EventBus');
     this.transport = options.transport;
     this.#validation = options.validation ?? DEFAULT_EVENT_BUS_OPTIONS.validation;
     if (!['strict', 'warn', 'ignore'].includes(this.#validation)) {

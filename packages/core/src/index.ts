@@ -112,7 +112,12 @@ export type {
   InMemoryDeadLetterQueueOptions,
 } from './dead-letter-queue.js';
 
-export { EventBus, DEFAULT_EVENT_BUS_OPTIONS, consoleLogger } from './event-bus.js';
+export {
+  EventBus,
+  DEFAULT_EVENT_BUS_OPTIONS,
+  EVENT_BUS_OPTION_KEYS,
+  consoleLogger,
+} from './event-bus.js';
 export type {
   EventBusOptions,
   EventBusStats,

@@ -1,5 +1,6 @@
 import {
   DEFAULT_RETRY_OPTIONS,
+  EVENT_BUS_OPTION_KEYS,
   EventBus,
   configError,
   type EventBusOptions,
@@ -20,19 +21,7 @@ export type NatsSubscriberOptions<C extends EventCatalog = EventCatalog> = Parti
   Omit<EventBusOptions<C>, 'transport'>;
 
 // The EventBus options; everything else in NatsSubscriberOptions configures the transport.
-const BUS_KEYS = [
-  'events',
-  'validation',
-  'source',
-  'circuitBreaker',
-  'backpressure',
-  'retry',
-  'publishConcurrency',
-  'subscriptionDefaults',
-  'closeTimeoutMs',
-  'logger',
-  'clock',
-] as const satisfies readonly (keyof Omit<EventBusOptions, 'transport'>)[];
+const BUS_KEYS = EVENT_BUS_OPTION_KEYS;
 
 /**
  * The Watchtower Subscriber on NATS: an `EventBus` over a {@link NatsTransport}. Publish with
