@@ -387,24 +387,48 @@ export class NatsTransport implements Transport {
    * `TIMEOUT` (no PubAck in `requestTimeoutMs`),
    * `TRANSPORT` (no stream captures the subject, broker refusal), `ABORTED`.
    */
-  async publish(event: Event, options?: PublishOptions): Promise<void> {
+  publish(event: Event, options?: PublishOptions): Promise<void> {
+    // Core mode on a live connection needs no await: hand the bytes to the client and answer
+    // with one settled promise, as the hot path of every core publish.
+    const nc = this.#nc;
+    if (this.config.mode === 'core' && nc !== undefined && options?.signal === undefined) {
+      try {
+        assertEventType(event.type);
+        if (this.#closed) throw new ClosedError('the NATS transport is closed');
+        this.#assertConnected('publish');
+        this.#publishCore(nc, event);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return SENT;
+    }
+    return this.#publish(event, options);
+  }
+
+  #publishCore(nc: NatsConnection, event: Event): void {
+    const subject = eventSubject(this.config.subjectPrefix, event.type);
+    const headers = toNatsHeaders(event.headers);
+    try {
+      nc.publish(subject, encodeEventBytes(event), headers === undefined ? undefined : { headers });
+    } catch (error) {
+      throw mapNatsError(error, `publish to ${subject}`);
+    }
+  }
+
+  async #publish(event: Event, options?: PublishOptions): Promise<void> {
     assertEventType(event.type);
     const signal = options?.signal;
     throwIfAborted(signal);
     const nc = this.#nc ?? (await this.#connection());
     if (this.#closed) throw new ClosedError('the NATS transport is closed');
     this.#assertConnected('publish');
+    if (this.config.mode === 'core') {
+      this.#publishCore(nc, event);
+      return;
+    }
     const subject = eventSubject(this.config.subjectPrefix, event.type);
     const data = encodeEventBytes(event);
     const headers = toNatsHeaders(event.headers);
-    if (this.config.mode === 'core') {
-      try {
-        nc.publish(subject, data, headers === undefined ? undefined : { headers });
-      } catch (error) {
-        throw mapNatsError(error, `publish to ${subject}`);
-      }
-      return;
-    }
     const js = this.#js;
     if (js === undefined) throw new ConnectionError('cannot publish: JetStream is not set up');
     const ack = js.publish(subject, data, {
@@ -1002,6 +1026,9 @@ function sanitizeSubject(subject: string): string {
     .replace(/^\.|\.$/g, '');
   return cleaned.length === 0 ? 'unknown' : cleaned;
 }
+
+/** The answer of every core publish that went out: one settled promise, shared. */
+const SENT: Promise<void> = Promise.resolve();
 
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted === true) throw abortError(signal);
