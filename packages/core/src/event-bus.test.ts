@@ -1765,7 +1765,7 @@ describe('EventBus and overlapping patterns in a group', () => {
 describe('EventBus and transport background errors', () => {
   class NoisyTransport extends MemoryTransport {
     readonly listeners = new Set<(error: WatchtowerError) => void>();
-    on(_name: 'error', listener: (error: WatchtowerError) => void): () => void {
+    override on(_name: 'error', listener: (error: WatchtowerError) => void): () => void {
       this.listeners.add(listener);
       return () => this.listeners.delete(listener);
     }

@@ -768,6 +768,22 @@ describe('MemoryTransport', () => {
       await transport.close();
     });
 
+    it('reports a dead-letter handler that throws on error listeners as HANDLER_FAILED', async () => {
+      const transport = new MemoryTransport();
+      const reported: { code: string; message: string }[] = [];
+      transport.on('error', (error) => reported.push({ code: error.code, message: error.message }));
+      await transport.publishToDlq(event('job.a'), reason('job.a'));
+      const failing = await transport.consumeDlq(() => {
+        throw new Error('cannot handle it');
+      });
+      await waitFor(() => reported.length === 1);
+      await failing.unsubscribe();
+      expect(reported[0]?.code).toBe(ErrorCode.HANDLER_FAILED);
+      expect(reported[0]?.message).toContain('cannot handle it');
+      expect(transport.deadLetterQueue.size).toBe(1);
+      await transport.close();
+    });
+
     it('never gives the same letter to two competing consumers', async () => {
       const transport = new MemoryTransport();
       for (let n = 0; n < 4; n++)

@@ -8,7 +8,10 @@ import {
   SerializationError,
   WatchtowerError,
   configError,
+  describeError,
+  toWatchtowerError,
 } from './errors.js';
+import { Emitter } from './emitter.js';
 import { assertEventType, type Event } from './event.js';
 import { Fifo } from './fifo.js';
 import { PatternIndex, assertPattern } from './pattern.js';
@@ -197,6 +200,7 @@ export class MemoryTransport implements Transport {
   readonly #maxInFlight: number;
   readonly #subscriptions = new Set<MemorySubscription>();
   readonly #dlqConsumers = new Set<DlqConsumer>();
+  readonly #errors = new Emitter<{ error: [error: WatchtowerError] }>();
   #closed = false;
   #closing: Promise<void> | undefined;
   #drained: (() => void) | undefined;
@@ -327,6 +331,14 @@ export class MemoryTransport implements Transport {
     }
   }
 
+  /**
+   * Failures no caller can be told about: a `consumeDlq` handler that threw (`HANDLER_FAILED`;
+   * the letter stays in the queue). The `EventBus` reports them on its own listeners.
+   */
+  on(name: 'error', listener: (error: WatchtowerError) => void): () => void {
+    return this.#errors.on(name, listener);
+  }
+
   healthCheck(): Promise<HealthStatus> {
     return Promise.resolve(
       this.#closed
@@ -365,6 +377,7 @@ export class MemoryTransport implements Transport {
       this.broker.claimedDeadLetters,
       handler,
       () => this.#dlqConsumers.delete(consumer),
+      (error) => this.#errors.emit('error', error),
     );
     this.#dlqConsumers.add(consumer);
     consumer.start(options.fromStart ?? true);
@@ -718,6 +731,7 @@ class DlqConsumer implements SubscriptionHandle {
     private readonly claimed: WeakSet<DeadLetter>,
     private readonly handler: DeadLetterHandler,
     private readonly onStop: () => void,
+    private readonly onError: (error: WatchtowerError) => void,
   ) {}
 
   start(fromStart: boolean): void {
@@ -754,9 +768,16 @@ class DlqConsumer implements SubscriptionHandle {
           await this.handler(letter);
           // It stays claimed: another consumer may still hold it in its pending list.
           this.queue.remove(letter);
-        } catch {
+        } catch (error) {
           // Not handled: the letter stays in the queue for a later consumer.
           this.claimed.delete(letter);
+          this.onError(
+            toWatchtowerError(
+              error,
+              ErrorCode.HANDLER_FAILED,
+              `a dead-letter handler threw: ${describeError(error)}`,
+            ),
+          );
         }
       }
     } finally {
