@@ -259,6 +259,38 @@ describe('decodeEvent of JSON written by the Rust library', () => {
   });
 });
 
+describe('decodeEvent with headers carried beside the body', () => {
+  const rustBody =
+    '{"metadata":{"id":"550e8400-e29b-41d4-a716-446655440000","event_type":"order.placed",' +
+    '"timestamp":"2024-01-15T10:30:00Z","source":null,"correlation_id":null},"payload":1}';
+
+  it('takes the headers a transport supplies when the body has no headers map', () => {
+    const event = decodeEvent(rustBody, () => ({ traceparent: '00-abc-01' }));
+    expect(event.headers).toEqual({ traceparent: '00-abc-01' });
+    expect(Object.keys(event)).toEqual(['id', 'type', 'timestamp', 'headers', 'payload']);
+  });
+
+  it('takes them for a null headers map too, and gives {} when the transport has none', () => {
+    const withNull = rustBody.replace(
+      '"correlation_id":null}',
+      '"correlation_id":null,"headers":null}',
+    );
+    expect(decodeEvent(withNull, () => ({ a: 'b' })).headers).toEqual({ a: 'b' });
+    expect(decodeEvent(rustBody, () => undefined).headers).toEqual({});
+  });
+
+  it('keeps a body headers map as it is and never asks the transport', () => {
+    const event = createEvent('user.created', 1, { headers: { traceparent: '00-body-01' } });
+    let asked = 0;
+    const decoded = decodeEvent(encodeEventBytes(event), () => {
+      asked++;
+      return { traceparent: '00-beside-01' };
+    });
+    expect(decoded.headers).toEqual({ traceparent: '00-body-01' });
+    expect(asked).toBe(0);
+  });
+});
+
 describe('decodeEvent rejects malformed input', () => {
   const valid = {
     metadata: {

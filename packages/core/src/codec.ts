@@ -80,12 +80,20 @@ export function encodeEventBytes(event: Event): Uint8Array {
  * string `Date.parse` understands (chrono's nanosecond and `+00:00` forms included) and is kept
  * as written.
  *
+ * @param headersWhenAbsent - called only when the body has no `metadata.headers` (missing or
+ * `null`, as Rust and raw publishers write it); what it returns becomes `event.headers`. A
+ * transport passes the headers its message carried beside the body (NATS headers), so a
+ * publisher that sets `traceparent` only there is still traced, while a body with a headers
+ * map (every Watchtower publisher writes one) costs no header parsing at all.
  * @throws `SerializationError` (code `SERIALIZATION`) with `raw` set to the input bytes when the
  * input is not UTF-8 JSON (the parse error is the `cause`), not an object, or `metadata.id`,
  * `metadata.event_type` (a valid event type), `metadata.timestamp` or `payload` is missing or
  * of the wrong type, or an optional field or a header value is neither a string nor `null`.
  */
-export function decodeEvent(input: string | Uint8Array): Event {
+export function decodeEvent(
+  input: string | Uint8Array,
+  headersWhenAbsent?: () => Record<string, string> | undefined,
+): Event {
   let text: string;
   if (typeof input === 'string') {
     text = input;
@@ -111,7 +119,7 @@ export function decodeEvent(input: string | Uint8Array): Event {
       cause: error,
     });
   }
-  const result = read(value);
+  const result = read(value, headersWhenAbsent);
   if (typeof result === 'string') throw invalid(result, input, value);
   return result;
 }
@@ -173,7 +181,10 @@ function isNullableString(value: unknown): value is string | null | undefined {
  * Reads a parsed wire-format value: the event, or what is wrong with it. Returning the
  * problem (instead of throwing from here) keeps the raw input out of the success path.
  */
-function read(value: unknown): Event | string {
+function read(
+  value: unknown,
+  headersWhenAbsent?: () => Record<string, string> | undefined,
+): Event | string {
   if (!isObject(value)) return `expected a JSON object, got ${describeType(value)}`;
   const metadata = value['metadata'];
   if (!isObject(metadata)) return `metadata must be an object, got ${describeType(metadata)}`;
@@ -209,7 +220,7 @@ function read(value: unknown): Event | string {
 
   let headers = metadata['headers'];
   if (headers === undefined || headers === null) {
-    headers = {};
+    headers = headersWhenAbsent?.() ?? {};
   } else if (isObject(headers)) {
     for (const key in headers) {
       const header = headers[key];

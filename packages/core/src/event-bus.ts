@@ -694,9 +694,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       closeSignal: this.#closeController.signal,
       writeRetry: this.#retry,
       needsValidation: this.#catalog !== undefined && this.#validation !== 'ignore',
-      count: (counter) => {
-        this.#counters[counter]++;
-      },
+      counters: this.#counters,
       reportError: (error, context) => this.#reportError(error, context),
       emitDeadLetter: (letter) => this.#emitter.emit('deadLetter', letter),
       validateConsumed: (event) => this.#validateConsumed(event),
@@ -844,7 +842,8 @@ interface SubscriptionHost {
   /** Retries writes that must not be given up easily (dead letters). */
   readonly writeRetry: RetryPolicy;
   readonly needsValidation: boolean;
-  count(counter: keyof Counters): void;
+  /** The bus's counters, incremented in place (a plain field store on the hot path). */
+  readonly counters: Counters;
   reportError(error: unknown, context: { subscription?: string; eventId?: string }): void;
   emitDeadLetter(letter: DeadLetter): void;
   validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck>;
@@ -1024,9 +1023,9 @@ class BusSubscription implements SubscriptionHandle {
    */
   #process(delivery: Delivery, index: number): Promise<void> | undefined {
     const bus = this.#bus;
-    bus.count('received');
+    bus.counters.received++;
     if (delivery.kind === 'malformed') {
-      bus.count('malformed');
+      bus.counters.malformed++;
       return this.#guard(
         this.#deadLetter(
           delivery,
@@ -1077,7 +1076,9 @@ class BusSubscription implements SubscriptionHandle {
     delivery.ack().then(handled ? this.#countHandled : undefined, this.#onAckFailed);
   }
 
-  readonly #countHandled = (): void => this.#bus.count('handled');
+  readonly #countHandled = (): void => {
+    this.#bus.counters.handled++;
+  };
   readonly #onAckFailed = (error: unknown): void => {
     this.#bus.reportError(error, { subscription: this.name });
   };
@@ -1117,10 +1118,10 @@ class BusSubscription implements SubscriptionHandle {
       const failure = outcome instanceof Pending ? await outcome.promise : outcome;
       if (failure === DONE) {
         await delivery.ack();
-        this.#bus.count('handled');
+        this.#bus.counters.handled++;
         return;
       }
-      this.#bus.count('handlerFailures');
+      this.#bus.counters.handlerFailures++;
       const retryable =
         !isWatchtowerError(failure, ErrorCode.NON_RETRYABLE) &&
         !isWatchtowerError(failure, ErrorCode.VALIDATION);
@@ -1132,7 +1133,7 @@ class BusSubscription implements SubscriptionHandle {
         await this.#deadLetter(delivery, event, failure, attempt);
         return;
       }
-      this.#bus.count('retried');
+      this.#bus.counters.retried++;
       const delayMs = policy.delayFor(attempt);
       // Transports without redelivery retry in process; the others hand the event back.
       if (this.#redelivery) {
@@ -1224,7 +1225,7 @@ class BusSubscription implements SubscriptionHandle {
       );
       return;
     }
-    bus.count('deadLettered');
+    bus.counters.deadLettered++;
     bus.emitDeadLetter(
       'raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason },
     );

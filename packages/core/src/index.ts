@@ -83,6 +83,7 @@ export { Emitter } from './emitter.js';
 export type { EventMap } from './emitter.js';
 export { AsyncQueue } from './async-queue.js';
 export { Fifo } from './fifo.js';
+export { BoundedMemo } from './bounded-memo.js';
 
 export {
   CircuitBreaker,
