@@ -54,6 +54,25 @@ describe('SettleBatcher', () => {
     expect(reported.map((error) => error.code)).toEqual([ErrorCode.TRANSPORT]);
   });
 
+  it('sends the acks of one run of promise work together, after it and before the next I/O turn', async () => {
+    const batcher = new SettleBatcher(() => undefined);
+    const sent: number[] = [];
+    const seenByLastStep: number[] = [];
+    // Three deliveries settled one by one across awaits, as a consume loop does.
+    const loop = (async () => {
+      for (let i = 0; i < 3; i++) {
+        batcher.run(() => sent.push(i));
+        await Promise.resolve();
+      }
+      seenByLastStep.push(sent.length);
+    })();
+    await loop;
+    // A tick queued now runs after the batcher's: no event-loop turn in between.
+    await new Promise((resolve) => process.nextTick(resolve));
+    expect(seenByLastStep).toEqual([0]);
+    expect(sent).toEqual([0, 1, 2]);
+  });
+
   it('reports nothing when every ack goes out', () => {
     const reported: WatchtowerError[] = [];
     const batcher = new SettleBatcher((error) => reported.push(error));

@@ -48,17 +48,23 @@ export function toNatsHeaders(headers: Record<string, string>): MsgHdrs | undefi
 }
 
 /**
- * Adds NATS headers the body does not already carry to `event.headers` (a raw client may send
- * `traceparent` only as a header). The body wins; `Nats-*` headers are the server's own.
+ * The message's NATS headers as event headers, for a body without a headers map (Rust and raw
+ * publishers may set `traceparent` only as a header). A Watchtower body carries its headers
+ * itself (and mirrors them into NATS headers), so these are not even parsed then. `Nats-*`
+ * headers are the server's own; of a repeated header the last value counts.
  */
-function mergeHeaders(event: Event, natsHeaders: MsgHdrs | undefined): void {
-  if (natsHeaders === undefined) return;
+function eventHeadersOf(msg: {
+  readonly headers?: MsgHdrs | undefined;
+}): Record<string, string> | undefined {
+  const natsHeaders = msg.headers;
+  if (natsHeaders === undefined) return undefined;
+  const out: Record<string, string> = {};
   for (const [name, values] of natsHeaders) {
     if (isServerHeader(name)) continue;
-    if (name in event.headers) continue;
     const last = values[values.length - 1];
-    if (last !== undefined) event.headers[name] = last;
+    if (last !== undefined) out[name] = last;
   }
+  return out;
 }
 
 function toSerializationError(error: unknown, data: Uint8Array): SerializationError {
@@ -70,12 +76,11 @@ function toSerializationError(error: unknown, data: Uint8Array): SerializationEr
 export function coreDelivery(msg: Msg): Delivery {
   let event: Event;
   try {
-    event = decodeEvent(msg.data);
+    event = decodeEvent(msg.data, () => eventHeadersOf(msg));
   } catch (error) {
     return new CoreMalformedDelivery(msg.data, toSerializationError(error, msg.data), msg.subject);
   }
-  mergeHeaders(event, msg.headers);
-  return new CoreEventDelivery(event, msg.subject);
+  return new CoreEventDelivery(event, msg);
 }
 
 class CoreEventDelivery implements EventDelivery {
@@ -83,8 +88,12 @@ class CoreEventDelivery implements EventDelivery {
   readonly attempt = 1;
   constructor(
     readonly event: Event,
-    readonly origin: string,
+    private readonly msg: Msg,
   ) {}
+  /** Read on demand: the client decodes the subject bytes on first access. */
+  get origin(): string {
+    return this.msg.subject;
+  }
   ack(): Promise<void> {
     return DONE;
   }
@@ -111,30 +120,39 @@ class CoreMalformedDelivery implements MalformedDelivery {
 }
 
 /**
- * Acks, naks and terms of JetStream deliveries, written together once per event-loop turn.
+ * Acks, naks and terms of JetStream deliveries, written together once the current run of
+ * promise work is over.
  *
  * The client flushes its outbound buffer on a microtask after the first write. A subscriber
  * that settles deliveries one by one across awaits (the EventBus does) would so cost a socket
- * write per ack; collected and sent in one go, a turn's acks leave in one write. An ack waits
- * at most one turn; the caller does not wait for it, so a write that fails goes to `onError`
- * (once per batch, mapped by `mapNatsError`).
+ * write per ack; collected and sent in one go, they leave in one write. The flush is a
+ * `process.nextTick`: queued from promise code it runs once the microtask queue is empty, i.e.
+ * after every delivery already received has been handled, and before any I/O, so acks are not
+ * held back by a turn of the event loop (a server at `max_ack_pending` waits for them). The
+ * caller does not wait for the write, so one that fails goes to `onError` (once per batch,
+ * mapped by `mapNatsError`).
  */
 export class SettleBatcher {
   #pending: (() => void)[] = [];
-  #scheduled: ReturnType<typeof setImmediate> | undefined;
+  #scheduled = false;
+  readonly #flush = (): void => {
+    if (this.#scheduled) this.flush();
+  };
 
   constructor(private readonly onError: (error: WatchtowerError) => void) {}
 
-  /** Queues `action` for the end of this turn. */
+  /** Queues `action` for the next flush. */
   run(action: () => void): void {
     this.#pending.push(action);
-    this.#scheduled ??= setImmediate(() => this.flush());
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      process.nextTick(this.#flush);
+    }
   }
 
   /** Sends what is pending now (on close, before the connection drains). */
   flush(): void {
-    if (this.#scheduled !== undefined) clearImmediate(this.#scheduled);
-    this.#scheduled = undefined;
+    this.#scheduled = false;
     const batch = this.#pending;
     this.#pending = [];
     let failed = 0;
@@ -182,11 +200,10 @@ export interface JetStreamDeliveryContext {
 export function jetStreamDelivery(msg: JsMsg, context: JetStreamDeliveryContext): Delivery {
   let event: Event;
   try {
-    event = decodeEvent(msg.data);
+    event = decodeEvent(msg.data, () => eventHeadersOf(msg));
   } catch (error) {
     return new JsMalformedDelivery(msg, context, toSerializationError(error, msg.data));
   }
-  mergeHeaders(event, msg.headers);
   return new JsEventDelivery(msg, context, event);
 }
 

@@ -19,6 +19,7 @@ import {
 import {
   ClosedError,
   ConnectionError,
+  BoundedMemo,
   Emitter,
   ErrorCode,
   TimeoutError,
@@ -125,6 +126,8 @@ export class NatsTransport implements Transport {
   /** The config with every default applied. */
   readonly config: ResolvedNatsConfig;
   #info: TransportInfo;
+  /** The subject of each event type published, remembered. */
+  readonly #subjects: BoundedMemo<string>;
   /** Dead letters go to a JetStream stream (decided at connect for `dlq.durable: 'auto'`). */
   #durableDlq: boolean;
   readonly #deliveries: Pick<JetStreamDeliveryContext, 'unsettled' | 'batcher' | 'closed'> = {
@@ -155,6 +158,8 @@ export class NatsTransport implements Transport {
     this.config = resolveNatsConfig(config);
     this.#durableDlq = this.config.dlq.durable === true;
     this.#info = this.#describe();
+    const { subjectPrefix } = this.config;
+    this.#subjects = new BoundedMemo((type) => eventSubject(subjectPrefix, type));
   }
 
   /**
@@ -406,7 +411,7 @@ export class NatsTransport implements Transport {
   }
 
   #publishCore(nc: NatsConnection, event: Event): void {
-    const subject = eventSubject(this.config.subjectPrefix, event.type);
+    const subject = this.#subjects.get(event.type);
     const headers = toNatsHeaders(event.headers);
     try {
       nc.publish(subject, encodeEventBytes(event), headers === undefined ? undefined : { headers });
@@ -426,7 +431,7 @@ export class NatsTransport implements Transport {
       this.#publishCore(nc, event);
       return;
     }
-    const subject = eventSubject(this.config.subjectPrefix, event.type);
+    const subject = this.#subjects.get(event.type);
     const data = encodeEventBytes(event);
     const headers = toNatsHeaders(event.headers);
     const js = this.#js;

@@ -140,7 +140,7 @@ describe.each<NatsMode>(['core', 'jetstream'])('NatsTransport (%s)', (mode) => {
     }
   });
 
-  it('receives Rust-format JSON from a raw client as a typed event, taking NATS headers the body lacks', async () => {
+  it('receives Rust-format JSON from a raw client as a typed event, with its NATS headers as event headers when the body has no headers map', async () => {
     const { transport, names } = await connected();
     const { deliveries } = await collect(transport, 'order.>');
     const nc = await resources.raw();
