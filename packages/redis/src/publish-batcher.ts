@@ -28,7 +28,7 @@ interface QueuedXadd {
  * On a Redis Cluster a pipeline must stay within one slot. Every event stream of a transport
  * carries its prefix's hash tag (the configuration requires one on a cluster), hence one slot.
  *
- * Rejections carry the driver's error, unmapped: the caller maps it with its context.
+ * Rejections carry the driver's error as `mapError` maps it, with the key it was for.
  */
 export class PublishBatcher {
   #queue: QueuedXadd[] = [];
@@ -37,20 +37,26 @@ export class PublishBatcher {
   /**
    * @param client - the connection, asked at flush time; a publish connects before it queues.
    * @param head - the arguments between the key and the body: `[MAXLEN, ~, n,] *, event`.
+   * @param mapError - what a publish rejects with, from the driver's error for its key.
    */
   constructor(
     private readonly client: () => Redis | Cluster,
     private readonly head: readonly RedisValue[],
+    private readonly mapError: (error: unknown, key: string) => unknown,
   ) {}
 
   /**
    * Queues `XADD key ...head body` for this turn's flush. Resolves when Redis has the entry;
-   * rejects with the driver's error for this command.
+   * rejects with `mapError` of the driver's error for this command.
    */
   xadd(key: string, body: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (this.#queue.push({ key, body, resolve, reject }) === 1) process.nextTick(this.#flush);
     });
+  }
+
+  #fail(item: QueuedXadd, error: unknown): void {
+    item.reject(this.mapError(error, item.key));
   }
 
   /**
@@ -66,7 +72,10 @@ export class PublishBatcher {
       const client = this.client();
       if (batch.length === 1) {
         const item = batch[0] as QueuedXadd;
-        client.xadd(item.key, ...this.head, item.body).then(() => item.resolve(), item.reject);
+        client.xadd(item.key, ...this.head, item.body).then(
+          () => item.resolve(),
+          (error: unknown) => this.#fail(item, error),
+        );
         return;
       }
       const pipeline = client.pipeline();
@@ -77,18 +86,19 @@ export class PublishBatcher {
             const item = batch[i] as QueuedXadd;
             // [error, result] per command; exec() yields null only for an aborted MULTI.
             const reply = replies?.[i];
-            if (reply === undefined) item.reject(new Error('the XADD pipeline returned no reply'));
-            else if (reply[0] !== null) item.reject(reply[0]);
+            if (reply === undefined)
+              this.#fail(item, new Error('the XADD pipeline returned no reply'));
+            else if (reply[0] !== null) this.#fail(item, reply[0]);
             else item.resolve();
           }
         },
         (error: unknown) => {
           // The pipeline as a whole failed (e.g. no cluster slots): none of it was sent.
-          for (const item of batch) item.reject(error);
+          for (const item of batch) this.#fail(item, error);
         },
       );
     } catch (error) {
-      for (const item of batch) item.reject(error);
+      for (const item of batch) this.#fail(item, error);
     }
   }
 }

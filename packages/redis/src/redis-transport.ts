@@ -2,6 +2,7 @@ import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import {
+  BoundedMemo,
   ErrorCode,
   ValidationError,
   WatchtowerError,
@@ -118,6 +119,8 @@ export class RedisTransport implements Transport {
   readonly #consumerBase: string;
   readonly #acks: AckBatcher;
   readonly #publishes: PublishBatcher;
+  /** The stream key of each event type published, remembered. */
+  readonly #streamKeys: BoundedMemo<string>;
   readonly #consumers = new Set<GroupConsumer<unknown>>();
   readonly #wildcards = new Map<GroupConsumer<Delivery>, CompiledPattern>();
   readonly #dlqHandles = new Set<SubscriptionHandle>();
@@ -149,7 +152,10 @@ export class RedisTransport implements Transport {
       maxLen === null
         ? ['*', 'event']
         : ['MAXLEN', approximateTrim ? '~' : '=', maxLen, '*', 'event'],
+      (error, key) => (this.#closed ? closedError('publish') : mapRedisError(error, `XADD ${key}`)),
     );
+    const { prefix } = this.config;
+    this.#streamKeys = new BoundedMemo((type) => streamKey(prefix, type));
   }
 
   /**
@@ -322,28 +328,33 @@ export class RedisTransport implements Transport {
    * written as JSON, `ABORTED` when `signal` is already aborted, `CLOSED` after `close()`,
    * `CONNECTION`/`TRANSPORT` when Redis fails.
    */
-  async publish(event: Event, options?: PublishOptions): Promise<void> {
-    this.#assertOpen('publish');
-    assertEventType(event.type);
-    const key = streamKey(this.config.prefix, event.type);
-    if (key === this.config.dlqStream) {
-      throw new ValidationError(
-        `event type ${JSON.stringify(event.type)} would be written to the dead-letter stream ${key}`,
-        [{ message: 'event type collides with the DLQ stream', path: ['type'] }],
-      );
-    }
-    if (options?.signal?.aborted === true) {
-      throw new WatchtowerError(ErrorCode.ABORTED, 'publish aborted', {
-        cause: options.signal.reason,
-      });
-    }
-    const body = encodeEvent(event);
-    if (this.#client === undefined) await this.connect();
+  publish(event: Event, options?: PublishOptions): Promise<void> {
+    let key: string;
+    let body: string;
     try {
-      await this.#publishes.xadd(key, body);
+      this.#assertOpen('publish');
+      assertEventType(event.type);
+      key = this.#streamKeys.get(event.type);
+      if (key === this.config.dlqStream) {
+        throw new ValidationError(
+          `event type ${JSON.stringify(event.type)} would be written to the dead-letter stream ${key}`,
+          [{ message: 'event type collides with the DLQ stream', path: ['type'] }],
+        );
+      }
+      if (options?.signal?.aborted === true) {
+        throw new WatchtowerError(ErrorCode.ABORTED, 'publish aborted', {
+          cause: options.signal.reason,
+        });
+      }
+      body = encodeEvent(event);
     } catch (error) {
-      throw this.#closed ? closedError('publish') : mapRedisError(error, `XADD ${key}`);
+      return Promise.reject(error);
     }
+    // Not async: a connected publish hands back the batcher's promise, one promise per event.
+    if (this.#client === undefined) {
+      return this.connect().then(() => this.#publishes.xadd(key, body));
+    }
+    return this.#publishes.xadd(key, body);
   }
 
   // -----------------------------------------------------------------------------------------------
