@@ -626,25 +626,45 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    * Sends one event whose queue slot is held, through the circuit breaker and the retry
    * policy; frees the slot when done. Resolves when the transport confirmed it, rejects with
    * the final error.
+   *
+   * Not async: the path every publish takes (the first attempt succeeds) costs one `then` on
+   * the transport's promise; only a failure enters the async retry path.
    */
-  async #send(event: Event): Promise<void> {
+  #send(event: Event): Promise<void> {
+    let sent: Promise<void>;
     try {
-      try {
-        this.#breaker.acquire();
-        await this.#transportPublish(event);
-        this.#breaker.recordSuccess();
-      } catch (error) {
-        await this.#retryPublish(event, error);
-      }
+      this.#breaker.acquire();
+      sent = this.#transportPublish(event);
+    } catch (error) {
+      return this.#sendFailed(event, error);
+    }
+    return sent.then(this.#onSent, (error: unknown) => this.#sendFailed(event, error));
+  }
+
+  readonly #onSent = (): void => {
+    this.#breaker.recordSuccess();
+    this.#counters.published++;
+    this.#sendDone();
+  };
+
+  /** The first attempt failed: retries per the policy; rejects with the final error. */
+  async #sendFailed(event: Event, firstError: unknown): Promise<void> {
+    try {
+      await this.#retryPublish(event, firstError);
       this.#counters.published++;
     } catch (error) {
       this.#counters.publishFailed++;
       throw error;
     } finally {
-      this.#queue.release();
-      if (this.#flushed !== undefined && this.#queue.size === 0) this.#flushed();
-      this.#pump();
+      this.#sendDone();
     }
+  }
+
+  /** Frees the send slot of a publish that has settled. */
+  #sendDone(): void {
+    this.#queue.release();
+    if (this.#flushed !== undefined && this.#queue.size === 0) this.#flushed();
+    this.#pump();
   }
 
   /** Retries a failed first attempt per the policy; rejects with the final error. */
