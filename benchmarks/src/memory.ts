@@ -9,7 +9,7 @@ import {
   type EventBusOptions,
 } from '@watchtower/core';
 import { z } from 'zod';
-import { now, runWindowed, until, type Measurement, type Scenario } from './harness.js';
+import { now, runWindowed, countdown, type Measurement, type Scenario } from './harness.js';
 
 const TYPE = 'user.created';
 const payload = (n: number): { id: string; name: string; n: number } => ({
@@ -50,13 +50,13 @@ async function publishToHandler(n: number, validated: boolean): Promise<Measurem
     [TYPE]: z.object({ id: z.string(), name: z.string(), n: z.number().int() }),
   });
   const bus = memoryBus(validated ? { events } : {});
-  let handled = 0;
+  const arrivals = countdown(n, 60_000, 'all events handled');
   await bus.subscribe(TYPE, () => {
-    handled++;
+    arrivals.tick();
   });
   const start = now();
   await publishWindowed(bus, n, 1000);
-  await until(() => handled >= n, 60_000, 'all events handled');
+  await arrivals.done;
   const elapsedMs = now() - start;
   await bus.close();
   return { n, elapsedMs };
@@ -65,16 +65,16 @@ async function publishToHandler(n: number, validated: boolean): Promise<Measurem
 /** The same work on a bare EventEmitter: build the event, hand it to a handler. */
 async function rawPublishToHandler(n: number): Promise<Measurement> {
   const emitter = new EventEmitter();
-  let handled = 0;
+  const arrivals = countdown(n, 60_000, 'all events handled');
   emitter.on(TYPE, () => {
-    handled++;
+    arrivals.tick();
   });
   const start = now();
   for (let i = 0; i < n; i++) {
     emitter.emit(TYPE, createEvent(TYPE, payload(i)));
     if (i % 1000 === 999) await Promise.resolve();
   }
-  await until(() => handled >= n, 60_000, 'all events handled');
+  await arrivals.done;
   return { n, elapsedMs: now() - start };
 }
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createEvent, decodeEvent, encodeEvent, type Event } from '@watchtower/core';
 import { RedisSubscriber, type RedisSubscriberOptions } from '@watchtower/redis';
-import { now, runWindowed, until, type Measurement, type Scenario } from './harness.js';
+import { now, record, runWindowed, countdown, type Measurement, type Scenario } from './harness.js';
 
 /*
  * Redis Streams scenarios: each does the same work twice, once with raw ioredis and once through
@@ -92,8 +92,7 @@ async function rawPublish(count: number, window: number): Promise<Measurement> {
         );
       }
       await pipeline.exec();
-      const us = (now() - sent) * 1000;
-      for (let j = 0; j < size; j++) latenciesUs.push(us);
+      record(latenciesUs, size, sent);
     }
   }
   const elapsedMs = now() - start;
@@ -110,7 +109,13 @@ async function watchtowerPublish(
   const n = names();
   const b = bus(n, options);
   await b.connect();
-  const measured = await runWindowed(count, window, (i) => b.publish(TYPE, payload(i)), true);
+  // Timed like the raw side: each call on its own, or per pipeline-sized window.
+  const measured = await runWindowed(
+    count,
+    window,
+    (i) => b.publish(TYPE, payload(i)),
+    window === 1 ? 'each' : 'window',
+  );
   await b.close();
   await dropKeys(n);
   return measured;
@@ -178,16 +183,16 @@ async function watchtowerConsume(count: number): Promise<Measurement> {
   const n = names();
   await prefill(n, count);
   const b = bus(n);
-  let handled = 0;
+  const arrivals = countdown(count, 120_000, 'watchtower Redis events');
   const start = now();
   await b.subscribe(
     TYPE,
     () => {
-      handled++;
+      arrivals.tick();
     },
     { group: 'bench', startFrom: 'earliest' },
   );
-  await until(() => handled >= count, 120_000, 'watchtower Redis events');
+  await arrivals.done;
   const elapsedMs = now() - start;
   await b.close();
   await dropKeys(n);

@@ -6,10 +6,15 @@ import { redisScenarios } from './redis.js';
 
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
- * exist by default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run.
+ * exist by default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run;
+ * BENCH_ROUNDS (default 5) is how often each side of a scenario runs.
  */
 const scale = Number(process.env['BENCH_SCALE'] ?? '1');
 if (!Number.isFinite(scale) || scale <= 0) throw new Error('BENCH_SCALE must be a positive number');
+const rounds = Number(process.env['BENCH_ROUNDS'] ?? '5');
+if (!Number.isInteger(rounds) || rounds < 1) {
+  throw new Error('BENCH_ROUNDS must be a positive integer');
+}
 
 const registry: Record<string, () => Promise<Scenario[]>> = {
   memory: () => Promise.resolve(memoryScenarios(scale)),
@@ -30,5 +35,5 @@ const scenarios: Scenario[] = [];
 for (const name of names)
   scenarios.push(...(await (registry[name] as () => Promise<Scenario[]>)()));
 const outputFile = fileURLToPath(new URL('../results/latest.jsonl', import.meta.url));
-await runScenarios(scenarios, { outputFile });
+await runScenarios(scenarios, { outputFile, rounds });
 console.log(`\nresults written to ${outputFile}`);
