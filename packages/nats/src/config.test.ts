@@ -29,6 +29,7 @@ describe('resolveNatsConfig', () => {
       reconnectTimeWaitMs: 2000,
       reconnectJitterMs: 100,
       requestTimeoutMs: 5000,
+      pendingLimit: 65_536,
     });
     expect(config.stream).toEqual(DEFAULT_NATS_STREAM_OPTIONS);
     expect(config.consumer).toEqual(DEFAULT_NATS_CONSUMER_OPTIONS);
@@ -92,6 +93,8 @@ describe('resolveNatsConfig', () => {
     ['consumer.batchSize', { consumer: { batchSize: 2.5 } }],
     ['consumer.maxDeliver', { consumer: { maxDeliver: 0 } }],
     ['consumer.inactiveThresholdMs', { consumer: { inactiveThresholdMs: Number.NaN } }],
+    ['pendingLimit', { pendingLimit: 0 }],
+    ['pendingLimit', { pendingLimit: 100.5 }],
     ['maxReconnectAttempts', { maxReconnectAttempts: -2 }],
     ['reconnectTimeWaitMs', { reconnectTimeWaitMs: -5 }],
     ['reconnectJitterMs', { reconnectJitterMs: Number.POSITIVE_INFINITY }],

@@ -151,6 +151,17 @@ export interface NatsConfig {
   /** @defaultValue see {@link NatsConsumerOptions} */
   consumer: Partial<NatsConsumerOptions>;
   /**
+   * Events a core NATS subscription (every subscription in mode `core`, and `consumeDlq` of a
+   * DLQ that is not durable) holds in the client, received and not yet taken by the
+   * subscriber. Core NATS does not wait for a slow subscriber: beyond this, arriving events are
+   * dropped, as the server drops them for a slow consumer, and reported as
+   * `BACKPRESSURE_DROPPED` on `on('error')` (with the count, at most once a second), instead of
+   * growing the process without bound. The subscribe option `maxInFlight` replaces it for one
+   * subscription.
+   * @defaultValue `65536`
+   */
+  pendingLimit: number;
+  /**
    * Reconnect attempts after a lost connection; `-1` for no limit. After the last one fails
    * the connection is given up: live subscriptions end with a `CONNECTION` error (the EventBus
    * reports it) and the next publish or subscribe connects afresh.
@@ -192,6 +203,7 @@ export const DEFAULT_NATS_CONFIG = {
   reconnectJitterMs: 100,
   connectTimeoutMs: 20_000,
   requestTimeoutMs: 5000,
+  pendingLimit: 65_536,
 } as const satisfies Partial<NatsConfig>;
 
 /** The defaults of {@link NatsStreamOptions}. */
@@ -235,6 +247,7 @@ export interface ResolvedNatsConfig {
   readonly stream: Readonly<NatsStreamOptions>;
   readonly dlq: Readonly<NatsDlqOptions>;
   readonly consumer: Readonly<NatsConsumerOptions>;
+  readonly pendingLimit: number;
   readonly maxReconnectAttempts: number;
   readonly reconnectTimeWaitMs: number;
   readonly reconnectJitterMs: number;
@@ -255,6 +268,7 @@ const NATS_CONFIG_KEYS = Object.keys({
   stream: true,
   dlq: true,
   consumer: true,
+  pendingLimit: true,
   maxReconnectAttempts: true,
   reconnectTimeWaitMs: true,
   reconnectJitterMs: true,
@@ -348,6 +362,10 @@ export function resolveNatsConfig(config: Partial<NatsConfig> = {}): ResolvedNat
     'requestTimeoutMs',
     config.requestTimeoutMs ?? DEFAULT_NATS_CONFIG.requestTimeoutMs,
   );
+  const pendingLimit = positiveInteger(
+    'pendingLimit',
+    config.pendingLimit ?? DEFAULT_NATS_CONFIG.pendingLimit,
+  );
 
   const auth = resolveAuth(config.auth);
   const tls = config.tls;
@@ -372,6 +390,7 @@ export function resolveNatsConfig(config: Partial<NatsConfig> = {}): ResolvedNat
     stream,
     dlq,
     consumer,
+    pendingLimit,
     maxReconnectAttempts,
     reconnectTimeWaitMs,
     reconnectJitterMs,

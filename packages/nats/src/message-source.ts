@@ -34,10 +34,23 @@ export interface MessageSource<T> extends AsyncIterable<T> {
   tryNext(): T | undefined;
 }
 
+/** Limits of a {@link CoreSource}. */
+export interface CoreSourceLimits {
+  /**
+   * Messages held in the client, received and not yet taken. Core NATS delivers at most once
+   * and does not wait for a slow subscriber; beyond this, arriving messages are dropped (as
+   * the server drops them for a slow consumer) instead of growing the process without bound.
+   */
+  readonly pending: number;
+  /** Told how many messages were dropped: at once for the first, then at most once a second. */
+  readonly onDropped: (dropped: number, limit: number) => void;
+}
+
 /** A core NATS subscription (optionally in a queue group). The client resubscribes after reconnects. */
 export class CoreSource<T> implements MessageSource<T> {
   readonly #queue = new AsyncQueue<T>();
   readonly #sub: Subscription;
+  readonly #drops: DropCounter;
   #stopped = false;
 
   constructor(
@@ -45,8 +58,12 @@ export class CoreSource<T> implements MessageSource<T> {
     subject: string,
     queue: string | undefined,
     map: (msg: Msg) => T,
+    limits: CoreSourceLimits,
   ) {
     const items = this.#queue;
+    const drops = new DropCounter((dropped) => limits.onDropped(dropped, limits.pending));
+    this.#drops = drops;
+    const limit = limits.pending;
     this.#sub = nc.subscribe(subject, {
       ...(queue === undefined ? {} : { queue }),
       callback: (error, msg) => {
@@ -54,7 +71,9 @@ export class CoreSource<T> implements MessageSource<T> {
           items.fail(mapNatsError(error, `subscription to ${subject}`));
           return;
         }
-        items.push(map(msg));
+        // A message handed to a waiting reader is not held: size stays 0 then.
+        if (items.size >= limit) drops.count();
+        else items.push(map(msg));
       },
     });
     // The server refused the subscription, or the connection closed for good (reconnect
@@ -92,8 +111,44 @@ export class CoreSource<T> implements MessageSource<T> {
       // At most once: what was received and not yet taken is dropped.
       this.#queue.drain();
       this.#queue.end();
+      this.#drops.stop();
     }
     return Promise.resolve();
+  }
+}
+
+/**
+ * Counts dropped messages and tells `report` about them: the first of a burst at once (on a
+ * timer, not inside the client's callback), then at most once a second while drops go on.
+ */
+class DropCounter {
+  #dropped = 0;
+  #lastReport = Number.NEGATIVE_INFINITY;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(private readonly report: (dropped: number) => void) {}
+
+  count(): void {
+    this.#dropped++;
+    if (this.#timer !== undefined) return;
+    const wait = Math.max(0, this.#lastReport + 1000 - Date.now());
+    this.#timer = setTimeout(() => this.#flush(), wait);
+    this.#timer.unref();
+  }
+
+  /** Reports what is still untold and stops the timer. */
+  stop(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#flush();
+  }
+
+  #flush(): void {
+    this.#timer = undefined;
+    if (this.#dropped === 0) return;
+    const dropped = this.#dropped;
+    this.#dropped = 0;
+    this.#lastReport = Date.now();
+    this.report(dropped);
   }
 }
 

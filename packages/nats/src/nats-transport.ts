@@ -17,6 +17,7 @@ import {
   type NatsConnection,
 } from '@nats-io/transport-node';
 import {
+  BackpressureError,
   ClosedError,
   ConnectionError,
   BoundedMemo,
@@ -62,7 +63,12 @@ import {
   type JetStreamDeliveryContext,
 } from './deliveries.js';
 import { isNoResponders, mapNatsError } from './map-error.js';
-import { CoreSource, PullSource, type MessageSource } from './message-source.js';
+import {
+  CoreSource,
+  PullSource,
+  type CoreSourceLimits,
+  type MessageSource,
+} from './message-source.js';
 import { eventSubject, groupConsumerName, patternSubject, typeFromSubject } from './subjects.js';
 import { dlqStreamSpec, ensureStream, eventStreamSpec, type StreamSpec } from './topology.js';
 
@@ -199,6 +205,22 @@ export class NatsTransport implements Transport {
   #report(error: WatchtowerError): void {
     if (this.#silenced) return;
     this.#emitter.emit('error', error);
+  }
+
+  /** How much a core subscription to `filter` holds, and where its drops are reported. */
+  #coreLimits(filter: string, maxInFlight: number | undefined): CoreSourceLimits {
+    const field = maxInFlight === undefined ? 'pendingLimit' : 'maxInFlight';
+    return {
+      pending: maxInFlight ?? this.config.pendingLimit,
+      onDropped: (dropped, limit) =>
+        this.#report(
+          new BackpressureError(
+            ErrorCode.BACKPRESSURE_DROPPED,
+            `subscription to ${filter}: ${dropped} event(s) dropped, the subscriber was ` +
+              `${limit} events behind (${field}); core NATS delivers at most once`,
+          ),
+        ),
+    };
   }
 
   /**
@@ -461,8 +483,10 @@ export class NatsTransport implements Transport {
    * - without a group (mode `jetstream`): a consumer of its own, deleted on `unsubscribe()`.
    * - `startFrom` (mode `jetstream` only): where a new consumer starts; an existing group
    *   consumer goes on where it is.
-   * - `maxInFlight` (mode `jetstream`): the consumer's `max_ack_pending` (instead of
-   *   `consumer.maxAckPending`); a group's members share their consumer's limit.
+   * - `maxInFlight`: in mode `jetstream` the consumer's `max_ack_pending` (instead of
+   *   `consumer.maxAckPending`), which a group's members share; in mode `core` the events held
+   *   in the client for this subscription (instead of `pendingLimit`), beyond which arriving
+   *   events are dropped and reported as `BACKPRESSURE_DROPPED`.
    * - a group consumer that exists already gets the ack wait, max deliver and max ack pending
    *   of this config.
    *
@@ -490,7 +514,13 @@ export class NatsTransport implements Transport {
     const nc = await this.#connection();
 
     if (this.config.mode === 'core') {
-      const source = new CoreSource<Delivery>(nc, filter, group, coreDelivery);
+      const source = new CoreSource<Delivery>(
+        nc,
+        filter,
+        group,
+        coreDelivery,
+        this.#coreLimits(filter, maxInFlight),
+      );
       this.#adopt(source);
       try {
         // After the flush the server has the subscription: nothing published later is missed.
@@ -752,7 +782,13 @@ export class NatsTransport implements Transport {
       }
       source = pull;
     } else {
-      const core = new CoreSource(nc, filter, group, dlqMessageFromCore);
+      const core = new CoreSource(
+        nc,
+        filter,
+        group,
+        dlqMessageFromCore,
+        this.#coreLimits(filter, undefined),
+      );
       try {
         await nc.flush();
       } catch (error) {

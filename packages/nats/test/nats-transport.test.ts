@@ -298,3 +298,57 @@ describe.each<NatsMode>(['core', 'jetstream'])('NatsTransport (%s)', (mode) => {
     expect(caps.consumerGroups && caps.wildcards && caps.headers && caps.reconnect).toBe(true);
   });
 });
+
+describe('NatsTransport (core): a subscriber that falls behind', () => {
+  async function setup(overrides = {}) {
+    const transport = resources.transport('core', testNames(), overrides);
+    await transport.connect();
+    const errors: unknown[] = [];
+    transport.on('error', (error) => errors.push(error));
+    return { transport, errors };
+  }
+
+  /** The next `count` deliveries, leaving the iteration open (a for-await break would end it). */
+  async function take(sub: AsyncIterable<Delivery>, count: number): Promise<Delivery[]> {
+    const iterator = sub[Symbol.asyncIterator]();
+    const taken: Delivery[] = [];
+    while (taken.length < count) {
+      const next = await iterator.next();
+      if (next.done === true) break;
+      taken.push(next.value);
+    }
+    return taken;
+  }
+
+  it('holds at most maxInFlight events, drops what arrives beyond and reports the count as BACKPRESSURE_DROPPED', async () => {
+    const { transport, errors } = await setup();
+    const sub = await transport.subscribe('load.tick', { maxInFlight: 10 });
+    // Nobody takes deliveries while 100 events arrive.
+    for (let i = 0; i < 100; i++) await transport.publish(createEvent('load.tick', { i }));
+    await waitFor(() => errors.length > 0);
+    expect(errors).toHaveLength(1);
+    expect(isWatchtowerError(errors[0], ErrorCode.BACKPRESSURE_DROPPED)).toBe(true);
+    expect((errors[0] as Error).message).toContain('90 event(s) dropped');
+    expect((errors[0] as Error).message).toContain('maxInFlight');
+
+    const held = await take(sub, 10);
+    expect(eventsOf(held).map((e) => (e.payload as { i: number }).i)).toEqual(
+      Array.from({ length: 10 }, (_, i) => i),
+    );
+    // Taken: the subscription receives again.
+    await transport.publish(createEvent('load.tick', { i: 100 }));
+    expect(eventsOf(await take(sub, 1))[0]?.payload).toEqual({ i: 100 });
+    await sub.unsubscribe();
+  });
+
+  it('bounds every core subscription by pendingLimit when maxInFlight is not given', async () => {
+    const { transport, errors } = await setup({ pendingLimit: 5 });
+    const sub = await transport.subscribe('load.tock');
+    for (let i = 0; i < 20; i++) await transport.publish(createEvent('load.tock', { i }));
+    await waitFor(() => errors.length > 0);
+    expect((errors[0] as Error).message).toContain('15 event(s) dropped');
+    expect((errors[0] as Error).message).toContain('pendingLimit');
+    expect(await take(sub, 5)).toHaveLength(5);
+    await sub.unsubscribe();
+  });
+});
