@@ -1093,8 +1093,29 @@ class BusSubscription implements SubscriptionHandle {
 
   /** Acks without waiting; counts the event as handled once the ack is through. */
   #ackQuietly(delivery: Delivery, handled: boolean): void {
-    delivery.ack().then(handled ? this.#countHandled : undefined, this.#onAckFailed);
+    const acked = delivery.ack();
+    // Transports that ack without waiting hand back one settled promise every time. Once it
+    // is known to have resolved (a promise never changes its state), an ack returning it
+    // needs no reaction and no microtask.
+    if (acked === this.#resolvedAck) {
+      if (handled) this.#bus.counters.handled++;
+      return;
+    }
+    if (acked !== this.#lastAck) {
+      this.#lastAck = acked;
+      acked.then(handled ? this.#countHandled : undefined, this.#onAckFailed);
+      return;
+    }
+    // The same promise twice: a shared one. Learn whether it resolved.
+    acked.then(() => {
+      this.#resolvedAck = acked;
+      if (handled) this.#bus.counters.handled++;
+    }, this.#onAckFailed);
   }
+
+  /** The promise the last ack returned, and the last one seen to resolve. */
+  #lastAck: Promise<void> | undefined;
+  #resolvedAck: Promise<void> | undefined;
 
   readonly #countHandled = (): void => {
     this.#bus.counters.handled++;
