@@ -67,6 +67,22 @@ function eventHeadersOf(msg: {
   return out;
 }
 
+/**
+ * A message read back from the stream (by sequence) as what goes to the DLQ: its event, or its
+ * bytes when they do not decode.
+ */
+export function storedContent(
+  data: Uint8Array,
+  subject: string,
+  headers: MsgHdrs | undefined,
+): Event | MalformedMessage {
+  try {
+    return decodeEvent(data, () => eventHeadersOf({ headers }));
+  } catch {
+    return { raw: data, origin: subject };
+  }
+}
+
 function toSerializationError(error: unknown, data: Uint8Array): SerializationError {
   if (isWatchtowerError(error, ErrorCode.SERIALIZATION)) return error as SerializationError;
   return new SerializationError(describeError(error), data, { cause: error });

@@ -15,6 +15,7 @@ import {
   nuid,
   type Msg,
   type NatsConnection,
+  type Subscription,
 } from '@nats-io/transport-node';
 import {
   BackpressureError,
@@ -58,11 +59,13 @@ import {
 import {
   coreDelivery,
   jetStreamDelivery,
+  storedContent,
   toNatsHeaders,
   SettleBatcher,
   type JetStreamDeliveryContext,
 } from './deliveries.js';
 import { isNoResponders, mapNatsError } from './map-error.js';
+import { maxDeliveriesSubject, parseMaxDeliveries } from './max-deliveries.js';
 import {
   CoreSource,
   PullSource,
@@ -561,19 +564,88 @@ export class NatsTransport implements Transport {
       (delivery) => this.#track(this.#handBack(delivery), `hand back ${delivery.origin}`),
       Math.min(consumer.batchSize, maxAckPending),
     );
+    // Listening before the consumer pulls: an advisory its first pull causes is not missed.
+    const givenUp =
+      consumer.maxDeliver > 0
+        ? this.#watchGivenUp(nc, config.durable_name, group ?? pattern)
+        : undefined;
+    const stopWatching = (): void => {
+      try {
+        givenUp?.unsubscribe();
+      } catch {
+        // The connection is closed, and the subscription with it.
+      }
+    };
     this.#adopt(source);
     try {
       await source.open();
     } catch (error) {
       await source.stop();
       this.#sources.delete(source);
+      stopWatching();
       throw mapNatsError(
         error,
         `create consumer ${config.durable_name} on ${filter}`,
         this.config.requestTimeoutMs,
       );
     }
-    return new NatsSubscription(pattern, source, () => this.#sources.delete(source));
+    return new NatsSubscription(pattern, source, () => {
+      this.#sources.delete(source);
+      stopWatching();
+    });
+  }
+
+  /**
+   * Dead-letters the events the server gives up on for `consumerName` (see
+   * `max-deliveries.ts`). The members of a group listen in one queue group, so each event is
+   * dead-lettered once.
+   */
+  #watchGivenUp(nc: NatsConnection, consumerName: string, subscription: string): Subscription {
+    const stream = this.config.stream.name;
+    return nc.subscribe(maxDeliveriesSubject(stream, consumerName), {
+      queue: consumerName,
+      callback: (error, msg) => {
+        if (error !== null) return;
+        this.#track(
+          this.#deadLetterGivenUp(msg.string(), subscription),
+          `dead-letter an event consumer ${consumerName} stopped delivering (consumer.maxDeliver)`,
+        );
+      },
+    });
+  }
+
+  async #deadLetterGivenUp(advisory: string, subscription: string): Promise<void> {
+    const given = parseMaxDeliveries(advisory);
+    if (given === undefined) {
+      throw new WatchtowerError(
+        ErrorCode.TRANSPORT,
+        `unreadable max-deliveries advisory from the server: ${advisory.slice(0, 200)}`,
+      );
+    }
+    const stream = this.config.stream.name;
+    const jsm = this.#jsm;
+    if (jsm === undefined) throw new ConnectionError('JetStream is not set up on this connection');
+    const stored = await jsm.streams.getMessage(stream, { seq: given.streamSeq });
+    if (stored === null) {
+      throw new WatchtowerError(
+        ErrorCode.TRANSPORT,
+        `the server stopped delivering message ${given.streamSeq} of stream ${stream} after ` +
+          `${given.deliveries} deliveries, and it is no longer in the stream: it cannot be dead-lettered`,
+      );
+    }
+    const content = storedContent(stored.data, stored.subject, stored.header);
+    const { maxDeliver, ackWaitMs } = this.config.consumer;
+    await this.#deadLetterOfDelivery(content, {
+      message:
+        `delivery ${given.deliveries} was not settled within consumer.ackWaitMs (${ackWaitMs} ms) ` +
+        `and consumer.maxDeliver (${maxDeliver}) allows no more: the consumer stopped or its ` +
+        'handler ran too long, and the server would not deliver it again',
+      code: ErrorCode.TIMEOUT,
+      attempts: given.deliveries,
+      failedAt: new Date().toISOString(),
+      originalType: 'raw' in content ? content.origin : content.type,
+      subscription,
+    });
   }
 
   #pullSource<T>(

@@ -340,6 +340,35 @@ describe('NatsTransport (jetstream)', () => {
     });
   });
 
+  it('dead-letters an event whose last allowed delivery is never settled (a stopped or stuck consumer), once the server gives up on it', async () => {
+    const { transport } = await connected({ consumer: { maxDeliver: 2, ackWaitMs: 300 } });
+    const letters: DeadLetter[] = [];
+    const handle = await transport.consumeDlq((letter) => {
+      letters.push(letter);
+    });
+    resources.onCleanup(() => handle.unsubscribe());
+    // Two members of a group that take deliveries and never settle them.
+    const a = await record(transport, 'ship.*', { group: 'movers' }, () => Promise.resolve());
+    const b = await record(transport, 'ship.*', { group: 'movers' }, () => Promise.resolve());
+    const event = createEvent('ship.sent', { box: 7 }, { headers: { traceparent: '00-ab-01' } });
+    await transport.publish(event);
+    await waitFor(() => letters.length === 1, { message: 'the dead letter', timeoutMs: 5000 });
+    const attempts = [...a.deliveries, ...b.deliveries].map((d) => d.delivery.attempt);
+    expect(attempts.sort()).toEqual([1, 2]);
+    expect(letters[0]?.event).toEqual(event);
+    expect(letters[0]?.reason).toMatchObject({
+      attempts: 2,
+      originalType: 'ship.sent',
+      code: ErrorCode.TIMEOUT,
+      subscription: 'movers',
+    });
+    expect(letters[0]?.reason.message).toContain('consumer.maxDeliver');
+    // One dead letter for the group, not one per member.
+    await transport.publish(createEvent('ship.marker', {}));
+    await waitFor(() => letters.length === 2, { message: 'the marker', timeoutMs: 5000 });
+    expect(letters.map((l) => l.event?.type)).toEqual(['ship.sent', 'ship.marker']);
+  });
+
   it('applies changed consumer options to a group consumer that already exists', async () => {
     const { names, transport } = await connected();
     const first = await record(transport, 'conf.*', { group: 'svc' });
