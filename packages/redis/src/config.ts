@@ -1,4 +1,4 @@
-import { configError } from '@watchtower/core';
+import { configError, rejectUnknownOptions } from '@watchtower/core';
 import type { ClusterNode, ClusterOptions, RedisOptions } from 'ioredis';
 import { defaultDlqKey, hashTagOf } from './keys.js';
 
@@ -108,6 +108,15 @@ export interface RedisConfig {
    */
   claimIntervalMs?: number;
   /**
+   * Own consumer groups (those of subscriptions without a group) that a process left behind
+   * without closing (a crash) are destroyed, by any transport on the same prefix, once that
+   * process has shown no sign of life for this long: each transport refreshes a key
+   * `{prefix}:alive:{consumer base}` every third of it, and a group also stays while any of its
+   * consumers read more recently. Must exceed `blockMs`; `0` keeps such groups.
+   * @defaultValue 600000
+   */
+  staleGroupMs?: number;
+  /**
    * Where a new consumer group starts when `TransportSubscribeOptions.startFrom` is not given:
    * `'new'` (events published after the subscription started) or `'earliest'` (everything
    * still in the stream). An existing group continues where it is.
@@ -139,6 +148,35 @@ export interface RedisConfig {
   healthCheckTimeoutMs?: number;
 }
 
+/** Every field of {@link RedisConfig}: anything else is refused, so a misspelt one is not ignored. */
+export const REDIS_CONFIG_KEYS = [
+  'url',
+  'redis',
+  'cluster',
+  'prefix',
+  'dlqStream',
+  'maxLen',
+  'dlqMaxLen',
+  'approximateTrim',
+  'blockMs',
+  'count',
+  'maxInFlight',
+  'discoveryIntervalMs',
+  'claimMinIdleMs',
+  'claimIntervalMs',
+  'staleGroupMs',
+  'startFrom',
+  'consumerPrefix',
+  'dlqGroup',
+  'closeTimeoutMs',
+  'healthCheckTimeoutMs',
+] as const satisfies ReadonlyArray<keyof RedisConfig>;
+
+// A field added to RedisConfig and not listed above fails to compile.
+type Unlisted = Exclude<keyof RedisConfig, (typeof REDIS_CONFIG_KEYS)[number]>;
+const everyFieldListed: [Unlisted] extends [never] ? true : Unlisted = true;
+void everyFieldListed;
+
 /** The default prefix with {@link RedisConfig.cluster}: a hash tag, so all streams share a slot. */
 export const DEFAULT_CLUSTER_PREFIX = '{watchtower}';
 
@@ -155,6 +193,7 @@ export const DEFAULT_REDIS_CONFIG = Object.freeze({
   discoveryIntervalMs: 1000,
   claimMinIdleMs: 30_000,
   claimIntervalMs: 1000,
+  staleGroupMs: 600_000,
   startFrom: 'new',
   dlqGroup: 'watchtower-dlq',
   closeTimeoutMs: 10_000,
@@ -177,6 +216,7 @@ export interface ResolvedRedisConfig {
   readonly discoveryIntervalMs: number;
   readonly claimMinIdleMs: number;
   readonly claimIntervalMs: number;
+  readonly staleGroupMs: number;
   readonly startFrom: RedisStartFrom;
   readonly consumerPrefix: string | undefined;
   readonly dlqGroup: string;
@@ -228,6 +268,7 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
   if (typeof config !== 'object' || config === null) {
     throw configError('config', `expected an object, got ${describe(config)}`);
   }
+  rejectUnknownOptions(config, REDIS_CONFIG_KEYS, 'RedisTransport');
   const d = DEFAULT_REDIS_CONFIG;
   const url = nonEmptyString('url', config.url ?? d.url);
   if (!/^rediss?:\/\//.test(url)) {
@@ -308,6 +349,16 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
       `must be at most half of claimMinIdleMs (${claimMinIdleMs}), got ${claimIntervalMs}`,
     );
   }
+  // BLOCK 0 would block forever; at least 1 ms keeps the read loop responsive.
+  const blockMs = integer('blockMs', config.blockMs ?? d.blockMs, 1);
+  const staleGroupMs = integer('staleGroupMs', config.staleGroupMs ?? d.staleGroupMs, 0);
+  // A live consumer reads at least once per blockMs: a shorter limit would take it for dead.
+  if (staleGroupMs !== 0 && staleGroupMs <= blockMs) {
+    throw configError(
+      'staleGroupMs',
+      `must be 0 or more than blockMs (${blockMs}), got ${staleGroupMs}`,
+    );
+  }
   const consumerPrefix =
     config.consumerPrefix === undefined
       ? undefined
@@ -324,8 +375,7 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
       config.dlqMaxLen === undefined ? d.dlqMaxLen : config.dlqMaxLen,
     ),
     approximateTrim,
-    // BLOCK 0 would block forever; at least 1 ms keeps the read loop responsive.
-    blockMs: integer('blockMs', config.blockMs ?? d.blockMs, 1),
+    blockMs,
     count: integer('count', config.count ?? d.count, 1),
     maxInFlight: integer('maxInFlight', config.maxInFlight ?? d.maxInFlight, 1),
     discoveryIntervalMs: integer(
@@ -335,6 +385,7 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
     ),
     claimMinIdleMs,
     claimIntervalMs,
+    staleGroupMs,
     startFrom,
     consumerPrefix,
     dlqGroup: nonEmptyString('dlqGroup', config.dlqGroup ?? d.dlqGroup),

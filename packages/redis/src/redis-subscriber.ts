@@ -1,5 +1,5 @@
 import { EventBus, type EventBusOptions, type EventCatalog } from '@watchtower/core';
-import type { RedisConfig } from './config.js';
+import { REDIS_CONFIG_KEYS, type RedisConfig } from './config.js';
 import { RedisTransport } from './redis-transport.js';
 
 /**
@@ -10,39 +10,12 @@ import { RedisTransport } from './redis-transport.js';
 export interface RedisSubscriberOptions<C extends EventCatalog = EventCatalog>
   extends RedisConfig, Omit<EventBusOptions<C>, 'transport'> {}
 
-const TRANSPORT_KEYS = [
-  'url',
-  'redis',
-  'cluster',
-  'prefix',
-  'dlqStream',
-  'maxLen',
-  'dlqMaxLen',
-  'approximateTrim',
-  'blockMs',
-  'count',
-  'maxInFlight',
-  'discoveryIntervalMs',
-  'claimMinIdleMs',
-  'claimIntervalMs',
-  'startFrom',
-  'consumerPrefix',
-  'dlqGroup',
-  'closeTimeoutMs',
-  'healthCheckTimeoutMs',
-] as const satisfies ReadonlyArray<keyof RedisConfig>;
-
-// Every RedisConfig field must be listed above, or it would be handed to the bus and ignored.
-type Unlisted = Exclude<keyof RedisConfig, (typeof TRANSPORT_KEYS)[number]>;
-const everyFieldListed: [Unlisted] extends [never] ? true : Unlisted = true;
-void everyFieldListed;
-
 function split<C extends EventCatalog>(
   options: RedisSubscriberOptions<C>,
 ): { transport: RedisConfig; bus: Omit<EventBusOptions<C>, 'transport'> } {
   const transport: Record<string, unknown> = {};
   const bus: Record<string, unknown> = { ...options };
-  for (const key of TRANSPORT_KEYS) {
+  for (const key of REDIS_CONFIG_KEYS) {
     if (options[key] !== undefined) transport[key] = options[key];
     if (key !== 'closeTimeoutMs') delete bus[key];
   }

@@ -36,6 +36,7 @@ import { GroupConsumer, type ConsumerHost, type RedisClient } from './group-cons
 import { scanPattern, streamKey, typeOfKey } from './keys.js';
 import { closedError, mapRedisError } from './map-error.js';
 import { PublishBatcher } from './publish-batcher.js';
+import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
 
 /**
  * What Redis Streams give, as data. `delayedRetry` is false: a nack's delay is timed by the
@@ -133,6 +134,7 @@ export class RedisTransport implements Transport {
   /** Set once close() lets go of the connection: later failures are not reported. */
   #silenced = false;
   #lastError: unknown;
+  #sweeper: StaleGroupSweeper | undefined;
   #discoveryTimer: NodeJS.Timeout | undefined;
   #discovering: Promise<void> | undefined;
   #consumerSeq = 0;
@@ -203,6 +205,23 @@ export class RedisTransport implements Transport {
       throw closedError('connect');
     }
     this.#client = client;
+    if (this.config.staleGroupMs > 0) {
+      const { prefix, dlqStream, staleGroupMs } = this.config;
+      const sweeper = new StaleGroupSweeper({
+        client: () => this.#requireClient('sweep stale groups'),
+        prefix,
+        consumerBase: this.#consumerBase,
+        staleMs: staleGroupMs,
+        streams: async (c) =>
+          (await this.#scanStreams(c)).filter(
+            (key) => typeOfKey(prefix, dlqStream, key) !== undefined,
+          ),
+        report: (error, operation) => this.#reportError(mapRedisError(error, operation)),
+      });
+      this.#sweeper = sweeper;
+      // Marked alive before any own group of this transport exists.
+      await sweeper.start();
+    }
   }
 
   #describeTarget(): string {
@@ -412,7 +431,7 @@ export class RedisTransport implements Transport {
 
     const consumerName = this.#nextConsumerName();
     const own = options.group === undefined;
-    const group = options.group ?? `own:${consumerName}`;
+    const group = options.group ?? ownGroupName(consumerName);
     // Set below; breaking out of `for await` unsubscribes.
     const created: { subscription?: RedisSubscription } = {};
     const consumer = new GroupConsumer<Delivery>(
@@ -790,6 +809,7 @@ export class RedisTransport implements Transport {
       await Promise.allSettled(consumers.map((consumer) => consumer.settledBackground()));
       await this.#acks.flush().catch(() => {});
       await Promise.allSettled([...this.#background]);
+      await this.#sweeper?.stop();
     });
     const client = this.#client;
     this.#connecting = undefined;

@@ -529,6 +529,67 @@ describe('RedisTransport subscribe', () => {
   });
 });
 
+describe('RedisTransport and the own groups of stopped processes', () => {
+  async function groupNames(key: string): Promise<string[]> {
+    const groups = (await ctx.redis.xinfo('GROUPS', key)) as unknown[][];
+    return groups.map((group) => String(group[group.indexOf('name') + 1])).sort();
+  }
+
+  it('destroys the own groups a crashed process left, keeping live, named and its own ones', async () => {
+    const key = `${ctx.prefix}:stock.moved`;
+    // A process that crashed: its own group and consumer, no mark of life.
+    await ctx.redis.xgroup('CREATE', key, 'own:deadhost-1-aaaaaa-1', '$', 'MKSTREAM');
+    await ctx.redis.xgroup('CREATECONSUMER', key, 'own:deadhost-1-aaaaaa-1', 'deadhost-1-aaaaaa-1');
+    // Another live process, marked alive; and a named group, which no sweep touches.
+    await ctx.redis.xgroup('CREATE', key, 'own:livehost-2-bbbbbb-1', '$');
+    await ctx.redis.set(`${ctx.prefix}:alive:livehost-2-bbbbbb`, '1', 'PX', 60_000);
+    await ctx.redis.xgroup('CREATE', key, 'workers', '$');
+
+    const t = transport({ blockMs: 50, staleGroupMs: 400 });
+    const sub = await t.subscribe('stock.moved');
+    const mine = ackAll(sub);
+    const own = (await groupNames(key)).find((name) => name.startsWith(`own:${ctx.prefix}`));
+    expect(own).toBeDefined();
+
+    await eventually(async () => {
+      expect(await groupNames(key)).not.toContain('own:deadhost-1-aaaaaa-1');
+    }, 5000);
+    expect(await groupNames(key)).toEqual(
+      ['own:livehost-2-bbbbbb-1', own as string, 'workers'].sort(),
+    );
+    // Its own subscription still receives.
+    await t.publish(eventOf('stock.moved'));
+    await eventually(() => expect(mine.deliveries).toHaveLength(1));
+  });
+
+  it('keeps the own groups of a live process from being swept by another, and removes its mark on close', async () => {
+    const key = `${ctx.prefix}:stock.counted`;
+    const live = transport({ blockMs: 50, staleGroupMs: 300 });
+    const sweeper = transport({ blockMs: 50, staleGroupMs: 300 });
+    await sweeper.connect();
+    const sub = await live.subscribe('stock.counted');
+    const received = ackAll(sub);
+    const before = await groupNames(key);
+    expect(before).toHaveLength(1);
+    // Several sweeps of the other transport go by.
+    const marks = async (): Promise<string[]> => ctx.redis.keys(`${ctx.prefix}:alive:*`);
+    expect(await marks()).toHaveLength(2);
+    await eventually(async () => {
+      await sweeper.publish(eventOf('stock.counted', { n: 1 }));
+      expect(received.deliveries.length).toBeGreaterThanOrEqual(3);
+    }, 5000);
+    expect(await groupNames(key)).toEqual(before);
+    await live.close();
+    expect(await marks()).toHaveLength(1);
+  });
+
+  it('with staleGroupMs 0 keeps no mark of life, so it runs no sweep', async () => {
+    const t = transport({ staleGroupMs: 0 });
+    await t.subscribe('stock.kept');
+    expect(await ctx.redis.keys(`${ctx.prefix}:alive:*`)).toEqual([]);
+  });
+});
+
 describe('RedisTransport and trimming', () => {
   it('reports an entry that MAXLEN trimmed while it waited for its retry instead of losing it silently', async () => {
     const t = transport({ maxLen: 2, approximateTrim: false });

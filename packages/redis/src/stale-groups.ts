@@ -1,0 +1,158 @@
+import type { Cluster, Redis } from 'ioredis';
+
+/*
+ * A subscription without a group reads through a consumer group of its own, `own:{consumer}`,
+ * which `unsubscribe()` and `close()` destroy. A process that crashes leaves its own groups
+ * behind, and every restart adds more. Each transport therefore keeps a mark of life,
+ * `{prefix}:alive:{consumerBase}`, refreshed while it runs, and now and then destroys the own
+ * groups under its prefix whose process has no mark left and whose consumers have all been
+ * idle as long: a live process either refreshes its mark or, if its event loop was stuck, still
+ * shows recent reads.
+ */
+
+type RedisClient = Redis | Cluster;
+
+const OWN = 'own:';
+
+/** The name of the own group of consumer `consumer`. */
+export function ownGroupName(consumer: string): string {
+  return `${OWN}${consumer}`;
+}
+
+/** The key whose presence says the transport with `consumerBase` is alive. */
+export function aliveKey(prefix: string, consumerBase: string): string {
+  return `${prefix}:alive:${consumerBase}`;
+}
+
+/**
+ * The consumer base (the part shared by one transport's consumers) of an own group's name
+ * `own:{base}-{n}`, or `undefined` for any other group.
+ */
+export function ownGroupBase(group: string): string | undefined {
+  if (!group.startsWith(OWN)) return undefined;
+  const consumer = group.slice(OWN.length);
+  const dash = consumer.lastIndexOf('-');
+  if (dash <= 0 || !/^\d+$/.test(consumer.slice(dash + 1))) return undefined;
+  return consumer.slice(0, dash);
+}
+
+/** Field `name` of one entry of an `XINFO GROUPS` / `XINFO CONSUMERS` reply (a flat list). */
+function field(entry: unknown, name: string): unknown {
+  if (!Array.isArray(entry)) return undefined;
+  for (let i = 0; i + 1 < entry.length; i += 2) if (entry[i] === name) return entry[i + 1];
+  return undefined;
+}
+
+/** What a {@link StaleGroupSweeper} works with. */
+export interface StaleGroupSweeperOptions {
+  readonly client: () => RedisClient;
+  readonly prefix: string;
+  /** This transport's consumer base: its own groups are never touched. */
+  readonly consumerBase: string;
+  /** How long a process may show no sign of life before its own groups go. */
+  readonly staleMs: number;
+  /** The event streams under the prefix. */
+  readonly streams: (client: RedisClient) => Promise<string[]>;
+  /** A step failed; `operation` says which. The sweeper goes on at its next turn. */
+  readonly report: (error: unknown, operation: string) => void;
+}
+
+/** Keeps this transport's mark of life, and destroys the own groups of stopped processes. */
+export class StaleGroupSweeper {
+  readonly #key: string;
+  #beatTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> | undefined;
+  #stopped = false;
+
+  constructor(private readonly options: StaleGroupSweeperOptions) {
+    this.#key = aliveKey(options.prefix, options.consumerBase);
+  }
+
+  /** Sets the mark (before any own group of this transport exists), then keeps it fresh. */
+  async start(): Promise<void> {
+    await this.#beat();
+    if (this.#stopped) return;
+    const { staleMs } = this.options;
+    this.#beatTimer = setInterval(() => this.#run(() => this.#beat()), Math.max(1, staleMs / 3));
+    this.#beatTimer.unref();
+    this.#sweepTimer = setInterval(() => this.#run(() => this.sweep()), Math.max(1, staleMs / 2));
+    this.#sweepTimer.unref();
+  }
+
+  /** Stops the timers, waits for a step under way, and removes the mark. Never rejects. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#beatTimer);
+    clearInterval(this.#sweepTimer);
+    await this.#running;
+    try {
+      await this.options.client().del(this.#key);
+    } catch {
+      // It expires by itself.
+    }
+  }
+
+  /** One step at a time: a slow sweep is not overlapped by the next. */
+  #run(step: () => Promise<void>): void {
+    if (this.#running !== undefined || this.#stopped) return;
+    this.#running = step().finally(() => {
+      this.#running = undefined;
+    });
+  }
+
+  async #beat(): Promise<void> {
+    try {
+      // Three refreshes fit in one lifetime: one lost refresh does not make a live process stale.
+      await this.options.client().set(this.#key, '1', 'PX', this.options.staleMs);
+    } catch (error) {
+      this.options.report(error, `SET ${this.#key}`);
+    }
+  }
+
+  /** Destroys the own groups of processes that have stopped. Never rejects. */
+  async sweep(): Promise<void> {
+    const { client: clientOf, streams, report } = this.options;
+    let client: RedisClient;
+    let keys: string[];
+    try {
+      client = clientOf();
+      keys = await streams(client);
+    } catch (error) {
+      report(error, 'find the streams to sweep');
+      return;
+    }
+    const alive = new Map<string, boolean>();
+    for (const key of keys) {
+      if (this.#stopped) return;
+      try {
+        await this.#sweepStream(client, key, alive);
+      } catch (error) {
+        report(error, `sweep the consumer groups of ${key}`);
+      }
+    }
+  }
+
+  async #sweepStream(client: RedisClient, key: string, alive: Map<string, boolean>): Promise<void> {
+    const { prefix, consumerBase, staleMs } = this.options;
+    const groups = (await client.xinfo('GROUPS', key)) as unknown[];
+    for (const entry of groups) {
+      const name = field(entry, 'name');
+      if (typeof name !== 'string') continue;
+      const base = ownGroupBase(name);
+      if (base === undefined || base === consumerBase) continue;
+      let isAlive = alive.get(base);
+      if (isAlive === undefined) {
+        isAlive = (await client.exists(aliveKey(prefix, base))) === 1;
+        alive.set(base, isAlive);
+      }
+      if (isAlive) continue;
+      const consumers = (await client.xinfo('CONSUMERS', key, name)) as unknown[];
+      const recent = consumers.some((consumer) => {
+        const idle = field(consumer, 'idle');
+        return typeof idle !== 'number' || idle < staleMs;
+      });
+      if (!recent) await client.xgroup('DESTROY', key, name);
+    }
+  }
+}
