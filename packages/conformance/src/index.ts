@@ -651,6 +651,28 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       await subscription.unsubscribe();
     });
 
+    test('refuses a misspelt option of publish, subscribe, nack, consumeDlq and close with CONFIG naming it, instead of ignoring it', async () => {
+      const transport = await newTransport();
+      const refused = { code: 'CONFIG', message: expect.stringContaining('`grup`') as unknown };
+      const event = createEvent(type('options'), { n: 1 });
+      // As a JavaScript caller passes it: no type check, so the transport must refuse it itself.
+      const misspelt = { grup: 'workers' } as never;
+      await expect(transport.subscribe(type('options'), misspelt)).rejects.toMatchObject(refused);
+      await expect(transport.publish(event, misspelt)).rejects.toMatchObject(refused);
+      await expect(transport.consumeDlq(() => undefined, misspelt)).rejects.toMatchObject(refused);
+      // The event was not published by the refused call: a subscriber sees only the next one.
+      const subscription = await transport.subscribe(type('options'));
+      const iterator = subscription[Symbol.asyncIterator]();
+      await transport.publish(event);
+      const delivery = await nextWithin(iterator, timeoutMs);
+      await expect(delivery.nack(misspelt)).rejects.toMatchObject(refused);
+      await delivery.ack();
+      await subscription.unsubscribe();
+      await expect(transport.close(misspelt)).rejects.toMatchObject(refused);
+      // Refused, so still open.
+      expect((await transport.healthCheck()).healthy).toBe(true);
+    });
+
     test('reports health while connected and refuses work after close with CLOSED', async () => {
       const transport = await newTransport();
       const health = await transport.healthCheck();

@@ -1459,6 +1459,25 @@ describe('EventBus close', () => {
     await bus.close();
   });
 
+  it('refuses a misspelt close option with CONFIG naming it, and stays open', async () => {
+    const bus = makeBus();
+    const error = await rejection(bus.close({ timeoutMS: 10 } as never));
+    expect(codeOf(error)).toBe(ErrorCode.CONFIG);
+    expect((error as Error).message).toContain('`timeoutMS`');
+    await bus.publish('a.b', {});
+    await bus.close();
+  });
+
+  it('refuses misspelt event metadata on publish with CONFIG naming it, publishing nothing', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    const error = await rejection(bus.publish('a.b', {}, { correlationID: 'c-1' } as never));
+    expect(codeOf(error)).toBe(ErrorCode.CONFIG);
+    expect((error as Error).message).toContain('`correlationID`');
+    expect(transport.publishCalls).toEqual([]);
+    await bus.close();
+  });
+
   it('closes on await using', async () => {
     const transport = new TestTransport();
     {

@@ -44,7 +44,8 @@ import type {
   Transport,
   TransportSubscription,
 } from './transport.js';
-import { checkInteger, checkNumber, rejectUnknownOptions } from './options.js';
+import { TRANSPORT_OPTION_KEYS } from './transport.js';
+import { checkInteger, checkNumber, checkOptionKeys, rejectUnknownOptions } from './options.js';
 
 /** How payloads that fail their schema are treated. */
 export type ValidationMode = 'strict' | 'warn' | 'ignore';
@@ -531,6 +532,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     if (this.#closing !== undefined) return this.#closing;
     let timeoutMs: number;
     try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
       timeoutMs = nonNegative('timeoutMs', options.timeoutMs ?? this.#closeTimeoutMs);
     } catch (error) {
       return Promise.reject(error);

@@ -135,6 +135,15 @@ describe('createEvent', () => {
     expect(createEvent('a', payload).payload).toBe(payload);
   });
 
+  it('refuses a metadata field it does not know with CONFIG naming it, instead of dropping it', () => {
+    expect(() => createEvent('a', null, { sourceId: 'svc' } as never)).toThrow(
+      expect.objectContaining({
+        code: ErrorCode.CONFIG,
+        message: expect.stringContaining('`sourceId`'),
+      }),
+    );
+  });
+
   it('rejects an invalid Date timestamp with a VALIDATION error on the timestamp', () => {
     const error = validationError(() =>
       createEvent('a', null, { timestamp: new Date(Number.NaN) }),

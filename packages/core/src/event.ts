@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ValidationError } from './errors.js';
+import { rejectUnknownOptions } from './options.js';
 
 /**
  * An event: a plain, serialisable object. Create one with {@link createEvent}.
@@ -37,6 +38,16 @@ export interface EventMetadataInput {
 const EVENT_TYPE = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 
 /** True when `type` is a valid event type (dotted tokens of `[A-Za-z0-9_-]`, no wildcards). */
+// Listed as a record so that a field added to EventMetadataInput and left out fails to compile.
+const METADATA_KEYS = Object.keys({
+  id: true,
+  timestamp: true,
+  source: true,
+  correlationId: true,
+  causationId: true,
+  headers: true,
+} satisfies Record<keyof EventMetadataInput, true>);
+
 // Services publish a handful of types over and over: the last valid one skips the regex.
 let lastValidType = '';
 
@@ -69,6 +80,7 @@ export function createEvent<P, T extends string>(
   metadata?: EventMetadataInput,
 ): Event<P, T> {
   assertEventType(type);
+  if (metadata !== undefined) rejectUnknownOptions(metadata, METADATA_KEYS, 'event metadata');
   const id = metadata?.id ?? randomUUID();
   if (typeof id !== 'string' || id.length === 0) {
     throw new ValidationError('invalid event id: expected a non-empty string (a UUID by default)', [

@@ -67,12 +67,14 @@ export type {
   SubscriptionHandle,
   CloseOptions,
 } from './transport.js';
+export { TRANSPORT_OPTION_KEYS } from './transport.js';
 
 export { systemClock, sleep } from './clock.js';
 export type { Clock, TimerHandle } from './clock.js';
 export {
   withDefaults,
   rejectUnknownOptions,
+  checkOptionKeys,
   checkInteger,
   checkNumber,
   checkOneOf,

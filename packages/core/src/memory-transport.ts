@@ -15,7 +15,7 @@ import { Emitter } from './emitter.js';
 import { assertEventType, type Event } from './event.js';
 import { Fifo } from './fifo.js';
 import { PatternIndex, assertPattern } from './pattern.js';
-import { rejectUnknownOptions } from './options.js';
+import { checkOptionKeys, rejectUnknownOptions } from './options.js';
 import type {
   CloseOptions,
   ConsumeDlqOptions,
@@ -33,6 +33,7 @@ import type {
   TransportSubscribeOptions,
   TransportSubscription,
 } from './transport.js';
+import { TRANSPORT_OPTION_KEYS } from './transport.js';
 
 /** Options of {@link MemoryBroker}. */
 export interface MemoryBrokerOptions {
@@ -253,6 +254,7 @@ export class MemoryTransport implements Transport {
     // Handing the event over is immediate, so a signal can only stop it before it starts.
     if (options?.signal?.aborted === true) return rejectAborted(options.signal);
     try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.publish, 'publish options');
       assertEventType(event.type);
     } catch (error) {
       return Promise.reject(error);
@@ -304,6 +306,7 @@ export class MemoryTransport implements Transport {
   ): Promise<TransportSubscription> {
     if (this.#closed) return rejectClosed();
     try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
       assertPattern(pattern);
       if (options.startFrom !== undefined && options.startFrom !== 'new') {
         throw configError(
@@ -365,6 +368,11 @@ export class MemoryTransport implements Transport {
     options: ConsumeDlqOptions = {},
   ): Promise<SubscriptionHandle> {
     if (this.#closed) return rejectClosed();
+    try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.consumeDlq, 'consumeDlq options');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (options.group !== undefined) {
       // Consuming removes a letter from the broker's one queue: every consumer competes, so a
       // group that gets its own copy of every letter cannot be offered.
@@ -390,6 +398,13 @@ export class MemoryTransport implements Transport {
    * a broker does when a client disconnects). Idempotent.
    */
   close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closing === undefined) {
+      try {
+        checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     this.#closing ??= this.#close(options.timeoutMs ?? 10_000);
     return this.#closing;
   }
@@ -695,6 +710,11 @@ class MemoryDelivery {
   }
 
   nack(options?: NackOptions): Promise<void> {
+    try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (!this.#settled) {
       this.#settled = true;
       const again =

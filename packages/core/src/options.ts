@@ -34,11 +34,22 @@ export function rejectUnknownOptions(
   if (typeof options !== 'object' || options === null) {
     throw configError(what, 'must be an options object');
   }
-  for (const [key, value] of Object.entries(options)) {
-    if (value !== undefined && !known.includes(key)) {
+  // for-in rather than Object.entries: some callers sit on a publish path.
+  for (const key in options) {
+    if (!Object.hasOwn(options, key) || known.includes(key)) continue;
+    if ((options as Record<string, unknown>)[key] !== undefined) {
       throw configError(key, `is not an option of ${what} (known: ${known.join(', ')})`);
     }
   }
+}
+
+/** {@link rejectUnknownOptions} for an options argument that may be left out. */
+export function checkOptionKeys(
+  options: object | undefined,
+  known: readonly string[],
+  what: string,
+): void {
+  if (options !== undefined) rejectUnknownOptions(options, known, what);
 }
 
 /** Throws a `CONFIG` error naming `field` unless `value` is an integer >= `min`. */

@@ -217,3 +217,20 @@ export interface Transport {
    */
   on?(name: 'error', listener: (error: WatchtowerError) => void): () => void;
 }
+
+/**
+ * The option names of each call of the contract. Transports refuse any other key (a misspelt
+ * `grup` must not silently mean "no group"), with {@link checkOptionKeys}.
+ */
+export const TRANSPORT_OPTION_KEYS = {
+  publish: keysOf<PublishOptions>({ signal: true }),
+  subscribe: keysOf<TransportSubscribeOptions>({ group: true, maxInFlight: true, startFrom: true }),
+  consumeDlq: keysOf<ConsumeDlqOptions>({ group: true, fromStart: true }),
+  close: keysOf<CloseOptions>({ timeoutMs: true }),
+  nack: keysOf<NackOptions>({ requeue: true, delayMs: true }),
+} as const;
+
+/** The keys of `T`, listed as a record so that a field added to `T` and left out fails to compile. */
+function keysOf<T>(fields: Record<keyof T, true>): readonly string[] {
+  return Object.freeze(Object.keys(fields));
+}

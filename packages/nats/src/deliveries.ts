@@ -4,6 +4,8 @@ import {
   ClosedError,
   ErrorCode,
   SerializationError,
+  TRANSPORT_OPTION_KEYS,
+  checkOptionKeys,
   decodeEvent,
   describeError,
   isWatchtowerError,
@@ -88,6 +90,16 @@ function toSerializationError(error: unknown, data: Uint8Array): SerializationEr
   return new SerializationError(describeError(error), data, { cause: error });
 }
 
+/** What a core NATS nack does: nothing, once its options are known ones. */
+function checkedNack(options: NackOptions | undefined): Promise<void> {
+  try {
+    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return DONE;
+}
+
 /** A core NATS message as a delivery. Core NATS has no acks: both settle calls do nothing. */
 export function coreDelivery(msg: Msg): Delivery {
   let event: Event;
@@ -114,8 +126,8 @@ class CoreEventDelivery implements EventDelivery {
     return DONE;
   }
   /** Core NATS cannot deliver a message again; the capability `redelivery` is false. */
-  nack(): Promise<void> {
-    return DONE;
+  nack(options?: NackOptions): Promise<void> {
+    return checkedNack(options);
   }
 }
 
@@ -130,8 +142,8 @@ class CoreMalformedDelivery implements MalformedDelivery {
   ack(): Promise<void> {
     return DONE;
   }
-  nack(): Promise<void> {
-    return DONE;
+  nack(options?: NackOptions): Promise<void> {
+    return checkedNack(options);
   }
 }
 
@@ -259,6 +271,11 @@ abstract class JsDeliveryBase {
    * `requeue` is false (the server never delivers it again). Sent like `ack`. Idempotent.
    */
   nack(options?: NackOptions): Promise<void> {
+    try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const msg = this.msg;
     if (options?.requeue === false) return this.#settle('term', () => msg.term());
     const { maxDeliver } = this.context;

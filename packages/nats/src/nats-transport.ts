@@ -20,6 +20,8 @@ import {
 import {
   BackpressureError,
   ClosedError,
+  TRANSPORT_OPTION_KEYS,
+  checkOptionKeys,
   ConnectionError,
   BoundedMemo,
   Emitter,
@@ -421,7 +423,7 @@ export class NatsTransport implements Transport {
     // Core mode on a live connection needs no await: hand the bytes to the client and answer
     // with one settled promise, as the hot path of every core publish.
     const nc = this.#nc;
-    if (this.config.mode === 'core' && nc !== undefined && options?.signal === undefined) {
+    if (this.config.mode === 'core' && nc !== undefined && options === undefined) {
       try {
         assertEventType(event.type);
         if (this.#closed) throw new ClosedError('the NATS transport is closed');
@@ -446,6 +448,7 @@ export class NatsTransport implements Transport {
   }
 
   async #publish(event: Event, options?: PublishOptions): Promise<void> {
+    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.publish, 'publish options');
     assertEventType(event.type);
     const signal = options?.signal;
     throwIfAborted(signal);
@@ -500,6 +503,7 @@ export class NatsTransport implements Transport {
     pattern: string,
     options: TransportSubscribeOptions = {},
   ): Promise<TransportSubscription> {
+    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
     const filter = patternSubject(this.config.subjectPrefix, pattern);
     const group = checkGroup(options.group, 'group');
     const maxInFlight = options.maxInFlight;
@@ -812,6 +816,7 @@ export class NatsTransport implements Transport {
     options: ConsumeDlqOptions = {},
   ): Promise<SubscriptionHandle> {
     if (typeof handler !== 'function') throw configError('handler', 'expected a function');
+    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.consumeDlq, 'consumeDlq options');
     const group = checkGroup(options.group, 'group');
     const fromStart = options.fromStart ?? true;
     if (typeof fromStart !== 'boolean') throw configError('fromStart', 'expected a boolean');
@@ -890,6 +895,13 @@ export class NatsTransport implements Transport {
    * runs even if an earlier one fails.
    */
   close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closing === undefined) {
+      try {
+        checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     this.#closing ??= this.#close(options.timeoutMs ?? 10_000);
     return this.#closing;
   }

@@ -1,5 +1,12 @@
 import type { Buffer } from 'node:buffer';
-import { ClosedError, ErrorCode, WatchtowerError, type NackOptions } from '@watchtower/core';
+import {
+  ClosedError,
+  ErrorCode,
+  TRANSPORT_OPTION_KEYS,
+  WatchtowerError,
+  checkOptionKeys,
+  type NackOptions,
+} from '@watchtower/core';
 import type { Cluster, Redis } from 'ioredis';
 import type { AckBatcher } from './ack-batcher.js';
 import { DeliveryQueue } from './delivery-queue.js';
@@ -110,6 +117,11 @@ class HeldEntry implements EntryHandle {
   }
 
   nack(options?: NackOptions): Promise<void> {
+    try {
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.state === 'settled') return Promise.resolve();
     this.owner.settled(this);
     if (options?.requeue === false) return this.owner.ackEntry(this);

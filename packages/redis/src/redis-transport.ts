@@ -4,6 +4,8 @@ import { hostname } from 'node:os';
 import {
   BoundedMemo,
   ErrorCode,
+  TRANSPORT_OPTION_KEYS,
+  checkOptionKeys,
   ValidationError,
   WatchtowerError,
   assertEventType,
@@ -352,6 +354,7 @@ export class RedisTransport implements Transport {
     let body: string;
     try {
       this.#assertOpen('publish');
+      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.publish, 'publish options');
       assertEventType(event.type);
       key = this.#streamKeys.get(event.type);
       if (key === this.config.dlqStream) {
@@ -394,6 +397,7 @@ export class RedisTransport implements Transport {
     pattern: string,
     options: TransportSubscribeOptions = {},
   ): Promise<TransportSubscription> {
+    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
     try {
       return await this.#subscribe(pattern, options);
     } catch (error) {
@@ -689,6 +693,7 @@ export class RedisTransport implements Transport {
   ): Promise<SubscriptionHandle> {
     this.#assertOpen('consumeDlq');
     if (typeof handler !== 'function') throw configError('handler', 'expected a function');
+    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.consumeDlq, 'consumeDlq options');
     if (
       options.group !== undefined &&
       (typeof options.group !== 'string' || options.group.length === 0)
@@ -780,6 +785,13 @@ export class RedisTransport implements Transport {
    * never rejects; failures after the connections are let go are not reported.
    */
   close(options: CloseOptions = {}): Promise<void> {
+    if (this.#closing === undefined) {
+      try {
+        checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     this.#closing ??= this.#close(options.timeoutMs ?? this.config.closeTimeoutMs);
     return this.#closing;
   }
