@@ -172,6 +172,11 @@ export const REDIS_CONFIG_KEYS = [
   'healthCheckTimeoutMs',
 ] as const satisfies ReadonlyArray<keyof RedisConfig>;
 
+const CLUSTER_KEYS = Object.keys({
+  nodes: true,
+  options: true,
+} satisfies Record<keyof RedisClusterConfig, true>);
+
 // A field added to RedisConfig and not listed above fails to compile.
 type Unlisted = Exclude<keyof RedisConfig, (typeof REDIS_CONFIG_KEYS)[number]>;
 const everyFieldListed: [Unlisted] extends [never] ? true : Unlisted = true;
@@ -285,6 +290,7 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
     if (typeof cluster !== 'object' || cluster === null) {
       throw configError('cluster', `expected an object, got ${describe(cluster)}`);
     }
+    rejectUnknownOptions(cluster, CLUSTER_KEYS, 'cluster');
     if (
       cluster.nodes !== undefined &&
       (!Array.isArray(cluster.nodes) || cluster.nodes.length === 0)
