@@ -25,6 +25,7 @@ import {
   ConnectionError,
   BoundedMemo,
   Emitter,
+  RetryPolicy,
   ErrorCode,
   TimeoutError,
   WatchtowerError,
@@ -163,6 +164,8 @@ export class NatsTransport implements Transport {
   readonly #sources = new Set<MessageSource<unknown>>();
   readonly #dlqConsumers = new Set<DlqConsumer>();
   readonly #background = new Set<Promise<unknown>>();
+  /** Aborted by close(): ends background retries. */
+  readonly #closeController = new AbortController();
 
   /** @throws `CONFIG` naming the first bad option. */
   constructor(config: Partial<NatsConfig> = {}) {
@@ -610,8 +613,13 @@ export class NatsTransport implements Transport {
       queue: consumerName,
       callback: (error, msg) => {
         if (error !== null) return;
+        const advisory = msg.string();
+        // The server will not deliver it again: a failed write is tried again for a while
+        // (until close), or the event would stay unhandled for good.
         this.#track(
-          this.#deadLetterGivenUp(msg.string(), subscription),
+          GIVEN_UP_RETRY.execute(() => this.#deadLetterGivenUp(advisory, subscription), {
+            signal: this.#closeController.signal,
+          }),
           `dead-letter an event consumer ${consumerName} stopped delivering (consumer.maxDeliver)`,
         );
       },
@@ -624,6 +632,7 @@ export class NatsTransport implements Transport {
       throw new WatchtowerError(
         ErrorCode.TRANSPORT,
         `unreadable max-deliveries advisory from the server: ${advisory.slice(0, 200)}`,
+        { retryable: false },
       );
     }
     const stream = this.config.stream.name;
@@ -635,6 +644,7 @@ export class NatsTransport implements Transport {
         ErrorCode.TRANSPORT,
         `the server stopped delivering message ${given.streamSeq} of stream ${stream} after ` +
           `${given.deliveries} deliveries, and it is no longer in the stream: it cannot be dead-lettered`,
+        { retryable: false },
       );
     }
     const content = storedContent(stored.data, stored.subject, stored.header);
@@ -908,6 +918,7 @@ export class NatsTransport implements Transport {
 
   async #close(timeoutMs: number): Promise<void> {
     this.#closed = true;
+    this.#closeController.abort(new ClosedError('the NATS transport is closed'));
     const deadline = Date.now() + timeoutMs;
     const remaining = (): number => Math.max(1, deadline - Date.now());
     if (this.#connecting !== undefined) {
@@ -967,6 +978,9 @@ export class NatsTransport implements Transport {
     await this.close();
   }
 }
+
+/** Writing the dead letter of an event the server gave up on: about 30 s of tries. */
+const GIVEN_UP_RETRY = new RetryPolicy({ maxAttempts: 6, minDelayMs: 250, maxDelayMs: 8000 });
 
 /** A subscription as the `Transport` contract wants it, over a message source. */
 class NatsSubscription implements TransportSubscription {
