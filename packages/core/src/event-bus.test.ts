@@ -1139,6 +1139,40 @@ describe('EventBus subscribe', () => {
     await bus.close();
   });
 
+  it('dead-letters an event delivered more often than its retries allow (earlier deliveries never settled) without running the handler', async () => {
+    const transport = new MemoryTransport();
+    // Consumers that took it and stopped without settling: each hand-back is one more delivery.
+    const crashed = await transport.subscribe('job.poison', { group: 'workers' });
+    const iterator = crashed[Symbol.asyncIterator]();
+    const event = createEvent('job.poison', { n: 1 });
+    await transport.publish(event);
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const next = await iterator.next();
+      expect((next.value as Delivery).attempt).toBe(attempt);
+      await (next.value as Delivery).nack();
+    }
+    await crashed.unsubscribe();
+
+    const bus = makeBus({}, transport);
+    let calls = 0;
+    await bus.subscribe(
+      'job.poison',
+      () => {
+        calls++;
+      },
+      { group: 'workers', retry: { maxAttempts: 2, minDelayMs: 1 } },
+    );
+    await waitFor(() => bus.stats().deadLettered === 1);
+    expect(calls).toBe(0);
+    expect(transport.deadLetterQueue.size).toBe(1);
+    const letter = transport.deadLetterQueue.list()[0];
+    expect(letter?.event?.id).toBe(event.id);
+    expect(letter?.reason).toMatchObject({ code: ErrorCode.TIMEOUT, attempts: 4 });
+    expect(letter?.reason.message).toContain('more than the 3 the retry policy allows');
+    expect(bus.stats()).toMatchObject({ handled: 0, handlerFailures: 0 });
+    await bus.close();
+  });
+
   describe('on a transport without redelivery', () => {
     it('retries in process on the policy’s schedule, then dead-letters, never nacking', async () => {
       const clock = new FakeClock();

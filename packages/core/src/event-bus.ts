@@ -20,7 +20,7 @@ import {
   describeError,
   isWatchtowerError,
   toWatchtowerError,
-  type WatchtowerError,
+  WatchtowerError,
 } from './errors.js';
 import { assertEventType, createEvent, type Event, type EventMetadataInput } from './event.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
@@ -918,6 +918,9 @@ class BusSubscription implements SubscriptionHandle {
   readonly #handler: EventHandler;
   readonly #options: ResolvedSubscribeOptions;
   readonly #redelivery: boolean;
+  readonly #maxDeliveries: number;
+  /** Failures of events whose dead letter could not be written, by event id. */
+  readonly #unwritten = new Map<string, unknown>();
   readonly #running = new Set<Running>();
   #transportSubs: TransportSubscription[] = [];
   #loops: Promise<void>[] = [];
@@ -939,6 +942,11 @@ class BusSubscription implements SubscriptionHandle {
     this.#handler = handler;
     this.#options = options;
     this.#redelivery = bus.transport.info.capabilities.redelivery;
+    // A handler gets maxAttempts + 1 deliveries; the broker counts them. More means the earlier
+    // ones were never settled (the consumer stopped, or ran past the broker's ack wait).
+    this.#maxDeliveries = this.#redelivery
+      ? options.retry.maxAttempts + 1
+      : Number.POSITIVE_INFINITY;
     this.name = options.name ?? options.group ?? patterns.map((p) => p.source).join(',');
   }
 
@@ -1062,6 +1070,14 @@ class BusSubscription implements SubscriptionHandle {
       this.#ackQuietly(delivery, false);
       return undefined;
     }
+    const attempt = delivery.attempt;
+    if (attempt > this.#maxDeliveries) {
+      // Running it again would loop for good if it is what stops the consumer (a poison event).
+      const id = delivery.event.id;
+      const failure = this.#unwritten.get(id) ?? this.#unsettledTooOften(attempt);
+      this.#unwritten.delete(id);
+      return this.#guard(this.#deadLetter(delivery, delivery.event, failure, attempt), delivery);
+    }
     if (!bus.needsValidation) return this.#handle(delivery, delivery.event);
     const checked = bus.validateConsumed(delivery.event);
     if (checked instanceof Promise) {
@@ -1071,6 +1087,25 @@ class BusSubscription implements SubscriptionHandle {
       );
     }
     return this.#handleChecked(delivery, checked);
+  }
+
+  /** Keeps the failure of an event whose dead letter could not be written (at most 1000). */
+  #rememberUnwritten(id: string, failure: unknown): void {
+    this.#unwritten.delete(id);
+    if (this.#unwritten.size >= 1000) {
+      const oldest = this.#unwritten.keys().next();
+      if (oldest.done !== true) this.#unwritten.delete(oldest.value);
+    }
+    this.#unwritten.set(id, failure);
+  }
+
+  #unsettledTooOften(attempt: number): WatchtowerError {
+    return new WatchtowerError(
+      ErrorCode.TIMEOUT,
+      `delivered ${attempt} times, more than the ${this.#maxDeliveries} the retry policy allows ` +
+        '(maxAttempts + 1): an earlier delivery was never settled (the consumer stopped, or ' +
+        "its handler outlived the broker's ack wait), so the handler does not run again",
+    );
   }
 
   #handleChecked(delivery: EventDelivery, checked: ConsumedCheck): Promise<void> | undefined {
@@ -1262,6 +1297,9 @@ class BusSubscription implements SubscriptionHandle {
         subscription: this.name,
         ...('raw' in subject ? {} : { eventId: subject.id }),
       });
+      // Handed back past its last attempt, it comes again over the limit: it is then
+      // dead-lettered with this failure, not run again.
+      if (!('raw' in subject)) this.#rememberUnwritten(subject.id, failure);
       await this.#settleQuietly(
         delivery.nack({ delayMs: this.#options.retry.delayFor(1) }),
         delivery,

@@ -1,7 +1,8 @@
+import type { JsMsg } from '@nats-io/jetstream';
 import { ClosedConnectionError } from '@nats-io/transport-node';
 import { ErrorCode, type WatchtowerError } from '@watchtower/core';
 import { describe, expect, it } from 'vitest';
-import { SettleBatcher, toNatsHeaders } from './deliveries.js';
+import { SettleBatcher, deliveryCountOf, toNatsHeaders } from './deliveries.js';
 
 describe('toNatsHeaders', () => {
   it('sends event headers as NATS headers, leaving out what NATS cannot carry', () => {
@@ -79,5 +80,29 @@ describe('SettleBatcher', () => {
     batcher.run(() => undefined);
     batcher.flush();
     expect(reported).toEqual([]);
+  });
+});
+
+describe('deliveryCountOf', () => {
+  const withReply = (reply: string, fromInfo = -1): JsMsg =>
+    ({ reply, info: { deliveryCount: fromInfo } }) as unknown as JsMsg;
+
+  it('reads the delivery count from both forms of the ack subject', () => {
+    expect(
+      deliveryCountOf(withReply('$JS.ACK.EVENTS.workers_ab12.3.1041.977.1763856000000000000.12')),
+    ).toBe(3);
+    expect(
+      deliveryCountOf(
+        withReply(
+          '$JS.ACK.hub.ACCHASH.EVENTS.workers_ab12.17.1041.977.1763856000000000000.12.r4nd0m',
+        ),
+      ),
+    ).toBe(17);
+  });
+
+  it("leaves any other subject to the client's own parse", () => {
+    expect(deliveryCountOf(withReply('$JS.ACK.EVENTS.c.x.1.1.1.1', 5))).toBe(5);
+    expect(deliveryCountOf(withReply('not.an.ack.subject', 6))).toBe(6);
+    expect(deliveryCountOf(withReply('', 7))).toBe(7);
   });
 });

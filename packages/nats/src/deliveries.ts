@@ -235,6 +235,31 @@ export function jetStreamDelivery(msg: JsMsg, context: JetStreamDeliveryContext)
   return new JsEventDelivery(msg, context, event);
 }
 
+/**
+ * The server's delivery count of a JetStream message, read from its ack subject without
+ * parsing all of it: `msg.info` splits the subject and parses every number in it, which costs
+ * several per cent of a consume loop that reads the attempt of every delivery. The subject is
+ * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>` (9 tokens) or, from
+ * servers with domains, `$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.…` (12);
+ * anything else is left to `msg.info`.
+ */
+export function deliveryCountOf(msg: JsMsg): number {
+  const reply = (msg as { readonly reply?: unknown }).reply;
+  if (typeof reply === 'string' && reply.startsWith('$JS.ACK.')) {
+    let dots = 0;
+    for (let i = 0; i < reply.length; i++) if (reply.charCodeAt(i) === 0x2e) dots++;
+    const index = dots === 8 ? 4 : dots === 11 ? 6 : -1;
+    if (index > 0) {
+      let start = 0;
+      for (let token = 0; token < index; token++) start = reply.indexOf('.', start) + 1;
+      const end = reply.indexOf('.', start);
+      const count = Number(reply.slice(start, end));
+      if (Number.isInteger(count) && count > 0) return count;
+    }
+  }
+  return msg.info.deliveryCount;
+}
+
 abstract class JsDeliveryBase {
   #settled = false;
   constructor(
@@ -246,7 +271,7 @@ abstract class JsDeliveryBase {
 
   /** The server's delivery count, so it survives consumer restarts. */
   get attempt(): number {
-    return this.msg.info.deliveryCount;
+    return deliveryCountOf(this.msg);
   }
 
   get origin(): string {
@@ -279,7 +304,7 @@ abstract class JsDeliveryBase {
     const msg = this.msg;
     if (options?.requeue === false) return this.#settle('term', () => msg.term());
     const { maxDeliver } = this.context;
-    if (maxDeliver > 0 && msg.info.deliveryCount >= maxDeliver) return this.#deadLetter();
+    if (maxDeliver > 0 && deliveryCountOf(msg) >= maxDeliver) return this.#deadLetter();
     const delay = options?.delayMs;
     const millis =
       delay !== undefined && Number.isFinite(delay) && delay > 0 ? Math.ceil(delay) : undefined;
@@ -305,7 +330,7 @@ abstract class JsDeliveryBase {
     this.#settled = true;
     unsettled.delete(this);
     const content = this.content;
-    const attempts = this.msg.info.deliveryCount;
+    const attempts = deliveryCountOf(this.msg);
     await this.context.deadLetter(content, {
       message:
         `delivery ${attempts} was nacked and the consumer allows at most ${maxDeliver} ` +

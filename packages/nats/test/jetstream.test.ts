@@ -369,6 +369,31 @@ describe('NatsTransport (jetstream)', () => {
     expect(letters.map((l) => l.event?.type)).toEqual(['ship.sent', 'ship.marker']);
   });
 
+  it('dead-letters an event redelivered past maxAttempts + 1 because its handler outlived the ack wait, without running the handler again', async () => {
+    const names = testNames();
+    const bus = resources.subscriber('jetstream', names, {
+      consumer: { ackWaitMs: 300 },
+      logger: { warn: () => undefined, error: () => undefined },
+    });
+    const letters: DeadLetter[] = [];
+    bus.on('deadLetter', (letter) => letters.push(letter));
+    const attempts: number[] = [];
+    await bus.subscribe(
+      'stuck.job',
+      (_event, context) => {
+        attempts.push(context.attempt);
+        return new Promise(() => {}); // runs past the ack wait, for good
+      },
+      { concurrency: 2, timeoutMs: 0, retry: { maxAttempts: 0 } },
+    );
+    const event = createEvent('stuck.job', { n: 1 });
+    await bus.publish(event);
+    await waitFor(() => letters.length === 1, { message: 'the dead letter', timeoutMs: 5000 });
+    expect(attempts).toEqual([1]);
+    expect(letters[0]?.event?.id).toBe(event.id);
+    expect(letters[0]?.reason).toMatchObject({ code: ErrorCode.TIMEOUT, attempts: 2 });
+  });
+
   it('applies changed consumer options to a group consumer that already exists', async () => {
     const { names, transport } = await connected();
     const first = await record(transport, 'conf.*', { group: 'svc' });

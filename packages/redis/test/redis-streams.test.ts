@@ -81,6 +81,46 @@ describe('Redis Streams guarantees', () => {
     );
   });
 
+  it('dead-letters an event whose consumers keep dying on it once its deliveries exceed maxAttempts + 1, without running the handler again', async () => {
+    const retry = { retry: { maxAttempts: 0 } };
+    const dying = subscriber({ claimMinIdleMs: 400, closeTimeoutMs: 0 });
+    let started: Event | undefined;
+    await dying.subscribe(
+      'order.poison',
+      (event) => {
+        started = event;
+        return new Promise(() => {}); // the process "dies" in here
+      },
+      { group: 'shipping', ...retry },
+    );
+    await dying.publish('order.poison', { order: 13 });
+    await eventually(() => expect(started).toBeDefined());
+    await dying.close().catch(() => {});
+
+    const heir = subscriber({ claimMinIdleMs: 400 });
+    let calls = 0;
+    await heir.subscribe(
+      'order.poison',
+      () => {
+        calls++;
+      },
+      { group: 'shipping', ...retry },
+    );
+    await eventually(async () => expect(await dlqEntries()).toHaveLength(1));
+    const [letter] = await dlqEntries();
+    expect(JSON.parse(letter?.fields['event'] ?? '{}')).toMatchObject({
+      metadata: { id: started?.id },
+    });
+    expect(JSON.parse(letter?.fields['reason'] ?? '{}')).toMatchObject({
+      code: 'TIMEOUT',
+      attempts: 2,
+    });
+    expect(calls).toBe(0);
+    await eventually(async () =>
+      expect((await ctx.redis.xpending(`${ctx.prefix}:order.poison`, 'shipping'))[0]).toBe(0),
+    );
+  });
+
   it('the delivery count drives the DLQ, across consumers: attempts counted by Redis, then dead-lettered and acked', async () => {
     const retry = { maxAttempts: 2, minDelayMs: 20, maxDelayMs: 20, jitter: 0 };
     // The first consumer fails attempt 1, then crashes during attempt 2.
