@@ -55,6 +55,21 @@ async function dropKeys(n: Names): Promise<void> {
   }
 }
 
+/** Deletes the keys an interrupted earlier run left behind (`bench-<8 hex>:*`, this file's only). */
+export async function removeRedisLeftovers(): Promise<void> {
+  const redis = new Redis(URL);
+  try {
+    for await (const keys of redis.scanStream({ match: 'bench-*', count: 1000 }) as AsyncIterable<
+      string[]
+    >) {
+      const ours = keys.filter((key) => /^bench-[0-9a-f]{8}:/.test(key));
+      if (ours.length > 0) await redis.del(...ours);
+    }
+  } finally {
+    await redis.quit();
+  }
+}
+
 function rawXadd(redis: Redis, key: string, event: Event): Promise<string | null> {
   return redis.xadd(key, 'MAXLEN', '~', MAX_LEN, '*', 'event', encodeEvent(event));
 }

@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
-import { natsScenarios } from './nats.js';
-import { redisScenarios } from './redis.js';
+import { natsScenarios, removeNatsLeftovers } from './nats.js';
+import { redisScenarios, removeRedisLeftovers } from './redis.js';
 
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
@@ -18,8 +18,14 @@ if (!Number.isInteger(rounds) || rounds < 1) {
 
 const registry: Record<string, () => Promise<Scenario[]>> = {
   memory: () => Promise.resolve(memoryScenarios(scale)),
-  nats: () => Promise.resolve(natsScenarios(scale)),
-  redis: () => Promise.resolve(redisScenarios(scale)),
+  nats: async () => {
+    await removeNatsLeftovers();
+    return natsScenarios(scale);
+  },
+  redis: async () => {
+    await removeRedisLeftovers();
+    return redisScenarios(scale);
+  },
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
