@@ -1139,6 +1139,31 @@ describe('EventBus subscribe', () => {
     await bus.close();
   });
 
+  it('still runs the handler for an event handed back unseen by two stopping consumers', async () => {
+    const transport = new MemoryTransport();
+    const stopped = await transport.subscribe('job.pending', { group: 'workers' });
+    const iterator = stopped[Symbol.asyncIterator]();
+    await transport.publish(createEvent('job.pending', { n: 1 }));
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      const next = await iterator.next();
+      await (next.value as Delivery).nack();
+    }
+    await stopped.unsubscribe();
+    const bus = makeBus({}, transport);
+    const attempts: number[] = [];
+    await bus.subscribe(
+      'job.pending',
+      (_event, context) => {
+        attempts.push(context.attempt);
+      },
+      { group: 'workers', retry: { maxAttempts: 0 } },
+    );
+    await waitFor(() => bus.stats().handled === 1);
+    expect(attempts).toEqual([3]);
+    expect(transport.deadLetterQueue.size).toBe(0);
+    await bus.close();
+  });
+
   it('dead-letters an event delivered more often than its retries allow (earlier deliveries never settled) without running the handler', async () => {
     const transport = new MemoryTransport();
     // Consumers that took it and stopped without settling: each hand-back is one more delivery.
@@ -1146,7 +1171,7 @@ describe('EventBus subscribe', () => {
     const iterator = crashed[Symbol.asyncIterator]();
     const event = createEvent('job.poison', { n: 1 });
     await transport.publish(event);
-    for (let attempt = 1; attempt <= 3; attempt++) {
+    for (let attempt = 1; attempt <= 5; attempt++) {
       const next = await iterator.next();
       expect((next.value as Delivery).attempt).toBe(attempt);
       await (next.value as Delivery).nack();
@@ -1167,8 +1192,8 @@ describe('EventBus subscribe', () => {
     expect(transport.deadLetterQueue.size).toBe(1);
     const letter = transport.deadLetterQueue.list()[0];
     expect(letter?.event?.id).toBe(event.id);
-    expect(letter?.reason).toMatchObject({ code: ErrorCode.TIMEOUT, attempts: 4 });
-    expect(letter?.reason.message).toContain('more than the 3 the retry policy allows');
+    expect(letter?.reason).toMatchObject({ code: ErrorCode.TIMEOUT, attempts: 6 });
+    expect(letter?.reason.message).toContain('more than the 5 the retry policy allows');
     expect(bus.stats()).toMatchObject({ handled: 0, handlerFailures: 0 });
     await bus.close();
   });

@@ -899,6 +899,14 @@ class Running implements HandlerContext {
   }
 }
 
+/**
+ * Deliveries beyond maxAttempts + 1 that an event may get before it is taken for one that
+ * never settles. A consumer that stops hands back what it had fetched but not yet handed to a
+ * handler, and a broker that counts every delivery (JetStream) counts those too: an event
+ * caught that way in a couple of restarts still gets all its attempts.
+ */
+const UNSEEN_DELIVERIES = 2;
+
 /** What `#runHandler` returns when the handler finished synchronously without throwing. */
 const DONE = Symbol('done');
 
@@ -942,10 +950,10 @@ class BusSubscription implements SubscriptionHandle {
     this.#handler = handler;
     this.#options = options;
     this.#redelivery = bus.transport.info.capabilities.redelivery;
-    // A handler gets maxAttempts + 1 deliveries; the broker counts them. More means the earlier
-    // ones were never settled (the consumer stopped, or ran past the broker's ack wait).
+    // A handler gets maxAttempts + 1 deliveries; the broker counts them. More means that an
+    // earlier one was never settled (the consumer stopped, or ran past the broker's ack wait).
     this.#maxDeliveries = this.#redelivery
-      ? options.retry.maxAttempts + 1
+      ? options.retry.maxAttempts + 1 + UNSEEN_DELIVERIES
       : Number.POSITIVE_INFINITY;
     this.name = options.name ?? options.group ?? patterns.map((p) => p.source).join(',');
   }
@@ -1103,8 +1111,9 @@ class BusSubscription implements SubscriptionHandle {
     return new WatchtowerError(
       ErrorCode.TIMEOUT,
       `delivered ${attempt} times, more than the ${this.#maxDeliveries} the retry policy allows ` +
-        '(maxAttempts + 1): an earlier delivery was never settled (the consumer stopped, or ' +
-        "its handler outlived the broker's ack wait), so the handler does not run again",
+        `(maxAttempts + 1, and ${UNSEEN_DELIVERIES} a stopping consumer may have fetched without ` +
+        'handing them out): an earlier delivery was never settled (the consumer stopped on it, ' +
+        "or its handler outlived the broker's ack wait), so the handler does not run again",
     );
   }
 

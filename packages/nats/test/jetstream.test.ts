@@ -369,7 +369,7 @@ describe('NatsTransport (jetstream)', () => {
     expect(letters.map((l) => l.event?.type)).toEqual(['ship.sent', 'ship.marker']);
   });
 
-  it('dead-letters an event redelivered past maxAttempts + 1 because its handler outlived the ack wait, without running the handler again', async () => {
+  it('dead-letters an event redelivered past maxAttempts + 3 because its handler keeps outliving the ack wait, without running the handler once more', async () => {
     const names = testNames();
     const bus = resources.subscriber('jetstream', names, {
       consumer: { ackWaitMs: 300 },
@@ -384,14 +384,15 @@ describe('NatsTransport (jetstream)', () => {
         attempts.push(context.attempt);
         return new Promise(() => {}); // runs past the ack wait, for good
       },
-      { concurrency: 2, timeoutMs: 0, retry: { maxAttempts: 0 } },
+      { concurrency: 4, timeoutMs: 0, retry: { maxAttempts: 0 } },
     );
     const event = createEvent('stuck.job', { n: 1 });
     await bus.publish(event);
-    await waitFor(() => letters.length === 1, { message: 'the dead letter', timeoutMs: 5000 });
-    expect(attempts).toEqual([1]);
+    await waitFor(() => letters.length === 1, { message: 'the dead letter', timeoutMs: 8000 });
+    // One attempt plus two deliveries of grace ran; the fourth delivery is dead-lettered.
+    expect(attempts).toEqual([1, 2, 3]);
     expect(letters[0]?.event?.id).toBe(event.id);
-    expect(letters[0]?.reason).toMatchObject({ code: ErrorCode.TIMEOUT, attempts: 2 });
+    expect(letters[0]?.reason).toMatchObject({ code: ErrorCode.TIMEOUT, attempts: 4 });
   });
 
   it('applies changed consumer options to a group consumer that already exists', async () => {

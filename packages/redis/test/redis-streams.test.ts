@@ -81,21 +81,26 @@ describe('Redis Streams guarantees', () => {
     );
   });
 
-  it('dead-letters an event whose consumers keep dying on it once its deliveries exceed maxAttempts + 1, without running the handler again', async () => {
+  it('dead-letters an event whose consumers keep dying on it once it outruns its attempts, without running the handler again', async () => {
+    // maxAttempts 0: one attempt, and two deliveries of grace for consumers that stopped
+    // before handing it out. Three consumers die on it; the fourth delivery is dead-lettered.
     const retry = { retry: { maxAttempts: 0 } };
-    const dying = subscriber({ claimMinIdleMs: 400, closeTimeoutMs: 0 });
-    let started: Event | undefined;
-    await dying.subscribe(
-      'order.poison',
-      (event) => {
-        started = event;
-        return new Promise(() => {}); // the process "dies" in here
-      },
-      { group: 'shipping', ...retry },
-    );
-    await dying.publish('order.poison', { order: 13 });
-    await eventually(() => expect(started).toBeDefined());
-    await dying.close().catch(() => {});
+    const seen: Array<{ id: string; attempt: number }> = [];
+    for (let i = 0; i < 3; i++) {
+      const dying = subscriber({ claimMinIdleMs: 400, closeTimeoutMs: 0 });
+      await dying.subscribe(
+        'order.poison',
+        (event, context) => {
+          seen.push({ id: event.id, attempt: context.attempt });
+          return new Promise(() => {}); // the process "dies" in here
+        },
+        { group: 'shipping', ...retry },
+      );
+      if (i === 0) await dying.publish('order.poison', { order: 13 });
+      await eventually(() => expect(seen).toHaveLength(i + 1));
+      await dying.close().catch(() => {});
+    }
+    expect(seen.map((s) => s.attempt)).toEqual([1, 2, 3]);
 
     const heir = subscriber({ claimMinIdleMs: 400 });
     let calls = 0;
@@ -109,11 +114,11 @@ describe('Redis Streams guarantees', () => {
     await eventually(async () => expect(await dlqEntries()).toHaveLength(1));
     const [letter] = await dlqEntries();
     expect(JSON.parse(letter?.fields['event'] ?? '{}')).toMatchObject({
-      metadata: { id: started?.id },
+      metadata: { id: seen[0]?.id },
     });
     expect(JSON.parse(letter?.fields['reason'] ?? '{}')).toMatchObject({
       code: 'TIMEOUT',
-      attempts: 2,
+      attempts: 4,
     });
     expect(calls).toBe(0);
     await eventually(async () =>
