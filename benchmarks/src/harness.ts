@@ -26,7 +26,13 @@ export interface ResultRow {
   transport: string;
   impl: 'raw' | 'watchtower';
   n: number;
+  /** Throughput of the side's best run. */
   msgsPerSec: number;
+  /**
+   * Median throughput of the runs after the first: with the best, it shows how much of a
+   * ratio is one lucky or unlucky run.
+   */
+  msgsPerSecMedian: number;
   p50Us: number | null;
   p99Us: number | null;
   rssMb: number;
@@ -59,14 +65,14 @@ function median(values: number[]): number {
 
 /**
  * One side's row from all its runs: the best throughput (the run least disturbed by the rest
- * of the machine), and p50/p99 as the median over the runs after the first of each run's own
- * percentile, so that one run hit by a pause elsewhere does not decide the tail.
+ * of the machine) and the median of the runs after the first, and p50/p99 as the median over
+ * those runs of each run's own percentile, so that one run hit by a pause elsewhere does not
+ * decide the tail.
  */
 function toRow(scenario: Scenario, impl: ResultRow['impl'], runs: Measurement[]): ResultRow {
   const best = runs.reduce((a, b) => (b.n / b.elapsedMs > a.n / a.elapsedMs ? b : a));
-  const timed = (runs.length > 1 ? runs.slice(1) : runs).filter(
-    (run) => run.latenciesUs !== undefined && run.latenciesUs.length > 0,
-  );
+  const warm = runs.length > 1 ? runs.slice(1) : runs;
+  const timed = warm.filter((run) => run.latenciesUs !== undefined && run.latenciesUs.length > 0);
   const percentiles = timed.map((run) => {
     const sorted = [...(run.latenciesUs as number[])].sort((a, b) => a - b);
     return { p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
@@ -77,6 +83,7 @@ function toRow(scenario: Scenario, impl: ResultRow['impl'], runs: Measurement[])
     impl,
     n: best.n,
     msgsPerSec: Math.round((best.n / best.elapsedMs) * 1000),
+    msgsPerSecMedian: Math.round(median(warm.map((run) => (run.n / run.elapsedMs) * 1000))),
     p50Us: percentiles.length > 0 ? Math.round(median(percentiles.map((p) => p.p50))) : null,
     p99Us: percentiles.length > 0 ? Math.round(median(percentiles.map((p) => p.p99))) : null,
     rssMb: Math.round((process.memoryUsage.rss() / 1024 / 1024) * 10) / 10,
@@ -128,7 +135,7 @@ function printRows(rows: ResultRow[]): void {
     'rss MB',
     'vs raw',
   ];
-  const widths = [44, 10, 11, 9, 11, 9, 9, 8, 14];
+  const widths = [44, 10, 11, 9, 11, 9, 9, 8, 32];
   const line = (cells: string[]): string =>
     cells.map((cell, i) => cell.padEnd(widths[i] ?? 10)).join(' ');
   if (!headerPrinted) {
@@ -140,7 +147,9 @@ function printRows(rows: ResultRow[]): void {
   for (const row of rows) {
     let ratio = '';
     if (row.impl === 'watchtower' && raw !== undefined) {
-      ratio = `${(row.msgsPerSec / raw.msgsPerSec).toFixed(2)}x tput`;
+      ratio =
+        `${(row.msgsPerSec / raw.msgsPerSec).toFixed(2)}x tput ` +
+        `(median ${(row.msgsPerSecMedian / raw.msgsPerSecMedian).toFixed(2)}x)`;
       if (row.p99Us !== null && raw.p99Us !== null && raw.p99Us > 0) {
         ratio += ` ${(row.p99Us / raw.p99Us).toFixed(2)}x p99`;
       }
