@@ -49,9 +49,11 @@ export interface CoreSourceLimits {
 /** A core NATS subscription (optionally in a queue group). The client resubscribes after reconnects. */
 export class CoreSource<T> implements MessageSource<T> {
   readonly #queue = new AsyncQueue<T>();
+  readonly #nc: NatsConnection;
   readonly #sub: Subscription;
   readonly #drops: DropCounter;
   #stopped = false;
+  #stopping: Promise<void> | undefined;
 
   constructor(
     nc: NatsConnection,
@@ -60,6 +62,7 @@ export class CoreSource<T> implements MessageSource<T> {
     map: (msg: Msg) => T,
     limits: CoreSourceLimits,
   ) {
+    this.#nc = nc;
     const items = this.#queue;
     const drops = new DropCounter((dropped) => limits.onDropped(dropped, limits.pending));
     this.#drops = drops;
@@ -100,20 +103,32 @@ export class CoreSource<T> implements MessageSource<T> {
     return this.#queue.tryShift();
   }
 
+  /**
+   * Unsubscribes; resolves once the server has taken the unsubscribe in, so nothing published
+   * after that is routed here (a queue group's other members get it). Idempotent.
+   */
   stop(): Promise<void> {
-    if (!this.#stopped) {
-      this.#stopped = true;
-      try {
-        this.#sub.unsubscribe();
-      } catch {
-        // The connection is already closed, and with it the subscription.
-      }
-      // At most once: what was received and not yet taken is dropped.
-      this.#queue.drain();
-      this.#queue.end();
-      this.#drops.stop();
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    this.#stopped = true;
+    try {
+      this.#sub.unsubscribe();
+    } catch {
+      // The connection is already closed, and with it the subscription.
     }
-    return Promise.resolve();
+    // At most once: what was received and not yet taken is dropped.
+    this.#queue.drain();
+    this.#queue.end();
+    this.#drops.stop();
+    try {
+      // The server answers the flush after it has handled the UNSUB written before it.
+      if (!this.#nc.isClosed()) await this.#nc.flush();
+    } catch {
+      // Closed or lost meanwhile: the server has dropped the subscription with the connection.
+    }
   }
 }
 
