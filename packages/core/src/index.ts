@@ -75,6 +75,7 @@ export {
   withDefaults,
   rejectUnknownOptions,
   checkOptionKeys,
+  rejectedForUnknownKeys,
   checkInteger,
   checkNumber,
   checkOneOf,

@@ -15,7 +15,7 @@ import { Emitter } from './emitter.js';
 import { assertEventType, type Event } from './event.js';
 import { Fifo } from './fifo.js';
 import { PatternIndex, assertPattern } from './pattern.js';
-import { checkOptionKeys, rejectUnknownOptions } from './options.js';
+import { checkOptionKeys, rejectUnknownOptions, rejectedForUnknownKeys } from './options.js';
 import type {
   CloseOptions,
   ConsumeDlqOptions,
@@ -368,11 +368,12 @@ export class MemoryTransport implements Transport {
     options: ConsumeDlqOptions = {},
   ): Promise<SubscriptionHandle> {
     if (this.#closed) return rejectClosed();
-    try {
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.consumeDlq, 'consumeDlq options');
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = rejectedForUnknownKeys(
+      options,
+      TRANSPORT_OPTION_KEYS.consumeDlq,
+      'consumeDlq options',
+    );
+    if (refused !== undefined) return refused;
     if (options.group !== undefined) {
       // Consuming removes a letter from the broker's one queue: every consumer competes, so a
       // group that gets its own copy of every letter cannot be offered.
@@ -399,11 +400,8 @@ export class MemoryTransport implements Transport {
    */
   close(options: CloseOptions = {}): Promise<void> {
     if (this.#closing === undefined) {
-      try {
-        checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      } catch (error) {
-        return Promise.reject(error);
-      }
+      const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
+      if (refused !== undefined) return refused;
     }
     this.#closing ??= this.#close(options.timeoutMs ?? 10_000);
     return this.#closing;
@@ -710,11 +708,8 @@ class MemoryDelivery {
   }
 
   nack(options?: NackOptions): Promise<void> {
-    try {
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+    if (refused !== undefined) return refused;
     if (!this.#settled) {
       this.#settled = true;
       const again =

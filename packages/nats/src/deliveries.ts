@@ -5,7 +5,7 @@ import {
   ErrorCode,
   SerializationError,
   TRANSPORT_OPTION_KEYS,
-  checkOptionKeys,
+  rejectedForUnknownKeys,
   decodeEvent,
   describeError,
   isWatchtowerError,
@@ -92,12 +92,7 @@ function toSerializationError(error: unknown, data: Uint8Array): SerializationEr
 
 /** What a core NATS nack does: nothing, once its options are known ones. */
 function checkedNack(options: NackOptions | undefined): Promise<void> {
-  try {
-    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-  } catch (error) {
-    return Promise.reject(error);
-  }
-  return DONE;
+  return rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options') ?? DONE;
 }
 
 /** A core NATS message as a delivery. Core NATS has no acks: both settle calls do nothing. */
@@ -296,11 +291,8 @@ abstract class JsDeliveryBase {
    * `requeue` is false (the server never delivers it again). Sent like `ack`. Idempotent.
    */
   nack(options?: NackOptions): Promise<void> {
-    try {
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+    if (refused !== undefined) return refused;
     const msg = this.msg;
     if (options?.requeue === false) return this.#settle('term', () => msg.term());
     const { maxDeliver } = this.context;

@@ -22,6 +22,7 @@ import {
   ClosedError,
   TRANSPORT_OPTION_KEYS,
   checkOptionKeys,
+  rejectedForUnknownKeys,
   ConnectionError,
   BoundedMemo,
   Emitter,
@@ -906,11 +907,8 @@ export class NatsTransport implements Transport {
    */
   close(options: CloseOptions = {}): Promise<void> {
     if (this.#closing === undefined) {
-      try {
-        checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      } catch (error) {
-        return Promise.reject(error);
-      }
+      const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
+      if (refused !== undefined) return refused;
     }
     this.#closing ??= this.#close(options.timeoutMs ?? 10_000);
     return this.#closing;

@@ -4,7 +4,7 @@ import {
   ErrorCode,
   TRANSPORT_OPTION_KEYS,
   WatchtowerError,
-  checkOptionKeys,
+  rejectedForUnknownKeys,
   type NackOptions,
 } from '@watchtower/core';
 import type { Cluster, Redis } from 'ioredis';
@@ -117,11 +117,8 @@ class HeldEntry implements EntryHandle {
   }
 
   nack(options?: NackOptions): Promise<void> {
-    try {
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
+    if (refused !== undefined) return refused;
     if (this.state === 'settled') return Promise.resolve();
     this.owner.settled(this);
     if (options?.requeue === false) return this.owner.ackEntry(this);

@@ -6,6 +6,7 @@ import {
   ErrorCode,
   TRANSPORT_OPTION_KEYS,
   checkOptionKeys,
+  rejectedForUnknownKeys,
   ValidationError,
   WatchtowerError,
   assertEventType,
@@ -782,15 +783,13 @@ export class RedisTransport implements Transport {
    * `timeoutMs` kept between 1 and 5 s: while Redis is unreachable those steps cannot finish, and
    * the connections are dropped instead of waiting for a reconnect; entries not settled stay
    * pending and are delivered again. Idempotent; a step that fails does not stop the others;
-   * never rejects; failures after the connections are let go are not reported.
+   * rejects only with `CONFIG` for an unknown option; failures after the connections are let
+   * go are not reported.
    */
   close(options: CloseOptions = {}): Promise<void> {
     if (this.#closing === undefined) {
-      try {
-        checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      } catch (error) {
-        return Promise.reject(error);
-      }
+      const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
+      if (refused !== undefined) return refused;
     }
     this.#closing ??= this.#close(options.timeoutMs ?? this.config.closeTimeoutMs);
     return this.#closing;
