@@ -14,6 +14,7 @@ import { mapRedisError, replyCode } from './map-error.js';
 import {
   compareIds,
   parseAutoClaimReply,
+  parseInfoReply,
   parseClaimReply,
   parsePendingReply,
   parseReadReply,
@@ -943,17 +944,9 @@ export class GroupConsumer<T> {
   /** The other consumer of the group on `key` that was active most recently, or this one. */
   async #handOffTarget(key: string): Promise<string> {
     try {
-      const reply = (await this.#host.command.call(
-        'XINFO',
-        'CONSUMERS',
-        key,
-        this.#options.group,
-      )) as unknown[];
+      const reply = await this.#host.command.call('XINFO', 'CONSUMERS', key, this.#options.group);
       let best: { name: string; idle: number } | undefined;
-      for (const row of reply) {
-        if (!Array.isArray(row)) continue;
-        const info = new Map<string, unknown>();
-        for (let i = 0; i + 1 < row.length; i += 2) info.set(String(row[i]), row[i + 1]);
+      for (const info of parseInfoReply(reply)) {
         const name = String(info.get('name'));
         const idle = Number(info.get('idle'));
         if (name === this.#options.consumer) continue;

@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import { parseInfoReply } from './stream-reply.js';
 
 /*
  * A subscription without a group reads through a consumer group of its own, `own:{consumer}`,
@@ -34,13 +35,6 @@ export function ownGroupBase(group: string): string | undefined {
   const dash = consumer.lastIndexOf('-');
   if (dash <= 0 || !/^\d+$/.test(consumer.slice(dash + 1))) return undefined;
   return consumer.slice(0, dash);
-}
-
-/** Field `name` of one entry of an `XINFO GROUPS` / `XINFO CONSUMERS` reply (a flat list). */
-function field(entry: unknown, name: string): unknown {
-  if (!Array.isArray(entry)) return undefined;
-  for (let i = 0; i + 1 < entry.length; i += 2) if (entry[i] === name) return entry[i + 1];
-  return undefined;
 }
 
 /** What a {@link StaleGroupSweeper} works with. */
@@ -135,9 +129,8 @@ export class StaleGroupSweeper {
 
   async #sweepStream(client: RedisClient, key: string, alive: Map<string, boolean>): Promise<void> {
     const { prefix, consumerBase, staleMs } = this.options;
-    const groups = (await client.xinfo('GROUPS', key)) as unknown[];
-    for (const entry of groups) {
-      const name = field(entry, 'name');
+    for (const group of parseInfoReply(await client.xinfo('GROUPS', key))) {
+      const name = group.get('name');
       if (typeof name !== 'string') continue;
       const base = ownGroupBase(name);
       if (base === undefined || base === consumerBase) continue;
@@ -147,9 +140,9 @@ export class StaleGroupSweeper {
         alive.set(base, isAlive);
       }
       if (isAlive) continue;
-      const consumers = (await client.xinfo('CONSUMERS', key, name)) as unknown[];
+      const consumers = parseInfoReply(await client.xinfo('CONSUMERS', key, name));
       const recent = consumers.some((consumer) => {
-        const idle = field(consumer, 'idle');
+        const idle = consumer.get('idle');
         return typeof idle !== 'number' || idle < staleMs;
       });
       if (!recent) await client.xgroup('DESTROY', key, name);

@@ -2,6 +2,7 @@ import { Buffer } from 'node:buffer';
 import { describe, expect, it } from 'vitest';
 import {
   compareIds,
+  parseInfoReply,
   describeFields,
   fieldValue,
   parseAutoClaimReply,
@@ -59,5 +60,20 @@ describe('stream replies', () => {
     expect(compareIds('9-10', '9-9')).toBe(1);
     expect(compareIds('9-9', '9-9')).toBe(0);
     expect(compareIds('1-0', '18446744073709551615-0')).toBe(-1);
+  });
+});
+
+describe('parseInfoReply', () => {
+  it('reads each row of an XINFO reply as a field map and skips what is not a row', () => {
+    const rows = parseInfoReply([
+      ['name', 'own:host-1-abc-1', 'consumers', 1, 'pending', 0],
+      'stray',
+      ['name', 'c1', 'idle', 1200],
+    ]);
+    expect(rows.map((row) => Object.fromEntries(row))).toEqual([
+      { name: 'own:host-1-abc-1', consumers: 1, pending: 0 },
+      { name: 'c1', idle: 1200 },
+    ]);
+    expect(parseInfoReply(null)).toEqual([]);
   });
 });

@@ -96,6 +96,19 @@ export function parsePendingReply(reply: unknown): PendingEntry[] {
   return rows;
 }
 
+/** An `XINFO GROUPS` or `XINFO CONSUMERS` reply: one field map per row (group or consumer). */
+export function parseInfoReply(reply: unknown): Map<string, unknown>[] {
+  if (!Array.isArray(reply)) return [];
+  const rows: Map<string, unknown>[] = [];
+  for (const row of reply) {
+    if (!Array.isArray(row)) continue;
+    const info = new Map<string, unknown>();
+    for (let i = 0; i + 1 < row.length; i += 2) info.set(String(row[i]), row[i + 1]);
+    rows.push(info);
+  }
+  return rows;
+}
+
 const EVENT_FIELD = Buffer.from('event');
 
 /** The value of field `name` in a field/value list, or `undefined`. */
