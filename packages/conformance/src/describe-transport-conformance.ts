@@ -1,0 +1,152 @@
+/**
+ * The runner: registers the case table as vitest tests for one harness. It owns what the cases
+ * share (a fresh namespace per test, the transports and buses to close afterwards, the
+ * capability probe) and the gating, so that a case body holds only its assertions. A case it
+ * does not run is reported as a vitest skip with the reason, never as a pass.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  EventBus,
+  type EventBusOptions,
+  type Logger,
+  type Transport,
+  type TransportCapabilities,
+} from '@watchtower/core';
+import { conformanceCases } from './conformance-cases.js';
+import {
+  HARNESS_FEATURES,
+  type ConformanceContext,
+  type ConformanceHarness,
+  type ConformanceRequirement,
+  type ConformanceTimeouts,
+  type HarnessFeature,
+  type TestBus,
+} from './harness.js';
+
+const quietLogger: Logger = { warn: () => undefined, error: () => undefined };
+
+function defaultTestTimeoutMs({ timeoutMs, redeliveryTimeoutMs }: ConformanceTimeouts): number {
+  return timeoutMs * 3 + redeliveryTimeoutMs;
+}
+
+function isHarnessFeature(requirement: ConformanceRequirement): requirement is HarnessFeature {
+  return Object.hasOwn(HARNESS_FEATURES, requirement);
+}
+
+/**
+ * Registers the contract tests for one transport (vitest `describe`/`it`), one test per case of
+ * {@link conformanceCases}. Cases a transport cannot pass by design are skipped by its declared
+ * capabilities or by a harness hook it lacks; each skip shows its reason.
+ */
+export function describeTransportConformance(harness: ConformanceHarness): void {
+  const timeoutMs = harness.timeoutMs ?? 10_000;
+  const redeliveryTimeoutMs = harness.redeliveryTimeoutMs ?? timeoutMs;
+  const timeouts: ConformanceTimeouts = { timeoutMs, redeliveryTimeoutMs };
+
+  describe(`transport conformance: ${harness.name}`, () => {
+    let namespace = '';
+    let created: TestBus[] = [];
+    let transports: Transport[] = [];
+    let capabilities: TransportCapabilities | undefined = harness.capabilities;
+
+    async function newTransport(): Promise<Transport> {
+      const transport = await harness.createTransport(namespace);
+      transports.push(transport);
+      await transport.connect();
+      capabilities ??= transport.info.capabilities;
+      return transport;
+    }
+
+    async function newBus(options: Omit<EventBusOptions, 'transport'> = {}): Promise<TestBus> {
+      const transport = await newTransport();
+      const bus = new EventBus({
+        transport,
+        logger: quietLogger,
+        subscriptionDefaults: { retry: { minDelayMs: 20, maxDelayMs: 200, maxAttempts: 3 } },
+        retry: { minDelayMs: 50, maxDelayMs: 1000, maxAttempts: 5 },
+        ...options,
+      });
+      const entry: TestBus = { bus, transport, errors: [] };
+      bus.on('error', (error) => entry.errors.push(error));
+      created.push(entry);
+      return entry;
+    }
+
+    function type(suffix: string): string {
+      return `conf.${suffix}`;
+    }
+
+    function expectNoBusErrors(...buses: TestBus[]): void {
+      for (const { errors } of buses)
+        expect(errors.map((e) => `${e.code}: ${e.message}`)).toEqual([]);
+    }
+
+    /**
+     * Why the case cannot run here, or `undefined` when it can. Checked before the case runs,
+     * so that a skip is visible as a skip: missing capabilities first, then harness hooks.
+     */
+    async function unmet(requires: readonly ConformanceRequirement[]): Promise<string | undefined> {
+      const flags = requires.filter((r): r is keyof TransportCapabilities => !isHarnessFeature(r));
+      if (flags.length > 0) {
+        if (capabilities === undefined) {
+          const probe = await harness.createTransport(`${namespace}probe`);
+          capabilities = probe.info.capabilities;
+          await probe.close({ timeoutMs: 1000 });
+        }
+        const missing = flags.filter((flag) => !(capabilities as TransportCapabilities)[flag]);
+        if (missing.length > 0) return `${harness.name} does not declare ${missing.join(', ')}`;
+      }
+      const lacking = requires.filter(isHarnessFeature).filter((f) => harness[f] === undefined);
+      if (lacking.length > 0) return lacking.map((f) => HARNESS_FEATURES[f]).join('; ');
+      return undefined;
+    }
+
+    function context(): ConformanceContext {
+      const own = namespace;
+      return {
+        harness,
+        namespace: own,
+        timeoutMs,
+        redeliveryTimeoutMs,
+        newTransport,
+        newBus,
+        type,
+        expectNoBusErrors,
+        publishRaw: async (eventType, bytes) => {
+          if (harness.publishRaw === undefined) throw new Error(HARNESS_FEATURES.publishRaw);
+          await harness.publishRaw(own, eventType, bytes);
+        },
+        restartBroker: async () => {
+          if (harness.restartBroker === undefined) throw new Error(HARNESS_FEATURES.restartBroker);
+          await harness.restartBroker();
+        },
+      };
+    }
+
+    afterEach(async () => {
+      await Promise.allSettled(created.map(({ bus }) => bus.close({ timeoutMs: 2000 })));
+      await Promise.allSettled(transports.map((transport) => transport.close({ timeoutMs: 2000 })));
+      created = [];
+      transports = [];
+      if (harness.cleanup !== undefined) await harness.cleanup(namespace);
+    });
+
+    function fresh(): void {
+      namespace = `wt${randomUUID().replaceAll('-', '').slice(0, 12)}`;
+    }
+
+    for (const testCase of conformanceCases) {
+      it(
+        testCase.name,
+        async (ctx) => {
+          fresh();
+          const reason = await unmet(testCase.requires);
+          if (reason !== undefined) ctx.skip(reason);
+          await testCase.run(context());
+        },
+        (testCase.testTimeoutMs ?? defaultTestTimeoutMs)(timeouts),
+      );
+    }
+  });
+}
