@@ -10,6 +10,10 @@ export default defineConfig({
     // checked separately by publint and attw.
     alias: [
       { find: /^@watchtower\/core\/testing$/, replacement: src('./packages/core/src/testing.ts') },
+      {
+        find: /^@watchtower\/core\/transport-kit$/,
+        replacement: src('./packages/core/src/transport-kit.ts'),
+      },
       { find: /^@watchtower\/core$/, replacement: src('./packages/core/src/index.ts') },
       {
         find: /^@watchtower\/conformance$/,

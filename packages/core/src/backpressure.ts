@@ -1,7 +1,7 @@
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { Emitter } from './emitter.js';
 import { BackpressureError, ClosedError, ErrorCode } from './errors.js';
-import { Fifo } from './fifo.js';
+import { Fifo } from './transport-kit/fifo.js';
 import { checkClock, checkInteger, checkNumber, checkOneOf, withDefaults } from './options.js';
 
 /**

@@ -1,6 +1,6 @@
 import { Emitter } from './emitter.js';
 import { ValidationError, configError } from './errors.js';
-import { Fifo } from './fifo.js';
+import { Fifo } from './transport-kit/fifo.js';
 import type { DeadLetter } from './transport.js';
 import { checkInteger, withDefaults } from './options.js';
 

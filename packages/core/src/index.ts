@@ -29,8 +29,6 @@ export {
   assertPattern,
   PatternIndex,
   DEFAULT_PATTERN_INDEX_OPTIONS,
-  toNatsSubject,
-  toAmqpBindingKey,
 } from './pattern.js';
 export type { CompiledPattern, PatternIndexOptions } from './pattern.js';
 
@@ -67,10 +65,10 @@ export type {
   SubscriptionHandle,
   CloseOptions,
 } from './transport.js';
-export { TRANSPORT_OPTION_KEYS } from './transport.js';
 
 export { systemClock, sleep } from './clock.js';
 export type { Clock, TimerHandle } from './clock.js';
+// Kept here only until every transport imports them from the transport kit.
 export {
   withDefaults,
   rejectUnknownOptions,
@@ -82,12 +80,6 @@ export {
   checkFunction,
   checkClock,
 } from './options.js';
-export { Emitter } from './emitter.js';
-export type { EventMap } from './emitter.js';
-export { AsyncQueue } from './async-queue.js';
-export { Fifo } from './fifo.js';
-export { BoundedMemo } from './bounded-memo.js';
-
 export {
   CircuitBreaker,
   DEFAULT_CIRCUIT_BREAKER_OPTIONS,

@@ -1,4 +1,4 @@
-import { AsyncQueue } from './async-queue.js';
+import { DeliveryBuffer } from './transport-kit/delivery-buffer.js';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { decodeEvent } from './codec.js';
 import { InMemoryDeadLetterQueue, type DeadLetterQueue } from './dead-letter-queue.js';
@@ -13,7 +13,7 @@ import {
 } from './errors.js';
 import { Emitter } from './emitter.js';
 import { assertEventType, type Event } from './event.js';
-import { Fifo } from './fifo.js';
+import { Fifo } from './transport-kit/fifo.js';
 import { PatternIndex, assertPattern } from './pattern.js';
 import { checkOptionKeys, rejectUnknownOptions, rejectedForUnknownKeys } from './options.js';
 import type {
@@ -598,7 +598,7 @@ class MemoryGroup {
 
 class MemorySubscription implements TransportSubscription {
   readonly pattern: string;
-  readonly #queue = new AsyncQueue<MemoryDelivery>();
+  readonly #queue = new DeliveryBuffer<MemoryDelivery>({ track: false });
   /** Handed out (buffered or yielded) and not yet settled. */
   readonly #outstanding = new Set<MemoryDelivery>();
   #left = false;
@@ -665,7 +665,7 @@ class MemorySubscription implements TransportSubscription {
   }
 
   tryNext(): Delivery | undefined {
-    return this.#queue.tryShift();
+    return this.#queue.tryNext();
   }
 
   /** @internal called by a delivery when it is acked, nacked or revoked. */

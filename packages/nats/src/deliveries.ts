@@ -4,8 +4,6 @@ import {
   ClosedError,
   ErrorCode,
   SerializationError,
-  TRANSPORT_OPTION_KEYS,
-  rejectedForUnknownKeys,
   decodeEvent,
   describeError,
   isWatchtowerError,
@@ -18,6 +16,10 @@ import {
   type MalformedMessage,
   type NackOptions,
 } from '@watchtower/core';
+import {
+  TRANSPORT_OPTION_KEYS,
+  rejectedForUnknownKeys,
+} from '@watchtower/core/transport-kit';
 import { mapNatsError } from './map-error.js';
 
 const DONE: Promise<void> = Promise.resolve();

@@ -10,7 +10,13 @@ import {
   type JsMsg,
 } from '@nats-io/jetstream';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
-import { AsyncQueue, ConnectionError, Fifo } from '@watchtower/core';
+import {
+  ConnectionError,
+} from '@watchtower/core';
+import {
+  DeliveryBuffer,
+  Fifo,
+} from '@watchtower/core/transport-kit';
 import { mapNatsError } from './map-error.js';
 
 /*
@@ -48,7 +54,7 @@ export interface CoreSourceLimits {
 
 /** A core NATS subscription (optionally in a queue group). The client resubscribes after reconnects. */
 export class CoreSource<T> implements MessageSource<T> {
-  readonly #queue = new AsyncQueue<T>();
+  readonly #queue = new DeliveryBuffer<T>({ track: false });
   readonly #nc: NatsConnection;
   readonly #sub: Subscription;
   readonly #drops: DropCounter;
@@ -100,7 +106,7 @@ export class CoreSource<T> implements MessageSource<T> {
   }
 
   tryNext(): T | undefined {
-    return this.#queue.tryShift();
+    return this.#queue.tryNext();
   }
 
   /**
@@ -205,7 +211,7 @@ export interface PullSourceOptions<T> {
  * outlives broker restarts. The consumer's `max_ack_pending` bounds what waits in the queue.
  */
 export class PullSource<T> implements MessageSource<T> {
-  readonly #queue = new AsyncQueue<T>();
+  readonly #queue = new DeliveryBuffer<T>({ track: false });
   /** The messages of the items waiting in `#queue`, in the same order. */
   readonly #buffered = new Fifo<JsMsg>();
   /** The consumer's ack wait, from the server. */
@@ -253,7 +259,7 @@ export class PullSource<T> implements MessageSource<T> {
   };
 
   tryNext(): T | undefined {
-    const item = this.#queue.tryShift();
+    const item = this.#queue.tryNext();
     if (item !== undefined) this.#buffered.shift();
     return item;
   }

@@ -20,12 +20,7 @@ import {
 import {
   BackpressureError,
   ClosedError,
-  TRANSPORT_OPTION_KEYS,
-  checkOptionKeys,
-  rejectedForUnknownKeys,
   ConnectionError,
-  BoundedMemo,
-  Emitter,
   RetryPolicy,
   ErrorCode,
   TimeoutError,
@@ -52,6 +47,13 @@ import {
   type TransportSubscribeOptions,
   type TransportSubscription,
 } from '@watchtower/core';
+import {
+  TRANSPORT_OPTION_KEYS,
+  checkOptionKeys,
+  rejectedForUnknownKeys,
+  BoundedMemo,
+  Emitter,
+} from '@watchtower/core/transport-kit';
 import { resolveNatsConfig, type NatsConfig, type ResolvedNatsConfig } from './config.js';
 import { toConnectionOptions } from './connection-options.js';
 import {

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import { toNatsSubject } from '@watchtower/core';
+import {
+  toNatsSubject,
+} from '@watchtower/core/transport-kit';
 
 /** `{prefix}.{type}`: where an event of `type` is published. */
 export function eventSubject(prefix: string, type: string): string {

@@ -1,4 +1,6 @@
-import { Fifo } from '@watchtower/core';
+import {
+  Fifo,
+} from '@watchtower/core/transport-kit';
 
 /**
  * A FIFO that one consumer iterates: producers `push` slots, `next()` hands out their items.

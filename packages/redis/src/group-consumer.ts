@@ -2,11 +2,13 @@ import type { Buffer } from 'node:buffer';
 import {
   ClosedError,
   ErrorCode,
-  TRANSPORT_OPTION_KEYS,
   WatchtowerError,
-  rejectedForUnknownKeys,
   type NackOptions,
 } from '@watchtower/core';
+import {
+  TRANSPORT_OPTION_KEYS,
+  rejectedForUnknownKeys,
+} from '@watchtower/core/transport-kit';
 import type { Cluster, Redis } from 'ioredis';
 import type { AckBatcher } from './ack-batcher.js';
 import { DeliveryQueue } from './delivery-queue.js';

@@ -2,11 +2,7 @@ import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import {
-  BoundedMemo,
   ErrorCode,
-  TRANSPORT_OPTION_KEYS,
-  checkOptionKeys,
-  rejectedForUnknownKeys,
   ValidationError,
   WatchtowerError,
   assertEventType,
@@ -31,6 +27,12 @@ import {
   type TransportSubscribeOptions,
   type TransportSubscription,
 } from '@watchtower/core';
+import {
+  BoundedMemo,
+  TRANSPORT_OPTION_KEYS,
+  checkOptionKeys,
+  rejectedForUnknownKeys,
+} from '@watchtower/core/transport-kit';
 import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis';
 import { AckBatcher } from './ack-batcher.js';
 import { resolveRedisConfig, type RedisConfig, type ResolvedRedisConfig } from './config.js';

@@ -47,6 +47,11 @@ export class Fifo<T> {
     return undefined;
   }
 
+  /** The items, oldest first, left in place. */
+  *values(): IterableIterator<T> {
+    for (let i = this.#head; i < this.#items.length; i++) yield this.#items[i] as T;
+  }
+
   /** Removes and returns every item, oldest first. */
   drain(): T[] {
     const rest = this.#items.slice(this.#head) as T[];

@@ -1,0 +1,42 @@
+import { describe, expect, it } from 'vitest';
+import { TurnBatcher } from './turn-batcher.js';
+
+describe('TurnBatcher', () => {
+  it('sends what is added in one run of promise work as one batch', async () => {
+    const batches: number[][] = [];
+    const batcher = new TurnBatcher<number>((items) => batches.push(items));
+    batcher.add(1);
+    await Promise.resolve();
+    batcher.add(2);
+    await Promise.resolve().then(() => undefined);
+    batcher.add(3);
+    expect(batches).toEqual([]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([[1, 2, 3]]);
+  });
+
+  it('sends before the next I/O turn', async () => {
+    const batches: number[][] = [];
+    const batcher = new TurnBatcher<number>((items) => batches.push(items));
+    batcher.add(1);
+    const seenAtImmediate = await new Promise<number>((resolve) =>
+      setImmediate(() => resolve(batches.length)),
+    );
+    expect(seenAtImmediate).toBe(1);
+  });
+
+  it('flush() sends at once and the scheduled flush then finds nothing', async () => {
+    const batches: number[][] = [];
+    const batcher = new TurnBatcher<number>((items) => batches.push(items));
+    batcher.add(1);
+    batcher.add(2);
+    expect(batcher.size).toBe(2);
+    batcher.flush();
+    expect(batches).toEqual([[1, 2]]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([[1, 2]]);
+    batcher.add(3);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([[1, 2], [3]]);
+  });
+});
