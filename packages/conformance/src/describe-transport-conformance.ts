@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   EventBus,
+  configError,
   type EventBusOptions,
   type Logger,
   type Transport,
@@ -16,6 +17,7 @@ import {
 import { conformanceCases } from './conformance-cases.js';
 import {
   HARNESS_FEATURES,
+  type ConformanceCase,
   type ConformanceContext,
   type ConformanceHarness,
   type ConformanceRequirement,
@@ -23,6 +25,25 @@ import {
   type HarnessFeature,
   type TestBus,
 } from './harness.js';
+
+/** Which cases of the table a run registers, and which it reports as skipped. */
+export interface ConformanceOptions {
+  /**
+   * Names of the cases to register; the others are left out of the run altogether (as with
+   * vitest's `-t`). A name that is no case is a `CONFIG` error.
+   * @defaultValue every case of {@link conformanceCases}
+   */
+  only?: readonly string[];
+  /**
+   * Cases to report as skipped, by name, each with the reason shown in the report: for a
+   * known broker limitation that no capability flag describes. A name that is no case, or an
+   * empty reason, is a `CONFIG` error.
+   * @defaultValue no case is skipped by name
+   */
+  skip?: Readonly<Record<string, string>>;
+}
+
+const OPTION_KEYS = ['only', 'skip'] as const;
 
 const quietLogger: Logger = { warn: () => undefined, error: () => undefined };
 
@@ -34,12 +55,61 @@ function isHarnessFeature(requirement: ConformanceRequirement): requirement is H
   return Object.hasOwn(HARNESS_FEATURES, requirement);
 }
 
+function isListOfStrings(value: unknown): value is readonly string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === 'string');
+}
+
+/** The cases `options` selects, in table order, each with the reason it is skipped by name. */
+function selectCases(
+  options: ConformanceOptions,
+): { testCase: ConformanceCase; skipReason: string | undefined }[] {
+  if (typeof options !== 'object' || options === null)
+    throw configError('options', 'must be an options object');
+  for (const key of Object.keys(options)) {
+    if (!(OPTION_KEYS as readonly string[]).includes(key))
+      throw configError(
+        key,
+        `is not an option of describeTransportConformance (known: ${OPTION_KEYS.join(', ')})`,
+      );
+  }
+  const names = new Set(conformanceCases.map((testCase) => testCase.name));
+  const only = options.only;
+  if (only !== undefined) {
+    if (!isListOfStrings(only)) throw configError('only', 'must be an array of case names');
+    for (const name of only) {
+      if (!names.has(name))
+        throw configError('only', `names no conformance case: ${JSON.stringify(name)}`);
+    }
+  }
+  const skip = options.skip ?? {};
+  if (typeof skip !== 'object' || skip === null)
+    throw configError('skip', 'must be an object of case names to reasons');
+  for (const [name, reason] of Object.entries(skip)) {
+    if (!names.has(name))
+      throw configError('skip', `names no conformance case: ${JSON.stringify(name)}`);
+    if (typeof reason !== 'string' || reason.trim() === '')
+      throw configError('skip', `gives no reason for ${JSON.stringify(name)}`);
+  }
+  return conformanceCases
+    .filter((testCase) => only === undefined || only.includes(testCase.name))
+    .map((testCase) => ({
+      testCase,
+      skipReason: Object.hasOwn(skip, testCase.name) ? skip[testCase.name] : undefined,
+    }));
+}
+
 /**
  * Registers the contract tests for one transport (vitest `describe`/`it`), one test per case of
  * {@link conformanceCases}. Cases a transport cannot pass by design are skipped by its declared
- * capabilities or by a harness hook it lacks; each skip shows its reason.
+ * capabilities, by a harness hook it lacks, or by name through `options.skip`; each skip shows
+ * its reason. Throws a `CONFIG` error, before registering anything, for options that name no
+ * case.
  */
-export function describeTransportConformance(harness: ConformanceHarness): void {
+export function describeTransportConformance(
+  harness: ConformanceHarness,
+  options: ConformanceOptions = {},
+): void {
+  const selected = selectCases(options);
   const timeoutMs = harness.timeoutMs ?? 10_000;
   const redeliveryTimeoutMs = harness.redeliveryTimeoutMs ?? timeoutMs;
   const timeouts: ConformanceTimeouts = { timeoutMs, redeliveryTimeoutMs };
@@ -136,11 +206,12 @@ export function describeTransportConformance(harness: ConformanceHarness): void 
       namespace = `wt${randomUUID().replaceAll('-', '').slice(0, 12)}`;
     }
 
-    for (const testCase of conformanceCases) {
+    for (const { testCase, skipReason } of selected) {
       it(
         testCase.name,
         async (ctx) => {
           fresh();
+          if (skipReason !== undefined) ctx.skip(skipReason);
           const reason = await unmet(testCase.requires);
           if (reason !== undefined) ctx.skip(reason);
           await testCase.run(context());

@@ -3,6 +3,7 @@
  * that registers them with vitest for one harness.
  */
 export { describeTransportConformance } from './describe-transport-conformance.js';
+export type { ConformanceOptions } from './describe-transport-conformance.js';
 export { conformanceCases } from './conformance-cases.js';
 export type {
   ConformanceCase,
