@@ -6,11 +6,22 @@ import { ErrorCode } from './errors.js';
 import { EventBus, type EventBusOptions } from './event-bus.js';
 import { MemoryBroker, MemoryTransport } from './memory-transport.js';
 import {
+  booleanOption,
   checkClock,
   checkInteger,
   checkNumber,
   checkOneOf,
+  clockOption,
+  describeValue,
+  functionOption,
+  integerOption,
+  limitOption,
+  numberOption,
+  objectOption,
+  oneOfOption,
+  recordOption,
   rejectUnknownOptions,
+  stringOption,
   withDefaults,
 } from './options.js';
 import { RetryPolicy } from './retry-policy.js';
@@ -55,6 +66,147 @@ describe('checks', () => {
       expect(error).toMatchObject({ code: ErrorCode.CONFIG });
       expect((error as Error).message).toContain(`\`${field}\``);
     }
+  });
+});
+
+describe('validators', () => {
+  it('return the value they accept', () => {
+    const clock = { now: () => 0, setTimeout: () => 1, clearTimeout: () => undefined };
+    const fn = (): number => 1;
+    expect(integerOption('n', 3, 1)).toBe(3);
+    expect(integerOption('n', 5, 1, { max: 5 })).toBe(5);
+    expect(integerOption('n', Infinity, 0, { allowInfinity: true })).toBe(Infinity);
+    expect(limitOption('n', -1)).toBe(-1);
+    expect(limitOption('n', 1)).toBe(1);
+    expect(limitOption('n', 0, 0)).toBe(0);
+    expect(numberOption('x', 0, { min: 0 })).toBe(0);
+    expect(numberOption('x', 0.5, { above: 0 })).toBe(0.5);
+    expect(stringOption('s', 'a')).toBe('a');
+    expect(stringOption('s', '', { allowEmpty: true })).toBe('');
+    expect(stringOption('s', 'a.b', { pattern: /^[a-z.]+$/, hint: 'dotted words' })).toBe('a.b');
+    expect(booleanOption('b', false)).toBe(false);
+    expect(oneOfOption('o', 'auto', [true, false, 'auto'])).toBe('auto');
+    expect(oneOfOption('o', false, [true, false, 'auto'])).toBe(false);
+    expect(functionOption('f', fn)).toBe(fn);
+    expect(clockOption('clock', clock)).toBe(clock);
+    const tls = { ca: 'x' };
+    expect(recordOption('tls', tls)).toBe(tls);
+    expect(recordOption('tls', undefined)).toBeUndefined();
+  });
+
+  it.each<[string, () => unknown, string]>([
+    ['an integer below min', () => integerOption('n', 0, 1), 'must be an integer >= 1, got 0'],
+    ['a fraction', () => integerOption('n', 1.5, 1), 'must be an integer >= 1, got 1.5'],
+    ['a string as integer', () => integerOption('n', '3', 1), 'must be an integer >= 1, got "3"'],
+    [
+      'an integer above max',
+      () => integerOption('n', 7, 1, { max: 5 }),
+      'must be an integer >= 1 and <= 5, got 7',
+    ],
+    [
+      'Infinity where it is not allowed',
+      () => integerOption('n', Infinity, 0),
+      'must be an integer >= 0, got Infinity',
+    ],
+    ['a limit of 0', () => limitOption('n', 0), 'must be -1 (no limit) or an integer >= 1, got 0'],
+    [
+      'a limit below -1',
+      () => limitOption('n', -2, 0),
+      'must be -1 (no limit) or an integer >= 0, got -2',
+    ],
+    [
+      'a negative number',
+      () => numberOption('n', -1, { min: 0 }),
+      'must be a finite number >= 0, got -1',
+    ],
+    [
+      'zero where it must be positive',
+      () => numberOption('n', 0, { above: 0 }),
+      'must be a finite number > 0, got 0',
+    ],
+    [
+      'an infinite number',
+      () => numberOption('n', Infinity, { min: 0 }),
+      'must be a finite number >= 0, got Infinity',
+    ],
+    ['an empty string', () => stringOption('n', ''), 'must be a non-empty string, got ""'],
+    ['a number as string', () => stringOption('n', 42), 'must be a non-empty string, got 42'],
+    [
+      'a number as possibly empty string',
+      () => stringOption('n', 42, { allowEmpty: true }),
+      'must be a string, got 42',
+    ],
+    [
+      'a string off the pattern',
+      () => stringOption('n', 'a b', { pattern: /^\S+$/, hint: 'a name without spaces' }),
+      'must be a name without spaces, got "a b"',
+    ],
+    [
+      'a string off a pattern without hint',
+      () => stringOption('n', 'a b', { pattern: /^\S+$/ }),
+      'must be a string matching /^\\S+$/, got "a b"',
+    ],
+    ['a string as boolean', () => booleanOption('n', 'yes'), 'must be true or false, got "yes"'],
+    [
+      'a value not listed',
+      () => oneOfOption('n', 'yes', [true, false, 'auto']),
+      'must be true, false or "auto", got "yes"',
+    ],
+    ['a non-function', () => functionOption('n', loose({})), 'must be a function, got an object'],
+    [
+      'a non-clock',
+      () => clockOption('n', { now: () => 0 }),
+      'must be a Clock with now(), setTimeout() and clearTimeout(), got an object',
+    ],
+    ['an array as record', () => recordOption('n', []), 'must be an object, got an empty array'],
+    [
+      'null as record',
+      () => recordOption('n', null as unknown as object, 'TLS options'),
+      'must be TLS options, got null',
+    ],
+    [
+      'a string as nested options',
+      () => objectOption('n', 'x' as unknown as object, ['a']),
+      'must be an options object, got "x"',
+    ],
+  ])('refuse %s with CONFIG naming the field, in the one style', (_name, fn, problem) => {
+    const error = thrown(fn);
+    expect(error).toMatchObject({ code: ErrorCode.CONFIG });
+    expect((error as Error).message).toBe(`invalid option \`n\`: ${problem}`);
+  });
+
+  it('objectOption returns the defined fields of nested options', () => {
+    const given = objectOption<{ a?: number; b?: number | undefined }>(
+      'outer',
+      { a: 1, b: undefined },
+      ['a', 'b'],
+    );
+    expect(given).toEqual({ a: 1 });
+    expect(Object.keys(given)).toEqual(['a']);
+    expect(objectOption('outer', undefined, ['a'])).toEqual({});
+  });
+
+  it('objectOption names an unknown nested key by its dotted path', () => {
+    const error = thrown(() =>
+      objectOption('consumer', loose<{ ackWaitMs?: number }>({ ackWait: 5 }), ['ackWaitMs']),
+    );
+    expect(error).toMatchObject({ code: ErrorCode.CONFIG });
+    expect((error as Error).message).toBe(
+      'invalid option `consumer.ackWait`: is not an option of consumer (known: ackWaitMs)',
+    );
+  });
+
+  it('describeValue quotes strings and names other objects by kind only', () => {
+    expect(describeValue('a')).toBe('"a"');
+    expect(describeValue(1.5)).toBe('1.5');
+    expect(describeValue(Number.NaN)).toBe('NaN');
+    expect(describeValue(true)).toBe('true');
+    expect(describeValue(null)).toBe('null');
+    expect(describeValue(undefined)).toBe('undefined');
+    expect(describeValue([])).toBe('an empty array');
+    expect(describeValue([1])).toBe('an array');
+    expect(describeValue({ password: 'secret' })).toBe('an object');
+    expect(describeValue(() => 1)).toBe('a function');
   });
 });
 
