@@ -1,5 +1,22 @@
+/**
+ * The options of {@link NatsTransport}: their types with documented defaults, and
+ * `resolveNatsConfig`, which merges them over the defaults and checks each section with core's
+ * option validators. Only rules of NATS itself (stream names, replicas, subject prefixes that
+ * must not overlap) are written here; nothing here talks to a server.
+ */
 import type { Authenticator, NodeConnectionOptions } from '@nats-io/transport-node';
 import { configError } from '@watchtower/core';
+import {
+  describeValue,
+  integerOption,
+  limitOption,
+  numberOption,
+  objectOption,
+  oneOfOption,
+  recordOption,
+  rejectUnknownOptions,
+  stringOption,
+} from '@watchtower/core/transport-kit';
 
 /** TLS options of the NATS client (`ca`/`caFile`, `cert`/`certFile`, `key`/`keyFile` ...). */
 export type NatsTlsOptions = NonNullable<NodeConnectionOptions['tls']>;
@@ -294,137 +311,126 @@ const AUTH_KEYS = Object.keys({
 const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 // JetStream stream and consumer names may not hold `.`, `*`, `>`, whitespace or path separators.
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,255}$/;
+const SERVER_URL = /^\S+$/;
+const NON_NEGATIVE = { min: 0 } as const;
+const POSITIVE = { above: 0 } as const;
 
 /**
- * Merges `config` over the defaults and checks every value.
+ * Merges `config` over the defaults and checks every value, one section at a time.
  *
  * @throws `WatchtowerError` with code `CONFIG` naming the first bad field.
  */
 export function resolveNatsConfig(config: Partial<NatsConfig> = {}): ResolvedNatsConfig {
   if (typeof config !== 'object' || config === null) {
-    throw configError('config', 'expected an object');
+    throw configError('config', `must be an options object, got ${describeValue(config)}`);
   }
   // A misspelt option (`maxDeliver` at the top, `consumer.ackWait`) must not be ignored.
-  rejectUnknown('', config, NATS_CONFIG_KEYS);
-  const mode = config.mode ?? DEFAULT_NATS_CONFIG.mode;
-  if (mode !== 'core' && mode !== 'jetstream') {
-    throw configError('mode', `expected 'core' or 'jetstream', got ${show(mode)}`);
-  }
-
-  const servers = resolveServers(config.servers ?? DEFAULT_NATS_CONFIG.servers);
-
-  const subjectPrefix = config.subjectPrefix ?? DEFAULT_NATS_CONFIG.subjectPrefix;
-  checkPrefix('subjectPrefix', subjectPrefix);
-  const dlqPrefix = config.dlqPrefix ?? DEFAULT_NATS_CONFIG.dlqPrefix;
-  checkPrefix('dlqPrefix', dlqPrefix);
-  if (tokenPrefixOf(subjectPrefix, dlqPrefix) || tokenPrefixOf(dlqPrefix, subjectPrefix)) {
-    // Overlapping subject spaces would deliver dead letters as events (and the two JetStream
-    // streams would claim the same subjects, which the server refuses).
-    throw configError(
-      'dlqPrefix',
-      `must not overlap subjectPrefix (${show(dlqPrefix)} vs ${show(subjectPrefix)})`,
-    );
-  }
-
-  const name = config.name ?? DEFAULT_NATS_CONFIG.name;
-  if (typeof name !== 'string' || name.length === 0) {
-    throw configError('name', `expected a non-empty string, got ${show(name)}`);
-  }
-
+  rejectUnknownOptions(config, NATS_CONFIG_KEYS, 'NatsTransport');
+  const mode = oneOfOption('mode', config.mode ?? DEFAULT_NATS_CONFIG.mode, ['core', 'jetstream']);
+  const connection = resolveConnection(config);
+  const subjects = resolveSubjects(config);
   const stream = resolveStream(config.stream);
-  const dlq = resolveDlq(config.dlq, mode);
-  if (dlq.durable !== false && mode === 'jetstream' && dlq.streamName === stream.name) {
-    throw configError('dlq.streamName', `must differ from stream.name (${show(stream.name)})`);
-  }
-  const consumer = resolveConsumer(config.consumer);
-
-  const maxReconnectAttempts =
-    config.maxReconnectAttempts ?? DEFAULT_NATS_CONFIG.maxReconnectAttempts;
-  if (!Number.isInteger(maxReconnectAttempts) || maxReconnectAttempts < -1) {
-    throw configError(
-      'maxReconnectAttempts',
-      `expected -1 (no limit) or an integer >= 0, got ${show(maxReconnectAttempts)}`,
-    );
-  }
-  const reconnectTimeWaitMs = nonNegative(
-    'reconnectTimeWaitMs',
-    config.reconnectTimeWaitMs ?? DEFAULT_NATS_CONFIG.reconnectTimeWaitMs,
-  );
-  const reconnectJitterMs = nonNegative(
-    'reconnectJitterMs',
-    config.reconnectJitterMs ?? DEFAULT_NATS_CONFIG.reconnectJitterMs,
-  );
-  const connectTimeoutMs = positive(
-    'connectTimeoutMs',
-    config.connectTimeoutMs ?? DEFAULT_NATS_CONFIG.connectTimeoutMs,
-  );
-  const requestTimeoutMs = positive(
-    'requestTimeoutMs',
-    config.requestTimeoutMs ?? DEFAULT_NATS_CONFIG.requestTimeoutMs,
-  );
-  const pendingLimit = positiveInteger(
-    'pendingLimit',
-    config.pendingLimit ?? DEFAULT_NATS_CONFIG.pendingLimit,
-  );
-
-  const auth = resolveAuth(config.auth);
-  const tls = config.tls;
-  if (tls !== undefined && (typeof tls !== 'object' || tls === null)) {
-    throw configError('tls', `expected an object of TLS options, got ${show(tls)}`);
-  }
-  const connectionOptions = config.connectionOptions === undefined ? {} : config.connectionOptions;
-  if (
-    typeof connectionOptions !== 'object' ||
-    connectionOptions === null ||
-    Array.isArray(connectionOptions)
-  ) {
-    throw configError('connectionOptions', `expected an object, got ${show(connectionOptions)}`);
-  }
-
   return {
-    servers,
     mode,
-    subjectPrefix,
-    dlqPrefix,
-    name,
+    ...connection,
+    ...subjects,
     stream,
-    dlq,
-    consumer,
-    pendingLimit,
-    maxReconnectAttempts,
-    reconnectTimeWaitMs,
-    reconnectJitterMs,
-    connectTimeoutMs,
-    requestTimeoutMs,
-    auth,
-    tls,
-    connectionOptions,
+    dlq: resolveDlq(config.dlq, mode, stream.name),
+    consumer: resolveConsumer(config.consumer),
+    pendingLimit: integerOption(
+      'pendingLimit',
+      config.pendingLimit ?? DEFAULT_NATS_CONFIG.pendingLimit,
+      1,
+    ),
+    auth: resolveAuth(config.auth),
+    tls: recordOption('tls', config.tls, 'an object of TLS options'),
+  };
+}
+
+type NatsConnectionConfig = Pick<
+  ResolvedNatsConfig,
+  | 'servers'
+  | 'name'
+  | 'maxReconnectAttempts'
+  | 'reconnectTimeWaitMs'
+  | 'reconnectJitterMs'
+  | 'connectTimeoutMs'
+  | 'requestTimeoutMs'
+  | 'connectionOptions'
+>;
+
+function resolveConnection(config: Partial<NatsConfig>): NatsConnectionConfig {
+  const d = DEFAULT_NATS_CONFIG;
+  return {
+    servers: resolveServers(config.servers ?? d.servers),
+    name: stringOption('name', config.name ?? d.name),
+    maxReconnectAttempts: limitOption(
+      'maxReconnectAttempts',
+      config.maxReconnectAttempts ?? d.maxReconnectAttempts,
+      0,
+    ),
+    reconnectTimeWaitMs: numberOption(
+      'reconnectTimeWaitMs',
+      config.reconnectTimeWaitMs ?? d.reconnectTimeWaitMs,
+      NON_NEGATIVE,
+    ),
+    reconnectJitterMs: numberOption(
+      'reconnectJitterMs',
+      config.reconnectJitterMs ?? d.reconnectJitterMs,
+      NON_NEGATIVE,
+    ),
+    connectTimeoutMs: numberOption(
+      'connectTimeoutMs',
+      config.connectTimeoutMs ?? d.connectTimeoutMs,
+      POSITIVE,
+    ),
+    requestTimeoutMs: numberOption(
+      'requestTimeoutMs',
+      config.requestTimeoutMs ?? d.requestTimeoutMs,
+      POSITIVE,
+    ),
+    connectionOptions:
+      recordOption(
+        'connectionOptions',
+        config.connectionOptions,
+        'an object of connection options',
+      ) ?? {},
   };
 }
 
 function resolveServers(value: unknown): string[] {
   const list = typeof value === 'string' ? value.split(',').map((s) => s.trim()) : value;
   if (!Array.isArray(list) || list.length === 0) {
-    throw configError('servers', `expected a URL or a non-empty array of URLs, got ${show(value)}`);
-  }
-  for (const server of list) {
-    if (typeof server !== 'string' || server.length === 0 || /\s/.test(server)) {
-      throw configError(
-        'servers',
-        `expected server URLs like 'nats://host:4222', got ${show(server)}`,
-      );
-    }
-  }
-  return list as string[];
-}
-
-function checkPrefix(field: string, value: unknown): asserts value is string {
-  if (typeof value !== 'string' || !SUBJECT_PREFIX.test(value)) {
     throw configError(
-      field,
-      `expected dotted tokens of [A-Za-z0-9_-] without wildcards, got ${show(value)}`,
+      'servers',
+      `must be a URL or a non-empty array of URLs, got ${describeValue(value)}`,
     );
   }
+  return list.map((server) =>
+    stringOption('servers', server, {
+      pattern: SERVER_URL,
+      hint: 'a server URL without whitespace, like "nats://host:4222"',
+    }),
+  );
+}
+
+function resolveSubjects(
+  config: Partial<NatsConfig>,
+): Pick<ResolvedNatsConfig, 'subjectPrefix' | 'dlqPrefix'> {
+  const subjectPrefix = prefixOption(
+    'subjectPrefix',
+    config.subjectPrefix ?? DEFAULT_NATS_CONFIG.subjectPrefix,
+  );
+  const dlqPrefix = prefixOption('dlqPrefix', config.dlqPrefix ?? DEFAULT_NATS_CONFIG.dlqPrefix);
+  if (tokenPrefixOf(subjectPrefix, dlqPrefix) || tokenPrefixOf(dlqPrefix, subjectPrefix)) {
+    // Overlapping subject spaces would deliver dead letters as events (and the two JetStream
+    // streams would claim the same subjects, which the server refuses).
+    throw configError(
+      'dlqPrefix',
+      `must not overlap subjectPrefix (${describeValue(subjectPrefix)}), got ${describeValue(dlqPrefix)}`,
+    );
+  }
+  return { subjectPrefix, dlqPrefix };
 }
 
 function tokenPrefixOf(prefix: string, subject: string): boolean {
@@ -432,185 +438,133 @@ function tokenPrefixOf(prefix: string, subject: string): boolean {
 }
 
 function resolveStream(input: Partial<NatsStreamOptions> | undefined): NatsStreamOptions {
-  const given = objectField('stream', input, STREAM_KEYS);
+  const given = objectOption('stream', input, STREAM_KEYS);
   const merged = { ...DEFAULT_NATS_STREAM_OPTIONS, ...given };
+  const stream: NatsStreamOptions = {
+    name: streamNameOption('stream.name', merged.name),
+    retention: oneOfOption('stream.retention', merged.retention, [
+      'limits',
+      'interest',
+      'workqueue',
+    ]),
+    storage: storageOption('stream.storage', merged.storage),
+    maxAgeMs: numberOption('stream.maxAgeMs', merged.maxAgeMs, NON_NEGATIVE),
+    maxBytes: limitOption('stream.maxBytes', merged.maxBytes),
+    maxMsgs: limitOption('stream.maxMsgs', merged.maxMsgs),
+    replicas: replicasOption('stream.replicas', merged.replicas),
+    duplicateWindowMs: numberOption('stream.duplicateWindowMs', merged.duplicateWindowMs, POSITIVE),
+  };
   // The server refuses a duplicate window longer than the max age: the default follows it.
-  if (given.duplicateWindowMs === undefined && merged.maxAgeMs > 0) {
-    merged.duplicateWindowMs = Math.min(merged.duplicateWindowMs, merged.maxAgeMs);
+  if (stream.maxAgeMs > 0 && given.duplicateWindowMs === undefined) {
+    stream.duplicateWindowMs = Math.min(stream.duplicateWindowMs, stream.maxAgeMs);
   }
-  streamName('stream.name', merged.name);
-  if (!['limits', 'interest', 'workqueue'].includes(merged.retention)) {
-    throw configError(
-      'stream.retention',
-      `expected 'limits', 'interest' or 'workqueue', got ${show(merged.retention)}`,
-    );
-  }
-  storage('stream.storage', merged.storage);
-  nonNegative('stream.maxAgeMs', merged.maxAgeMs);
-  limit('stream.maxBytes', merged.maxBytes);
-  limit('stream.maxMsgs', merged.maxMsgs);
-  replicas('stream.replicas', merged.replicas);
-  positive('stream.duplicateWindowMs', merged.duplicateWindowMs);
-  if (merged.maxAgeMs > 0 && merged.duplicateWindowMs > merged.maxAgeMs) {
+  if (stream.maxAgeMs > 0 && stream.duplicateWindowMs > stream.maxAgeMs) {
     throw configError(
       'stream.duplicateWindowMs',
-      `must not exceed stream.maxAgeMs (${merged.duplicateWindowMs} > ${merged.maxAgeMs})`,
+      `must be at most stream.maxAgeMs (${stream.maxAgeMs}), got ${stream.duplicateWindowMs}`,
     );
   }
-  return merged;
+  return stream;
 }
 
-function resolveDlq(input: Partial<NatsDlqOptions> | undefined, mode: NatsMode): NatsDlqOptions {
-  const merged: NatsDlqOptions = {
+function resolveDlq(
+  input: Partial<NatsDlqOptions> | undefined,
+  mode: NatsMode,
+  streamName: string,
+): NatsDlqOptions {
+  const merged = {
     durable: mode === 'jetstream' ? true : 'auto',
     ...DEFAULT_NATS_DLQ_OPTIONS,
-    ...objectField('dlq', input, DLQ_KEYS),
+    ...objectOption('dlq', input, DLQ_KEYS),
   };
-  if (typeof merged.durable !== 'boolean' && merged.durable !== 'auto') {
-    throw configError('dlq.durable', `expected true, false or 'auto', got ${show(merged.durable)}`);
+  const dlq: NatsDlqOptions = {
+    durable: oneOfOption('dlq.durable', merged.durable, [true, false, 'auto']),
+    streamName: streamNameOption('dlq.streamName', merged.streamName),
+    storage: storageOption('dlq.storage', merged.storage),
+    maxAgeMs: numberOption('dlq.maxAgeMs', merged.maxAgeMs, NON_NEGATIVE),
+    maxBytes: limitOption('dlq.maxBytes', merged.maxBytes),
+    maxMsgs: limitOption('dlq.maxMsgs', merged.maxMsgs),
+    replicas: replicasOption('dlq.replicas', merged.replicas),
+  };
+  if (dlq.durable !== false && mode === 'jetstream' && dlq.streamName === streamName) {
+    throw configError(
+      'dlq.streamName',
+      `must differ from stream.name, got ${describeValue(dlq.streamName)}`,
+    );
   }
-  streamName('dlq.streamName', merged.streamName);
-  storage('dlq.storage', merged.storage);
-  nonNegative('dlq.maxAgeMs', merged.maxAgeMs);
-  limit('dlq.maxBytes', merged.maxBytes);
-  limit('dlq.maxMsgs', merged.maxMsgs);
-  replicas('dlq.replicas', merged.replicas);
-  return merged;
+  return dlq;
 }
 
 function resolveConsumer(input: Partial<NatsConsumerOptions> | undefined): NatsConsumerOptions {
   const merged = {
     ...DEFAULT_NATS_CONSUMER_OPTIONS,
-    ...objectField('consumer', input, CONSUMER_KEYS),
+    ...objectOption('consumer', input, CONSUMER_KEYS),
   };
-  positive('consumer.ackWaitMs', merged.ackWaitMs);
-  positiveInteger('consumer.maxAckPending', merged.maxAckPending);
-  positiveInteger('consumer.batchSize', merged.batchSize);
-  if (!Number.isInteger(merged.maxDeliver) || (merged.maxDeliver < 1 && merged.maxDeliver !== -1)) {
-    throw configError(
-      'consumer.maxDeliver',
-      `expected -1 (no limit) or an integer >= 1, got ${show(merged.maxDeliver)}`,
-    );
-  }
-  positive('consumer.inactiveThresholdMs', merged.inactiveThresholdMs);
-  return merged;
+  return {
+    ackWaitMs: numberOption('consumer.ackWaitMs', merged.ackWaitMs, POSITIVE),
+    maxAckPending: integerOption('consumer.maxAckPending', merged.maxAckPending, 1),
+    batchSize: integerOption('consumer.batchSize', merged.batchSize, 1),
+    maxDeliver: limitOption('consumer.maxDeliver', merged.maxDeliver),
+    inactiveThresholdMs: numberOption(
+      'consumer.inactiveThresholdMs',
+      merged.inactiveThresholdMs,
+      POSITIVE,
+    ),
+  };
 }
 
 function resolveAuth(input: NatsAuthOptions | undefined): NatsAuthOptions {
-  const auth = objectField('auth', input, AUTH_KEYS);
+  const auth = objectOption('auth', input, AUTH_KEYS);
   const kinds = [
-    auth.token !== undefined,
-    auth.user !== undefined || auth.pass !== undefined,
-    auth.nkeySeed !== undefined,
-    auth.creds !== undefined,
-    auth.authenticator !== undefined,
-  ].filter(Boolean).length;
-  if (kinds > 1) {
+    auth.token !== undefined && 'token',
+    (auth.user !== undefined || auth.pass !== undefined) && 'user/pass',
+    auth.nkeySeed !== undefined && 'nkeySeed',
+    auth.creds !== undefined && 'creds',
+    auth.authenticator !== undefined && 'authenticator',
+  ].filter((kind) => kind !== false);
+  if (kinds.length > 1) {
     throw configError(
       'auth',
-      'set one kind of credentials: token, user/pass, nkeySeed, creds or authenticator',
+      `must hold one kind of credentials (token, user/pass, nkeySeed, creds or authenticator), got ${kinds.join(' and ')}`,
     );
   }
-  if (auth.token !== undefined && (typeof auth.token !== 'string' || auth.token === '')) {
-    throw configError('auth.token', 'expected a non-empty string');
-  }
+  if (auth.token !== undefined) stringOption('auth.token', auth.token);
   if (auth.pass !== undefined && auth.user === undefined) {
-    throw configError('auth.user', 'is required when auth.pass is set');
+    throw configError('auth.user', 'must be set when auth.pass is, got undefined');
   }
-  if (auth.user !== undefined && typeof auth.user !== 'string') {
-    throw configError('auth.user', `expected a string, got ${show(auth.user)}`);
-  }
-  if (auth.pass !== undefined && typeof auth.pass !== 'string') {
-    throw configError('auth.pass', `expected a string, got ${show(auth.pass)}`);
-  }
+  if (auth.user !== undefined) stringOption('auth.user', auth.user, { allowEmpty: true });
+  if (auth.pass !== undefined) stringOption('auth.pass', auth.pass, { allowEmpty: true });
   for (const field of ['nkeySeed', 'creds'] as const) {
     const value = auth[field];
     if (value !== undefined && typeof value !== 'string' && !(value instanceof Uint8Array)) {
-      throw configError(`auth.${field}`, 'expected a string or a Uint8Array');
+      throw configError(
+        `auth.${field}`,
+        `must be a string or a Uint8Array, got ${describeValue(value)}`,
+      );
     }
   }
   return auth;
 }
 
-function objectField<T extends object>(
-  field: string,
-  value: T | undefined,
-  known: readonly string[],
-): Partial<T> {
-  if (value === undefined) return {};
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw configError(field, `expected an object, got ${show(value)}`);
-  }
-  rejectUnknown(`${field}.`, value, known);
-  // Explicit `undefined` fields must not overwrite defaults when spread.
-  const out: Partial<T> = {};
-  for (const [key, v] of Object.entries(value)) {
-    if (v !== undefined) (out as Record<string, unknown>)[key] = v;
-  }
-  return out;
+function prefixOption(field: string, value: unknown): string {
+  return stringOption(field, value, {
+    pattern: SUBJECT_PREFIX,
+    hint: 'dotted tokens of [A-Za-z0-9_-] without wildcards',
+  });
 }
 
-/** A `CONFIG` error naming the first own field of `value` (not `undefined`) not in `known`. */
-function rejectUnknown(path: string, value: object, known: readonly string[]): void {
-  for (const [key, v] of Object.entries(value)) {
-    if (v !== undefined && !known.includes(key)) {
-      throw configError(
-        `${path}${key}`,
-        `is not an option${path === '' ? '' : ` of ${path.slice(0, -1)}`} (known: ${known.join(', ')})`,
-      );
-    }
-  }
+function streamNameOption(field: string, value: unknown): string {
+  return stringOption(field, value, {
+    pattern: STREAM_NAME,
+    hint: '1-255 characters of [A-Za-z0-9_-]',
+  });
 }
 
-function streamName(field: string, value: unknown): void {
-  if (typeof value !== 'string' || !STREAM_NAME.test(value)) {
-    throw configError(field, `expected 1-255 characters of [A-Za-z0-9_-], got ${show(value)}`);
-  }
+function storageOption(field: string, value: unknown): 'file' | 'memory' {
+  return oneOfOption(field, value, ['file', 'memory']);
 }
 
-function storage(field: string, value: unknown): void {
-  if (value !== 'file' && value !== 'memory') {
-    throw configError(field, `expected 'file' or 'memory', got ${show(value)}`);
-  }
-}
-
-function nonNegative(field: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw configError(field, `expected a finite number >= 0, got ${show(value)}`);
-  }
-  return value;
-}
-
-function positive(field: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
-    throw configError(field, `expected a finite number > 0, got ${show(value)}`);
-  }
-  return value;
-}
-
-function positiveInteger(field: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw configError(field, `expected an integer >= 1, got ${show(value)}`);
-  }
-  return value;
-}
-
-function limit(field: string, value: unknown): void {
-  if (typeof value !== 'number' || !Number.isInteger(value) || (value < 1 && value !== -1)) {
-    throw configError(field, `expected -1 (no limit) or an integer >= 1, got ${show(value)}`);
-  }
-}
-
-function replicas(field: string, value: unknown): void {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 5) {
-    throw configError(field, `expected an integer from 1 to 5, got ${show(value)}`);
-  }
-}
-
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null)
-    return String(value);
-  if (Array.isArray(value)) return 'an array';
-  return typeof value;
+// A JetStream stream has at most 5 replicas.
+function replicasOption(field: string, value: unknown): number {
+  return integerOption(field, value, 1, { max: 5 });
 }
