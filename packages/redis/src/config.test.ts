@@ -88,7 +88,7 @@ describe('resolveRedisConfig', () => {
     ['healthCheckTimeoutMs', { healthCheckTimeoutMs: 0 }],
     ['redis', { redis: 'redis://x' }],
     ['cluster.nodes', { cluster: { nodes: [] } }],
-    ['node', { cluster: { node: [] } }],
+    ['cluster.node', { cluster: { node: [] } }],
   ])('rejects a bad %s with a CONFIG error naming it', (field, config) => {
     expect(configErrorFor(config).message).toContain(`\`${field}\``);
   });

@@ -1,4 +1,20 @@
-import { configError, rejectUnknownOptions } from '@watchtower/core';
+/**
+ * The options of {@link RedisTransport}: their types with documented defaults, and
+ * `resolveRedisConfig`, which merges them over the defaults and checks each section with core's
+ * option validators. Only rules of Redis itself (the URL, hash tags on a cluster, settings of
+ * ioredis the transport cannot honour) are written here; nothing here talks to a server.
+ */
+import { configError } from '@watchtower/core';
+import {
+  booleanOption,
+  describeValue,
+  integerOption,
+  objectOption,
+  oneOfOption,
+  recordOption,
+  rejectUnknownOptions,
+  stringOption,
+} from '@watchtower/core/transport-kit';
 import type { ClusterNode, ClusterOptions, RedisOptions } from 'ioredis';
 import { defaultDlqKey, hashTagOf } from './keys.js';
 
@@ -229,120 +245,162 @@ export interface ResolvedRedisConfig {
   readonly healthCheckTimeoutMs: number;
 }
 
-function integer(field: string, value: unknown, min: number): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw configError(field, `expected an integer >= ${min}, got ${describe(value)}`);
+const REDIS_URL = /^rediss?:\/\//;
+const NO_WHITESPACE = /^\S+$/;
+
+/**
+ * Merges `config` over {@link DEFAULT_REDIS_CONFIG} and validates it, one section at a time.
+ *
+ * @throws a `CONFIG` error naming the first bad field.
+ */
+export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfig {
+  if (typeof config !== 'object' || config === null) {
+    throw configError('config', `must be an options object, got ${describeValue(config)}`);
   }
-  return value;
+  rejectUnknownOptions(config, REDIS_CONFIG_KEYS, 'RedisTransport');
+  const connection = resolveConnection(config);
+  return {
+    ...connection,
+    ...resolveKeys(config, connection.cluster !== undefined),
+    ...resolveTrimming(config),
+    ...resolveReading(config),
+    ...resolveClaiming(config),
+    ...resolveTimeouts(config),
+  };
 }
 
-function trimLength(field: string, value: unknown): number | null {
-  if (value === null) return null;
-  return integer(field, value, 1);
+function resolveConnection(
+  config: RedisConfig,
+): Pick<ResolvedRedisConfig, 'url' | 'redis' | 'cluster'> {
+  const url = stringOption('url', config.url ?? DEFAULT_REDIS_CONFIG.url, {
+    pattern: REDIS_URL,
+    hint: 'a redis:// or rediss:// URL',
+  });
+  const redis = recordOption('redis', config.redis, 'an object of ioredis options') ?? {};
+  const cluster = config.cluster === undefined ? undefined : resolveCluster(config.cluster, url);
+  // ioredis adds `keyPrefix` to command keys but neither to SCAN's pattern nor strips it from
+  // SCAN's results, so discovered streams would be prefixed twice and never read: use `prefix`.
+  rejectKeyPrefix('redis.keyPrefix', redis);
+  rejectKeyPrefix('cluster.options.keyPrefix', cluster?.options);
+  rejectKeyPrefix('cluster.options.redisOptions.keyPrefix', cluster?.options?.redisOptions);
+  return { url, redis, cluster };
 }
 
-function nonEmptyString(field: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0) {
-    throw configError(field, `expected a non-empty string, got ${describe(value)}`);
+function resolveCluster(input: RedisClusterConfig, url: string): RedisClusterConfig {
+  const cluster = objectOption('cluster', input, CLUSTER_KEYS);
+  const { nodes } = cluster;
+  if (nodes !== undefined && (!Array.isArray(nodes) || nodes.length === 0)) {
+    throw configError(
+      'cluster.nodes',
+      `must be a non-empty array of startup nodes, got ${describeValue(nodes)}`,
+    );
   }
-  return value;
+  recordOption('cluster.options', cluster.options, 'an object of ioredis Cluster options');
+  // A Redis Cluster has database 0 only; a database in the URL would be ignored.
+  const db = new URL(url).pathname.replace(/^\//, '');
+  if (db !== '' && db !== '0') {
+    throw configError(
+      'url',
+      `must name no database or database 0 on a Redis Cluster (the only one it has), got database ${describeValue(db)}`,
+    );
+  }
+  return cluster;
 }
 
 function rejectKeyPrefix(field: string, options: { keyPrefix?: unknown } | undefined): void {
   if (options?.keyPrefix !== undefined && options.keyPrefix !== '') {
     throw configError(
       field,
-      `is not supported: the transport names its keys itself; use \`prefix\` instead (got ${describe(options.keyPrefix)})`,
+      `must not be set: the transport names its keys itself, use \`prefix\` instead; got ${describeValue(options.keyPrefix)}`,
     );
   }
 }
 
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null)
-    return String(value);
-  return typeof value;
-}
-
-/**
- * Merges `config` over {@link DEFAULT_REDIS_CONFIG} and validates it.
- *
- * @throws a `CONFIG` error naming the first bad field.
- */
-export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfig {
-  if (typeof config !== 'object' || config === null) {
-    throw configError('config', `expected an object, got ${describe(config)}`);
-  }
-  rejectUnknownOptions(config, REDIS_CONFIG_KEYS, 'RedisTransport');
-  const d = DEFAULT_REDIS_CONFIG;
-  const url = nonEmptyString('url', config.url ?? d.url);
-  if (!/^rediss?:\/\//.test(url)) {
-    throw configError('url', `expected a redis:// or rediss:// URL, got ${JSON.stringify(url)}`);
-  }
-  if (config.redis !== undefined && (typeof config.redis !== 'object' || config.redis === null)) {
-    throw configError(
-      'redis',
-      `expected ioredis options (an object), got ${describe(config.redis)}`,
-    );
-  }
-  const cluster = config.cluster;
-  if (cluster !== undefined) {
-    if (typeof cluster !== 'object' || cluster === null) {
-      throw configError('cluster', `expected an object, got ${describe(cluster)}`);
-    }
-    rejectUnknownOptions(cluster, CLUSTER_KEYS, 'cluster');
-    if (
-      cluster.nodes !== undefined &&
-      (!Array.isArray(cluster.nodes) || cluster.nodes.length === 0)
-    ) {
-      throw configError('cluster.nodes', 'expected a non-empty array of startup nodes');
-    }
-    if (
-      cluster.options !== undefined &&
-      (typeof cluster.options !== 'object' || cluster.options === null)
-    ) {
-      throw configError(
-        'cluster.options',
-        `expected ioredis Cluster options (an object), got ${describe(cluster.options)}`,
-      );
-    }
-    // A Redis Cluster has database 0 only; a database in the URL would be ignored.
-    const db = new URL(url).pathname.replace(/^\//, '');
-    if (db !== '' && db !== '0') {
-      throw configError(
-        'url',
-        `a Redis Cluster has only database 0, got database ${JSON.stringify(db)} in the URL`,
-      );
-    }
-  }
-  // ioredis adds `keyPrefix` to command keys but neither to SCAN's pattern nor strips it from
-  // SCAN's results, so discovered streams would be prefixed twice and never read: use `prefix`.
-  rejectKeyPrefix('redis.keyPrefix', config.redis);
-  rejectKeyPrefix('cluster.options.keyPrefix', cluster?.options);
-  rejectKeyPrefix('cluster.options.redisOptions.keyPrefix', cluster?.options?.redisOptions);
-  const prefix = nonEmptyString(
-    'prefix',
-    config.prefix ?? (cluster === undefined ? d.prefix : DEFAULT_CLUSTER_PREFIX),
-  );
-  if (/\s/.test(prefix))
-    throw configError('prefix', `must not contain whitespace, got ${JSON.stringify(prefix)}`);
-  if (cluster !== undefined && hashTagOf(prefix) === undefined) {
+function resolveKeys(
+  config: RedisConfig,
+  onCluster: boolean,
+): Pick<ResolvedRedisConfig, 'prefix' | 'dlqStream' | 'consumerPrefix' | 'dlqGroup'> {
+  const defaultPrefix = onCluster ? DEFAULT_CLUSTER_PREFIX : DEFAULT_REDIS_CONFIG.prefix;
+  const prefix = stringOption('prefix', config.prefix ?? defaultPrefix, {
+    pattern: NO_WHITESPACE,
+    hint: 'a non-empty string without whitespace',
+  });
+  if (onCluster && hashTagOf(prefix) === undefined) {
     throw configError(
       'prefix',
-      `on a Redis Cluster the prefix must contain a hash tag such as "{${prefix}}" so that all streams share one slot, got ${JSON.stringify(prefix)}`,
+      `must contain a hash tag such as "{${prefix}}" on a Redis Cluster, so that all streams share one slot; got ${describeValue(prefix)}`,
     );
   }
-  const dlqStream = nonEmptyString('dlqStream', config.dlqStream ?? defaultDlqKey(prefix));
-  const startFrom = config.startFrom ?? d.startFrom;
-  if (startFrom !== 'new' && startFrom !== 'earliest') {
-    throw configError('startFrom', `expected 'new' or 'earliest', got ${describe(startFrom)}`);
+  const { consumerPrefix } = config;
+  return {
+    prefix,
+    dlqStream: stringOption('dlqStream', config.dlqStream ?? defaultDlqKey(prefix)),
+    consumerPrefix:
+      consumerPrefix === undefined ? undefined : stringOption('consumerPrefix', consumerPrefix),
+    dlqGroup: stringOption('dlqGroup', config.dlqGroup ?? DEFAULT_REDIS_CONFIG.dlqGroup),
+  };
+}
+
+function resolveTrimming(
+  config: RedisConfig,
+): Pick<ResolvedRedisConfig, 'maxLen' | 'dlqMaxLen' | 'approximateTrim'> {
+  const d = DEFAULT_REDIS_CONFIG;
+  return {
+    maxLen: trimLengthOption('maxLen', config.maxLen === undefined ? d.maxLen : config.maxLen),
+    dlqMaxLen: trimLengthOption(
+      'dlqMaxLen',
+      config.dlqMaxLen === undefined ? d.dlqMaxLen : config.dlqMaxLen,
+    ),
+    approximateTrim: booleanOption('approximateTrim', config.approximateTrim ?? d.approximateTrim),
+  };
+}
+
+/** A `MAXLEN` bound: `null` (keep everything) or an integer >= 1. */
+function trimLengthOption(field: string, value: unknown): number | null {
+  return value === null ? null : redisInteger(field, value, 1);
+}
+
+function resolveReading(
+  config: RedisConfig,
+): Pick<
+  ResolvedRedisConfig,
+  'blockMs' | 'count' | 'maxInFlight' | 'discoveryIntervalMs' | 'staleGroupMs' | 'startFrom'
+> {
+  const d = DEFAULT_REDIS_CONFIG;
+  // BLOCK 0 would block forever; at least 1 ms keeps the read loop responsive.
+  const blockMs = redisInteger('blockMs', config.blockMs ?? d.blockMs, 1);
+  const staleGroupMs = redisInteger('staleGroupMs', config.staleGroupMs ?? d.staleGroupMs, 0);
+  // A live consumer reads at least once per blockMs: a shorter limit would take it for dead.
+  if (staleGroupMs !== 0 && staleGroupMs <= blockMs) {
+    throw configError(
+      'staleGroupMs',
+      `must be 0 or more than blockMs (${blockMs}), got ${staleGroupMs}`,
+    );
   }
-  const approximateTrim = config.approximateTrim ?? d.approximateTrim;
-  if (typeof approximateTrim !== 'boolean') {
-    throw configError('approximateTrim', `expected a boolean, got ${describe(approximateTrim)}`);
-  }
-  const claimMinIdleMs = integer('claimMinIdleMs', config.claimMinIdleMs ?? d.claimMinIdleMs, 1);
-  const claimIntervalMs = integer(
+  return {
+    blockMs,
+    count: redisInteger('count', config.count ?? d.count, 1),
+    maxInFlight: redisInteger('maxInFlight', config.maxInFlight ?? d.maxInFlight, 1),
+    discoveryIntervalMs: redisInteger(
+      'discoveryIntervalMs',
+      config.discoveryIntervalMs ?? d.discoveryIntervalMs,
+      1,
+    ),
+    staleGroupMs,
+    startFrom: oneOfOption('startFrom', config.startFrom ?? d.startFrom, ['new', 'earliest']),
+  };
+}
+
+function resolveClaiming(
+  config: RedisConfig,
+): Pick<ResolvedRedisConfig, 'claimMinIdleMs' | 'claimIntervalMs'> {
+  const d = DEFAULT_REDIS_CONFIG;
+  const claimMinIdleMs = redisInteger(
+    'claimMinIdleMs',
+    config.claimMinIdleMs ?? d.claimMinIdleMs,
+    1,
+  );
+  const claimIntervalMs = redisInteger(
     'claimIntervalMs',
     config.claimIntervalMs ?? d.claimIntervalMs,
     1,
@@ -355,51 +413,24 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
       `must be at most half of claimMinIdleMs (${claimMinIdleMs}), got ${claimIntervalMs}`,
     );
   }
-  // BLOCK 0 would block forever; at least 1 ms keeps the read loop responsive.
-  const blockMs = integer('blockMs', config.blockMs ?? d.blockMs, 1);
-  const staleGroupMs = integer('staleGroupMs', config.staleGroupMs ?? d.staleGroupMs, 0);
-  // A live consumer reads at least once per blockMs: a shorter limit would take it for dead.
-  if (staleGroupMs !== 0 && staleGroupMs <= blockMs) {
-    throw configError(
-      'staleGroupMs',
-      `must be 0 or more than blockMs (${blockMs}), got ${staleGroupMs}`,
-    );
-  }
-  const consumerPrefix =
-    config.consumerPrefix === undefined
-      ? undefined
-      : nonEmptyString('consumerPrefix', config.consumerPrefix);
+  return { claimMinIdleMs, claimIntervalMs };
+}
+
+function resolveTimeouts(
+  config: RedisConfig,
+): Pick<ResolvedRedisConfig, 'closeTimeoutMs' | 'healthCheckTimeoutMs'> {
+  const d = DEFAULT_REDIS_CONFIG;
   return {
-    url,
-    redis: config.redis ?? {},
-    cluster,
-    prefix,
-    dlqStream,
-    maxLen: trimLength('maxLen', config.maxLen === undefined ? d.maxLen : config.maxLen),
-    dlqMaxLen: trimLength(
-      'dlqMaxLen',
-      config.dlqMaxLen === undefined ? d.dlqMaxLen : config.dlqMaxLen,
-    ),
-    approximateTrim,
-    blockMs,
-    count: integer('count', config.count ?? d.count, 1),
-    maxInFlight: integer('maxInFlight', config.maxInFlight ?? d.maxInFlight, 1),
-    discoveryIntervalMs: integer(
-      'discoveryIntervalMs',
-      config.discoveryIntervalMs ?? d.discoveryIntervalMs,
-      1,
-    ),
-    claimMinIdleMs,
-    claimIntervalMs,
-    staleGroupMs,
-    startFrom,
-    consumerPrefix,
-    dlqGroup: nonEmptyString('dlqGroup', config.dlqGroup ?? d.dlqGroup),
-    closeTimeoutMs: integer('closeTimeoutMs', config.closeTimeoutMs ?? d.closeTimeoutMs, 0),
-    healthCheckTimeoutMs: integer(
+    closeTimeoutMs: redisInteger('closeTimeoutMs', config.closeTimeoutMs ?? d.closeTimeoutMs, 0),
+    healthCheckTimeoutMs: redisInteger(
       'healthCheckTimeoutMs',
       config.healthCheckTimeoutMs ?? d.healthCheckTimeoutMs,
       1,
     ),
   };
+}
+
+// Redis reads these as integers; past 2^53 a JavaScript number no longer holds the one meant.
+function redisInteger(field: string, value: unknown, min: number): number {
+  return integerOption(field, value, min, { max: Number.MAX_SAFE_INTEGER });
 }
