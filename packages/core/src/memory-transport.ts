@@ -1,21 +1,43 @@
-import { DeliveryBuffer } from './transport-kit/delivery-buffer.js';
+/**
+ * The in-process transport: a {@link MemoryBroker} (groups, their pending messages, the
+ * dead-letter queue) and {@link MemoryTransport}, a client of it. It is the reference
+ * implementation of the Transport contract, built from the transport kit like any other
+ * transport, with nothing broker-specific in the way; it is also what tests and the quickstart
+ * run on. It never copies events: what is published is what is delivered.
+ */
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { decodeEvent } from './codec.js';
 import { InMemoryDeadLetterQueue, type DeadLetterQueue } from './dead-letter-queue.js';
 import {
-  ClosedError,
   ErrorCode,
   SerializationError,
-  WatchtowerError,
   configError,
   describeError,
   toWatchtowerError,
+  type WatchtowerError,
 } from './errors.js';
-import { Emitter } from './emitter.js';
 import { assertEventType, type Event } from './event.js';
-import { Fifo } from './transport-kit/fifo.js';
+import { checkClock, checkInteger, rejectUnknownOptions } from './options.js';
 import { PatternIndex, assertPattern } from './pattern.js';
-import { checkOptionKeys, rejectUnknownOptions, rejectedForUnknownKeys } from './options.js';
+import {
+  DeadLetterConsumer,
+  type DeadLetterEntry,
+  type DeadLetterSource,
+} from './transport-kit/dead-letter-consumer.js';
+import { isMalformedMessage } from './transport-kit/dead-letter-record.js';
+import { DeliveryBuffer } from './transport-kit/delivery-buffer.js';
+import { Fifo } from './transport-kit/fifo.js';
+import { TransportLifecycle } from './transport-kit/lifecycle.js';
+import {
+  checkConsumeDlqOptions,
+  checkNackOptions,
+  checkPublishOptions,
+  checkSubscribeOptions,
+  rejection,
+} from './transport-kit/option-checks.js';
+import { RESOLVED } from './transport-kit/resolved.js';
+import { SourceSubscription, type DeliverySource } from './transport-kit/source-subscription.js';
+import { throwIfAborted, type Deadline } from './transport-kit/timing.js';
 import type {
   CloseOptions,
   ConsumeDlqOptions,
@@ -33,7 +55,6 @@ import type {
   TransportSubscribeOptions,
   TransportSubscription,
 } from './transport.js';
-import { TRANSPORT_OPTION_KEYS } from './transport.js';
 
 /** Options of {@link MemoryBroker}. */
 export interface MemoryBrokerOptions {
@@ -124,9 +145,8 @@ export class MemoryBroker {
   constructor(options: MemoryBrokerOptions = {}) {
     rejectUnknownOptions(options, ['deadLetterQueue', 'clock', 'maxPending'], 'MemoryBroker');
     const maxPending = options.maxPending ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxPending;
-    if (!Number.isInteger(maxPending) || maxPending < 1) {
-      throw configError('maxPending', 'must be an integer >= 1');
-    }
+    checkInteger('maxPending', maxPending, 1);
+    if (options.clock !== undefined) checkClock('clock', options.clock);
     this.#maxPending = maxPending;
     this.deadLetterQueue = options.deadLetterQueue ?? new InMemoryDeadLetterQueue();
     this.clock = options.clock ?? systemClock;
@@ -199,11 +219,9 @@ export class MemoryTransport implements Transport {
   readonly info = MEMORY_TRANSPORT_INFO;
   readonly broker: MemoryBroker;
   readonly #maxInFlight: number;
-  readonly #subscriptions = new Set<MemorySubscription>();
-  readonly #dlqConsumers = new Set<DlqConsumer>();
-  readonly #errors = new Emitter<{ error: [error: WatchtowerError] }>();
-  #closed = false;
-  #closing: Promise<void> | undefined;
+  readonly #life: TransportLifecycle;
+  readonly #members = new Set<MemoryMember>();
+  readonly #dlqConsumers = new Set<DeadLetterConsumer>();
   #drained: (() => void) | undefined;
 
   constructor(options: MemoryTransportOptions = {}) {
@@ -213,9 +231,7 @@ export class MemoryTransport implements Transport {
       'MemoryTransport',
     );
     const maxInFlight = options.maxInFlight ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxInFlight;
-    if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
-      throw configError('maxInFlight', 'must be an integer >= 1');
-    }
+    checkInteger('maxInFlight', maxInFlight, 1);
     if (
       options.broker !== undefined &&
       (options.deadLetterQueue !== undefined ||
@@ -236,6 +252,13 @@ export class MemoryTransport implements Transport {
         ...(clock === undefined ? {} : { clock }),
         ...(maxPending === undefined ? {} : { maxPending }),
       });
+    this.#life = new TransportLifecycle({
+      name: 'the memory transport',
+      clock: this.broker.clock,
+      closeTimeoutMs: 10_000,
+      mapError: (error, operation) =>
+        toWatchtowerError(error, ErrorCode.TRANSPORT, `${operation}: ${describeError(error)}`),
+    });
   }
 
   /** The dead-letter queue of this transport's broker. */
@@ -245,16 +268,18 @@ export class MemoryTransport implements Transport {
 
   /** Nothing to connect to; rejects with `CLOSED` after `close()`. */
   connect(): Promise<void> {
-    return this.#closed ? rejectClosed() : Promise.resolve();
+    return this.#life.connect(() => RESOLVED);
   }
 
   /** Hands the event to every matching group; resolves at once. */
   publish(event: Event, options?: PublishOptions): Promise<void> {
-    if (this.#closed) return rejectClosed();
-    // Handing the event over is immediate, so a signal can only stop it before it starts.
-    if (options?.signal?.aborted === true) return rejectAborted(options.signal);
     try {
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.publish, 'publish options');
+      this.#life.assertOpen('publish');
+      if (options !== undefined) {
+        checkPublishOptions(options);
+        // Handing the event over is immediate, so a signal can only stop it before it starts.
+        throwIfAborted(options.signal, 'the publish');
+      }
       assertEventType(event.type);
     } catch (error) {
       return Promise.reject(error);
@@ -274,8 +299,8 @@ export class MemoryTransport implements Transport {
    * arrives as an event, anything else as a malformed delivery. For tests of bad input.
    */
   publishRaw(type: string, raw: Uint8Array): Promise<void> {
-    if (this.#closed) return rejectClosed();
     try {
+      this.#life.assertOpen('publish');
       assertEventType(type);
     } catch (error) {
       return Promise.reject(error);
@@ -300,35 +325,27 @@ export class MemoryTransport implements Transport {
     return congested === undefined ? RESOLVED : waitForRoom(congested);
   }
 
-  subscribe(
-    pattern: string,
-    options: TransportSubscribeOptions = {},
-  ): Promise<TransportSubscription> {
-    if (this.#closed) return rejectClosed();
+  /**
+   * Joins the group `options.group` (or a private group of its own) on `pattern`. Only
+   * `startFrom: 'new'`: the broker keeps no history.
+   */
+  subscribe(pattern: string, options?: TransportSubscribeOptions): Promise<TransportSubscription> {
     try {
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
+      this.#life.assertOpen('subscribe');
+      const checked = checkSubscribeOptions(options, {
+        startFrom: ['new'],
+        startFromHint: 'the memory transport keeps no history',
+      });
       assertPattern(pattern);
-      if (options.startFrom !== undefined && options.startFrom !== 'new') {
-        throw configError(
-          'startFrom',
-          'the memory transport keeps no history; only "new" is supported',
-        );
-      }
-      const maxInFlight = options.maxInFlight ?? this.#maxInFlight;
-      if (!Number.isInteger(maxInFlight) || maxInFlight < 1) {
-        throw configError('maxInFlight', 'must be an integer >= 1');
-      }
-      if (
-        options.group !== undefined &&
-        (typeof options.group !== 'string' || options.group.length === 0)
-      ) {
-        throw configError('group', 'must be a non-empty string');
-      }
-      const group = this.broker.groupFor(pattern, options.group);
-      const subscription = new MemorySubscription(group, maxInFlight, (sub) => this.#settled(sub));
-      this.#subscriptions.add(subscription);
-      group.join(subscription);
-      return Promise.resolve(subscription);
+      const group = this.broker.groupFor(pattern, checked.group);
+      const member: MemoryMember = new MemoryMember(
+        group,
+        checked.maxInFlight ?? this.#maxInFlight,
+        () => this.#settled(member),
+      );
+      this.#members.add(member);
+      group.join(member);
+      return Promise.resolve(new SourceSubscription(pattern, member, { clock: this.broker.clock }));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -339,58 +356,57 @@ export class MemoryTransport implements Transport {
    * the letter stays in the queue). The `EventBus` reports them on its own listeners.
    */
   on(name: 'error', listener: (error: WatchtowerError) => void): () => void {
-    return this.#errors.on(name, listener);
+    return this.#life.on(name, listener);
   }
 
   healthCheck(): Promise<HealthStatus> {
     return Promise.resolve(
-      this.#closed
-        ? { healthy: false, state: 'closed', message: 'memory transport is closed' }
+      this.#life.closed
+        ? { healthy: false, state: 'closed', message: 'the memory transport is closed' }
         : { healthy: true, state: 'connected', latencyMs: 0 },
     );
   }
 
   /** Resolves when the dead letter is in the broker's queue. */
   async publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
-    if (this.#closed) return rejectClosed();
-    const letter: DeadLetter =
-      'raw' in message ? { raw: message.raw, reason } : { event: message, reason };
+    this.#life.assertOpen('publish a dead letter');
+    const letter: DeadLetter = isMalformedMessage(message)
+      ? { raw: message.raw, reason }
+      : { event: message, reason };
     await this.deadLetterQueue.add(letter);
   }
 
   /**
    * Calls `handler` for each dead letter, those already queued first (unless `fromStart` is
    * false). A letter is removed when the handler returns; when it throws, the letter stays in
-   * the queue for a later consumer.
+   * the queue for a later consumer. Every consumer competes for the one queue, so `group` is
+   * refused.
    */
-  consumeDlq(
-    handler: DeadLetterHandler,
-    options: ConsumeDlqOptions = {},
-  ): Promise<SubscriptionHandle> {
-    if (this.#closed) return rejectClosed();
-    const refused = rejectedForUnknownKeys(
-      options,
-      TRANSPORT_OPTION_KEYS.consumeDlq,
-      'consumeDlq options',
-    );
-    if (refused !== undefined) return refused;
-    if (options.group !== undefined) {
-      // Consuming removes a letter from the broker's one queue: every consumer competes, so a
-      // group that gets its own copy of every letter cannot be offered.
-      return Promise.reject(
-        configError('group', 'the memory transport has one dead-letter queue; omit group'),
-      );
+  consumeDlq(handler: DeadLetterHandler, options?: ConsumeDlqOptions): Promise<SubscriptionHandle> {
+    try {
+      this.#life.assertOpen('consume dead letters');
+      const { fromStart } = checkConsumeDlqOptions(handler, options, {
+        groupUnsupported: 'the memory transport has one dead-letter queue; omit group',
+      });
+      const consumer: DeadLetterConsumer = new DeadLetterConsumer({
+        id: `memory-dlq-${++dlqConsumerSeq}`,
+        source: new MemoryDeadLetterSource(
+          this.deadLetterQueue,
+          this.broker.claimedDeadLetters,
+          fromStart,
+        ),
+        handler,
+        afterFailure: 'the letter stays in the queue for a later consumer',
+        report: (error) => this.#life.report(error),
+        mapError: (error, operation) =>
+          toWatchtowerError(error, ErrorCode.TRANSPORT, `${operation}: ${describeError(error)}`),
+        onStop: () => this.#dlqConsumers.delete(consumer),
+      });
+      this.#dlqConsumers.add(consumer);
+      return Promise.resolve(consumer.start());
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const consumer: DlqConsumer = new DlqConsumer(
-      this.deadLetterQueue,
-      this.broker.claimedDeadLetters,
-      handler,
-      () => this.#dlqConsumers.delete(consumer),
-      (error) => this.#errors.emit('error', error),
-    );
-    this.#dlqConsumers.add(consumer);
-    consumer.start(options.fromStart ?? true);
-    return Promise.resolve(consumer);
   }
 
   /**
@@ -398,54 +414,48 @@ export class MemoryTransport implements Transport {
    * or nacked, then ends the subscriptions; what is still unacked goes back to its group (as
    * a broker does when a client disconnects). Idempotent.
    */
-  close(options: CloseOptions = {}): Promise<void> {
-    if (this.#closing === undefined) {
-      const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      if (refused !== undefined) return refused;
-    }
-    this.#closing ??= this.#close(options.timeoutMs ?? 10_000);
-    return this.#closing;
+  close(options?: CloseOptions): Promise<void> {
+    return this.#life.close(
+      options,
+      (deadline) => this.#close(deadline),
+      () => this.#disconnectAll(),
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
-  async #close(timeoutMs: number): Promise<void> {
-    this.#closed = true;
+  async #close(deadline: Deadline): Promise<void> {
     // Draining: what is handed out may still be settled, but nothing new is handed out, or a
     // nack during close would come straight back and the drain would never finish.
-    for (const subscription of this.#subscriptions) subscription.stopReceiving();
+    for (const member of this.#members) member.stopReceiving();
     if (this.#inFlight() > 0) {
-      const clock = this.broker.clock;
-      await new Promise<void>((resolve) => {
-        const timer = clock.setTimeout(resolve, timeoutMs);
-        this.#drained = () => {
-          clock.clearTimeout(timer);
-          resolve();
-        };
-      });
+      await deadline.within(new Promise<void>((resolve) => (this.#drained = resolve)));
       this.#drained = undefined;
     }
-    for (const subscription of this.#subscriptions) subscription.disconnect();
-    this.#subscriptions.clear();
+    this.#disconnectAll();
     await Promise.allSettled([...this.#dlqConsumers].map((consumer) => consumer.unsubscribe()));
+  }
+
+  #disconnectAll(): void {
+    for (const member of this.#members) member.disconnect();
+    this.#members.clear();
   }
 
   #inFlight(): number {
     let total = 0;
-    for (const subscription of this.#subscriptions) total += subscription.inFlight;
+    for (const member of this.#members) total += member.inFlight;
     return total;
   }
 
-  #settled(subscription: MemorySubscription): void {
-    if (subscription.left && subscription.inFlight === 0) this.#subscriptions.delete(subscription);
+  #settled(member: MemoryMember): void {
+    if (member.left && member.inFlight === 0) this.#members.delete(member);
     if (this.#drained !== undefined && this.#inFlight() === 0) this.#drained();
   }
 }
 
-/** One settled promise for every publish that needs no wait. */
-const RESOLVED: Promise<void> = Promise.resolve();
+let dlqConsumerSeq = 0;
 
 function waitForRoom(groups: MemoryGroup[]): Promise<void> {
   return Promise.all(groups.map((group) => group.whenRoom())).then(() => undefined);
@@ -458,19 +468,6 @@ interface GroupLimits {
   dropped(): void;
 }
 
-function rejectAborted(signal: AbortSignal): Promise<never> {
-  return Promise.reject(
-    new WatchtowerError(ErrorCode.ABORTED, 'the publish was aborted before it started', {
-      cause: signal.reason,
-      retryable: false,
-    }),
-  );
-}
-
-function rejectClosed(): Promise<never> {
-  return Promise.reject(new ClosedError('the memory transport is closed'));
-}
-
 /**
  * The unit that receives events for one pattern: a named consumer group, or the private group
  * of a subscription without one. Each event goes to one member, round robin among members
@@ -478,7 +475,7 @@ function rejectClosed(): Promise<never> {
  */
 class MemoryGroup {
   readonly #ready = new Fifo<Message>();
-  readonly #members: MemorySubscription[] = [];
+  readonly #members: MemoryMember[] = [];
   readonly #timers = new Set<TimerHandle>();
   /** Publishers waiting for the members to catch up. */
   #roomWaiters: (() => void)[] = [];
@@ -499,7 +496,7 @@ class MemoryGroup {
   enqueue(message: Message): boolean {
     // Fast path: one member with room and nothing waiting ahead of this message.
     if (this.#ready.size === 0 && this.#members.length === 1) {
-      const member = this.#members[0] as MemorySubscription;
+      const member = this.#members[0] as MemoryMember;
       if (member.hasRoom()) {
         member.deliver(message);
         return false;
@@ -549,9 +546,9 @@ class MemoryGroup {
   dispatch(): void {
     const members = this.#members;
     while (this.#ready.size > 0 && members.length > 0) {
-      let chosen: MemorySubscription | undefined;
+      let chosen: MemoryMember | undefined;
       for (let i = 0; i < members.length; i++) {
-        const candidate = members[(this.#next + i) % members.length] as MemorySubscription;
+        const candidate = members[(this.#next + i) % members.length] as MemoryMember;
         if (candidate.hasRoom()) {
           chosen = candidate;
           this.#next = (this.#next + i + 1) % members.length;
@@ -564,13 +561,13 @@ class MemoryGroup {
     this.#wakePublishers();
   }
 
-  join(member: MemorySubscription): void {
+  join(member: MemoryMember): void {
     this.#members.push(member);
     this.dispatch();
   }
 
   /** A member left; what it held and never handed out goes back to the group. */
-  leave(member: MemorySubscription, unseen: readonly Message[]): void {
+  leave(member: MemoryMember, unseen: readonly Message[]): void {
     const index = this.#members.indexOf(member);
     if (index >= 0) this.#members.splice(index, 1);
     if (this.name === undefined) {
@@ -596,24 +593,24 @@ class MemoryGroup {
   }
 }
 
-class MemorySubscription implements TransportSubscription {
-  readonly pattern: string;
-  readonly #queue = new DeliveryBuffer<MemoryDelivery>({ track: false });
-  /** Handed out (buffered or yielded) and not yet settled. */
-  readonly #outstanding = new Set<MemoryDelivery>();
+/**
+ * One subscription's membership of its group: the group hands it messages while it has room,
+ * and it holds them as deliveries in a buffer that the subscription iterates.
+ */
+class MemoryMember implements DeliverySource {
+  readonly #buffer = new DeliveryBuffer<MemoryDelivery>();
   #left = false;
   #receiving = true;
 
   constructor(
     private readonly group: MemoryGroup,
     private readonly maxInFlight: number,
-    private readonly onSettled: (subscription: MemorySubscription) => void,
-  ) {
-    this.pattern = group.pattern;
-  }
+    private readonly onSettled: () => void,
+  ) {}
 
+  /** Deliveries held: buffered or handed out, not yet settled. */
   get inFlight(): number {
-    return this.#outstanding.size;
+    return this.#buffer.size + this.#buffer.handedOut;
   }
 
   get left(): boolean {
@@ -621,7 +618,7 @@ class MemorySubscription implements TransportSubscription {
   }
 
   hasRoom(): boolean {
-    return this.#receiving && !this.#left && this.#outstanding.size < this.maxInFlight;
+    return this.#receiving && !this.#left && this.inFlight < this.maxInFlight;
   }
 
   /** The transport is closing: keep what was handed out, take nothing new. */
@@ -630,50 +627,45 @@ class MemorySubscription implements TransportSubscription {
   }
 
   deliver(message: Message): void {
-    const delivery = new MemoryDelivery(message, this);
-    this.#outstanding.add(delivery);
-    this.#queue.push(delivery);
+    this.#buffer.push(new MemoryDelivery(message, this));
   }
 
-  /** Stops delivery; deliveries already yielded can still be acked or nacked. */
-  unsubscribe(): Promise<void> {
-    if (this.#left) return Promise.resolve();
+  /** Leaves the group; deliveries already handed out can still be acked or nacked. */
+  stop(): Promise<void> {
+    if (this.#left) return RESOLVED;
     this.#left = true;
     // Buffered deliveries were never seen by the consumer: they go back unchanged.
-    const unseen = this.#queue.drain();
-    for (const delivery of unseen) {
-      delivery.revoke();
-      this.#outstanding.delete(delivery);
-    }
-    this.#queue.end();
+    const unseen = this.#buffer.drain();
+    for (const delivery of unseen) delivery.revoke();
+    this.#buffer.end();
     this.group.leave(
       this,
       unseen.map((delivery) => delivery.message),
     );
-    this.onSettled(this);
-    return Promise.resolve();
+    this.onSettled();
+    return RESOLVED;
   }
 
   /** The client went away: unacked deliveries are redelivered, as after a lost connection. */
   disconnect(): void {
-    void this.unsubscribe();
-    for (const delivery of [...this.#outstanding]) void delivery.nack();
+    void this.stop();
+    for (const delivery of this.#buffer.takeUnsettled()) void delivery.nack();
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Delivery> {
-    return this.#queue;
+    return this.#buffer;
   }
 
   tryNext(): Delivery | undefined {
-    return this.#queue.tryNext();
+    return this.#buffer.tryNext();
   }
 
-  /** @internal called by a delivery when it is acked, nacked or revoked. */
+  /** @internal called by a delivery when it is acked or nacked. */
   settle(delivery: MemoryDelivery, requeue: Message | undefined, delayMs: number): void {
-    this.#outstanding.delete(delivery);
+    this.#buffer.settled(delivery);
     if (requeue !== undefined) this.group.requeue(requeue, delayMs);
     if (!this.#left) this.group.dispatch();
-    this.onSettled(this);
+    this.onSettled();
   }
 }
 
@@ -689,7 +681,7 @@ class MemoryDelivery {
 
   constructor(
     readonly message: Message,
-    private readonly subscription: MemorySubscription,
+    private readonly member: MemoryMember,
   ) {
     this.kind = message.event === undefined ? 'malformed' : 'event';
     this.event = message.event as Event;
@@ -702,21 +694,23 @@ class MemoryDelivery {
   ack(): Promise<void> {
     if (!this.#settled) {
       this.#settled = true;
-      this.subscription.settle(this, undefined, 0);
+      this.member.settle(this, undefined, 0);
     }
     return RESOLVED;
   }
 
   nack(options?: NackOptions): Promise<void> {
-    const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-    if (refused !== undefined) return refused;
+    if (options !== undefined) {
+      const refused = rejection(() => checkNackOptions(options));
+      if (refused !== undefined) return refused;
+    }
     if (!this.#settled) {
       this.#settled = true;
       const again =
         options?.requeue === false
           ? undefined
           : { ...this.message, attempt: this.message.attempt + 1 };
-      this.subscription.settle(this, again, options?.delayMs ?? 0);
+      this.member.settle(this, again, options?.delayMs ?? 0);
     }
     return RESOLVED;
   }
@@ -728,75 +722,42 @@ class MemoryDelivery {
 }
 
 /**
- * Feeds dead letters of an in-memory queue to a handler, one at a time. A letter is claimed
- * while its handler runs, so competing consumers never handle the same one; it is removed on
- * success and released (left in the queue) when the handler throws.
+ * The dead letters of an in-memory queue as a {@link DeadLetterSource}: those queued at the
+ * start (with `fromStart`), then each one added. A letter is claimed while a handler has it,
+ * so competing consumers never handle the same one; it is removed on ack and released (left in
+ * the queue for a later consumer) when the handler throws.
  */
-class DlqConsumer implements SubscriptionHandle {
-  static #seq = 0;
-  readonly id = `dlq-consumer-${++DlqConsumer.#seq}`;
-  readonly #pending = new Fifo<DeadLetter>();
-  #removeListener: (() => void) | undefined;
-  #running: Promise<void> = Promise.resolve();
-  #draining = false;
-  #stopped = false;
+class MemoryDeadLetterSource implements DeadLetterSource {
+  readonly #letters = new DeliveryBuffer<DeadLetter>({ track: false });
+  readonly #removeListener: () => void;
 
   constructor(
     private readonly queue: DeadLetterQueue,
     private readonly claimed: WeakSet<DeadLetter>,
-    private readonly handler: DeadLetterHandler,
-    private readonly onStop: () => void,
-    private readonly onError: (error: WatchtowerError) => void,
-  ) {}
-
-  start(fromStart: boolean): void {
-    if (fromStart) for (const letter of this.queue.list()) this.#pending.push(letter);
-    this.#removeListener = this.queue.on('added', (letter) => {
-      this.#pending.push(letter);
-      this.#schedule();
-    });
-    this.#schedule();
+    fromStart: boolean,
+  ) {
+    if (fromStart) for (const letter of queue.list()) this.#letters.push(letter);
+    this.#removeListener = queue.on('added', (letter) => void this.#letters.push(letter));
   }
 
-  unsubscribe(): Promise<void> {
-    if (!this.#stopped) {
-      this.#stopped = true;
-      this.#removeListener?.();
-      this.onStop();
+  async *[Symbol.asyncIterator](): AsyncIterator<DeadLetterEntry> {
+    for await (const letter of this.#letters) {
+      if (this.claimed.has(letter)) continue;
+      this.claimed.add(letter);
+      yield {
+        letter,
+        attempt: 1,
+        origin: 'the memory dead-letter queue',
+        // It stays claimed: another consumer may still hold it in its own list.
+        ack: () => void this.queue.remove(letter),
+        retryLater: () => void this.claimed.delete(letter),
+      };
     }
-    return this.#running;
   }
 
-  #schedule(): void {
-    if (this.#draining || this.#stopped) return;
-    this.#draining = true;
-    this.#running = this.#drain();
-  }
-
-  async #drain(): Promise<void> {
-    try {
-      let letter: DeadLetter | undefined;
-      while (!this.#stopped && (letter = this.#pending.shift()) !== undefined) {
-        if (this.claimed.has(letter)) continue;
-        this.claimed.add(letter);
-        try {
-          await this.handler(letter);
-          // It stays claimed: another consumer may still hold it in its pending list.
-          this.queue.remove(letter);
-        } catch (error) {
-          // Not handled: the letter stays in the queue for a later consumer.
-          this.claimed.delete(letter);
-          this.onError(
-            toWatchtowerError(
-              error,
-              ErrorCode.HANDLER_FAILED,
-              `a dead-letter handler threw: ${describeError(error)}`,
-            ),
-          );
-        }
-      }
-    } finally {
-      this.#draining = false;
-    }
+  stop(): Promise<void> {
+    this.#removeListener();
+    this.#letters.end();
+    return RESOLVED;
   }
 }
