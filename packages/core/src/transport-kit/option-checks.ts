@@ -5,7 +5,13 @@
  * transport cannot honour (a start position it keeps no history for), with why.
  */
 import { configError } from '../errors.js';
-import { checkFunction, checkInteger, checkNumber, rejectUnknownOptions } from '../options.js';
+import {
+  checkFunction,
+  checkInteger,
+  checkNumber,
+  describeValue,
+  rejectUnknownOptions,
+} from '../options.js';
 import {
   TRANSPORT_OPTION_KEYS,
   type ConsumeDlqOptions,
@@ -71,10 +77,10 @@ export function checkGroup(
 ): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || value.length === 0) {
-    throw configError(field, `must be a non-empty string, got ${JSON.stringify(value)}`);
+    throw configError(field, `must be a non-empty string, got ${describeValue(value)}`);
   }
   if (name !== undefined && !name.pattern.test(value)) {
-    throw configError(field, `must be ${name.hint}, got ${JSON.stringify(value)}`);
+    throw configError(field, `must be ${name.hint}, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -103,7 +109,7 @@ export function checkStartFrom(
   if (kind === undefined) {
     throw configError(
       'startFrom',
-      `must be 'new', 'earliest', { sequence } or { time }, got ${JSON.stringify(value) ?? typeof value}`,
+      `must be 'new', 'earliest', { sequence } or { time }, got ${describeValue(value)}`,
     );
   }
   if (kind === 'sequence') {
@@ -112,7 +118,7 @@ export function checkStartFrom(
   } else if (kind === 'time') {
     const time = (value as { time: unknown }).time;
     if (!(time instanceof Date) || Number.isNaN(time.getTime())) {
-      throw configError('startFrom.time', `must be a valid Date, got ${String(time)}`);
+      throw configError('startFrom.time', `must be a valid Date, got ${describeValue(time)}`);
     }
   }
   if (!supported.includes(kind)) {
@@ -156,7 +162,7 @@ export function checkConsumeDlqOptions(
   }
   const fromStart = options.fromStart ?? true;
   if (typeof fromStart !== 'boolean') {
-    throw configError('fromStart', `must be a boolean, got ${JSON.stringify(fromStart)}`);
+    throw configError('fromStart', `must be a boolean, got ${describeValue(fromStart)}`);
   }
   return { group, fromStart };
 }
@@ -184,7 +190,7 @@ export function checkNackOptions(options: NackOptions | undefined): void {
   if (options === undefined) return;
   rejectUnknownOptions(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
   if (options.requeue !== undefined && typeof options.requeue !== 'boolean') {
-    throw configError('requeue', `must be a boolean, got ${JSON.stringify(options.requeue)}`);
+    throw configError('requeue', `must be a boolean, got ${describeValue(options.requeue)}`);
   }
   if (options.delayMs !== undefined) checkNumber('delayMs', options.delayMs, { min: 0 });
 }
