@@ -1,3 +1,9 @@
+/**
+ * `BackpressureController`: the bounded queue of accepted, not yet confirmed publishes, with
+ * its strategies (`drop-oldest`, `drop-newest`, `block` with an optional wait) and the warning
+ * threshold. It only admits, orders and evicts entries: it never sends anything, and every
+ * entry it drops is rejected with a typed error, never lost silently.
+ */
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { Emitter } from './emitter.js';
 import { BackpressureError, ClosedError, ErrorCode } from './errors.js';

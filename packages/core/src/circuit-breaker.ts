@@ -1,3 +1,9 @@
+/**
+ * `CircuitBreaker`: closed, open after consecutive failures, half-open trial calls after the
+ * reset time, on the injected `Clock`. Which errors count as failures is `isFailure`'s call
+ * ({@link isCircuitFailure} by default: not the caller's own mistakes, nor refusals by the
+ * breaker, the queue or a closed component).
+ */
 import { systemClock, type Clock } from './clock.js';
 import { Emitter } from './emitter.js';
 import {

@@ -1,8 +1,4 @@
-import { Buffer } from 'node:buffer';
-import { SerializationError, describeError } from './errors.js';
-import { isValidEventType, type Event } from './event.js';
-
-/*
+/**
  * The only place that maps between `Event` and the Rust Watchtower wire format:
  *
  *   {"metadata":{"id":"…","event_type":"user.created","timestamp":"2026-11-22T10:00:00.123Z",
@@ -12,6 +8,9 @@ import { isValidEventType, type Event } from './event.js';
  * ignore the ones Rust may add. This is a hot path (every publish and every delivery), so the
  * encoder writes the envelope by hand and the decoder validates with plain `typeof` checks.
  */
+import { Buffer } from 'node:buffer';
+import { SerializationError, describeError } from './errors.js';
+import { isValidEventType, type Event } from './event.js';
 
 // `fatal`: invalid UTF-8 is a SERIALIZATION error, not silently replaced by U+FFFD.
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true });

@@ -1,3 +1,8 @@
+/**
+ * The dead-letter queue contract and `InMemoryDeadLetterQueue`, a bounded queue that drops its
+ * oldest letter when full and counts it. Transports with a broker-side DLQ implement the
+ * contract on the broker; this one is for the memory transport and for tests.
+ */
 import { Emitter } from './emitter.js';
 import { ValidationError, configError } from './errors.js';
 import { Fifo } from './transport-kit/fifo.js';

@@ -1,4 +1,9 @@
 /**
+ * Errors: one `WatchtowerError` class with a `code` from {@link ErrorCode}, subclasses only where
+ * callers branch on the kind, and the helpers that wrap and describe unknown thrown values.
+ * Callers branch on `code` (or `isWatchtowerError`), never on message text.
+ */
+/**
  * Every error code Watchtower raises. Callers branch on `error.code`, never on message text.
  */
 export const ErrorCode = {

@@ -20,6 +20,7 @@ import {
 import { MemoryTransport, type MemoryTransportOptions } from './memory-transport.js';
 import { collectEvents } from './testing/collect.js';
 import { FakeClock } from './testing/fake-clock.js';
+import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
 import { waitFor } from './testing/wait-for.js';
 import type {
   ConsumeDlqOptions,
@@ -1376,6 +1377,38 @@ describe('EventBus subscribe', () => {
 // ---- close ------------------------------------------------------------------------------
 
 describe('EventBus close', () => {
+  it('keeps its deadline when the transport neither unsubscribes nor closes, rejecting with TIMEOUT', async () => {
+    const clock = new FakeClock();
+    class HangingTransport extends TestTransport {
+      override async subscribe(
+        pattern: string,
+        options?: TransportSubscribeOptions,
+      ): Promise<TransportSubscription> {
+        const sub = await super.subscribe(pattern, options);
+        return {
+          pattern: sub.pattern,
+          unsubscribe: () => new Promise<void>(() => undefined),
+          [Symbol.asyncIterator]: () => sub[Symbol.asyncIterator](),
+        };
+      }
+      override close(): Promise<void> {
+        this.closeCalls++;
+        return new Promise<void>(() => undefined);
+      }
+    }
+    const transport = new HangingTransport();
+    const bus = makeBus({ clock }, transport);
+    await bus.subscribe('a.b', () => undefined);
+    const closed = track(bus.close({ timeoutMs: 100 }));
+    await clock.advanceAsync(100);
+    expect(transport.closeCalls).toBe(1);
+    expect(closed.state).toBe('pending');
+    await clock.advanceAsync(CLOSE_MARGIN_MS);
+    await settle();
+    expect(closed.state).toBe('rejected');
+    expect(codeOf(closed.error)).toBe(ErrorCode.TIMEOUT);
+  });
+
   it('is idempotent: every call returns the same promise', async () => {
     const bus = makeBus();
     const first = bus.close();

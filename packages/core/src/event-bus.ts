@@ -1,3 +1,11 @@
+/**
+ * The `EventBus`: the Subscriber written once, over any `Transport`. This file holds its
+ * options, its lifecycle (`idle`, `connecting`, `open`, `closing`, `closed`) and the publish
+ * path: type check, schema validation, the bounded publish queue, the circuit breaker and
+ * retries, then `transport.publish`. The consume side is in `bus-subscription.ts`. Nothing
+ * here talks to a broker directly, and a publish is never reported as sent before the
+ * transport confirmed it.
+ */
 import {
   BackpressureController,
   type BackpressureOptions,
@@ -9,7 +17,7 @@ import {
   type CircuitBreakerStats,
   type CircuitState,
 } from './circuit-breaker.js';
-import { sleep, systemClock, type Clock, type TimerHandle } from './clock.js';
+import { systemClock, type Clock } from './clock.js';
 import { Emitter } from './emitter.js';
 import {
   ClosedError,
@@ -22,7 +30,7 @@ import {
   toWatchtowerError,
   WatchtowerError,
 } from './errors.js';
-import { assertEventType, createEvent, type Event, type EventMetadataInput } from './event.js';
+import { assertEventType, createEventAt, type Event, type EventMetadataInput } from './event.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
 import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
 import {
@@ -36,16 +44,22 @@ import {
 } from './schema.js';
 import type {
   DeadLetter,
-  DeadLetterReason,
-  Delivery,
-  EventDelivery,
   StartPosition,
   SubscriptionHandle,
   Transport,
   TransportSubscription,
 } from './transport.js';
 import { TRANSPORT_OPTION_KEYS } from './transport.js';
-import { checkInteger, checkNumber, checkOptionKeys, rejectUnknownOptions } from './options.js';
+import { checkOptionKeys, integerOption, numberOption, rejectUnknownOptions } from './options.js';
+import {
+  BusSubscription,
+  type ConsumedCheck,
+  type Counters,
+  type ResolvedSubscribeOptions,
+  type SubscriptionHost,
+} from './bus-subscription.js';
+import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
+import { Deadline, TIMED_OUT, within } from './transport-kit/timing.js';
 
 /** How payloads that fail their schema are treated. */
 export type ValidationMode = 'strict' | 'warn' | 'ignore';
@@ -225,6 +239,11 @@ interface PublishEntry {
 
 const NOT_SET = Symbol('not set');
 
+const NON_NEGATIVE = { min: 0 } as const;
+
+/** Where an {@link EventBus} is in its life. */
+type BusPhase = 'idle' | 'connecting' | 'open' | 'closing' | 'closed';
+
 /**
  * The `EventBus` options other than `transport`: entry points that take one flat options
  * object (`NatsSubscriber`, `RedisSubscriber`) split it with this list.
@@ -261,11 +280,6 @@ const SUBSCRIPTION_DEFAULT_KEYS = [
   'maxInFlight',
 ] as const satisfies readonly (keyof NonNullable<EventBusOptions['subscriptionDefaults']>)[];
 
-type Counters = Omit<
-  EventBusStats,
-  'circuitBreaker' | 'backpressure' | 'activeHandlers' | 'subscriptions'
->;
-
 /**
  * The Subscriber: publish and subscribe over any {@link Transport}, with schema validation,
  * backpressure, a circuit breaker and retries on publish, and per-subscription concurrency,
@@ -299,9 +313,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     validationFailures: 0,
     malformed: 0,
   };
+  /**
+   * Where the bus is in its life. Publishes skip the connect step once it is `open`; from
+   * `closing` on nothing new is accepted.
+   */
+  #phase: BusPhase = 'idle';
+  /** The one connect attempt, shared; kept once it has succeeded (close sends through it). */
   #connecting: Promise<void> | undefined;
-  /** Set once `transport.connect()` has resolved: publishes then skip the connect step. */
-  #connected = false;
+  /** What `close()` returns, every time. */
   #closing: Promise<void> | undefined;
   #flushed: (() => void) | undefined;
   #removeTransportListener: (() => void) | undefined;
@@ -328,13 +347,15 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       throw configError('source', 'must be a string');
     }
     this.#source = options.source;
-    this.#publishConcurrency = positiveInteger(
+    this.#publishConcurrency = integerOption(
       'publishConcurrency',
       options.publishConcurrency ?? DEFAULT_EVENT_BUS_OPTIONS.publishConcurrency,
+      1,
     );
-    this.#closeTimeoutMs = nonNegative(
+    this.#closeTimeoutMs = numberOption(
       'closeTimeoutMs',
       options.closeTimeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.closeTimeoutMs,
+      NON_NEGATIVE,
     );
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? consoleLogger;
@@ -368,10 +389,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     );
   }
 
+  /** True from the start of `close()`: nothing new is accepted. */
+  #closed(): boolean {
+    return this.#phase === 'closing' || this.#phase === 'closed';
+  }
+
   /** Connects the transport. Called on first use; calling it early surfaces errors early. */
   connect(): Promise<void> {
-    if (this.#closing !== undefined)
-      return Promise.reject(new ClosedError('the event bus is closed'));
+    if (this.#closed()) return Promise.reject(new ClosedError('the event bus is closed'));
     return this.#ensureConnected();
   }
 
@@ -391,13 +416,12 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     payload?: unknown,
     metadata?: EventMetadataInput,
   ): Promise<void> {
-    if (this.#closing !== undefined)
-      return Promise.reject(new ClosedError('the event bus is closed'));
+    if (this.#closed()) return Promise.reject(new ClosedError('the event bus is closed'));
     let event: Event;
     try {
       event =
         typeof eventOrType === 'string'
-          ? createEvent(eventOrType, payload, this.#withSource(metadata))
+          ? createEventAt(eventOrType, payload, this.#withSource(metadata), this.#clock)
           : checkEvent(eventOrType);
     } catch (error) {
       return Promise.reject(error);
@@ -425,7 +449,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     handler: EventHandler<EventFor<C, P>>,
     options: SubscribeOptions = {},
   ): Promise<SubscriptionHandle> {
-    if (this.#closing !== undefined) throw new ClosedError('the event bus is closed');
+    if (this.#closed()) throw new ClosedError('the event bus is closed');
     const patterns: readonly string[] = typeof eventTypes === 'string' ? [eventTypes] : eventTypes;
     if (!Array.isArray(patterns) || patterns.length === 0) {
       throw configError('eventTypes', 'give at least one event type or pattern');
@@ -461,7 +485,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       await Promise.allSettled(transportSubs.map((sub) => sub.unsubscribe()));
       throw toWatchtowerError(error);
     }
-    if (this.#closing !== undefined) {
+    if (this.#closed()) {
       // close() began while the transport subscriptions were being made: it cannot see them.
       await Promise.allSettled(transportSubs.map((sub) => sub.unsubscribe()));
       throw new ClosedError('the event bus is closed');
@@ -533,11 +557,18 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     let timeoutMs: number;
     try {
       checkOptionKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      timeoutMs = nonNegative('timeoutMs', options.timeoutMs ?? this.#closeTimeoutMs);
+      timeoutMs = numberOption(
+        'timeoutMs',
+        options.timeoutMs ?? this.#closeTimeoutMs,
+        NON_NEGATIVE,
+      );
     } catch (error) {
       return Promise.reject(error);
     }
-    this.#closing = this.#close(timeoutMs);
+    this.#phase = 'closing';
+    this.#closing = this.#close(timeoutMs).finally(() => {
+      this.#phase = 'closed';
+    });
     return this.#closing;
   }
 
@@ -582,7 +613,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     // Hot path: nothing waits ahead and a send slot is free, so the event goes straight out
     // (in publish order, since nothing is queued) without an entry in the queue.
     if (
-      this.#connected &&
+      this.#phase === 'open' &&
       queue.size - queue.waiting < this.#publishConcurrency &&
       queue.tryAcquire()
     ) {
@@ -606,21 +637,25 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
   /** Connects once; also used while closing, to send what was accepted before. */
   #ensureConnected(): Promise<void> {
-    this.#connecting ??= this.transport.connect().then(
-      () => {
-        this.#connected = true;
-      },
-      (error: unknown) => {
-        this.#connecting = undefined;
-        throw toWatchtowerError(error, ErrorCode.CONNECTION);
-      },
-    );
+    if (this.#connecting === undefined) {
+      if (this.#phase === 'idle') this.#phase = 'connecting';
+      this.#connecting = this.transport.connect().then(
+        () => {
+          if (this.#phase === 'connecting') this.#phase = 'open';
+        },
+        (error: unknown) => {
+          if (this.#phase === 'connecting') this.#phase = 'idle';
+          this.#connecting = undefined;
+          throw toWatchtowerError(error, ErrorCode.CONNECTION);
+        },
+      );
+    }
     return this.#connecting;
   }
 
   /** `transport.publish`, connecting first when the bus has not connected yet. */
   #transportPublish(event: Event): Promise<void> {
-    if (this.#connected) return this.transport.publish(event);
+    if (this.#phase === 'open') return this.transport.publish(event);
     return this.#ensureConnected().then(() => this.transport.publish(event));
   }
 
@@ -757,9 +792,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
   // ---- close ----------------------------------------------------------------------------
 
+  /**
+   * The steps of `close()`, sharing one deadline. Each step is bounded by what is left of it,
+   * so that a transport that does not keep its own limits cannot hold the bus's close up for
+   * longer than `timeoutMs` plus the transport's close margin.
+   */
   async #close(timeoutMs: number): Promise<void> {
-    const deadline = this.#clock.now() + timeoutMs;
-    const remaining = (): number => Math.max(0, deadline - this.#clock.now());
+    const deadline = new Deadline(this.#clock, timeoutMs);
+    const remaining = (): number => deadline.remaining();
     const failures: unknown[] = [];
 
     // 1. Send what was accepted.
@@ -780,14 +820,31 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
     // 2. Stop pulling and wait for running handlers.
     const subscriptions = [...this.#subscriptions];
-    const stopped = await Promise.allSettled(subscriptions.map((sub) => sub.stop(remaining())));
-    for (const result of stopped) if (result.status === 'rejected') failures.push(result.reason);
+    const stopped = await deadline.within(
+      Promise.allSettled(subscriptions.map((sub) => sub.stop(remaining()))),
+    );
+    if (stopped !== TIMED_OUT) {
+      for (const result of stopped) if (result.status === 'rejected') failures.push(result.reason);
+    }
 
     // 3. Close the transport.
     if (!this.#closeController.signal.aborted)
       this.#closeController.abort(new ClosedError('the event bus is closed'));
     try {
-      await this.transport.close({ timeoutMs: remaining() });
+      const left = remaining();
+      const closed = await within(
+        this.#clock,
+        left + CLOSE_MARGIN_MS,
+        this.transport.close({ timeoutMs: left }),
+      );
+      if (closed === TIMED_OUT) {
+        failures.push(
+          new TimeoutError(
+            `the ${this.transport.info.name} transport did not close within ${left} ms`,
+            left,
+          ),
+        );
+      }
     } catch (error) {
       failures.push(error);
     }
@@ -810,16 +867,6 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
 // ---- subscriptions ------------------------------------------------------------------------
 
-interface ResolvedSubscribeOptions {
-  group: string | undefined;
-  concurrency: number;
-  timeoutMs: number;
-  retry: RetryPolicy;
-  maxInFlight: number | undefined;
-  startFrom: StartPosition | undefined;
-  name: string | undefined;
-}
-
 function resolveSubscribeOptions(
   options: SubscribeOptions,
   defaults: NonNullable<EventBusOptions['subscriptionDefaults']>,
@@ -836,502 +883,22 @@ function resolveSubscribeOptions(
   const maxInFlight = options.maxInFlight ?? defaults.maxInFlight;
   return {
     group: options.group,
-    concurrency: positiveInteger(
+    concurrency: integerOption(
       'concurrency',
       options.concurrency ?? defaults.concurrency ?? DEFAULT_EVENT_BUS_OPTIONS.concurrency,
+      1,
     ),
-    timeoutMs: nonNegative(
+    timeoutMs: numberOption(
       'timeoutMs',
       options.timeoutMs ?? defaults.timeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.timeoutMs,
+      NON_NEGATIVE,
     ),
     retry: new RetryPolicy({ clock, ...defaults.retry, ...options.retry }),
     maxInFlight:
-      maxInFlight === undefined ? undefined : positiveInteger('maxInFlight', maxInFlight),
+      maxInFlight === undefined ? undefined : integerOption('maxInFlight', maxInFlight, 1),
     startFrom: options.startFrom,
     name: options.name,
   };
-}
-
-/** A consumed event after its schema: the (possibly transformed) event, or why it failed. */
-type ConsumedCheck = { event: Event } | { error: ValidationError };
-
-/** What a subscription uses of its bus. */
-interface SubscriptionHost {
-  readonly transport: Transport;
-  readonly clock: Clock;
-  /** Aborts when the bus closes: ends retry waits. */
-  readonly closeSignal: AbortSignal;
-  /** Retries writes that must not be given up easily (dead letters). */
-  readonly writeRetry: RetryPolicy;
-  readonly needsValidation: boolean;
-  /** The bus's counters, incremented in place (a plain field store on the hot path). */
-  readonly counters: Counters;
-  reportError(error: unknown, context: { subscription?: string; eventId?: string }): void;
-  emitDeadLetter(letter: DeadLetter): void;
-  validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck>;
-}
-
-/** A running handler, watched for its deadline. */
-/**
- * One handler call: its context, and what the timeout sweep needs. A class with a prototype
- * getter, so the hot path allocates one small object per call and an AbortController only
- * when the handler reads `signal`.
- */
-class Running implements HandlerContext {
-  controller: AbortController | undefined = undefined;
-  timedOut: ((error: TimeoutError) => void) | undefined = undefined;
-  /** Set when the handler turns out to be asynchronous; the sweep times it out after it. */
-  deadline = Number.POSITIVE_INFINITY;
-
-  constructor(
-    /** The delivery (or a retry's count): read only if asked, as brokers may parse it. */
-    private readonly source: { readonly attempt: number },
-    readonly subscription: string,
-  ) {}
-
-  get attempt(): number {
-    return this.source.attempt;
-  }
-
-  get signal(): AbortSignal {
-    this.controller ??= new AbortController();
-    return this.controller.signal;
-  }
-}
-
-/**
- * Deliveries beyond maxAttempts + 1 that an event may get before it is taken for one that
- * never settles. A consumer that stops hands back what it had fetched but not yet handed to a
- * handler, and a broker that counts every delivery (JetStream) counts those too: an event
- * caught that way in a couple of restarts still gets all its attempts.
- */
-const UNSEEN_DELIVERIES = 2;
-
-/** What `#runHandler` returns when the handler finished synchronously without throwing. */
-const DONE = Symbol('done');
-
-/** A handler still running; `promise` settles with `DONE` or the failure. Never rejects. */
-class Pending {
-  constructor(readonly promise: Promise<unknown>) {}
-}
-
-let subscriptionSeq = 0;
-
-/** One `subscribe()` call: a consume loop per pattern sharing one concurrency limit. */
-class BusSubscription implements SubscriptionHandle {
-  readonly id = `sub-${++subscriptionSeq}`;
-  readonly name: string;
-  readonly #bus: SubscriptionHost;
-  readonly #patterns: readonly CompiledPattern[];
-  readonly #handler: EventHandler;
-  readonly #options: ResolvedSubscribeOptions;
-  readonly #redelivery: boolean;
-  readonly #maxDeliveries: number;
-  /** Failures of events whose dead letter could not be written, by event id. */
-  readonly #unwritten = new Map<string, unknown>();
-  readonly #running = new Set<Running>();
-  #transportSubs: TransportSubscription[] = [];
-  #loops: Promise<void>[] = [];
-  #active = 0;
-  #slotWaiters: (() => void)[] = [];
-  #idleWaiters: (() => void)[] = [];
-  #sweepTimer: ReturnType<typeof setInterval> | undefined;
-  #stopping: Promise<void> | undefined;
-  #onStopped: (() => void) | undefined;
-
-  constructor(
-    bus: SubscriptionHost,
-    patterns: readonly CompiledPattern[],
-    handler: EventHandler,
-    options: ResolvedSubscribeOptions,
-  ) {
-    this.#bus = bus;
-    this.#patterns = patterns;
-    this.#handler = handler;
-    this.#options = options;
-    this.#redelivery = bus.transport.info.capabilities.redelivery;
-    // A handler gets maxAttempts + 1 deliveries; the broker counts them. More means that an
-    // earlier one was never settled (the consumer stopped, or ran past the broker's ack wait).
-    this.#maxDeliveries = this.#redelivery
-      ? options.retry.maxAttempts + 1 + UNSEEN_DELIVERIES
-      : Number.POSITIVE_INFINITY;
-    this.name = options.name ?? options.group ?? patterns.map((p) => p.source).join(',');
-  }
-
-  get active(): number {
-    return this.#active;
-  }
-
-  start(transportSubs: TransportSubscription[], onStopped: () => void): void {
-    this.#transportSubs = transportSubs;
-    this.#onStopped = onStopped;
-    this.#loops = transportSubs.map((sub, index) => this.#consume(sub, index));
-    if (this.#options.timeoutMs > 0) {
-      // One coarse sweep per subscription instead of a timer per delivery.
-      const every = Math.max(5, Math.min(1000, Math.floor(this.#options.timeoutMs / 4)));
-      this.#sweepTimer = setInterval(() => this.#sweep(), every);
-      this.#sweepTimer.unref();
-    }
-  }
-
-  unsubscribe(): Promise<void> {
-    return this.stop(Number.POSITIVE_INFINITY);
-  }
-
-  /** Stops pulling, then waits up to `timeoutMs` for running handlers. */
-  stop(timeoutMs: number): Promise<void> {
-    this.#stopping ??= this.#stop(timeoutMs);
-    return this.#stopping;
-  }
-
-  async #stop(timeoutMs: number): Promise<void> {
-    const results = await Promise.allSettled(this.#transportSubs.map((sub) => sub.unsubscribe()));
-    // A loop holding a delivery while it waits for a slot hands it back now instead of
-    // starting a handler after unsubscribe() was called.
-    for (const waiter of this.#slotWaiters.splice(0)) waiter();
-    if (this.#active > 0) {
-      const clock = this.#bus.clock;
-      let timer: TimerHandle | undefined;
-      let timedOut = false;
-      await new Promise<void>((resolve) => {
-        this.#idleWaiters.push(resolve);
-        if (Number.isFinite(timeoutMs)) {
-          timer = clock.setTimeout(() => {
-            timedOut = true;
-            resolve();
-          }, timeoutMs);
-        }
-      });
-      if (timer !== undefined) clock.clearTimeout(timer);
-      if (timedOut) {
-        // Handlers still running past the deadline are told to stop; their deliveries are
-        // settled by the transport's own close (requeued or redelivered).
-        for (const running of this.#running)
-          abortRunning(running, new ClosedError('the subscription stopped'));
-      }
-    }
-    await Promise.allSettled(this.#loops);
-    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
-    this.#onStopped?.();
-    const failed = results.find((result) => result.status === 'rejected');
-    if (failed !== undefined) throw toWatchtowerError(failed.reason);
-  }
-
-  async #consume(sub: TransportSubscription, index: number): Promise<void> {
-    const iterator = sub[Symbol.asyncIterator]();
-    try {
-      for (;;) {
-        // Drain what is already buffered without a promise per delivery, then wait.
-        let delivery = sub.tryNext?.();
-        if (delivery === undefined) {
-          const next = await iterator.next();
-          if (next.done === true) break;
-          delivery = next.value;
-        }
-        while (this.#stopping === undefined && this.#active >= this.#options.concurrency) {
-          await new Promise<void>((resolve) => this.#slotWaiters.push(resolve));
-        }
-        if (this.#stopping !== undefined) {
-          await this.#settleQuietly(delivery.nack(), delivery);
-          continue;
-        }
-        this.#active++;
-        const pending = this.#process(delivery, index);
-        if (pending === undefined) this.#release();
-        else void pending.then(this.#release);
-      }
-    } catch (error) {
-      this.#bus.reportError(error, { subscription: this.name });
-    }
-  }
-
-  readonly #release = (): void => {
-    this.#active--;
-    const waiter = this.#slotWaiters.shift();
-    if (waiter !== undefined) waiter();
-    if (this.#active === 0 && this.#idleWaiters.length > 0) {
-      for (const idle of this.#idleWaiters.splice(0)) idle();
-    }
-  };
-
-  /**
-   * Handles one delivery to its end (ack, retry or dead letter). Returns undefined when the
-   * handler finished synchronously and only the ack is left in flight; the returned promise
-   * never rejects.
-   */
-  #process(delivery: Delivery, index: number): Promise<void> | undefined {
-    const bus = this.#bus;
-    bus.counters.received++;
-    if (delivery.kind === 'malformed') {
-      bus.counters.malformed++;
-      return this.#guard(
-        this.#deadLetter(
-          delivery,
-          { raw: delivery.raw, origin: delivery.origin },
-          delivery.error,
-          delivery.attempt,
-        ),
-        delivery,
-      );
-    }
-    if (!this.#isOwnedBy(index, delivery.event.type)) {
-      this.#ackQuietly(delivery, false);
-      return undefined;
-    }
-    const attempt = delivery.attempt;
-    if (attempt > this.#maxDeliveries) {
-      // Running it again would loop for good if it is what stops the consumer (a poison event).
-      const id = delivery.event.id;
-      const failure = this.#unwritten.get(id) ?? this.#unsettledTooOften(attempt);
-      this.#unwritten.delete(id);
-      return this.#guard(this.#deadLetter(delivery, delivery.event, failure, attempt), delivery);
-    }
-    if (!bus.needsValidation) return this.#handle(delivery, delivery.event);
-    const checked = bus.validateConsumed(delivery.event);
-    if (checked instanceof Promise) {
-      return this.#guard(
-        checked.then((settled) => this.#handleChecked(delivery, settled)),
-        delivery,
-      );
-    }
-    return this.#handleChecked(delivery, checked);
-  }
-
-  /** Keeps the failure of an event whose dead letter could not be written (at most 1000). */
-  #rememberUnwritten(id: string, failure: unknown): void {
-    this.#unwritten.delete(id);
-    if (this.#unwritten.size >= 1000) {
-      const oldest = this.#unwritten.keys().next();
-      if (oldest.done !== true) this.#unwritten.delete(oldest.value);
-    }
-    this.#unwritten.set(id, failure);
-  }
-
-  #unsettledTooOften(attempt: number): WatchtowerError {
-    return new WatchtowerError(
-      ErrorCode.TIMEOUT,
-      `delivered ${attempt} times, more than the ${this.#maxDeliveries} the retry policy allows ` +
-        `(maxAttempts + 1, and ${UNSEEN_DELIVERIES} a stopping consumer may have fetched without ` +
-        'handing them out): an earlier delivery was never settled (the consumer stopped on it, ' +
-        "or its handler outlived the broker's ack wait), so the handler does not run again",
-    );
-  }
-
-  #handleChecked(delivery: EventDelivery, checked: ConsumedCheck): Promise<void> | undefined {
-    if ('error' in checked) {
-      return this.#guard(
-        this.#deadLetter(delivery, delivery.event, checked.error, delivery.attempt),
-        delivery,
-      );
-    }
-    return this.#handle(delivery, checked.event);
-  }
-
-  /** Runs the handler; synchronous success acks without waiting (undefined). */
-  #handle(delivery: EventDelivery, event: Event): Promise<void> | undefined {
-    const outcome = this.#runHandler(event, delivery);
-    if (outcome === DONE) {
-      this.#ackQuietly(delivery, true);
-      return undefined;
-    }
-    return this.#guard(this.#afterFailure(delivery, event, outcome), delivery);
-  }
-
-  /** Acks without waiting; counts the event as handled once the ack is through. */
-  #ackQuietly(delivery: Delivery, handled: boolean): void {
-    const acked = delivery.ack();
-    // Transports that ack without waiting hand back one settled promise every time. Once it
-    // is known to have resolved (a promise never changes its state), an ack returning it
-    // needs no reaction and no microtask.
-    if (acked === this.#resolvedAck) {
-      if (handled) this.#bus.counters.handled++;
-      return;
-    }
-    if (acked !== this.#lastAck) {
-      this.#lastAck = acked;
-      acked.then(handled ? this.#countHandled : undefined, this.#onAckFailed);
-      return;
-    }
-    // The same promise twice: a shared one. Learn whether it resolved.
-    acked.then(() => {
-      this.#resolvedAck = acked;
-      if (handled) this.#bus.counters.handled++;
-    }, this.#onAckFailed);
-  }
-
-  /** The promise the last ack returned, and the last one seen to resolve. */
-  #lastAck: Promise<void> | undefined;
-  #resolvedAck: Promise<void> | undefined;
-
-  readonly #countHandled = (): void => {
-    this.#bus.counters.handled++;
-  };
-  readonly #onAckFailed = (error: unknown): void => {
-    this.#bus.reportError(error, { subscription: this.name });
-  };
-
-  #guard(work: Promise<void>, delivery: Delivery): Promise<void> {
-    return work.catch((error: unknown) => this.#reportFor(error, delivery));
-  }
-
-  #reportFor(error: unknown, delivery: Delivery): void {
-    this.#bus.reportError(error, {
-      subscription: this.name,
-      ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}),
-    });
-  }
-
-  /**
-   * The delivery belongs to the first pattern that matches its type; later patterns of the
-   * same subscription ack it, so an event is handled once. Transports that over-deliver
-   * (AMQP `#` also matches zero tokens) are filtered here too.
-   */
-  #isOwnedBy(index: number, type: string): boolean {
-    const patterns = this.#patterns;
-    if (!(patterns[index] as CompiledPattern).matches(type)) return false;
-    for (let i = 0; i < index; i++)
-      if ((patterns[i] as CompiledPattern).matches(type)) return false;
-    return true;
-  }
-
-  /**
-   * Waits for a handler that returned a promise, and takes a failure through retry (nack with
-   * delay, or in process on transports without redelivery) and then the dead-letter queue.
-   */
-  async #afterFailure(delivery: Delivery, event: Event, first: unknown): Promise<void> {
-    const policy = this.#options.retry;
-    let outcome = first;
-    for (let attempt = delivery.attempt; ; attempt++) {
-      const failure = outcome instanceof Pending ? await outcome.promise : outcome;
-      if (failure === DONE) {
-        await delivery.ack();
-        this.#bus.counters.handled++;
-        return;
-      }
-      this.#bus.counters.handlerFailures++;
-      const retryable =
-        !isWatchtowerError(failure, ErrorCode.NON_RETRYABLE) &&
-        !isWatchtowerError(failure, ErrorCode.VALIDATION);
-      if (
-        !retryable ||
-        !policy.canRetry(attempt - 1) ||
-        (this.#stopping !== undefined && !this.#redelivery)
-      ) {
-        await this.#deadLetter(delivery, event, failure, attempt);
-        return;
-      }
-      this.#bus.counters.retried++;
-      const delayMs = policy.delayFor(attempt);
-      // Transports without redelivery retry in process; the others hand the event back.
-      if (this.#redelivery) {
-        await delivery.nack({ delayMs });
-        return;
-      }
-      try {
-        await sleep(this.#bus.clock, delayMs, this.#bus.closeSignal);
-      } catch {
-        await this.#deadLetter(delivery, event, failure, attempt);
-        return;
-      }
-      outcome = this.#runHandler(event, { attempt: attempt + 1 });
-    }
-  }
-
-  /**
-   * Runs the handler: `DONE` when it returned without a promise, what it threw, or a
-   * {@link Pending} that settles with `DONE` or the failure (a timeout included).
-   */
-  #runHandler(event: Event, attempt: { readonly attempt: number }): unknown {
-    const running = new Running(attempt, this.name);
-    let result: unknown;
-    try {
-      result = this.#handler(event, running);
-    } catch (error) {
-      return error ?? new Error('handler threw undefined');
-    }
-    if (!isPromiseLike(result)) return DONE;
-    const timeoutMs = this.#options.timeoutMs;
-    if (timeoutMs > 0) running.deadline = this.#bus.clock.now() + timeoutMs;
-    this.#running.add(running);
-    return new Pending(
-      new Promise<unknown>((resolve) => {
-        running.timedOut = resolve;
-        Promise.resolve(result).then(
-          () => resolve(DONE),
-          (error: unknown) => resolve(error ?? new Error('handler rejected with undefined')),
-        );
-      }).finally(() => this.#running.delete(running)),
-    );
-  }
-
-  #sweep(): void {
-    const now = this.#bus.clock.now();
-    for (const running of this.#running) {
-      if (running.deadline > now) continue;
-      this.#running.delete(running);
-      const error = new TimeoutError(
-        `handler of "${this.name}" did not finish within ${this.#options.timeoutMs} ms`,
-        this.#options.timeoutMs,
-      );
-      abortRunning(running, error);
-      running.timedOut?.(error);
-    }
-  }
-
-  /**
-   * Writes the dead letter, then acks. When the write fails the delivery is handed back
-   * (nack) so it is dead-lettered on a later attempt: it is never acked unwritten.
-   */
-  async #deadLetter(
-    delivery: Delivery,
-    subject: Event | { raw: Uint8Array; origin: string },
-    failure: unknown,
-    attempts: number,
-  ): Promise<void> {
-    const bus = this.#bus;
-    const reason: DeadLetterReason = {
-      message: describeError(failure),
-      code: errorCode(failure),
-      attempts,
-      failedAt: new Date().toISOString(),
-      originalType: 'raw' in subject ? subject.origin : subject.type,
-      subscription: this.name,
-    };
-    try {
-      await bus.writeRetry.execute(() => bus.transport.publishToDlq(subject, reason), {
-        signal: bus.closeSignal,
-      });
-    } catch (error) {
-      bus.reportError(error, {
-        subscription: this.name,
-        ...('raw' in subject ? {} : { eventId: subject.id }),
-      });
-      // Handed back past its last attempt, it comes again over the limit: it is then
-      // dead-lettered with this failure, not run again.
-      if (!('raw' in subject)) this.#rememberUnwritten(subject.id, failure);
-      await this.#settleQuietly(
-        delivery.nack({ delayMs: this.#options.retry.delayFor(1) }),
-        delivery,
-      );
-      return;
-    }
-    bus.counters.deadLettered++;
-    bus.emitDeadLetter(
-      'raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason },
-    );
-    await delivery.ack();
-  }
-
-  async #settleQuietly(settling: Promise<void>, delivery: Delivery): Promise<void> {
-    try {
-      await settling;
-    } catch (error) {
-      this.#bus.reportError(error, {
-        subscription: this.name,
-        ...(delivery.kind === 'event' ? { eventId: delivery.event.id } : {}),
-      });
-    }
-  }
 }
 
 // ---- helpers ------------------------------------------------------------------------------
@@ -1403,37 +970,4 @@ function checkEvent(event: Event): Event {
     ]);
   }
   return event;
-}
-
-/**
- * Aborts a running handler's signal. The controller is made here when the handler has not
- * asked for its signal yet, so that a handler looking at it later still sees it aborted.
- */
-function abortRunning(running: Running, reason: Error): void {
-  running.controller ??= new AbortController();
-  if (!running.controller.signal.aborted) running.controller.abort(reason);
-}
-
-function errorCode(error: unknown): string {
-  if (isWatchtowerError(error)) return error.code;
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : ErrorCode.HANDLER_FAILED;
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as PromiseLike<unknown>).then === 'function'
-  );
-}
-
-function positiveInteger(field: string, value: unknown): number {
-  checkInteger(field, value, 1);
-  return value;
-}
-
-function nonNegative(field: string, value: unknown): number {
-  checkNumber(field, value, { min: 0 });
-  return value;
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { systemClock, type Clock } from './clock.js';
 import { ValidationError } from './errors.js';
 import { rejectUnknownOptions } from './options.js';
 
@@ -79,6 +80,19 @@ export function createEvent<P, T extends string>(
   payload: P,
   metadata?: EventMetadataInput,
 ): Event<P, T> {
+  return createEventAt(type, payload, metadata, systemClock);
+}
+
+/**
+ * {@link createEvent} with the timestamp taken from `clock` (the `EventBus` passes its own, so
+ * that a fake clock reaches event timestamps too).
+ */
+export function createEventAt<P, T extends string>(
+  type: T,
+  payload: P,
+  metadata: EventMetadataInput | undefined,
+  clock: Clock,
+): Event<P, T> {
   assertEventType(type);
   if (metadata !== undefined) rejectUnknownOptions(metadata, METADATA_KEYS, 'event metadata');
   const id = metadata?.id ?? randomUUID();
@@ -90,7 +104,7 @@ export function createEvent<P, T extends string>(
   const event: Event<P, T> = {
     id,
     type,
-    timestamp: toTimestamp(metadata?.timestamp),
+    timestamp: toTimestamp(metadata?.timestamp, clock),
     headers: metadata?.headers === undefined ? {} : { ...metadata.headers },
     payload,
   };
@@ -105,8 +119,8 @@ export function createEvent<P, T extends string>(
 let lastMs = -1;
 let lastIso = '';
 
-function nowIso(): string {
-  const ms = Date.now();
+function nowIso(clock: Clock): string {
+  const ms = clock.now();
   if (ms !== lastMs) {
     lastMs = ms;
     lastIso = new Date(ms).toISOString();
@@ -114,8 +128,8 @@ function nowIso(): string {
   return lastIso;
 }
 
-function toTimestamp(value: string | Date | undefined): string {
-  if (value === undefined) return nowIso();
+function toTimestamp(value: string | Date | undefined, clock: Clock): string {
+  if (value === undefined) return nowIso(clock);
   if (typeof value === 'string') {
     if (Number.isNaN(Date.parse(value))) {
       throw new ValidationError(

@@ -1,6 +1,4 @@
-import { configError, ValidationError } from './errors.js';
-
-/*
+/**
  * Subscription patterns, one syntax for every transport: tokens separated by `.`;
  * `*` matches exactly one token; `>` matches one or more trailing tokens and may only be the
  * last token; `#` is an alias of `>`. Literal tokens are `[A-Za-z0-9_-]+`, as in event types.
@@ -8,6 +6,7 @@ import { configError, ValidationError } from './errors.js';
  * Matching runs for every published and every delivered event, so nothing here compiles a
  * regular expression or splits a string per call.
  */
+import { configError, ValidationError } from './errors.js';
 
 const DOT = 0x2e;
 

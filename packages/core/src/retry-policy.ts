@@ -1,3 +1,9 @@
+/**
+ * `RetryPolicy`: the retry strategies (exponential, fixed, fibonacci) with jitter and limits,
+ * on the injected `Clock`, and the rule of which errors are worth retrying. It is used both to
+ * retry publishes and to time redeliveries of failed handlers; `maxAttempts` counts every run,
+ * the first included.
+ */
 import pRetry from 'p-retry';
 import { sleep, systemClock, type Clock } from './clock.js';
 import { configError, isWatchtowerError } from './errors.js';

@@ -1,3 +1,20 @@
+/**
+ * The Transport contract: one broker behind one interface, used by the `EventBus`. In short,
+ * what every implementation owes (docs/TRANSPORTS.md says it in full, with the kit's pieces):
+ *
+ * - every option key is checked, and a bad value or an unknown key is a `CONFIG` error;
+ * - a delivery's `attempt` comes from the broker where the broker counts deliveries;
+ * - bytes that do not decode are yielded as malformed deliveries, never thrown;
+ * - deliveries buffered but never handed out go back on unsubscribe, unsettled ones on close;
+ * - a lost ack means redelivery, never loss;
+ * - background failures go to `on('error')`, and stop after close;
+ * - the transport dead-letters on its own only what the broker will not deliver again;
+ * - `close({ timeoutMs })` and `unsubscribe()` keep their time limits whatever the broker does;
+ * - time only through the injected `Clock`.
+ *
+ * The bus owns the retry policy, handler timeouts and the dead-letter decision after retries;
+ * a transport does none of these.
+ */
 import type { SerializationError, WatchtowerError } from './errors.js';
 import type { Event } from './event.js';
 

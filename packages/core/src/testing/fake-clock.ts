@@ -1,3 +1,7 @@
+/**
+ * `FakeClock`: a `Clock` whose time moves only when a test advances it, so that timers,
+ * backoffs and deadlines on the injected clock can be stepped without waiting.
+ */
 import type { Clock, TimerHandle } from '../clock.js';
 
 interface FakeTimer {
