@@ -75,6 +75,65 @@ export default defineConfig(
     },
   },
   {
+    // Transports, examples and benchmarks use core through its entry points only
+    // (docs/TRANSPORTS.md): a deep import would tie them to core's file layout, and a
+    // transport's sources never use the test helpers.
+    name: 'watchtower/core-entry-points',
+    files: ['packages/*/src/**/*.ts', 'examples/**/*.ts', 'benchmarks/**/*.ts'],
+    ignores: ['packages/core/**', 'packages/conformance/**', '**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['@watchtower/core/*', '!@watchtower/core/transport-kit'],
+              message:
+                'Import core from @watchtower/core or @watchtower/core/transport-kit only (docs/TRANSPORTS.md).',
+            },
+            {
+              group: ['**/core/src/**', '**/core/dist/**'],
+              message: 'Import core through its package name, not a path into it.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // Their tests (and the conformance suite) may also use the test helpers; still no paths
+    // into core.
+    name: 'watchtower/core-entry-points-in-tests',
+    files: [
+      'packages/*/test/**/*.ts',
+      'packages/*/src/**/*.test.ts',
+      'packages/conformance/src/**/*.ts',
+    ],
+    ignores: ['packages/core/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '@watchtower/core/*',
+                '!@watchtower/core/transport-kit',
+                '!@watchtower/core/testing',
+              ],
+              message:
+                'Import core from @watchtower/core, @watchtower/core/transport-kit or @watchtower/core/testing only.',
+            },
+            {
+              group: ['**/core/src/**', '**/core/dist/**'],
+              message: 'Import core through its package name, not a path into it.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // Tests: vitest's asymmetric matchers (`expect.any`, `expect.stringContaining`) are typed
     // `any`, and `expect(obj.method)` passes methods around unbound on purpose. The promise
     // rules stay on here too.
