@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, WatchtowerError } from '../errors.js';
 import { createEvent } from '../event.js';
+import { FakeClock } from '../testing/fake-clock.js';
 import { waitFor } from '../testing/wait-for.js';
 import type { DeadLetter } from '../transport.js';
 import {
@@ -172,6 +173,43 @@ describe('DeadLetterConsumer', () => {
     expect(s.stops).toBe(1);
     expect(stopped).toBe(1);
     expect(settled.acked).toEqual(['1']);
+  });
+
+  it('unsubscribe waits at most stopTimeoutMs for a source that does not stop, and hands the stop to background', async () => {
+    const buffer = new DeliveryBuffer<DeadLetterEntry>({ track: false });
+    let finishStop: (() => void) | undefined;
+    const hanging: DeadLetterSource = {
+      [Symbol.asyncIterator]: () => buffer,
+      // Iteration ends at once; the broker never confirms the stop.
+      stop: () => {
+        buffer.end();
+        return new Promise<void>((resolve) => (finishStop = resolve));
+      },
+    };
+    const clock = new FakeClock();
+    const background: string[] = [];
+    let stopped = 0;
+    const c = new DeadLetterConsumer({
+      id: 'dlq-2',
+      source: hanging,
+      handler: () => undefined,
+      afterFailure: 'it comes back later',
+      report: () => undefined,
+      mapError: (error) => new WatchtowerError(ErrorCode.TRANSPORT, String(error)),
+      clock,
+      stopTimeoutMs: 1000,
+      background: (_stop, operation) => void background.push(operation),
+      onStop: () => stopped++,
+    }).start();
+    let done = false;
+    const unsubscribed = c.unsubscribe().then(() => (done = true));
+    await clock.advanceAsync(999);
+    expect(done).toBe(false);
+    await clock.advanceAsync(1);
+    await unsubscribed;
+    expect(background).toEqual(['stop dead-letter consumer dlq-2']);
+    expect(stopped).toBe(1);
+    finishStop?.();
   });
 
   it('deadLetterRetryDelayMs doubles from a second up to a minute', () => {

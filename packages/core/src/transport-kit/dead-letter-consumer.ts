@@ -4,8 +4,11 @@
  * left for later (after a growing delay where the broker times redelivery), and the failure is
  * reported. Nobody awaits this loop, so everything that goes wrong in it goes to `report`.
  */
+import type { Clock } from '../clock.js';
 import { ErrorCode, WatchtowerError, describeError } from '../errors.js';
 import type { DeadLetter, DeadLetterHandler, SubscriptionHandle } from '../transport.js';
+import { DEFAULT_UNSUBSCRIBE_TIMEOUT_MS } from './source-subscription.js';
+import { TIMED_OUT, within } from './timing.js';
 
 /** One dead letter from a transport's DLQ, with what settles it. */
 export interface DeadLetterEntry {
@@ -45,6 +48,19 @@ export interface DeadLetterConsumerOptions {
   readonly mapError: (error: unknown, operation: string) => WatchtowerError;
   /** Called once, when `unsubscribe()` has finished. */
   readonly onStop?: () => void;
+  /**
+   * The clock of `stopTimeoutMs`. Without one, `unsubscribe()` waits for the source to stop
+   * however long that takes.
+   */
+  readonly clock?: Clock;
+  /**
+   * With a `clock`: `unsubscribe()` waits at most this long for the source to stop (a broker
+   * that does not answer), then hands the stop to `background` and goes on.
+   * @defaultValue {@link DEFAULT_UNSUBSCRIBE_TIMEOUT_MS}
+   */
+  readonly stopTimeoutMs?: number;
+  /** Takes a stop that outlived `stopTimeoutMs`, for `close()` to wait on or cut short. */
+  readonly background?: (stop: Promise<void>, operation: string) => void;
 }
 
 /**
@@ -74,17 +90,29 @@ export class DeadLetterConsumer implements SubscriptionHandle {
     return this;
   }
 
-  /** Stops reading; resolves once the handler running now has returned. Idempotent. */
+  /**
+   * Stops reading; resolves once the source has stopped (or `stopTimeoutMs` has passed) and
+   * the handler running now has returned. Idempotent.
+   */
   unsubscribe(): Promise<void> {
     this.#stopping ??= (async () => {
       try {
-        await this.#options.source.stop();
+        await this.#stopSource();
       } finally {
         await this.#running;
         this.#options.onStop?.();
       }
     })();
     return this.#stopping;
+  }
+
+  async #stopSource(): Promise<void> {
+    const { source, clock, stopTimeoutMs = DEFAULT_UNSUBSCRIBE_TIMEOUT_MS } = this.#options;
+    const stop = source.stop();
+    if (clock === undefined) return stop;
+    if ((await within(clock, stopTimeoutMs, stop)) === TIMED_OUT) {
+      this.#options.background?.(stop, `stop dead-letter consumer ${this.id}`);
+    }
   }
 
   async #run(): Promise<void> {
