@@ -1,4 +1,5 @@
-import { ErrorCode, isWatchtowerError } from '@watchtower/core';
+import { ErrorCode, isWatchtowerError, systemClock } from '@watchtower/core';
+import { FakeClock } from '@watchtower/core/testing';
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_NATS_CONSUMER_OPTIONS,
@@ -46,6 +47,12 @@ describe('resolveNatsConfig', () => {
     expect(config.stream).toEqual({ ...DEFAULT_NATS_STREAM_OPTIONS, name: 'ORDERS', maxMsgs: 10 });
     expect(config.consumer.ackWaitMs).toBe(500);
     expect(config.consumer.maxAckPending).toBe(DEFAULT_NATS_CONSUMER_OPTIONS.maxAckPending);
+  });
+
+  it('runs on systemClock unless given a Clock', () => {
+    expect(resolveNatsConfig().clock).toBe(systemClock);
+    const clock = new FakeClock();
+    expect(resolveNatsConfig({ clock }).clock).toBe(clock);
   });
 
   it('splits a comma-separated server list', () => {
@@ -113,6 +120,7 @@ describe('resolveNatsConfig', () => {
     ['consumer.ackWait', { consumer: { ackWait: 500 } }],
     ['auth.password', { auth: { user: 'u', password: 'p' } }],
     ['auth.pass', { auth: { user: 'u', pass: 42 } }],
+    ['clock', { clock: { now: () => 0 } }],
   ])('refuses a bad %s with a CONFIG error naming it', (field, config) => {
     expect(configErrorField(config)).toBe(field);
   });

@@ -5,8 +5,9 @@
  * must not overlap) are written here; nothing here talks to a server.
  */
 import type { Authenticator, NodeConnectionOptions } from '@nats-io/transport-node';
-import { configError } from '@watchtower/core';
+import { configError, systemClock, type Clock } from '@watchtower/core';
 import {
+  clockOption,
   describeValue,
   integerOption,
   limitOption,
@@ -206,6 +207,14 @@ export interface NatsConfig {
    * @defaultValue `{}`
    */
   connectionOptions: Partial<NodeConnectionOptions>;
+  /**
+   * The time of the transport's own timers and timestamps: time limits of close, unsubscribe
+   * and flushes, reconnect backoff of consumers, the keep-alive of buffered JetStream messages,
+   * drop reports, `failedAt` of the dead letters it writes. The NATS client keeps its own
+   * timers (reconnects, pings, request timeouts).
+   * @defaultValue `systemClock`
+   */
+  clock: Clock;
 }
 
 /** The defaults of {@link NatsConfig}. */
@@ -273,10 +282,14 @@ export interface ResolvedNatsConfig {
   readonly auth: Readonly<NatsAuthOptions>;
   readonly tls: NatsTlsOptions | undefined;
   readonly connectionOptions: Readonly<Partial<NodeConnectionOptions>>;
+  readonly clock: Clock;
 }
 
-// Listed as records so that a field added to NatsConfig and left out here fails to compile.
-const NATS_CONFIG_KEYS = Object.keys({
+/**
+ * The keys of {@link NatsConfig}, for `NatsSubscriber` to tell them from EventBus options.
+ * Listed as a record so that a field added to NatsConfig and left out here fails to compile.
+ */
+export const NATS_CONFIG_KEYS: readonly string[] = Object.keys({
   servers: true,
   mode: true,
   subjectPrefix: true,
@@ -294,6 +307,7 @@ const NATS_CONFIG_KEYS = Object.keys({
   auth: true,
   tls: true,
   connectionOptions: true,
+  clock: true,
 } satisfies Record<keyof NatsConfig, true>);
 const STREAM_KEYS = Object.keys(DEFAULT_NATS_STREAM_OPTIONS);
 const DLQ_KEYS = ['durable', ...Object.keys(DEFAULT_NATS_DLQ_OPTIONS)];
@@ -344,6 +358,7 @@ export function resolveNatsConfig(config: Partial<NatsConfig> = {}): ResolvedNat
     ),
     auth: resolveAuth(config.auth),
     tls: recordOption('tls', config.tls, 'an object of TLS options'),
+    clock: config.clock === undefined ? systemClock : clockOption('clock', config.clock),
   };
 }
 
