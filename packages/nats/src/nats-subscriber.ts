@@ -1,6 +1,5 @@
 import {
   DEFAULT_RETRY_OPTIONS,
-  EVENT_BUS_OPTION_KEYS,
   EventBus,
   configError,
   type EventBusOptions,
@@ -10,7 +9,8 @@ import {
   type SubscribeOptions,
   type SubscriptionHandle,
 } from '@watchtower/core';
-import type { NatsConfig } from './config.js';
+import { splitSubscriberOptions } from '@watchtower/core/transport-kit';
+import { NATS_CONFIG_KEYS, type NatsConfig } from './config.js';
 import { NatsTransport } from './nats-transport.js';
 
 /**
@@ -19,9 +19,6 @@ import { NatsTransport } from './nats-transport.js';
  */
 export type NatsSubscriberOptions<C extends EventCatalog = EventCatalog> = Partial<NatsConfig> &
   Omit<EventBusOptions<C>, 'transport'>;
-
-// The EventBus options; everything else in NatsSubscriberOptions configures the transport.
-const BUS_KEYS = EVENT_BUS_OPTION_KEYS;
 
 /**
  * The Watchtower Subscriber on NATS: an `EventBus` over a {@link NatsTransport}. Publish with
@@ -45,16 +42,13 @@ export class NatsSubscriber<C extends EventCatalog = EventCatalog> extends Event
   readonly #defaultMaxAttempts: unknown;
 
   constructor(options: NatsSubscriberOptions<C> = {}) {
-    const natsConfig: Record<string, unknown> = { ...options };
-    const busOptions: Record<string, unknown> = {};
-    for (const key of BUS_KEYS) {
-      if (key in natsConfig) {
-        if (natsConfig[key] !== undefined) busOptions[key] = natsConfig[key];
-        delete natsConfig[key];
-      }
-    }
-    const transport = new NatsTransport(natsConfig);
-    super({ ...(busOptions as Omit<EventBusOptions<C>, 'transport'>), transport });
+    const split = splitSubscriberOptions<Partial<NatsConfig>, C>(
+      options,
+      NATS_CONFIG_KEYS,
+      'NatsSubscriber',
+    );
+    const transport = new NatsTransport(split.transport);
+    super({ ...split.bus, transport });
     this.#defaultMaxAttempts = options.subscriptionDefaults?.retry?.maxAttempts;
     checkMaxDeliver(transport, this.#defaultMaxAttempts, 'subscriptionDefaults.retry.maxAttempts');
   }
