@@ -1,6 +1,11 @@
+/**
+ * What a stream entry becomes: the delivery a subscription yields (an event, or a malformed
+ * delivery for bytes that do not decode) and the dead letter `consumeDlq` hands its handler.
+ * Kept apart from the consumer so that decoding is tested without a server; nothing here sends
+ * a command, and nothing here throws for bad input.
+ */
 import { Buffer } from 'node:buffer';
 import {
-  ErrorCode,
   SerializationError,
   decodeEvent,
   type CompiledPattern,
@@ -11,6 +16,7 @@ import {
   type MalformedDelivery,
   type NackOptions,
 } from '@watchtower/core';
+import { fallbackReason, readDeadLetterReason } from '@watchtower/core/transport-kit';
 import type { ConsumedEntry, EntryHandle } from './group-consumer.js';
 import { describeFields, fieldValue } from './stream-reply.js';
 
@@ -99,51 +105,34 @@ function text(value: Buffer | undefined): string | undefined {
   return value === undefined ? undefined : value.toString('utf8');
 }
 
-function isReason(value: unknown): value is DeadLetterReason {
-  if (typeof value !== 'object' || value === null) return false;
-  const r = value as Record<string, unknown>;
-  return (
-    typeof r['message'] === 'string' &&
-    typeof r['code'] === 'string' &&
-    typeof r['attempts'] === 'number' &&
-    typeof r['failedAt'] === 'string' &&
-    typeof r['originalType'] === 'string'
-  );
-}
-
-/** The time encoded in a stream id, as RFC 3339. */
-function idTime(id: string): string {
+/** The time encoded in a stream id. */
+function idTime(id: string): Date {
   const ms = Number(id.slice(0, id.indexOf('-')));
-  return new Date(Number.isFinite(ms) ? ms : 0).toISOString();
+  return new Date(Number.isFinite(ms) ? ms : 0);
 }
 
 /**
  * Reads a dead letter from a DLQ stream entry. Entries written by Watchtower carry the full
  * reason as JSON in `reason`; entries written by Rust Watchtower have only `error` and
  * `original_type`, so the reason is rebuilt from those (`attempts` 0: not recorded; `failedAt`:
- * the time of the entry id).
+ * the time of the entry id). Bytes that are not an event stay as they are, as `raw`.
  */
 export function toDeadLetter(entry: ConsumedEntry): DeadLetter {
   const eventBytes = fieldValue(entry.fields);
-  const errorText = text(fieldValue(entry.fields, 'error'));
-  const originalType = text(fieldValue(entry.fields, 'original_type'));
   let reason: DeadLetterReason | undefined;
   const reasonJson = text(fieldValue(entry.fields, 'reason'));
   if (reasonJson !== undefined) {
     try {
-      const parsed: unknown = JSON.parse(reasonJson);
-      if (isReason(parsed)) reason = parsed;
+      reason = readDeadLetterReason(JSON.parse(reasonJson));
     } catch {
       // Not ours or damaged: fall back to the Rust fields.
     }
   }
-  reason ??= {
-    message: errorText ?? '',
-    code: ErrorCode.HANDLER_FAILED,
-    attempts: 0,
-    failedAt: idTime(entry.id),
-    originalType: originalType ?? '',
-  };
+  reason ??= fallbackReason(
+    text(fieldValue(entry.fields, 'error')) ?? '',
+    text(fieldValue(entry.fields, 'original_type')) ?? '',
+    idTime(entry.id),
+  );
   if (eventBytes === undefined) return { raw: describeFields(entry.fields), reason };
   try {
     return { event: decodeEvent(eventBytes), reason };
