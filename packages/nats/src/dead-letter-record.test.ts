@@ -1,6 +1,7 @@
 import { createEvent, type DeadLetterReason } from '@watchtower/core';
+import { deadLetterRetryDelayMs } from '@watchtower/core/transport-kit';
 import { describe, expect, it } from 'vitest';
-import { decodeDeadLetter, dlqRetryDelayMs, encodeDeadLetter } from './dead-letter-record.js';
+import { decodeDeadLetter, encodeDeadLetter } from './dead-letter-record.js';
 
 const reason: DeadLetterReason = {
   message: 'boom',
@@ -53,6 +54,34 @@ describe('dead-letter records', () => {
     ]);
   });
 
+  it('stores bytes that are not UTF-8 once, as raw_base64 without an event field', () => {
+    const bytes = new Uint8Array([0xff, 0x00, 0xc3]);
+    const body = JSON.parse(
+      encodeDeadLetter({ raw: bytes, origin: 'p.b' }, reason, 'p.b'),
+    ) as Record<string, unknown>;
+    expect(body).not.toHaveProperty('event');
+    expect(body).toMatchObject({
+      raw_base64: '/wDD',
+      error: 'boom',
+      original_subject: 'p.b',
+      reason,
+    });
+  });
+
+  it('reads a record of an older writer that kept the bytes twice, exactly from raw_base64', () => {
+    const old = JSON.stringify({
+      event: '\ufffd\u0000\ufffd',
+      raw_base64: '/wDD',
+      error: 'boom',
+      original_subject: 'p.b',
+      reason,
+    });
+    expect(decodeDeadLetter(utf8.encode(old), 'b', at)).toEqual({
+      raw: new Uint8Array([0xff, 0x00, 0xc3]),
+      reason,
+    });
+  });
+
   it('reads a Rust dead letter without a reason, building one from error and subject', () => {
     const rust = JSON.stringify({
       event: {
@@ -93,7 +122,7 @@ describe('dead-letter records', () => {
   });
 
   it('backs off a dead letter whose consumeDlq handler keeps throwing: 1 s, doubling, at most a minute', () => {
-    expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map(dlqRetryDelayMs)).toEqual([
+    expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map(deadLetterRetryDelayMs)).toEqual([
       1000, 2000, 4000, 8000, 16_000, 32_000, 60_000, 60_000, 60_000,
     ]);
   });

@@ -1,4 +1,3 @@
-import { Buffer } from 'node:buffer';
 import {
   ErrorCode,
   decodeEventFromValue,
@@ -8,6 +7,13 @@ import {
   type Event,
   type MalformedMessage,
 } from '@watchtower/core';
+import {
+  fallbackReason,
+  isMalformedMessage,
+  rawBytesFromText,
+  rawBytesToText,
+  readDeadLetterReason,
+} from '@watchtower/core/transport-kit';
 
 /*
  * A dead letter on `dlq.{type}` is JSON, Rust-compatible:
@@ -15,12 +21,10 @@ import {
  *   {"event": <the event in the wire format>, "error": "<text>", "original_subject": "<subject>",
  *    "reason": {message, code, attempts, failedAt, originalType, subscription?}}
  *
- * Rust reads `event`, `error` and `original_subject` and ignores `reason`. For bytes that never
- * decoded, `event` is their text; when they are not even UTF-8, `raw_base64` keeps them exact.
+ * Rust reads `event`, `error` and `original_subject` and ignores `reason`. Bytes that never
+ * decoded are kept once: as the text of `event` when they are UTF-8, else as `raw_base64`
+ * alone. Records of older writers that carry both (`event` as lossy text) read back exactly.
  */
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-const lenientUtf8 = new TextDecoder('utf-8');
 
 /** The JSON body of a dead letter. */
 export function encodeDeadLetter(
@@ -31,27 +35,16 @@ export function encodeDeadLetter(
   const tail = `,"error":${JSON.stringify(reason.message)},"original_subject":${JSON.stringify(
     originalSubject,
   )},"reason":${JSON.stringify(reason)}}`;
-  if (!isMalformed(message)) return `{"event":${encodeEvent(message)}${tail}`;
-  let text: string;
-  let rawBase64 = '';
-  try {
-    text = strictUtf8.decode(message.raw);
-  } catch {
-    text = lenientUtf8.decode(message.raw);
-    rawBase64 = `,"raw_base64":${JSON.stringify(Buffer.from(message.raw).toString('base64'))}`;
-  }
-  return `{"event":${JSON.stringify(text)}${rawBase64}${tail}`;
-}
-
-/** True for bytes bound for the DLQ (as opposed to a decoded event). */
-export function isMalformed(message: Event | MalformedMessage): message is MalformedMessage {
-  return (message as Partial<MalformedMessage>).raw instanceof Uint8Array;
+  if (!isMalformedMessage(message)) return `{"event":${encodeEvent(message)}${tail}`;
+  const raw = rawBytesToText(message.raw);
+  const field = raw.encoding === 'utf8' ? 'event' : 'raw_base64';
+  return `{"${field}":${JSON.stringify(raw.text)}${tail}`;
 }
 
 /**
- * Reads a dead letter written by {@link encodeDeadLetter} or by Rust Watchtower (no `reason`).
- * Never throws: a body that is not a dead-letter record is handed over as `raw` with a reason
- * saying so, so a consumer never stalls on it.
+ * Reads a dead letter written by {@link encodeDeadLetter}, by earlier versions or by Rust
+ * Watchtower (no `reason`). Never throws: a body that is not a dead-letter record is handed
+ * over as `raw` with a reason saying so, so a consumer never stalls on it.
  *
  * @param typeFromSubject - the event type the DLQ subject names, used when the body has none.
  */
@@ -60,42 +53,34 @@ export function decodeDeadLetter(
   typeFromSubject: string,
   receivedAt: Date,
 ): DeadLetter {
-  let body: unknown;
-  try {
-    body = JSON.parse(strictUtf8.decode(data));
-  } catch {
-    return {
-      raw: data,
-      reason: fallbackReason(
-        'the dead letter is not JSON',
-        typeFromSubject,
-        receivedAt,
-        ErrorCode.SERIALIZATION,
-      ),
-    };
+  const text = rawBytesToText(data);
+  let body: unknown = NOT_JSON;
+  if (text.encoding === 'utf8') {
+    try {
+      body = JSON.parse(text.text);
+    } catch {
+      // Left as NOT_JSON.
+    }
+  }
+  if (body === NOT_JSON) {
+    return notARecord(data, 'the dead letter is not JSON', typeFromSubject, receivedAt);
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    return {
-      raw: data,
-      reason: fallbackReason(
-        'the dead letter is not a JSON object',
-        typeFromSubject,
-        receivedAt,
-        ErrorCode.SERIALIZATION,
-      ),
-    };
+    return notARecord(data, 'the dead letter is not a JSON object', typeFromSubject, receivedAt);
   }
   const record = body as Record<string, unknown>;
   const errorText = typeof record['error'] === 'string' ? record['error'] : 'unknown error';
   const reason =
-    readReason(record['reason']) ?? fallbackReason(errorText, typeFromSubject, receivedAt);
+    readDeadLetterReason(record['reason']) ??
+    fallbackReason(errorText, typeFromSubject, receivedAt);
 
+  const base64 = record['raw_base64'];
+  if (typeof base64 === 'string') {
+    return { raw: rawBytesFromText({ encoding: 'base64', text: base64 }), reason };
+  }
   const event = record['event'];
   if (typeof event === 'string') {
-    const base64 = record['raw_base64'];
-    const raw =
-      typeof base64 === 'string' ? Buffer.from(base64, 'base64') : Buffer.from(event, 'utf8');
-    return { raw: new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), reason };
+    return { raw: rawBytesFromText({ encoding: 'utf8', text: event }), reason };
   }
   try {
     return { event: decodeEventFromValue(event), reason };
@@ -105,50 +90,16 @@ export function decodeDeadLetter(
   }
 }
 
-function readReason(value: unknown): DeadLetterReason | undefined {
-  if (typeof value !== 'object' || value === null) return undefined;
-  const r = value as Record<string, unknown>;
-  if (
-    typeof r['message'] !== 'string' ||
-    typeof r['code'] !== 'string' ||
-    typeof r['attempts'] !== 'number' ||
-    typeof r['failedAt'] !== 'string' ||
-    typeof r['originalType'] !== 'string'
-  ) {
-    return undefined;
-  }
-  const reason: DeadLetterReason = {
-    message: r['message'],
-    code: r['code'],
-    attempts: r['attempts'],
-    failedAt: r['failedAt'],
-    originalType: r['originalType'],
-  };
-  if (typeof r['subscription'] === 'string') reason.subscription = r['subscription'];
-  return reason;
-}
+const NOT_JSON: unique symbol = Symbol('not JSON');
 
-function fallbackReason(
-  message: string,
-  originalType: string,
-  at: Date,
-  code: string = ErrorCode.HANDLER_FAILED,
-): DeadLetterReason {
+function notARecord(
+  data: Uint8Array,
+  why: string,
+  typeFromSubject: string,
+  receivedAt: Date,
+): DeadLetter {
   return {
-    message,
-    code,
-    attempts: 0,
-    failedAt: at.toISOString(),
-    originalType,
+    raw: data,
+    reason: fallbackReason(why, typeFromSubject, receivedAt, ErrorCode.SERIALIZATION),
   };
-}
-
-/**
- * How long a dead letter whose `consumeDlq` handler threw waits before it comes again: a
- * second after the first failure, doubling up to a minute, so that a letter the handler can
- * never take is not redelivered every second forever.
- */
-export function dlqRetryDelayMs(attempt: number): number {
-  const failures = Math.max(1, Math.floor(attempt));
-  return Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 6));
 }

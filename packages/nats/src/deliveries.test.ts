@@ -2,7 +2,7 @@ import type { JsMsg } from '@nats-io/jetstream';
 import { ClosedConnectionError } from '@nats-io/transport-node';
 import { ErrorCode, type WatchtowerError } from '@watchtower/core';
 import { describe, expect, it } from 'vitest';
-import { SettleBatcher, deliveryCountOf, toNatsHeaders } from './deliveries.js';
+import { deliveryCountOf, settleBatcher, toNatsHeaders } from './deliveries.js';
 
 describe('toNatsHeaders', () => {
   it('sends event headers as NATS headers, leaving out what NATS cannot carry', () => {
@@ -25,18 +25,18 @@ describe('toNatsHeaders', () => {
   });
 });
 
-describe('SettleBatcher', () => {
+describe('settleBatcher', () => {
   it('reports the acks of a batch that could not be written, once, and still sends the others', () => {
     const reported: WatchtowerError[] = [];
-    const batcher = new SettleBatcher((error) => reported.push(error));
+    const batcher = settleBatcher((error) => reported.push(error));
     const sent: string[] = [];
     const closed = (): void => {
       throw new ClosedConnectionError();
     };
-    batcher.run(() => sent.push('first'));
-    batcher.run(closed);
-    batcher.run(closed);
-    batcher.run(() => sent.push('last'));
+    batcher.add({ write: () => sent.push('first') });
+    batcher.add({ write: closed });
+    batcher.add({ write: closed });
+    batcher.add({ write: () => sent.push('last') });
     batcher.flush();
 
     expect(sent).toEqual(['first', 'last']);
@@ -47,22 +47,24 @@ describe('SettleBatcher', () => {
 
   it('reports a driver failure other than a closed connection as TRANSPORT', () => {
     const reported: WatchtowerError[] = [];
-    const batcher = new SettleBatcher((error) => reported.push(error));
-    batcher.run(() => {
-      throw new Error('write failed');
+    const batcher = settleBatcher((error) => reported.push(error));
+    batcher.add({
+      write: () => {
+        throw new Error('write failed');
+      },
     });
     batcher.flush();
     expect(reported.map((error) => error.code)).toEqual([ErrorCode.TRANSPORT]);
   });
 
   it('sends the acks of one run of promise work together, after it and before the next I/O turn', async () => {
-    const batcher = new SettleBatcher(() => undefined);
+    const batcher = settleBatcher(() => undefined);
     const sent: number[] = [];
     const seenByLastStep: number[] = [];
     // Three deliveries settled one by one across awaits, as a consume loop does.
     const loop = (async () => {
       for (let i = 0; i < 3; i++) {
-        batcher.run(() => sent.push(i));
+        batcher.add({ write: () => sent.push(i) });
         await Promise.resolve();
       }
       seenByLastStep.push(sent.length);
@@ -76,8 +78,8 @@ describe('SettleBatcher', () => {
 
   it('reports nothing when every ack goes out', () => {
     const reported: WatchtowerError[] = [];
-    const batcher = new SettleBatcher((error) => reported.push(error));
-    batcher.run(() => undefined);
+    const batcher = settleBatcher((error) => reported.push(error));
+    batcher.add({ write: () => undefined });
     batcher.flush();
     expect(reported).toEqual([]);
   });

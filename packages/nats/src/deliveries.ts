@@ -1,28 +1,42 @@
+/**
+ * NATS messages as what the EventBus and the kit take: core and JetStream deliveries, the
+ * dead-letter entries of `consumeDlq`, and the batch that writes JetStream acks. Also the
+ * mapping between event headers and NATS headers.
+ *
+ * Separate from the transport because this is the per-message path: every delivery is made
+ * and settled here. Nothing here may allocate a promise or a closure per ack, or wait for the
+ * server: an ack is decided at once and written with the batch of its turn.
+ */
 import type { JsMsg } from '@nats-io/jetstream';
 import { headers as createHeaders, type Msg, type MsgHdrs } from '@nats-io/transport-node';
 import {
   ClosedError,
   ErrorCode,
   SerializationError,
+  WatchtowerError,
   decodeEvent,
   describeError,
   isWatchtowerError,
-  type Delivery,
-  type WatchtowerError,
-  type Event,
+  type Clock,
   type DeadLetterReason,
+  type Delivery,
+  type Event,
   type EventDelivery,
   type MalformedDelivery,
   type MalformedMessage,
   type NackOptions,
 } from '@watchtower/core';
 import {
-  TRANSPORT_OPTION_KEYS,
-  rejectedForUnknownKeys,
+  RESOLVED,
+  TurnBatcher,
+  checkNackOptions,
+  deadLetterReason,
+  rejection,
+  type DeadLetterEntry,
 } from '@watchtower/core/transport-kit';
+import { decodeDeadLetter } from './dead-letter-record.js';
 import { mapNatsError } from './map-error.js';
-
-const DONE: Promise<void> = Promise.resolve();
+import { typeFromSubject } from './subjects.js';
 
 // A NATS header name is printable ASCII without `:`; values may not hold CR or LF.
 const HEADER_NAME = /^[!-9;-~]+$/;
@@ -92,9 +106,10 @@ function toSerializationError(error: unknown, data: Uint8Array): SerializationEr
   return new SerializationError(describeError(error), data, { cause: error });
 }
 
-/** What a core NATS nack does: nothing, once its options are known ones. */
-function checkedNack(options: NackOptions | undefined): Promise<void> {
-  return rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options') ?? DONE;
+/** What a core NATS nack does: nothing, once its options are good ones. */
+function coreNack(options: NackOptions | undefined): Promise<void> {
+  if (options === undefined) return RESOLVED;
+  return rejection(() => checkNackOptions(options)) ?? RESOLVED;
 }
 
 /** A core NATS message as a delivery. Core NATS has no acks: both settle calls do nothing. */
@@ -120,11 +135,11 @@ class CoreEventDelivery implements EventDelivery {
     return this.msg.subject;
   }
   ack(): Promise<void> {
-    return DONE;
+    return RESOLVED;
   }
   /** Core NATS cannot deliver a message again; the capability `redelivery` is false. */
   nack(options?: NackOptions): Promise<void> {
-    return checkedNack(options);
+    return coreNack(options);
   }
 }
 
@@ -137,80 +152,61 @@ class CoreMalformedDelivery implements MalformedDelivery {
     readonly origin: string,
   ) {}
   ack(): Promise<void> {
-    return DONE;
+    return RESOLVED;
   }
   nack(options?: NackOptions): Promise<void> {
-    return checkedNack(options);
+    return coreNack(options);
   }
 }
 
+/** A settle decided and waiting for its batch: `write()` sends it to the server. */
+export interface PendingSettle {
+  write(): void;
+}
+
 /**
- * Acks, naks and terms of JetStream deliveries, written together once the current run of
- * promise work is over.
- *
- * The client flushes its outbound buffer on a microtask after the first write. A subscriber
- * that settles deliveries one by one across awaits (the EventBus does) would so cost a socket
- * write per ack; collected and sent in one go, they leave in one write. The flush is a
- * `process.nextTick`: queued from promise code it runs once the microtask queue is empty, i.e.
- * after every delivery already received has been handled, and before any I/O, so acks are not
- * held back by a turn of the event loop (a server at `max_ack_pending` waits for them). The
- * caller does not wait for the write, so one that fails goes to `onError` (once per batch,
- * mapped by `mapNatsError`).
+ * The batcher of JetStream acks, naks and terms: one socket write for the settles of a turn
+ * (see `TurnBatcher` for when it flushes). The caller does not wait for the write, so one that
+ * fails goes to `report`, once per batch: the server delivers those messages again after the
+ * ack wait, as for any ack lost on the way (at least once).
  */
-export class SettleBatcher {
-  #pending: (() => void)[] = [];
-  #scheduled = false;
-  readonly #flush = (): void => {
-    if (this.#scheduled) this.flush();
-  };
-
-  constructor(private readonly onError: (error: WatchtowerError) => void) {}
-
-  /** Queues `action` for the next flush. */
-  run(action: () => void): void {
-    this.#pending.push(action);
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      process.nextTick(this.#flush);
-    }
-  }
-
-  /** Sends what is pending now (on close, before the connection drains). */
-  flush(): void {
-    this.#scheduled = false;
-    const batch = this.#pending;
-    this.#pending = [];
+export function settleBatcher(
+  report: (error: WatchtowerError) => void,
+): TurnBatcher<PendingSettle> {
+  return new TurnBatcher<PendingSettle>((batch) => {
     let failed = 0;
     let firstError: unknown;
     for (const settle of batch) {
       try {
-        settle();
+        settle.write();
       } catch (error) {
-        // The connection closed in between: the server delivers the message again after
-        // the ack wait, as for any ack lost on the way (at least once).
         if (failed++ === 0) firstError = error;
       }
     }
     if (failed > 0) {
-      this.onError(
+      report(
         mapNatsError(
           firstError,
           `write ${failed} of ${batch.length} acks/naks (their messages come again after the ack wait)`,
         ),
       );
     }
-  }
+  });
 }
 
-/** What JetStream deliveries share with their transport. */
+/** What the JetStream deliveries of one subscription share. */
 export interface JetStreamDeliveryContext {
-  /** Handed out and not yet acked or nacked; the transport nacks them on close. */
-  readonly unsettled: Set<{ readonly origin: string; nack(): Promise<void> }>;
-  readonly batcher: SettleBatcher;
+  readonly batcher: TurnBatcher<PendingSettle>;
   /** True once the connection is closed: settling then fails with `CLOSED`. */
   readonly closed: () => boolean;
+  /** A delivery was acked or nacked: its source forgets it (nothing to hand back at close). */
+  readonly settled: (delivery: JsDeliveryBase) => void;
   /** The consumer's `max_deliver`; `-1` for no limit. */
   readonly maxDeliver: number;
+  /** The pattern or group, for dead letters. */
+  readonly subscription: string;
+  /** `failedAt` of dead letters. */
+  readonly clock: Clock;
   /** Writes a dead letter; resolves once it is stored. */
   readonly deadLetter: (
     message: Event | MalformedMessage,
@@ -218,11 +214,11 @@ export interface JetStreamDeliveryContext {
   ) => Promise<void>;
 }
 
-/**
- * A JetStream message as a delivery: attempt from the server, ack/nak/term on the message.
- * It stays in `context.unsettled` until it is acked or nacked.
- */
-export function jetStreamDelivery(msg: JsMsg, context: JetStreamDeliveryContext): Delivery {
+/** A JetStream delivery of either kind; its source tracks it until it is settled. */
+export type JsDelivery = JsEventDelivery | JsMalformedDelivery;
+
+/** A JetStream message as a delivery: attempt from the server, ack/nak/term on the message. */
+export function jetStreamDelivery(msg: JsMsg, context: JetStreamDeliveryContext): JsDelivery {
   let event: Event;
   try {
     event = decodeEvent(msg.data, () => eventHeadersOf(msg));
@@ -257,14 +253,19 @@ export function deliveryCountOf(msg: JsMsg): number {
   return msg.info.deliveryCount;
 }
 
-abstract class JsDeliveryBase {
-  #settled = false;
+/** Where a JetStream delivery is in its life: what the batch writes for it, once decided. */
+type SettleState = 'unsettled' | 'ack' | 'nak' | 'term' | 'dead-lettering';
+
+/** What both kinds of JetStream delivery share. */
+abstract class JsDeliveryBase implements PendingSettle {
+  #state: SettleState = 'unsettled';
+  #nakDelayMs: number | undefined;
+
   constructor(
-    protected readonly msg: JsMsg,
+    /** The message, for the source's keep-alive (`working()`). */
+    readonly msg: JsMsg,
     protected readonly context: JetStreamDeliveryContext,
-  ) {
-    context.unsettled.add(this);
-  }
+  ) {}
 
   /** The server's delivery count, so it survives consumer restarts. */
   get attempt(): number {
@@ -285,7 +286,7 @@ abstract class JsDeliveryBase {
    * with `CLOSED` when the connection is closed. Idempotent.
    */
   ack(): Promise<void> {
-    return this.#settle('ack', () => this.msg.ack());
+    return this.#settle('ack', undefined);
   }
 
   /**
@@ -293,16 +294,23 @@ abstract class JsDeliveryBase {
    * `requeue` is false (the server never delivers it again). Sent like `ack`. Idempotent.
    */
   nack(options?: NackOptions): Promise<void> {
-    const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-    if (refused !== undefined) return refused;
-    const msg = this.msg;
-    if (options?.requeue === false) return this.#settle('term', () => msg.term());
+    if (options !== undefined) {
+      const refused = rejection(() => checkNackOptions(options));
+      if (refused !== undefined) return refused;
+      if (options.requeue === false) return this.#settle('term', undefined);
+    }
     const { maxDeliver } = this.context;
-    if (maxDeliver > 0 && deliveryCountOf(msg) >= maxDeliver) return this.#deadLetter();
+    if (maxDeliver > 0 && deliveryCountOf(this.msg) >= maxDeliver) return this.#deadLetter();
     const delay = options?.delayMs;
-    const millis =
-      delay !== undefined && Number.isFinite(delay) && delay > 0 ? Math.ceil(delay) : undefined;
-    return this.#settle('nak', () => msg.nak(millis));
+    return this.#settle('nak', delay !== undefined && delay > 0 ? Math.ceil(delay) : undefined);
+  }
+
+  /** Sends what was decided; called by the batch. */
+  write(): void {
+    const msg = this.msg;
+    if (this.#state === 'ack') msg.ack();
+    else if (this.#state === 'nak') msg.nak(this.#nakDelayMs);
+    else if (this.#state === 'term') msg.term();
   }
 
   /** What goes to the dead-letter queue for this delivery. */
@@ -316,39 +324,47 @@ abstract class JsDeliveryBase {
    * `error` listeners.
    */
   async #deadLetter(): Promise<void> {
-    if (this.#settled) return;
-    const { unsettled, closed, maxDeliver } = this.context;
-    if (closed()) {
-      throw new ClosedError(`nack of ${this.msg.subject}: the NATS connection is closed`);
+    if (this.#state !== 'unsettled') return;
+    const { context, msg } = this;
+    if (context.closed()) {
+      throw new ClosedError(`nack of ${msg.subject}: the NATS connection is closed`);
     }
-    this.#settled = true;
-    unsettled.delete(this);
-    const content = this.content;
-    const attempts = deliveryCountOf(this.msg);
-    await this.context.deadLetter(content, {
-      message:
-        `delivery ${attempts} was nacked and the consumer allows at most ${maxDeliver} ` +
+    this.#state = 'dead-lettering';
+    context.settled(this);
+    const attempts = deliveryCountOf(msg);
+    const message = this.content;
+    const failure = new WatchtowerError(
+      ErrorCode.TRANSPORT,
+      `delivery ${attempts} was nacked and the consumer allows at most ${context.maxDeliver} ` +
         '(consumer.maxDeliver): the server would not deliver it again',
-      code: ErrorCode.TRANSPORT,
-      attempts,
-      failedAt: new Date().toISOString(),
-      originalType: 'raw' in content ? content.origin : content.type,
-    });
-    this.context.batcher.run(() => this.msg.ack());
+    );
+    await context.deadLetter(
+      message,
+      deadLetterReason({
+        failure,
+        attempts,
+        message,
+        subscription: context.subscription,
+        clock: context.clock,
+      }),
+    );
+    this.#state = 'ack';
+    context.batcher.add(this);
   }
 
-  #settle(what: string, action: () => void): Promise<void> {
-    if (this.#settled) return DONE;
-    const { unsettled, batcher, closed } = this.context;
-    if (closed()) {
+  #settle(state: 'ack' | 'nak' | 'term', nakDelayMs: number | undefined): Promise<void> {
+    if (this.#state !== 'unsettled') return RESOLVED;
+    const context = this.context;
+    if (context.closed()) {
       return Promise.reject(
-        new ClosedError(`${what} of ${this.msg.subject}: the NATS connection is closed`),
+        new ClosedError(`${state} of ${this.msg.subject}: the NATS connection is closed`),
       );
     }
-    this.#settled = true;
-    unsettled.delete(this);
-    batcher.run(action);
-    return DONE;
+    this.#state = state;
+    this.#nakDelayMs = nakDelayMs;
+    context.settled(this);
+    context.batcher.add(this);
+    return RESOLVED;
   }
 }
 
@@ -380,4 +396,43 @@ class JsMalformedDelivery extends JsDeliveryBase implements MalformedDelivery {
   protected get content(): MalformedMessage {
     return { raw: this.raw, origin: this.msg.subject };
   }
+}
+
+/** A dead letter read from the durable DLQ stream. */
+export interface JsDeadLetterEntry extends DeadLetterEntry {
+  readonly msg: JsMsg;
+}
+
+/**
+ * A message of the DLQ stream as a dead letter: acked when its handler returned, nakked with
+ * the delay when it threw (JetStream delivers it again).
+ */
+export function jsDeadLetterEntry(msg: JsMsg, dlqPrefix: string): JsDeadLetterEntry {
+  return {
+    msg,
+    letter: decodeDeadLetter(
+      msg.data,
+      typeFromSubject(dlqPrefix, msg.subject) ?? msg.subject,
+      msg.time,
+    ),
+    attempt: msg.info.deliveryCount,
+    origin: msg.subject,
+    ack: () => msg.ack(),
+    retryLater: (delayMs) => msg.nak(delayMs),
+  };
+}
+
+/** A plain NATS dead letter: nothing to settle, and core NATS cannot deliver it again. */
+export function coreDeadLetterEntry(msg: Msg, dlqPrefix: string, clock: Clock): DeadLetterEntry {
+  return {
+    letter: decodeDeadLetter(
+      msg.data,
+      typeFromSubject(dlqPrefix, msg.subject) ?? msg.subject,
+      new Date(clock.now()),
+    ),
+    attempt: 1,
+    origin: msg.subject,
+    ack: () => undefined,
+    retryLater: () => undefined,
+  };
 }

@@ -1,3 +1,14 @@
+/**
+ * Where a subscription's messages come from: a core NATS subscription ({@link CoreSource}) or a
+ * JetStream pull consumer ({@link PullSource}). Both take messages in the client's callback and
+ * push them, mapped, into the one `DeliveryBuffer` that the subscriber iterates: one hand-off
+ * per message instead of the client's async iterator plus a generator on top of it, the hot
+ * path of every delivery.
+ *
+ * Separate from the transport because this is where the driver's subscription APIs are met.
+ * Nothing here may block the client's callback or wait for the server without a time limit;
+ * failures go to the callbacks given, nothing here reports or dead-letters by itself.
+ */
 import {
   JetStreamApiCodes,
   JetStreamApiError,
@@ -10,38 +21,42 @@ import {
   type JsMsg,
 } from '@nats-io/jetstream';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import { ConnectionError, type Clock, type TimerHandle } from '@watchtower/core';
 import {
-  ConnectionError,
-} from '@watchtower/core';
-import {
+  Backoff,
   DeliveryBuffer,
-  Fifo,
+  Pause,
+  repeat,
+  unrefTimer,
+  within,
 } from '@watchtower/core/transport-kit';
 import { mapNatsError } from './map-error.js';
 
-/*
- * Both sources take messages in the client's callback and push them, mapped, into one
- * AsyncQueue that the subscriber iterates. That is one hand-off per message instead of the
- * client's async iterator plus a generator on top of it: the hot path of every delivery.
- */
-
 /**
- * Where messages come from: a core NATS subscription or a JetStream pull consumer. Iterated
- * once; `map` turns each message into what the iterator yields.
+ * What the transport keeps of a subscription's source: iterate it, stop it, and at close hand
+ * back what it handed out and nobody settled.
  */
 export interface MessageSource<T> extends AsyncIterable<T> {
-  /**
-   * Stops delivery; idempotent. What was received but not yet taken is not handed out (a
-   * JetStream source gives it back to the server at once).
-   */
-  stop(): Promise<void>;
-  readonly stopped: boolean;
   /** An item already received, taken without waiting, or undefined. */
   tryNext(): T | undefined;
+  /**
+   * Stops delivery and ends iteration; idempotent. What was received but not yet taken is not
+   * handed out (a JetStream source gives it back to the server at once).
+   */
+  stop(): Promise<void>;
+  /** Handed out, not settled: removed and returned, for close to hand back. */
+  takeUnsettled(): T[];
+  /** Resolves once nothing handed out is left unsettled. */
+  whenIdle(): Promise<void>;
 }
 
-/** Limits of a {@link CoreSource}. */
-export interface CoreSourceLimits {
+/** Settings of a {@link CoreSource}. */
+export interface CoreSourceOptions<T> {
+  readonly subject: string;
+  /** The queue group, if any. */
+  readonly queue: string | undefined;
+  /** Turns a message into what the iterator yields. */
+  readonly map: (msg: Msg) => T;
   /**
    * Messages held in the client, received and not yet taken. Core NATS delivers at most once
    * and does not wait for a slow subscriber; beyond this, arriving messages are dropped (as
@@ -50,29 +65,27 @@ export interface CoreSourceLimits {
   readonly pending: number;
   /** Told how many messages were dropped: at once for the first, then at most once a second. */
   readonly onDropped: (dropped: number, limit: number) => void;
+  readonly clock: Clock;
+  /** How long `stop()` waits for the server to confirm the unsubscribe. */
+  readonly stopTimeoutMs: number;
 }
 
 /** A core NATS subscription (optionally in a queue group). The client resubscribes after reconnects. */
 export class CoreSource<T> implements MessageSource<T> {
-  readonly #queue = new DeliveryBuffer<T>({ track: false });
+  readonly #queue = new DeliveryBuffer<T>({ track: false, onReturn: () => void this.stop() });
   readonly #nc: NatsConnection;
   readonly #sub: Subscription;
   readonly #drops: DropCounter;
-  #stopped = false;
+  readonly #options: CoreSourceOptions<T>;
   #stopping: Promise<void> | undefined;
 
-  constructor(
-    nc: NatsConnection,
-    subject: string,
-    queue: string | undefined,
-    map: (msg: Msg) => T,
-    limits: CoreSourceLimits,
-  ) {
+  constructor(nc: NatsConnection, options: CoreSourceOptions<T>) {
     this.#nc = nc;
+    this.#options = options;
+    const { subject, queue, map, pending } = options;
     const items = this.#queue;
-    const drops = new DropCounter((dropped) => limits.onDropped(dropped, limits.pending));
+    const drops = new DropCounter(options.clock, (dropped) => options.onDropped(dropped, pending));
     this.#drops = drops;
-    const limit = limits.pending;
     this.#sub = nc.subscribe(subject, {
       ...(queue === undefined ? {} : { queue }),
       callback: (error, msg) => {
@@ -81,24 +94,22 @@ export class CoreSource<T> implements MessageSource<T> {
           return;
         }
         // A message handed to a waiting reader is not held: size stays 0 then.
-        if (items.size >= limit) drops.count();
+        if (items.size >= pending) drops.count();
         else items.push(map(msg));
       },
     });
     // The server refused the subscription, or the connection closed for good (reconnect
     // attempts ran out) without stop(): iteration fails, so the consumer learns it is over.
+    // After stop() iteration has ended already, and this changes nothing.
     void this.#sub.closed.then(
-      (error) => {
-        if (error instanceof Error) items.fail(mapNatsError(error, `subscription to ${subject}`));
-        else if (this.#stopped) items.end();
-        else items.fail(connectionLost(subject));
-      },
+      (error) =>
+        items.fail(
+          error instanceof Error
+            ? mapNatsError(error, `subscription to ${subject}`)
+            : connectionLost(subject),
+        ),
       (error: unknown) => items.fail(mapNatsError(error, `subscription to ${subject}`)),
     );
-  }
-
-  get stopped(): boolean {
-    return this.#stopped;
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
@@ -109,9 +120,19 @@ export class CoreSource<T> implements MessageSource<T> {
     return this.#queue.tryNext();
   }
 
+  /** Core NATS deliveries are never settled: nothing to hand back. */
+  takeUnsettled(): T[] {
+    return [];
+  }
+
+  whenIdle(): Promise<void> {
+    return this.#queue.whenIdle();
+  }
+
   /**
    * Unsubscribes; resolves once the server has taken the unsubscribe in, so nothing published
-   * after that is routed here (a queue group's other members get it). Idempotent.
+   * after that is routed here (a queue group's other members get it), or after `stopTimeoutMs`
+   * when the server does not answer. Idempotent.
    */
   stop(): Promise<void> {
     this.#stopping ??= this.#stop();
@@ -119,22 +140,22 @@ export class CoreSource<T> implements MessageSource<T> {
   }
 
   async #stop(): Promise<void> {
-    this.#stopped = true;
+    // At most once: what was received and not yet taken is dropped.
+    this.#queue.end();
+    this.#queue.drain();
+    this.#drops.stop();
     try {
       this.#sub.unsubscribe();
     } catch {
       // The connection is already closed, and with it the subscription.
     }
-    // At most once: what was received and not yet taken is dropped.
-    this.#queue.drain();
-    this.#queue.end();
-    this.#drops.stop();
-    try {
-      // The server answers the flush after it has handled the UNSUB written before it.
-      if (!this.#nc.isClosed()) await this.#nc.flush();
-    } catch {
+    if (this.#nc.isClosed()) return;
+    // The server answers the flush after it has handled the UNSUB written before it. A server
+    // that does not answer leaves the flush pending, also after the connection is closed.
+    const flushed = this.#nc.flush().catch(() => {
       // Closed or lost meanwhile: the server has dropped the subscription with the connection.
-    }
+    });
+    await within(this.#options.clock, this.#options.stopTimeoutMs, flushed);
   }
 }
 
@@ -145,21 +166,24 @@ export class CoreSource<T> implements MessageSource<T> {
 class DropCounter {
   #dropped = 0;
   #lastReport = Number.NEGATIVE_INFINITY;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerHandle | undefined;
 
-  constructor(private readonly report: (dropped: number) => void) {}
+  constructor(
+    private readonly clock: Clock,
+    private readonly report: (dropped: number) => void,
+  ) {}
 
   count(): void {
     this.#dropped++;
     if (this.#timer !== undefined) return;
-    const wait = Math.max(0, this.#lastReport + 1000 - Date.now());
-    this.#timer = setTimeout(() => this.#flush(), wait);
-    this.#timer.unref();
+    const wait = Math.max(0, this.#lastReport + 1000 - this.clock.now());
+    this.#timer = this.clock.setTimeout(() => this.#flush(), wait);
+    unrefTimer(this.#timer);
   }
 
   /** Reports what is still untold and stops the timer. */
   stop(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (this.#timer !== undefined) this.clock.clearTimeout(this.#timer);
     this.#flush();
   }
 
@@ -168,9 +192,14 @@ class DropCounter {
     if (this.#dropped === 0) return;
     const dropped = this.#dropped;
     this.#dropped = 0;
-    this.#lastReport = Date.now();
+    this.#lastReport = this.clock.now();
     this.report(dropped);
   }
+}
+
+/** What a {@link PullSource} yields: something made of a pulled message. */
+export interface Pulled {
+  readonly msg: JsMsg;
 }
 
 /** What a {@link PullSource} needs to (re)create its consumer. */
@@ -189,6 +218,12 @@ export interface PullSourceOptions<T> {
   readonly deleteOnStop: boolean;
   /** Messages pulled per request. */
   readonly batch: number;
+  /**
+   * Keep what was handed out until it is settled, for `takeUnsettled()` at close. Off where
+   * the owner settles each item before it takes the next (`consumeDlq`).
+   */
+  readonly track: boolean;
+  readonly clock: Clock;
   /** Recreates the stream when it is gone (a broker that lost its storage). */
   readonly ensureStream: () => Promise<void>;
   /** False once the connection is closed for good: then the source ends instead of retrying. */
@@ -208,73 +243,67 @@ export interface PullSourceOptions<T> {
  * A JetStream pull consumer read with `consume()`. The client pulls again after a reconnect
  * by itself; on top of that, when the consumer or its stream disappears (deleted, or a broker
  * restarted without its storage) this source recreates them and goes on, so a subscription
- * outlives broker restarts. The consumer's `max_ack_pending` bounds what waits in the queue.
+ * outlives broker restarts. The consumer's `max_ack_pending` bounds what waits in the buffer.
  */
-export class PullSource<T> implements MessageSource<T> {
-  readonly #queue = new DeliveryBuffer<T>({ track: false });
-  /** The messages of the items waiting in `#queue`, in the same order. */
-  readonly #buffered = new Fifo<JsMsg>();
+export class PullSource<T extends Pulled> implements MessageSource<T> {
+  readonly #queue: DeliveryBuffer<T>;
+  readonly #pause: Pause;
+  /** Between attempts to recreate the consumer. */
+  readonly #backoff = new Backoff({ baseMs: 200, maxMs: 5000 });
   /** The consumer's ack wait, from the server. */
   #ackWaitMs = 0;
-  #keepAlive: ReturnType<typeof setInterval> | undefined;
-  #stopped = false;
+  #stopKeepAlive: (() => void) | undefined;
   #messages: ConsumerMessages | undefined;
-  #wake: (() => void) | undefined;
   #stopping: Promise<void> | undefined;
   #running: Promise<void> | undefined;
 
-  constructor(private readonly options: PullSourceOptions<T>) {}
-
-  get stopped(): boolean {
-    return this.#stopped;
+  constructor(private readonly options: PullSourceOptions<T>) {
+    this.#queue = new DeliveryBuffer<T>({
+      track: options.track,
+      onReturn: () => void this.stop(),
+    });
+    this.#pause = new Pause(options.clock);
   }
 
   /** Creates (or finds) the consumer and starts pulling. Rejects with the driver's error. */
   async open(): Promise<void> {
     const messages = await this.#start();
     this.#running = this.#supervise(messages);
-    if (!this.#stopped) {
-      // A message waiting in the client buffer behind slow handlers would otherwise reach its
-      // ack wait and be delivered again (a duplicate, and an attempt the handler never saw).
-      const every = Math.max(10, Math.floor(this.#ackWaitMs / 3));
-      this.#keepAlive = setInterval(() => this.#extendBuffered(), every);
-      this.#keepAlive.unref();
-    }
+    if (this.#queue.ended) return;
+    // A message waiting in the client buffer behind slow handlers would otherwise reach its
+    // ack wait and be delivered again (a duplicate, and an attempt the handler never saw).
+    const every = Math.max(10, Math.floor(this.#ackWaitMs / 3));
+    this.#stopKeepAlive = repeat(
+      this.options.clock,
+      every,
+      () => {
+        for (const item of this.#queue.buffered()) item.msg.working();
+      },
+      () => {
+        // The connection is gone; the ack wait brings the messages back.
+      },
+    );
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {
-    return this.#iterator;
+    return this.#queue;
   }
-
-  readonly #iterator: AsyncIterableIterator<T> = {
-    next: () => {
-      // A buffered item is taken synchronously by next(): its message leaves the buffer.
-      if (this.#queue.size > 0) this.#buffered.shift();
-      return this.#queue.next();
-    },
-    return: () => this.#queue.return(),
-    [Symbol.asyncIterator]() {
-      return this;
-    },
-  };
 
   tryNext(): T | undefined {
-    const item = this.#queue.tryNext();
-    if (item !== undefined) this.#buffered.shift();
-    return item;
+    return this.#queue.tryNext();
   }
 
-  /** Tells the server the buffered messages are still being worked on (resets their ack wait). */
-  #extendBuffered(): void {
-    if (this.#buffered.size === 0) return;
-    for (const msg of this.#buffered.drain()) {
-      try {
-        msg.working();
-      } catch {
-        // The connection is gone; the ack wait brings it back.
-      }
-      this.#buffered.push(msg);
-    }
+  /** The owner settled `item`: it is no longer handed back at close. */
+  settled(item: T): void {
+    this.#queue.settled(item);
+  }
+
+  takeUnsettled(): T[] {
+    return this.#queue.takeUnsettled();
+  }
+
+  whenIdle(): Promise<void> {
+    return this.#queue.whenIdle();
   }
 
   stop(): Promise<void> {
@@ -283,15 +312,14 @@ export class PullSource<T> implements MessageSource<T> {
   }
 
   async #stop(): Promise<void> {
-    this.#stopped = true;
-    if (this.#keepAlive !== undefined) clearInterval(this.#keepAlive);
-    this.#wake?.();
+    // The ended buffer is what stops the pull loop and the callback.
+    this.#queue.end();
+    this.#stopKeepAlive?.();
+    this.#pause.wake();
     this.#messages?.stop();
     // Pulled but never handed out: give it back now rather than after the ack wait, so
     // another member of the group gets it at once.
-    this.#buffered.drain();
     for (const item of this.#queue.drain()) this.#release(item);
-    this.#queue.end();
     await this.#running;
     if (this.options.deleteOnStop) {
       try {
@@ -316,33 +344,31 @@ export class PullSource<T> implements MessageSource<T> {
   /** Restarts the pull loop whenever it ends while the source is still wanted. */
   async #supervise(first: ConsumerMessages): Promise<void> {
     let messages: ConsumerMessages | undefined = first;
-    let failures = 0;
-    while (!this.#stopped) {
+    const queue = this.#queue;
+    while (!queue.ended) {
       if (messages !== undefined) {
         await messages.closed().catch(() => undefined);
         messages = undefined;
         this.#messages = undefined;
       }
-      if (this.#stopped) break;
+      if (queue.ended) break;
       if (!this.options.alive()) {
         // Closed for good without stop() (reconnect attempts ran out): say so.
-        this.#queue.fail(connectionLost(this.options.config.filter_subject ?? this.options.stream));
+        queue.fail(connectionLost(this.options.config.filter_subject ?? this.options.stream));
         break;
       }
       try {
         messages = await this.#start();
-        failures = 0;
+        this.#backoff.reset();
       } catch (error) {
-        failures++;
         // Failed because stop() or the end of the connection came meanwhile: nothing to tell.
-        if (!this.#stopped && this.options.alive()) {
-          const { stream, config } = this.options;
-          this.options.reportError(
-            error,
-            `recreate consumer ${config.durable_name} on stream ${stream}`,
-          );
-        }
-        await this.#pause(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+        if (queue.ended || !this.options.alive()) continue;
+        const { stream, config } = this.options;
+        this.options.reportError(
+          error,
+          `recreate consumer ${config.durable_name} on stream ${stream}`,
+        );
+        await this.#pause.sleep(this.#backoff.next());
       }
     }
   }
@@ -354,26 +380,22 @@ export class PullSource<T> implements MessageSource<T> {
     const consumer = this.options.js.consumers.getConsumerFromInfo(info);
     const { map } = this.options;
     const queue = this.#queue;
-    const buffered = this.#buffered;
     const messages = await consumer.consume({
       max_messages: this.options.batch,
       callback: (msg) => {
-        if (this.#stopped) {
-          try {
-            msg.nak();
-          } catch {
-            // The connection is gone; the ack wait brings it back.
-          }
+        if (!queue.ended) {
+          queue.push(map(msg));
           return;
         }
-        const before = queue.size;
-        queue.push(map(msg));
-        // Handed straight to a waiting reader, or buffered (then watched for its ack wait).
-        if (queue.size > before) buffered.push(msg);
+        try {
+          msg.nak();
+        } catch {
+          // The connection is gone; the ack wait brings it back.
+        }
       },
     });
     this.#messages = messages;
-    if (this.#stopped) messages.stop();
+    if (queue.ended) messages.stop();
     void this.#watch(messages);
     return messages;
   }
@@ -436,19 +458,6 @@ export class PullSource<T> implements MessageSource<T> {
     }
     if (Object.keys(changes).length === 0) return info;
     return jsm.consumers.update(stream, config.durable_name, changes);
-  }
-
-  #pause(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      function done(): void {
-        clearTimeout(timer);
-        resolve();
-      }
-      this.#wake = done;
-    }).finally(() => {
-      this.#wake = undefined;
-    });
   }
 }
 

@@ -1,3 +1,13 @@
+/**
+ * {@link NatsTransport}: the Transport contract over one NATS connection, in core NATS or
+ * JetStream mode. What is here is what is NATS's own: connecting and the JetStream set-up, the
+ * publish, subscribe and dead-letter commands, the consumer configs, the server's
+ * max-deliveries advisories, and which steps close takes with the connection. The plumbing
+ * (lifecycle, subscriptions, the dead-letter loop, time limits, option checks) is the kit's.
+ *
+ * Nothing here may wait for the server without a time limit: every await in close shares its
+ * deadline, and the force step ends the connection without asking the server.
+ */
 import {
   AckPolicy,
   DeliverPolicy,
@@ -6,27 +16,22 @@ import {
   type ConsumerConfig,
   type JetStreamClient,
   type JetStreamManager,
-  type JsMsg,
 } from '@nats-io/jetstream';
 import {
   PermissionViolationError,
   connect,
   nanos,
   nuid,
-  type Msg,
   type NatsConnection,
   type Subscription,
 } from '@nats-io/transport-node';
 import {
   BackpressureError,
-  ClosedError,
   ConnectionError,
-  RetryPolicy,
   ErrorCode,
-  TimeoutError,
+  RetryPolicy,
   WatchtowerError,
   assertEventType,
-  configError,
   describeError,
   encodeEventBytes,
   isWatchtowerError,
@@ -48,37 +53,54 @@ import {
   type TransportSubscription,
 } from '@watchtower/core';
 import {
-  TRANSPORT_OPTION_KEYS,
-  checkOptionKeys,
-  rejectedForUnknownKeys,
   BoundedMemo,
-  Emitter,
+  DeadLetterConsumer,
+  RESOLVED,
+  SourceSubscription,
+  TransportLifecycle,
+  checkConsumeDlqOptions,
+  checkPublishOptions,
+  checkSubscribeOptions,
+  deadLetterReason,
+  isMalformedMessage,
+  raceAbort,
+  throwIfAborted,
+  withTimeout,
+  type DeadLetterSource,
+  type Deadline,
+  type TransportErrorEvents,
 } from '@watchtower/core/transport-kit';
 import { resolveNatsConfig, type NatsConfig, type ResolvedNatsConfig } from './config.js';
 import { toConnectionOptions } from './connection-options.js';
+import { encodeDeadLetter } from './dead-letter-record.js';
 import {
-  decodeDeadLetter,
-  dlqRetryDelayMs,
-  encodeDeadLetter,
-  isMalformed,
-} from './dead-letter-record.js';
-import {
+  coreDeadLetterEntry,
   coreDelivery,
   jetStreamDelivery,
+  jsDeadLetterEntry,
+  settleBatcher,
   storedContent,
   toNatsHeaders,
-  SettleBatcher,
   type JetStreamDeliveryContext,
+  type JsDelivery,
 } from './deliveries.js';
 import { isNoResponders, mapNatsError } from './map-error.js';
 import { maxDeliveriesSubject, parseMaxDeliveries } from './max-deliveries.js';
 import {
   CoreSource,
   PullSource,
-  type CoreSourceLimits,
+  type CoreSourceOptions,
   type MessageSource,
+  type Pulled,
+  type PullSourceOptions,
 } from './message-source.js';
-import { eventSubject, groupConsumerName, patternSubject, typeFromSubject } from './subjects.js';
+import {
+  eventSubject,
+  groupConsumerName,
+  patternSubject,
+  sanitizeSubject,
+  typeFromSubject,
+} from './subjects.js';
 import { dlqStreamSpec, ensureStream, eventStreamSpec, type StreamSpec } from './topology.js';
 
 /** Connection state as `healthCheck` reports it. */
@@ -111,16 +133,27 @@ const JETSTREAM_CAPABILITIES: Readonly<Omit<TransportCapabilities, 'nativeDlq'>>
   reconnect: true,
 };
 
-/** Listener map of {@link NatsTransport.on}. */
-export type NatsTransportEvents = {
-  /**
-   * Background work failed where no caller can be told: a server refusal of a core publish, a
-   * consumer or stream that could not be recreated, a dead-letter consumer that ended or whose
-   * handler threw, a dead letter or ack that could not be written, the connection given up.
-   * The transport goes on (and retries where it can); this is for logs and metrics.
-   */
-  error: [error: WatchtowerError];
-};
+/**
+ * Listener map of {@link NatsTransport.on}. `error` gets failures of background work where no
+ * caller can be told: a server refusal of a core publish, a consumer or stream that could not
+ * be recreated, a dead-letter consumer that ended or whose handler threw, a dead letter or ack
+ * that could not be written, the connection given up.
+ */
+export type NatsTransportEvents = TransportErrorEvents;
+
+/** A group name is a consumer and queue name: no whitespace. */
+const GROUP_NAME = { pattern: /^\S+$/, hint: 'a name without whitespace' } as const;
+
+/** What `close()` waits at most when it is given no `timeoutMs`. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+/** The live connection, with the JetStream API where it is set up. */
+interface NatsLink {
+  readonly nc: NatsConnection;
+  readonly jetstream: { readonly js: JetStreamClient; readonly jsm: JetStreamManager } | undefined;
+}
+
+type ConsumerSpec = Partial<ConsumerConfig> & { durable_name: string };
 
 /**
  * The NATS transport: core NATS (at most once) or JetStream (at least once, durable), chosen
@@ -145,38 +178,38 @@ export class NatsTransport implements Transport {
   readonly #subjects: BoundedMemo<string>;
   /** Dead letters go to a JetStream stream (decided at connect for `dlq.durable: 'auto'`). */
   #durableDlq: boolean;
-  readonly #deliveries: Pick<JetStreamDeliveryContext, 'unsettled' | 'batcher' | 'closed'> = {
-    unsettled: new Set(),
-    batcher: new SettleBatcher((error) => this.#report(error)),
-    closed: () => this.#nc === undefined || this.#nc.isClosed(),
-  };
-  // A listener that throws is reported as a process warning and never breaks the transport.
-  readonly #emitter = new Emitter<NatsTransportEvents>();
-  /** Set once close() starts draining: what fails from then on fails because of close(). */
-  #silenced = false;
+  readonly #life: TransportLifecycle;
+  readonly #batcher = settleBatcher((error) => this.#life.report(error));
+  /** Writing the dead letter of an event the server gave up on: about 30 s of tries. */
+  readonly #givenUpRetry: RetryPolicy;
 
-  #nc: NatsConnection | undefined;
-  #js: JetStreamClient | undefined;
-  #jsm: JetStreamManager | undefined;
-  #connecting: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
-  #closed = false;
+  #link: NatsLink | undefined;
   #state: NatsConnectionState = 'idle';
   #lastError: unknown;
   #topology: Promise<void> | undefined;
-  readonly #sources = new Set<MessageSource<unknown>>();
-  readonly #dlqConsumers = new Set<DlqConsumer>();
-  readonly #background = new Set<Promise<unknown>>();
-  /** Aborted by close(): ends background retries. */
-  readonly #closeController = new AbortController();
+  /** Subscriptions' sources, kept until stopped with nothing handed out left unsettled. */
+  readonly #sources = new Set<MessageSource<Delivery>>();
+  readonly #dlqConsumers = new Set<DeadLetterConsumer>();
 
   /** @throws `CONFIG` naming the first bad option. */
   constructor(config: Partial<NatsConfig> = {}) {
     this.config = resolveNatsConfig(config);
+    const { clock, requestTimeoutMs, subjectPrefix } = this.config;
     this.#durableDlq = this.config.dlq.durable === true;
     this.#info = this.#describe();
-    const { subjectPrefix } = this.config;
     this.#subjects = new BoundedMemo((type) => eventSubject(subjectPrefix, type));
+    this.#life = new TransportLifecycle({
+      name: 'the NATS transport',
+      clock,
+      closeTimeoutMs: CLOSE_TIMEOUT_MS,
+      mapError: (error, operation) => mapNatsError(error, operation, requestTimeoutMs),
+    });
+    this.#givenUpRetry = new RetryPolicy({
+      maxAttempts: 6,
+      minDelayMs: 250,
+      maxDelayMs: 8000,
+      clock,
+    });
   }
 
   /**
@@ -210,28 +243,7 @@ export class NatsTransport implements Transport {
     name: K,
     listener: (...args: NatsTransportEvents[K]) => void,
   ): () => void {
-    return this.#emitter.on(name, listener);
-  }
-
-  #report(error: WatchtowerError): void {
-    if (this.#silenced) return;
-    this.#emitter.emit('error', error);
-  }
-
-  /** How much a core subscription to `filter` holds, and where its drops are reported. */
-  #coreLimits(filter: string, maxInFlight: number | undefined): CoreSourceLimits {
-    const field = maxInFlight === undefined ? 'pendingLimit' : 'maxInFlight';
-    return {
-      pending: maxInFlight ?? this.config.pendingLimit,
-      onDropped: (dropped, limit) =>
-        this.#report(
-          new BackpressureError(
-            ErrorCode.BACKPRESSURE_DROPPED,
-            `subscription to ${filter}: ${dropped} event(s) dropped, the subscriber was ` +
-              `${limit} events behind (${field}); core NATS delivers at most once`,
-          ),
-        ),
-    };
+    return this.#life.on(name, listener);
   }
 
   /**
@@ -242,74 +254,71 @@ export class NatsTransport implements Transport {
    * when an existing stream conflicts with the config.
    */
   connect(): Promise<void> {
-    if (this.#closed) return Promise.reject(new ClosedError('the NATS transport is closed'));
-    this.#connecting ??= this.#connect().catch((error: unknown) => {
-      this.#connecting = undefined;
-      throw error;
-    });
-    return this.#connecting;
+    return this.#life.connect(() => this.#open());
   }
 
-  async #connect(): Promise<void> {
+  async #open(): Promise<void> {
     this.#state = 'connecting';
     let nc: NatsConnection;
     try {
       nc = await connect(toConnectionOptions(this.config));
     } catch (error) {
-      this.#state = 'disconnected';
+      this.#state = this.#life.closed ? 'closed' : 'disconnected';
       this.#lastError = error;
       const mapped = mapNatsError(error, `connect to ${this.config.servers.join(',')}`);
       throw mapped.code === ErrorCode.TRANSPORT
         ? new ConnectionError(mapped.message, { cause: error })
         : mapped;
     }
-    if (this.#closed) {
-      await nc.close().catch(() => undefined);
-      throw new ClosedError('the NATS transport was closed while connecting');
-    }
-    const durableDlq =
-      this.config.dlq.durable === 'auto' ? nc.info?.jetstream === true : this.config.dlq.durable;
-    if (durableDlq !== this.#durableDlq) {
-      this.#durableDlq = durableDlq;
-      this.#info = this.#describe();
-    }
-    if (this.config.mode === 'jetstream' || durableDlq) {
-      try {
-        this.#jsm = await jetstreamManager(nc, { timeout: this.config.requestTimeoutMs });
-        this.#js = this.#jsm.jetstream();
-        await this.#ensureTopology();
-      } catch (error) {
-        this.#js = undefined;
-        this.#jsm = undefined;
-        await nc.close().catch(() => undefined);
-        this.#state = 'disconnected';
-        if (isWatchtowerError(error)) throw error;
-        throw mapNatsError(
-          error,
-          `set up JetStream on ${this.config.servers.join(',')} (is JetStream enabled on the server?)`,
-          this.config.requestTimeoutMs,
-        );
+    // A close() that starts during the set-up ends this connection at once (it would be let
+    // go anyway), which also ends the JetStream requests that wait on it.
+    const abandon = (): void => void nc.close().catch(() => undefined);
+    const { signal } = this.#life;
+    signal.addEventListener('abort', abandon, { once: true });
+    try {
+      this.#life.assertOpen('connect');
+      const durableDlq =
+        this.config.dlq.durable === 'auto' ? nc.info?.jetstream === true : this.config.dlq.durable;
+      if (durableDlq !== this.#durableDlq) {
+        this.#durableDlq = durableDlq;
+        this.#info = this.#describe();
       }
-    }
-    if (this.#closed) {
-      this.#js = undefined;
-      this.#jsm = undefined;
+      const jetstream =
+        this.config.mode === 'jetstream' || durableDlq ? await this.#setUpJetStream(nc) : undefined;
+      this.#life.assertOpen('connect');
+      // Only now is the connection handed to callers: a publish that saw it during the
+      // JetStream set-up would go out as a plain NATS message, unstored and unacknowledged.
+      this.#link = { nc, jetstream };
+    } catch (error) {
       await nc.close().catch(() => undefined);
-      throw new ClosedError('the NATS transport was closed while connecting');
+      this.#state = this.#life.closed ? 'closed' : 'disconnected';
+      throw this.#life.closed ? this.#life.closedError('connect') : error;
+    } finally {
+      signal.removeEventListener('abort', abandon);
     }
-    // Only now is the connection handed to callers: a publish that saw it during the JetStream
-    // set-up would go out as a plain NATS message, unstored and unacknowledged.
-    this.#nc = nc;
     this.#state = 'connected';
-    this.#track(this.#watchStatus(nc), 'watch the NATS connection status');
-    this.#track(this.#watchClosed(nc), 'watch the NATS connection');
+    this.#life.track(this.#watchStatus(nc), 'watch the NATS connection status');
+    this.#life.track(this.#watchClosed(nc), 'watch the NATS connection');
+  }
+
+  async #setUpJetStream(nc: NatsConnection): Promise<NatsLink['jetstream']> {
+    try {
+      const jsm = await jetstreamManager(nc, { timeout: this.config.requestTimeoutMs });
+      await this.#ensureTopology(jsm);
+      return { js: jsm.jetstream(), jsm };
+    } catch (error) {
+      if (isWatchtowerError(error)) throw error;
+      throw mapNatsError(
+        error,
+        `set up JetStream on ${this.config.servers.join(',')} (is JetStream enabled on the server?)`,
+        this.config.requestTimeoutMs,
+      );
+    }
   }
 
   /** Creates or updates the event and DLQ streams; shared by concurrent callers. */
-  #ensureTopology(): Promise<void> {
+  #ensureTopology(jsm: JetStreamManager): Promise<void> {
     this.#topology ??= (async () => {
-      const jsm = this.#jsm;
-      if (jsm === undefined) return;
       const specs: StreamSpec[] = [];
       if (this.config.mode === 'jetstream') specs.push(eventStreamSpec(this.config));
       if (this.#durableDlq) specs.push(dlqStreamSpec(this.config));
@@ -322,7 +331,7 @@ export class NatsTransport implements Transport {
 
   async #watchStatus(nc: NatsConnection): Promise<void> {
     for await (const status of nc.status()) {
-      if (this.#nc !== nc) return;
+      if (this.#link?.nc !== nc) return;
       switch (status.type) {
         case 'disconnect':
           this.#state = 'disconnected';
@@ -344,7 +353,7 @@ export class NatsTransport implements Transport {
             !(status.error instanceof PermissionViolationError) ||
             status.error.operation !== 'subscription'
           ) {
-            this.#report(mapNatsError(status.error, 'the NATS server reported'));
+            this.#life.report(mapNatsError(status.error, 'the NATS server reported'));
           }
           break;
         default:
@@ -355,31 +364,19 @@ export class NatsTransport implements Transport {
 
   async #watchClosed(nc: NatsConnection): Promise<void> {
     const error = await nc.closed();
-    if (this.#nc !== nc || this.#closed) return;
+    if (this.#link?.nc !== nc || this.#life.closed) return;
     // Closed without close(): reconnect attempts ran out. A later call connects afresh.
     this.#state = 'closed';
     this.#lastError = error ?? new Error('the connection was closed');
-    this.#nc = undefined;
-    this.#js = undefined;
-    this.#jsm = undefined;
-    this.#connecting = undefined;
+    this.#link = undefined;
+    this.#life.lost();
     const operation = `the NATS connection to ${this.config.servers.join(',')} was given up (reconnect attempts ran out)`;
     const mapped = mapNatsError(this.#lastError, operation);
-    this.#report(
+    this.#life.report(
       mapped.code === ErrorCode.CONNECTION
         ? mapped
         : new ConnectionError(mapped.message, { cause: this.#lastError }),
     );
-  }
-
-  /** Keeps `promise` for close() to wait on; a rejection is reported, as `operation` failing. */
-  #track(promise: Promise<unknown>, operation: string): void {
-    const tracked = promise
-      .catch((error: unknown) => {
-        this.#report(mapNatsError(error, operation, this.config.requestTimeoutMs));
-      })
-      .finally(() => this.#background.delete(tracked));
-    this.#background.add(tracked);
   }
 
   /**
@@ -387,12 +384,13 @@ export class NatsTransport implements Transport {
    * already under way, its starter reports how it ends.
    */
   #restoreTopology(why: string): void {
-    if (this.#topology !== undefined || this.#jsm === undefined) return;
-    const restoring = this.#ensureTopology().catch((error: unknown) => {
+    const jsm = this.#link?.jetstream?.jsm;
+    if (this.#topology !== undefined || jsm === undefined) return;
+    const restoring = this.#ensureTopology(jsm).catch((error: unknown) => {
       this.#lastError = error;
       throw error;
     });
-    this.#track(restoring, `recreate the streams ${why}`);
+    this.#life.track(restoring, `recreate the streams ${why}`);
   }
 
   /**
@@ -406,12 +404,21 @@ export class NatsTransport implements Transport {
     }
   }
 
-  async #connection(): Promise<NatsConnection> {
-    if (this.#closed) throw new ClosedError('the NATS transport is closed');
-    if (this.#nc === undefined) await this.connect();
-    const nc = this.#nc;
-    if (nc === undefined) throw new ConnectionError('the NATS connection was lost');
-    return nc;
+  /** The connection, connecting first when there is none. `CLOSED` after `close()`. */
+  async #connection(operation: string): Promise<NatsLink> {
+    this.#life.assertOpen(operation);
+    if (this.#link === undefined) await this.connect();
+    const link = this.#link;
+    if (link === undefined) throw new ConnectionError('the NATS connection was lost');
+    return link;
+  }
+
+  /** The JetStream API of `link`. */
+  #jetstream(link: NatsLink): NonNullable<NatsLink['jetstream']> {
+    if (link.jetstream === undefined) {
+      throw new ConnectionError('JetStream is not set up on this connection');
+    }
+    return link.jetstream;
   }
 
   /**
@@ -428,17 +435,17 @@ export class NatsTransport implements Transport {
   publish(event: Event, options?: PublishOptions): Promise<void> {
     // Core mode on a live connection needs no await: hand the bytes to the client and answer
     // with one settled promise, as the hot path of every core publish.
-    const nc = this.#nc;
-    if (this.config.mode === 'core' && nc !== undefined && options === undefined) {
+    const link = this.#link;
+    if (this.config.mode === 'core' && link !== undefined && options === undefined) {
       try {
         assertEventType(event.type);
-        if (this.#closed) throw new ClosedError('the NATS transport is closed');
+        this.#life.assertOpen('publish');
         this.#assertConnected('publish');
-        this.#publishCore(nc, event);
+        this.#publishCore(link.nc, event);
       } catch (error) {
         return Promise.reject(error);
       }
-      return SENT;
+      return RESOLVED;
     }
     return this.#publish(event, options);
   }
@@ -454,29 +461,27 @@ export class NatsTransport implements Transport {
   }
 
   async #publish(event: Event, options?: PublishOptions): Promise<void> {
-    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.publish, 'publish options');
+    checkPublishOptions(options);
     assertEventType(event.type);
     const signal = options?.signal;
-    throwIfAborted(signal);
-    const nc = this.#nc ?? (await this.#connection());
-    if (this.#closed) throw new ClosedError('the NATS transport is closed');
+    throwIfAborted(signal, 'the publish');
+    const link = this.#link ?? (await this.#connection('publish'));
+    this.#life.assertOpen('publish');
     this.#assertConnected('publish');
     if (this.config.mode === 'core') {
-      this.#publishCore(nc, event);
+      this.#publishCore(link.nc, event);
       return;
     }
+    const { js } = this.#jetstream(link);
     const subject = this.#subjects.get(event.type);
-    const data = encodeEventBytes(event);
     const headers = toNatsHeaders(event.headers);
-    const js = this.#js;
-    if (js === undefined) throw new ConnectionError('cannot publish: JetStream is not set up');
-    const ack = js.publish(subject, data, {
+    const ack = js.publish(subject, encodeEventBytes(event), {
       msgID: event.id,
       timeout: this.config.requestTimeoutMs,
       ...(headers === undefined ? {} : { headers }),
     });
     try {
-      await (signal === undefined ? ack : raceAbort(ack, signal));
+      await (signal === undefined ? ack : raceAbort(ack, signal, 'the publish'));
     } catch (error) {
       // No stream answered: it was deleted, or the broker lost its storage. Put it back so
       // that a retry (the EventBus retries TRANSPORT errors) succeeds.
@@ -488,7 +493,7 @@ export class NatsTransport implements Transport {
   /**
    * Subscribes to `{subjectPrefix}.{pattern}`. Resolves once the server has the subscription
    * (mode `core`) or the consumer exists (mode `jetstream`), so what is published after that
-   * is delivered.
+   * is delivered. `unsubscribe()` resolves within `requestTimeoutMs` whatever the server does.
    *
    * - `group`: core NATS queue group, or a durable JetStream consumer named after the group
    *   and the pattern, shared by every member and kept after they leave.
@@ -503,52 +508,30 @@ export class NatsTransport implements Transport {
    *   of this config.
    *
    * @throws `VALIDATION` for a bad pattern, `CONFIG` for bad options (or `startFrom` other
-   * than `'new'` in mode `core`), `CONNECTION`, `CLOSED`.
+   * than `'new'` in mode `core`), `CONNECTION`, `TIMEOUT`, `CLOSED`.
    */
   async subscribe(
     pattern: string,
-    options: TransportSubscribeOptions = {},
+    options?: TransportSubscribeOptions,
   ): Promise<TransportSubscription> {
-    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
+    const core = this.config.mode === 'core';
+    const { group, maxInFlight, startFrom } = checkSubscribeOptions(options, {
+      startFrom: core ? ['new'] : ['new', 'earliest', 'sequence', 'time'],
+      startFromHint: "core NATS keeps no history: use mode 'jetstream' to replay",
+      groupName: GROUP_NAME,
+    });
     const filter = patternSubject(this.config.subjectPrefix, pattern);
-    const group = checkGroup(options.group, 'group');
-    const maxInFlight = options.maxInFlight;
-    if (maxInFlight !== undefined && (!Number.isInteger(maxInFlight) || maxInFlight < 1)) {
-      throw configError('maxInFlight', `expected an integer >= 1, got ${String(maxInFlight)}`);
-    }
-    const startFrom = options.startFrom ?? 'new';
-    checkStartFrom(startFrom);
-    if (this.config.mode === 'core' && startFrom !== 'new') {
-      throw configError(
-        'startFrom',
-        "core NATS keeps no history; only 'new' is supported (use mode 'jetstream')",
-      );
-    }
-    const nc = await this.#connection();
-
-    if (this.config.mode === 'core') {
-      const source = new CoreSource<Delivery>(
-        nc,
-        filter,
-        group,
-        coreDelivery,
-        this.#coreLimits(filter, maxInFlight),
-      );
-      this.#adopt(source);
-      try {
-        // After the flush the server has the subscription: nothing published later is missed.
-        await nc.flush();
-      } catch (error) {
-        await source.stop();
-        this.#sources.delete(source);
-        throw mapNatsError(error, `subscribe to ${filter}`);
-      }
-      return new NatsSubscription(pattern, source, () => this.#sources.delete(source));
+    const link = await this.#connection('subscribe');
+    if (core) {
+      const source = this.#coreSource<Delivery>(link, filter, group, coreDelivery, maxInFlight);
+      this.#sources.add(source);
+      await this.#confirm(link, filter, () => this.#abandon(source));
+      return this.#subscription(pattern, source);
     }
 
     const { consumer } = this.config;
     const maxAckPending = maxInFlight ?? consumer.maxAckPending;
-    const config: Partial<ConsumerConfig> & { durable_name: string } = {
+    const config: ConsumerSpec = {
       durable_name: group === undefined ? `wt_${nuid.next()}` : groupConsumerName(group, filter),
       description: `watchtower ${group === undefined ? 'subscription' : `group ${group}`} on ${filter}`,
       ack_policy: AckPolicy.Explicit,
@@ -557,23 +540,30 @@ export class NatsTransport implements Transport {
       ack_wait: nanos(consumer.ackWaitMs),
       max_deliver: consumer.maxDeliver,
       max_ack_pending: maxAckPending,
-      ...deliverPolicy(startFrom),
+      ...deliverPolicy(startFrom ?? 'new'),
       ...(group === undefined ? { inactive_threshold: nanos(consumer.inactiveThresholdMs) } : {}),
     };
+    const { nc } = link;
     const context: JetStreamDeliveryContext = {
-      ...this.#deliveries,
+      batcher: this.#batcher,
+      closed: () => nc.isClosed(),
+      // Every delivery of the context is one the source made.
+      settled: (delivery) => source.settled(delivery as JsDelivery),
       maxDeliver: consumer.maxDeliver,
-      deadLetter: (message, reason) =>
-        this.#deadLetterOfDelivery(message, { ...reason, subscription: group ?? pattern }),
+      subscription: group ?? pattern,
+      clock: this.config.clock,
+      deadLetter: (message, reason) => this.#deadLetterOfDelivery(message, reason),
     };
-    const source = this.#pullSource(
-      this.config.stream.name,
+    const source: PullSource<JsDelivery> = this.#pullSource(link, {
+      stream: this.config.stream.name,
       config,
-      group !== undefined,
-      (msg) => jetStreamDelivery(msg, context),
-      (delivery) => this.#track(this.#handBack(delivery), `hand back ${delivery.origin}`),
-      Math.min(consumer.batchSize, maxAckPending),
-    );
+      shared: group !== undefined,
+      track: true,
+      batch: Math.min(consumer.batchSize, maxAckPending),
+      map: (msg) => jetStreamDelivery(msg, context),
+      release: (delivery) =>
+        this.#life.track(this.#handBack(delivery), `hand back ${delivery.origin}`),
+    });
     // Listening before the consumer pulls: an advisory its first pull causes is not missed.
     const givenUp =
       consumer.maxDeliver > 0
@@ -586,22 +576,104 @@ export class NatsTransport implements Transport {
         // The connection is closed, and the subscription with it.
       }
     };
-    this.#adopt(source);
+    this.#sources.add(source);
     try {
       await source.open();
     } catch (error) {
-      await source.stop();
-      this.#sources.delete(source);
       stopWatching();
+      await this.#abandon(source);
       throw mapNatsError(
         error,
         `create consumer ${config.durable_name} on ${filter}`,
         this.config.requestTimeoutMs,
       );
     }
-    return new NatsSubscription(pattern, source, () => {
-      this.#sources.delete(source);
-      stopWatching();
+    return this.#subscription(pattern, source, stopWatching);
+  }
+
+  #subscription(
+    pattern: string,
+    source: MessageSource<Delivery>,
+    onStop?: () => void,
+  ): TransportSubscription {
+    return new SourceSubscription(pattern, source, {
+      clock: this.config.clock,
+      stopTimeoutMs: this.config.requestTimeoutMs,
+      background: (stop, operation) => this.#life.track(stop, operation),
+      onStop: () => {
+        onStop?.();
+        // Handed-out deliveries may still be settled; close() hands back those that are not.
+        void source.whenIdle().then(() => this.#sources.delete(source));
+      },
+    });
+  }
+
+  /** A source that failed to start: stopped and forgotten. */
+  async #abandon(source: MessageSource<Delivery>): Promise<void> {
+    this.#sources.delete(source);
+    await source.stop();
+  }
+
+  /**
+   * Resolves once the server has a core subscription to `filter` (after a flush nothing
+   * published later is missed). When the server does not confirm it within
+   * `requestTimeoutMs`, `abandon` undoes it and this rejects.
+   */
+  async #confirm(link: NatsLink, filter: string, abandon: () => Promise<void>): Promise<void> {
+    const { clock, requestTimeoutMs } = this.config;
+    try {
+      await withTimeout(clock, link.nc.flush(), requestTimeoutMs, `subscribe to ${filter}`);
+    } catch (error) {
+      await abandon();
+      throw mapNatsError(error, `subscribe to ${filter}`, requestTimeoutMs);
+    }
+  }
+
+  #coreSource<T>(
+    link: NatsLink,
+    subject: string,
+    queue: string | undefined,
+    map: CoreSourceOptions<T>['map'],
+    maxInFlight: number | undefined,
+  ): CoreSource<T> {
+    const field = maxInFlight === undefined ? 'pendingLimit' : 'maxInFlight';
+    return new CoreSource<T>(link.nc, {
+      subject,
+      queue,
+      map,
+      pending: maxInFlight ?? this.config.pendingLimit,
+      onDropped: (dropped, limit) =>
+        this.#life.report(
+          new BackpressureError(
+            ErrorCode.BACKPRESSURE_DROPPED,
+            `subscription to ${subject}: ${dropped} event(s) dropped, the subscriber was ` +
+              `${limit} events behind (${field}); core NATS delivers at most once`,
+          ),
+        ),
+      clock: this.config.clock,
+      stopTimeoutMs: this.config.requestTimeoutMs,
+    });
+  }
+
+  #pullSource<T extends Pulled>(
+    link: NatsLink,
+    options: Pick<
+      PullSourceOptions<T>,
+      'stream' | 'config' | 'shared' | 'track' | 'batch' | 'map' | 'release'
+    >,
+  ): PullSource<T> {
+    const { js, jsm } = this.#jetstream(link);
+    const { nc } = link;
+    return new PullSource<T>({
+      ...options,
+      jsm,
+      js,
+      deleteOnStop: !options.shared,
+      clock: this.config.clock,
+      ensureStream: () => this.#ensureTopology(jsm),
+      alive: () => !this.#life.closed && !nc.isClosed(),
+      reportError: (error, operation) =>
+        this.#life.report(mapNatsError(error, operation, this.config.requestTimeoutMs)),
     });
   }
 
@@ -619,9 +691,9 @@ export class NatsTransport implements Transport {
         const advisory = msg.string();
         // The server will not deliver it again: a failed write is tried again for a while
         // (until close), or the event would stay unhandled for good.
-        this.#track(
-          GIVEN_UP_RETRY.execute(() => this.#deadLetterGivenUp(advisory, subscription), {
-            signal: this.#closeController.signal,
+        this.#life.track(
+          this.#givenUpRetry.execute(() => this.#deadLetterGivenUp(advisory, subscription), {
+            signal: this.#life.signal,
           }),
           `dead-letter an event consumer ${consumerName} stopped delivering (consumer.maxDeliver)`,
         );
@@ -639,9 +711,11 @@ export class NatsTransport implements Transport {
       );
     }
     const stream = this.config.stream.name;
-    const jsm = this.#jsm;
-    if (jsm === undefined) throw new ConnectionError('JetStream is not set up on this connection');
-    const stored = await jsm.streams.getMessage(stream, { seq: given.streamSeq });
+    const link = this.#link;
+    if (link === undefined) throw new ConnectionError('the NATS connection was lost');
+    const stored = await this.#jetstream(link).jsm.streams.getMessage(stream, {
+      seq: given.streamSeq,
+    });
     if (stored === null) {
       throw new WatchtowerError(
         ErrorCode.TRANSPORT,
@@ -650,50 +724,24 @@ export class NatsTransport implements Transport {
         { retryable: false },
       );
     }
-    const content = storedContent(stored.data, stored.subject, stored.header);
+    const message = storedContent(stored.data, stored.subject, stored.header);
     const { maxDeliver, ackWaitMs } = this.config.consumer;
-    await this.#deadLetterOfDelivery(content, {
-      message:
-        `delivery ${given.deliveries} was not settled within consumer.ackWaitMs (${ackWaitMs} ms) ` +
+    const failure = new WatchtowerError(
+      ErrorCode.TIMEOUT,
+      `delivery ${given.deliveries} was not settled within consumer.ackWaitMs (${ackWaitMs} ms) ` +
         `and consumer.maxDeliver (${maxDeliver}) allows no more: the consumer stopped or its ` +
         'handler ran too long, and the server would not deliver it again',
-      code: ErrorCode.TIMEOUT,
-      attempts: given.deliveries,
-      failedAt: new Date().toISOString(),
-      originalType: 'raw' in content ? content.origin : content.type,
-      subscription,
-    });
-  }
-
-  #pullSource<T>(
-    stream: string,
-    config: Partial<ConsumerConfig> & { durable_name: string },
-    shared: boolean,
-    map: (msg: JsMsg) => T,
-    release: (item: T) => void,
-    batch: number,
-  ): PullSource<T> {
-    const jsm = this.#jsm;
-    const js = this.#js;
-    const nc = this.#nc;
-    if (jsm === undefined || js === undefined || nc === undefined) {
-      throw new ConnectionError('JetStream is not set up on this connection');
-    }
-    return new PullSource<T>({
-      jsm,
-      js,
-      stream,
-      config,
-      shared,
-      deleteOnStop: !shared,
-      batch,
-      ensureStream: () => this.#ensureTopology(),
-      alive: () => !this.#closed && !nc.isClosed(),
-      map,
-      release,
-      reportError: (error, operation) =>
-        this.#report(mapNatsError(error, operation, this.config.requestTimeoutMs)),
-    });
+    );
+    await this.#deadLetterOfDelivery(
+      message,
+      deadLetterReason({
+        failure,
+        attempts: given.deliveries,
+        message,
+        subscription,
+        clock: this.config.clock,
+      }),
+    );
   }
 
   /**
@@ -719,13 +767,9 @@ export class NatsTransport implements Transport {
     message: Event | MalformedMessage,
     reason: DeadLetterReason,
   ): Promise<void> {
-    const nc = this.#nc;
-    if (nc === undefined || nc.isClosed()) return this.publishToDlq(message, reason);
-    return this.#writeDeadLetter(nc, message, reason);
-  }
-
-  #adopt(source: MessageSource<unknown>): void {
-    this.#sources.add(source);
+    const link = this.#link;
+    if (link === undefined || link.nc.isClosed()) return this.publishToDlq(message, reason);
+    return this.#writeDeadLetter(link, message, reason);
   }
 
   /**
@@ -733,32 +777,36 @@ export class NatsTransport implements Transport {
    * stream info request) succeeds within `requestTimeoutMs`.
    */
   async healthCheck(): Promise<HealthStatus> {
-    const nc = this.#nc;
-    if (this.#closed)
+    if (this.#life.closed) {
       return { healthy: false, state: 'closed', message: 'the NATS transport is closed' };
-    if (nc === undefined || this.#state !== 'connected') {
+    }
+    const link = this.#link;
+    if (link === undefined || this.#state !== 'connected') {
       const status: HealthStatus = {
         healthy: false,
-        state: nc === undefined && this.#state !== 'connecting' ? 'disconnected' : this.#state,
+        state: link === undefined && this.#state !== 'connecting' ? 'disconnected' : this.#state,
       };
       status.message =
         this.#lastError === undefined ? 'not connected' : describeError(this.#lastError);
       return status;
     }
+    const { nc, jetstream } = link;
+    const { clock, requestTimeoutMs } = this.config;
     const details: Record<string, unknown> = {
       mode: this.config.mode,
       server: nc.getServer(),
       serverVersion: nc.info?.version,
       subscriptions: this.#sources.size,
     };
-    const started = performance.now();
+    const started = clock.now();
     try {
-      await withTimeout(nc.rtt(), this.config.requestTimeoutMs, 'round trip to the server');
-      const latencyMs = performance.now() - started;
-      if (this.config.mode === 'jetstream' && this.#jsm !== undefined) {
+      await withTimeout(clock, nc.rtt(), requestTimeoutMs, 'round trip to the server');
+      const latencyMs = clock.now() - started;
+      if (this.config.mode === 'jetstream' && jetstream !== undefined) {
         const info = await withTimeout(
-          this.#jsm.streams.info(this.config.stream.name),
-          this.config.requestTimeoutMs,
+          clock,
+          jetstream.jsm.streams.info(this.config.stream.name),
+          requestTimeoutMs,
           'stream info',
         );
         details['streamMessages'] = info.state.messages;
@@ -772,25 +820,25 @@ export class NatsTransport implements Transport {
 
   /**
    * Publishes a dead letter to `{dlqPrefix}.{type}`, body `{event, error, original_subject,
-   * reason}`; for bytes that never decoded, `event` is their text and the type comes from the
-   * subject they arrived on. With a durable DLQ it resolves on the PubAck (stored); otherwise
-   * once the server has received it.
+   * reason}`; for bytes that never decoded, `event` is their text (`raw_base64` when they are
+   * not UTF-8) and the type comes from the subject they arrived on. With a durable DLQ it
+   * resolves on the PubAck (stored); otherwise once the server has received it.
    */
   async publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
-    const nc = await this.#connection();
-    return this.#writeDeadLetter(nc, message, reason);
+    const link = await this.#connection('publish a dead letter');
+    return this.#writeDeadLetter(link, message, reason);
   }
 
   async #writeDeadLetter(
-    nc: NatsConnection,
+    link: NatsLink,
     message: Event | MalformedMessage,
     reason: DeadLetterReason,
   ): Promise<void> {
     this.#assertConnected('publish a dead letter');
-    const { subjectPrefix, dlqPrefix } = this.config;
+    const { subjectPrefix, dlqPrefix, requestTimeoutMs } = this.config;
     let originalSubject: string;
     let type: string;
-    if (isMalformed(message)) {
+    if (isMalformedMessage(message)) {
       originalSubject = message.origin;
       type = typeFromSubject(subjectPrefix, message.origin) ?? sanitizeSubject(message.origin);
     } else {
@@ -799,21 +847,23 @@ export class NatsTransport implements Transport {
     }
     const subject = `${dlqPrefix}.${type}`;
     const body = encodeDeadLetter(message, reason, originalSubject);
-    const js = this.#js;
     // A durable dead letter never falls back to a plain message: its write must be stored.
-    if (this.#durableDlq && js === undefined) {
-      throw new ConnectionError('cannot publish a dead letter: JetStream is not set up');
-    }
+    const js = this.#durableDlq ? this.#jetstream(link).js : undefined;
     try {
-      if (js !== undefined && this.#durableDlq) {
-        await js.publish(subject, body, { timeout: this.config.requestTimeoutMs });
+      if (js !== undefined) {
+        await js.publish(subject, body, { timeout: requestTimeoutMs });
       } else {
-        nc.publish(subject, body);
-        await withTimeout(nc.flush(), this.config.requestTimeoutMs, `flush of ${subject}`);
+        link.nc.publish(subject, body);
+        await withTimeout(
+          this.config.clock,
+          link.nc.flush(),
+          requestTimeoutMs,
+          `flush of ${subject}`,
+        );
       }
     } catch (error) {
       if (isNoResponders(error)) this.#restoreTopology('after a dead letter found none');
-      throw mapNatsError(error, `publish dead letter to ${subject}`, this.config.requestTimeoutMs);
+      throw mapNatsError(error, `publish dead letter to ${subject}`, requestTimeoutMs);
     }
   }
 
@@ -822,331 +872,174 @@ export class NatsTransport implements Transport {
    * DLQ, letters written before the call come first (unless `fromStart` is false), a handler
    * that throws gets the letter again after a second, then after a doubling delay of at most a
    * minute (so a letter it can never take does not spin), and `group` members share one durable
-   * consumer. Without one, only letters published while this runs arrive.
+   * consumer. Without one, only letters published while this runs arrive. `unsubscribe()`
+   * waits at most `requestTimeoutMs` for the server, then for the handler running now.
    */
   async consumeDlq(
     handler: DeadLetterHandler,
-    options: ConsumeDlqOptions = {},
+    options?: ConsumeDlqOptions,
   ): Promise<SubscriptionHandle> {
-    if (typeof handler !== 'function') throw configError('handler', 'expected a function');
-    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.consumeDlq, 'consumeDlq options');
-    const group = checkGroup(options.group, 'group');
-    const fromStart = options.fromStart ?? true;
-    if (typeof fromStart !== 'boolean') throw configError('fromStart', 'expected a boolean');
-    const nc = await this.#connection();
+    const { group, fromStart } = checkConsumeDlqOptions(handler, options, {
+      groupName: GROUP_NAME,
+    });
+    const link = await this.#connection('consume dead letters');
     const filter = `${this.config.dlqPrefix}.>`;
-
-    let source: MessageSource<DlqMessage>;
-    if (this.#durableDlq) {
-      const config: Partial<ConsumerConfig> & { durable_name: string } = {
-        durable_name:
-          group === undefined ? `wt_dlq_${nuid.next()}` : groupConsumerName(group, filter),
-        description: `watchtower dead-letter consumer${group === undefined ? '' : ` (group ${group})`}`,
-        ack_policy: AckPolicy.Explicit,
-        replay_policy: ReplayPolicy.Instant,
-        filter_subject: filter,
-        ack_wait: nanos(this.config.consumer.ackWaitMs),
-        max_ack_pending: this.config.consumer.maxAckPending,
-        deliver_policy: fromStart ? DeliverPolicy.All : DeliverPolicy.New,
-        ...(group === undefined
-          ? { inactive_threshold: nanos(this.config.consumer.inactiveThresholdMs) }
-          : {}),
-      };
-      const pull = this.#pullSource(
-        this.config.dlq.streamName,
-        config,
-        group !== undefined,
-        dlqMessageFromJs,
-        (message) => message.release(),
-        64,
-      );
-      try {
-        await pull.open();
-      } catch (error) {
-        await pull.stop();
-        throw mapNatsError(
-          error,
-          `create dead-letter consumer on ${filter}`,
-          this.config.requestTimeoutMs,
-        );
-      }
-      source = pull;
-    } else {
-      const core = new CoreSource(
-        nc,
-        filter,
-        group,
-        dlqMessageFromCore,
-        this.#coreLimits(filter, undefined),
-      );
-      try {
-        await nc.flush();
-      } catch (error) {
-        await core.stop();
-        throw mapNatsError(error, `subscribe to ${filter}`);
-      }
-      source = core;
-    }
-    const consumer = new DlqConsumer(
+    const source = this.#durableDlq
+      ? await this.#durableDlqSource(link, filter, group, fromStart)
+      : await this.#coreDlqSource(link, filter, group);
+    const { clock, requestTimeoutMs } = this.config;
+    const consumer: DeadLetterConsumer = new DeadLetterConsumer({
+      id: `nats-dlq-${nuid.next()}`,
       source,
       handler,
-      this.config.dlqPrefix,
-      this.#durableDlq,
-      (error) => this.#report(error),
-      () => {
-        this.#dlqConsumers.delete(consumer);
-      },
-    );
+      afterFailure: this.#durableDlq
+        ? 'the letter comes back later'
+        : 'core NATS cannot deliver the letter again',
+      report: (error) => this.#life.report(error),
+      mapError: (error, operation) => mapNatsError(error, operation, requestTimeoutMs),
+      clock,
+      stopTimeoutMs: requestTimeoutMs,
+      background: (stop, operation) => this.#life.track(stop, operation),
+      onStop: () => this.#dlqConsumers.delete(consumer),
+    });
     this.#dlqConsumers.add(consumer);
-    consumer.start();
-    return consumer;
+    return consumer.start();
+  }
+
+  async #durableDlqSource(
+    link: NatsLink,
+    filter: string,
+    group: string | undefined,
+    fromStart: boolean,
+  ): Promise<DeadLetterSource> {
+    const { consumer, dlqPrefix } = this.config;
+    const config: ConsumerSpec = {
+      durable_name:
+        group === undefined ? `wt_dlq_${nuid.next()}` : groupConsumerName(group, filter),
+      description: `watchtower dead-letter consumer${group === undefined ? '' : ` (group ${group})`}`,
+      ack_policy: AckPolicy.Explicit,
+      replay_policy: ReplayPolicy.Instant,
+      filter_subject: filter,
+      ack_wait: nanos(consumer.ackWaitMs),
+      max_ack_pending: consumer.maxAckPending,
+      deliver_policy: fromStart ? DeliverPolicy.All : DeliverPolicy.New,
+      ...(group === undefined ? { inactive_threshold: nanos(consumer.inactiveThresholdMs) } : {}),
+    };
+    const pull = this.#pullSource(link, {
+      stream: this.config.dlq.streamName,
+      config,
+      shared: group !== undefined,
+      // The consumer settles each letter before it takes the next.
+      track: false,
+      batch: 64,
+      map: (msg) => jsDeadLetterEntry(msg, dlqPrefix),
+      release: (entry) => entry.msg.nak(),
+    });
+    try {
+      await pull.open();
+    } catch (error) {
+      await pull.stop();
+      throw mapNatsError(
+        error,
+        `create dead-letter consumer on ${filter}`,
+        this.config.requestTimeoutMs,
+      );
+    }
+    return pull;
+  }
+
+  async #coreDlqSource(
+    link: NatsLink,
+    filter: string,
+    group: string | undefined,
+  ): Promise<DeadLetterSource> {
+    const { dlqPrefix, clock } = this.config;
+    const source = this.#coreSource(
+      link,
+      filter,
+      group,
+      (msg) => coreDeadLetterEntry(msg, dlqPrefix, clock),
+      undefined,
+    );
+    await this.#confirm(link, filter, () => source.stop());
+    return source;
   }
 
   /**
-   * Stops every subscription and dead-letter consumer, drains the connection (pending
-   * publishes and acks are flushed) within `timeoutMs`, then closes it. Idempotent; every step
-   * runs even if an earlier one fails.
+   * Stops every subscription and dead-letter consumer, hands back what handlers hold
+   * unsettled, drains the connection (pending publishes and acks are flushed) and closes it,
+   * all within `timeoutMs` (default 10 s); when the server does not answer by then, the
+   * connection is closed without it, and close resolves at most `CLOSE_MARGIN_MS` later. What
+   * was not acked is delivered again by the server. Idempotent; every step runs even if an
+   * earlier one fails.
+   *
+   * @throws `CONFIG` for unknown options or a bad `timeoutMs`.
    */
-  close(options: CloseOptions = {}): Promise<void> {
-    if (this.#closing === undefined) {
-      const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      if (refused !== undefined) return refused;
-    }
-    this.#closing ??= this.#close(options.timeoutMs ?? 10_000);
-    return this.#closing;
+  close(options?: CloseOptions): Promise<void> {
+    return this.#life.close(
+      options,
+      (deadline) => this.#close(deadline),
+      () => this.#disconnect(),
+    );
   }
 
-  async #close(timeoutMs: number): Promise<void> {
-    this.#closed = true;
-    this.#closeController.abort(new ClosedError('the NATS transport is closed'));
-    const deadline = Date.now() + timeoutMs;
-    const remaining = (): number => Math.max(1, deadline - Date.now());
-    if (this.#connecting !== undefined) {
-      await this.#connecting.catch(() => undefined);
-    }
-    const nc = this.#nc;
-    try {
-      await withTimeout(
-        Promise.allSettled([
-          ...[...this.#dlqConsumers].map((c) => c.unsubscribe()),
-          ...[...this.#sources].map((s) => s.stop()),
-        ]),
-        remaining(),
-        'stopping subscriptions',
-      );
-    } catch {
-      // Timed out: the connection close below ends them.
-    }
+  async #close(deadline: Deadline): Promise<void> {
+    // A connect under way lets go of what it opened itself once it sees the transport closed.
+    const connecting = this.#life.connecting;
+    if (connecting !== undefined) await deadline.within(connecting.catch(() => undefined));
+    const link = this.#link;
+    const sources = [...this.#sources];
     this.#sources.clear();
+    const dlqConsumers = [...this.#dlqConsumers];
     this.#dlqConsumers.clear();
+    await deadline.within(
+      Promise.allSettled([
+        ...dlqConsumers.map((consumer) => consumer.unsubscribe()),
+        ...sources.map((source) => source.stop()),
+      ]),
+    );
     // Handed out and never settled (a handler past the deadline, a caller that stopped
     // iterating): hand them back so another consumer gets them without waiting for the ack wait.
-    const { unsettled, batcher } = this.#deliveries;
-    const handedBack = [...unsettled].map((delivery) =>
-      this.#handBack(delivery).catch((error: unknown) => {
-        this.#report(mapNatsError(error, `hand back ${delivery.origin}`));
-      }),
-    );
-    unsettled.clear();
-    // Settles of this turn go out now, before the connection drains.
-    batcher.flush();
-    await Promise.all(handedBack);
-    batcher.flush();
-    // From here on, what fails (an ack of a handler past the deadline, a drain cut short)
-    // fails because of close(): the server delivers those messages again.
-    this.#silenced = true;
-    if (nc !== undefined) {
-      try {
-        if (!nc.isClosed()) await withTimeout(nc.drain(), remaining(), 'drain');
-      } catch {
-        // A drain that cannot finish (disconnected) gives way to a plain close.
-      }
-      try {
-        if (!nc.isClosed()) await nc.close();
-      } catch {
-        // Already closed.
+    const handedBack: Promise<void>[] = [];
+    for (const source of sources) {
+      for (const delivery of source.takeUnsettled()) {
+        handedBack.push(
+          this.#handBack(delivery).catch((error: unknown) => {
+            this.#life.report(mapNatsError(error, `hand back ${delivery.origin}`));
+          }),
+        );
       }
     }
-    this.#nc = undefined;
-    this.#js = undefined;
-    this.#jsm = undefined;
+    // Settles of this turn go out now, before the connection drains.
+    this.#batcher.flush();
+    await deadline.within(Promise.all(handedBack));
+    this.#batcher.flush();
+    // From here on, what fails (an ack of a handler past the deadline, a drain cut short)
+    // fails because of close(): the server delivers those messages again.
+    this.#life.silence();
+    if (link !== undefined && !link.nc.isClosed()) {
+      // A drain that cannot finish (a server away or not answering) gives way to the close.
+      await deadline.within(link.nc.drain().catch(() => undefined));
+    }
+    this.#disconnect();
+    await this.#life.settleBackground(deadline);
+  }
+
+  /**
+   * Ends the connection without asking the server: `close()` of the v3 client writes nothing
+   * more, destroys the socket and rejects pending requests, whatever the server does; a
+   * pending flush is left unanswered (every wait for one here has a time limit).
+   */
+  #disconnect(): void {
+    const link = this.#link;
+    this.#link = undefined;
     this.#state = 'closed';
-    await Promise.allSettled([...this.#background]);
+    if (link !== undefined) void link.nc.close().catch(() => undefined);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-/** Writing the dead letter of an event the server gave up on: about 30 s of tries. */
-const GIVEN_UP_RETRY = new RetryPolicy({ maxAttempts: 6, minDelayMs: 250, maxDelayMs: 8000 });
-
-/** A subscription as the `Transport` contract wants it, over a message source. */
-class NatsSubscription implements TransportSubscription {
-  #unsubscribing: Promise<void> | undefined;
-
-  constructor(
-    readonly pattern: string,
-    private readonly source: MessageSource<Delivery>,
-    private readonly onStop: () => void,
-  ) {}
-
-  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
-    return this.source[Symbol.asyncIterator]();
-  }
-
-  tryNext(): Delivery | undefined {
-    return this.source.tryNext();
-  }
-
-  /** Stops delivery; deliveries already handed out can still be acked. Idempotent. */
-  unsubscribe(): Promise<void> {
-    this.#unsubscribing ??= this.source.stop().finally(this.onStop);
-    return this.#unsubscribing;
-  }
-}
-
-/**
- * Feeds dead letters to a handler one at a time; ack on success, redeliver later on a throw.
- * What goes wrong (a handler that throws, a letter that cannot be settled, the source ending
- * with an error) goes to `report`: nobody awaits this loop.
- */
-class DlqConsumer implements SubscriptionHandle {
-  readonly id = `nats-dlq-${nuid.next()}`;
-  #running: Promise<void> = Promise.resolve();
-  #stopping: Promise<void> | undefined;
-
-  constructor(
-    private readonly source: MessageSource<DlqMessage>,
-    private readonly handler: DeadLetterHandler,
-    private readonly dlqPrefix: string,
-    /** Letters are stored in JetStream, so one whose handler threw comes back. */
-    private readonly redelivers: boolean,
-    private readonly report: (error: WatchtowerError) => void,
-    private readonly onStop: () => void,
-  ) {}
-
-  start(): void {
-    this.#running = this.#run();
-  }
-
-  /** Stops; resolves once the handler running now has returned. Idempotent. */
-  unsubscribe(): Promise<void> {
-    this.#stopping ??= (async () => {
-      await this.source.stop();
-      await this.#running;
-      this.onStop();
-    })();
-    return this.#stopping;
-  }
-
-  async #run(): Promise<void> {
-    try {
-      for await (const message of this.source) {
-        const type = typeFromSubject(this.dlqPrefix, message.subject) ?? message.subject;
-        const letter = decodeDeadLetter(message.data, type, message.time);
-        let handled: boolean;
-        try {
-          await this.handler(letter);
-          handled = true;
-        } catch (error) {
-          handled = false;
-          const after = this.redelivers
-            ? 'the letter comes back later'
-            : 'core NATS cannot deliver the letter again';
-          this.report(
-            new WatchtowerError(
-              ErrorCode.HANDLER_FAILED,
-              `the dead-letter handler failed on ${message.subject}; ${after}: ${describeError(error)}`,
-              { cause: error },
-            ),
-          );
-        }
-        try {
-          // A letter whose handler threw is left for later: JetStream delivers it again,
-          // core NATS cannot.
-          if (handled) message.ack();
-          else message.retryLater(dlqRetryDelayMs(message.attempt));
-        } catch (error) {
-          // The server delivers again what was not acked, after the ack wait.
-          this.report(mapNatsError(error, `${handled ? 'ack' : 'nak'} ${message.subject}`));
-        }
-      }
-    } catch (error) {
-      // The source failed (the server refused the subscription, the connection was given up):
-      // the consumer ends. stop() ends it without an error.
-      if (this.#stopping === undefined) {
-        this.report(mapNatsError(error, `dead-letter consumer on ${this.dlqPrefix}.>`));
-      }
-    }
-  }
-}
-
-/** A dead-letter message from either kind of source. */
-interface DlqMessage {
-  readonly subject: string;
-  readonly data: Uint8Array;
-  readonly time: Date;
-  /** Deliveries of this letter to the consumer so far, 1 the first time. */
-  readonly attempt: number;
-  ack(): void;
-  retryLater(delayMs: number): void;
-  /** Back to the server for another consumer, at once. */
-  release(): void;
-}
-
-function dlqMessageFromJs(msg: JsMsg): DlqMessage {
-  return {
-    subject: msg.subject,
-    data: msg.data,
-    time: msg.time,
-    attempt: msg.info.deliveryCount,
-    ack: () => msg.ack(),
-    retryLater: (delayMs) => msg.nak(delayMs),
-    release: () => msg.nak(),
-  };
-}
-
-function dlqMessageFromCore(msg: Msg): DlqMessage {
-  return {
-    subject: msg.subject,
-    data: msg.data,
-    time: new Date(),
-    attempt: 1,
-    ack: () => undefined,
-    retryLater: () => undefined,
-    release: () => undefined,
-  };
-}
-
-function checkGroup(group: unknown, field: string): string | undefined {
-  if (group === undefined) return undefined;
-  if (typeof group !== 'string' || group.length === 0 || /\s/.test(group)) {
-    throw configError(
-      field,
-      `expected a non-empty string without whitespace, got ${JSON.stringify(group)}`,
-    );
-  }
-  return group;
-}
-
-function checkStartFrom(start: StartPosition): void {
-  if (start === 'new' || start === 'earliest') return;
-  if (typeof start === 'object' && start !== null) {
-    if ('sequence' in start) {
-      if (Number.isInteger(start.sequence) && start.sequence >= 1) return;
-      throw configError(
-        'startFrom.sequence',
-        `expected an integer >= 1, got ${String(start.sequence)}`,
-      );
-    }
-    if ('time' in start) {
-      if (start.time instanceof Date && !Number.isNaN(start.time.getTime())) return;
-      throw configError('startFrom.time', 'expected a valid Date');
-    }
-  }
-  throw configError('startFrom', "expected 'new', 'earliest', { sequence } or { time }");
 }
 
 function deliverPolicy(start: StartPosition): Partial<ConsumerConfig> {
@@ -1155,67 +1048,4 @@ function deliverPolicy(start: StartPosition): Partial<ConsumerConfig> {
   if ('sequence' in start)
     return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.sequence };
   return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.time.toISOString() };
-}
-
-/** Tokens of a subject outside our prefix, made safe for a DLQ subject. */
-function sanitizeSubject(subject: string): string {
-  const cleaned = subject
-    .replace(/[^A-Za-z0-9_.-]/g, '_')
-    .replace(/\.{2,}/g, '.')
-    .replace(/^\.|\.$/g, '');
-  return cleaned.length === 0 ? 'unknown' : cleaned;
-}
-
-/** The answer of every core publish that went out: one settled promise, shared. */
-const SENT: Promise<void> = Promise.resolve();
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted === true) throw abortError(signal);
-}
-
-function abortError(signal: AbortSignal): WatchtowerError {
-  return new WatchtowerError(ErrorCode.ABORTED, 'the operation was aborted', {
-    cause: signal.reason,
-    retryable: false,
-  });
-}
-
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    if (signal.aborted) {
-      onAbort();
-      return;
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
-/** Rejects with a `TIMEOUT` error when `promise` has not settled after `ms`; clears its timer. */
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new TimeoutError(`${what} took longer than ${ms} ms`, ms));
-    }, ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
 }

@@ -1,7 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  toNatsSubject,
-} from '@watchtower/core/transport-kit';
+import { toNatsSubject } from '@watchtower/core/transport-kit';
 
 /** `{prefix}.{type}`: where an event of `type` is published. */
 export function eventSubject(prefix: string, type: string): string {
@@ -21,6 +19,15 @@ export function typeFromSubject(prefix: string, subject: string): string | undef
   return subject.length > prefix.length + 1 && subject.startsWith(`${prefix}.`)
     ? subject.slice(prefix.length + 1)
     : undefined;
+}
+
+/** Tokens of a subject outside our prefix, made safe for a DLQ subject. */
+export function sanitizeSubject(subject: string): string {
+  const cleaned = subject
+    .replace(/[^A-Za-z0-9_.-]/g, '_')
+    .replace(/\.{2,}/g, '.')
+    .replace(/^\.|\.$/g, '');
+  return cleaned.length === 0 ? 'unknown' : cleaned;
 }
 
 // JetStream consumer names: no `.`, `*`, `>`, whitespace, path separators; keep it readable.
