@@ -65,6 +65,26 @@ export class PrivateNatsServer {
     return accepts(this.port);
   }
 
+  /**
+   * Stops the process without ending it (SIGSTOP): connections stay open and nothing answers,
+   * as with a hung server or a dropped link. `resume()` lets it go on.
+   */
+  pause(): void {
+    this.#signal('SIGSTOP');
+  }
+
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void {
+    this.#signal('SIGCONT');
+  }
+
+  #signal(signal: NodeJS.Signals): void {
+    const child = this.#process;
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      process.kill(child.pid, signal);
+    }
+  }
+
   /** Kills the server (SIGKILL: a crash, not a shutdown) and waits for the process to end. */
   async kill(): Promise<void> {
     const child = this.#process;

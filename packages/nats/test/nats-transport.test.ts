@@ -98,6 +98,38 @@ describe.each<NatsMode>(['core', 'jetstream'])('NatsTransport (%s)', (mode) => {
     expect(solo.deliveries.length).toBe(n);
   });
 
+  it('stops a subscription whose consumer leaves its iteration early: the rest of its group gets what follows', async () => {
+    // A short ack wait: in mode jetstream, what the server had already sent to the member that
+    // left comes back after it.
+    const { transport } = await connected({ consumer: { ackWaitMs: 1000 } });
+    const leaving = await transport.subscribe('job.*', { group: 'workers' });
+    const staying = await collect(transport, 'job.*', { group: 'workers' });
+    let left = false;
+    const leaver = (async () => {
+      for await (const delivery of leaving) {
+        await delivery.ack();
+        break;
+      }
+      left = true;
+    })();
+    let n = 0;
+    await waitFor(async () => {
+      await transport.publish(createEvent('job.run', { phase: 'before', n: n++ }));
+      return left;
+    });
+    await leaver;
+    for (let i = 0; i < 20; i++) {
+      await transport.publish(createEvent('job.run', { phase: 'after', n: i }));
+    }
+    const after = (): number[] =>
+      eventsOf(staying.deliveries)
+        .map((e) => e.payload as { phase: string; n: number })
+        .filter((p) => p.phase === 'after')
+        .map((p) => p.n);
+    await waitFor(() => new Set(after()).size === 20, { timeoutMs: 10_000 });
+    await leaving.unsubscribe();
+  });
+
   it('keeps publish order for one type', async () => {
     const { transport } = await connected();
     const { deliveries } = await collect(transport, 'seq.tick');
