@@ -1,17 +1,19 @@
-import type { Cluster, Redis } from 'ioredis';
 import type { WatchtowerError } from '@watchtower/core';
+import { TurnBatcher } from '@watchtower/core/transport-kit';
+import type { RedisClient } from './connections.js';
 import { mapRedisError } from './map-error.js';
 
-interface Batch {
+/** An entry to ack: the consumer's own record of it, so that queuing an ack allocates nothing. */
+export interface AckItem {
   readonly key: string;
   readonly group: string;
-  readonly ids: string[];
+  readonly id: string;
 }
 
 /**
- * Collects the acks of one event-loop turn into one `XACK key group id...` per stream and
- * group: a handler pool that finishes many deliveries at once costs Redis one command, not one
- * per delivery.
+ * The acks of one turn of promise work ({@link TurnBatcher}) as one `XACK key group id...` per
+ * stream and group: a handler pool that finishes many deliveries at once costs Redis one
+ * command, not one per delivery.
  *
  * `ack` does not wait for Redis: a consumer that awaited every XACK round trip would handle one
  * event per round trip. An ack that fails (the connection dropped) is reported to `onError`;
@@ -19,62 +21,55 @@ interface Batch {
  * for everything sent so far, which `close()` does before quitting.
  */
 export class AckBatcher {
-  #batches = new Map<string, Batch>();
-  #scheduled: NodeJS.Immediate | undefined;
-  #inFlight = new Set<Promise<void>>();
+  readonly #turn = new TurnBatcher<AckItem>((items) => this.#send(items));
+  readonly #inFlight = new Set<Promise<void>>();
 
   constructor(
-    private readonly client: () => Redis | Cluster,
+    private readonly client: () => RedisClient,
     private readonly onError: (error: WatchtowerError) => void,
   ) {}
 
-  /** Queues the ack; it is sent at the end of this event-loop turn. */
-  ack(key: string, group: string, id: string): void {
-    const slot = `${group}\u0000${key}`;
-    let batch = this.#batches.get(slot);
-    if (batch === undefined) {
-      batch = { key, group, ids: [] };
-      this.#batches.set(slot, batch);
-    }
-    batch.ids.push(id);
-    this.#scheduled ??= setImmediate(() => {
-      this.#scheduled = undefined;
-      this.#flushNow();
-    });
+  /** Queues the ack for this turn's XACK. */
+  ack(item: AckItem): void {
+    this.#turn.add(item);
   }
 
-  /** Sends what is collected now and resolves when every ack sent so far is answered. */
+  /** Sends what is queued now and resolves when every ack sent so far is answered. */
   async flush(): Promise<void> {
-    if (this.#scheduled !== undefined) {
-      clearImmediate(this.#scheduled);
-      this.#scheduled = undefined;
-    }
-    this.#flushNow();
+    this.#turn.flush();
     await Promise.allSettled([...this.#inFlight]);
   }
 
-  #flushNow(): void {
-    const batches = this.#batches;
-    if (batches.size === 0) return;
-    this.#batches = new Map();
-    let client: Redis | Cluster;
+  #send(items: readonly AckItem[]): void {
+    let client: RedisClient;
     try {
       client = this.client();
     } catch (error) {
       this.onError(mapRedisError(error, 'XACK'));
       return;
     }
-    for (const batch of batches.values()) {
-      const sent: Promise<void> = client.xack(batch.key, batch.group, ...batch.ids).then(
-        () => {},
-        (error: unknown) => {
-          this.onError(
-            mapRedisError(error, `XACK ${batch.key} ${batch.group} (${batch.ids.length} entries)`),
-          );
-        },
-      );
-      this.#inFlight.add(sent);
-      void sent.finally(() => this.#inFlight.delete(sent));
+    // group -> stream -> ids, without a string built per ack.
+    const byGroup = new Map<string, Map<string, string[]>>();
+    for (const { key, group, id } of items) {
+      let byKey = byGroup.get(group);
+      if (byKey === undefined) byGroup.set(group, (byKey = new Map<string, string[]>()));
+      const ids = byKey.get(key);
+      if (ids === undefined) byKey.set(key, [id]);
+      else ids.push(id);
+    }
+    for (const [group, byKey] of byGroup) {
+      for (const [key, ids] of byKey) {
+        const sent: Promise<void> = client.xack(key, group, ...ids).then(
+          () => {
+            this.#inFlight.delete(sent);
+          },
+          (error: unknown) => {
+            this.#inFlight.delete(sent);
+            this.onError(mapRedisError(error, `XACK ${key} ${group} (${ids.length} entries)`));
+          },
+        );
+        this.#inFlight.add(sent);
+      }
     }
   }
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCode, isWatchtowerError } from '@watchtower/core';
+import { ErrorCode, isWatchtowerError, systemClock } from '@watchtower/core';
+import { FakeClock } from '@watchtower/core/testing';
 import {
   DEFAULT_CLUSTER_PREFIX,
   DEFAULT_REDIS_CONFIG,
@@ -39,6 +40,13 @@ describe('resolveRedisConfig', () => {
       closeTimeoutMs: 10_000,
     });
     expect(config.cluster).toBeUndefined();
+  });
+
+  it('times everything on the system clock unless given one, and bounds unsubscribe by 5 s', () => {
+    expect(resolveRedisConfig().clock).toBe(systemClock);
+    expect(resolveRedisConfig().unsubscribeTimeoutMs).toBe(5000);
+    const clock = new FakeClock();
+    expect(resolveRedisConfig({ clock }).clock).toBe(clock);
   });
 
   it('derives the DLQ stream from the prefix', () => {
@@ -86,6 +94,8 @@ describe('resolveRedisConfig', () => {
     ['dlqGroup', { dlqGroup: '' }],
     ['closeTimeoutMs', { closeTimeoutMs: -5 }],
     ['healthCheckTimeoutMs', { healthCheckTimeoutMs: 0 }],
+    ['unsubscribeTimeoutMs', { unsubscribeTimeoutMs: -1 }],
+    ['clock', { clock: { now: () => 0 } }],
     ['redis', { redis: 'redis://x' }],
     ['cluster.nodes', { cluster: { nodes: [] } }],
     ['cluster.node', { cluster: { node: [] } }],

@@ -4,9 +4,11 @@
  * option validators. Only rules of Redis itself (the URL, hash tags on a cluster, settings of
  * ioredis the transport cannot honour) are written here; nothing here talks to a server.
  */
-import { configError } from '@watchtower/core';
+import { configError, systemClock, type Clock } from '@watchtower/core';
 import {
+  DEFAULT_UNSUBSCRIBE_TIMEOUT_MS,
   booleanOption,
+  clockOption,
   describeValue,
   integerOption,
   objectOption,
@@ -150,18 +152,32 @@ export interface RedisConfig {
    */
   dlqGroup?: string;
   /**
-   * How long `close()` waits for in-flight deliveries when no `timeoutMs` is given. The steps
-   * around that wait that talk to Redis (stopping the subscriptions, sending the acks, `QUIT`)
-   * are limited to this value kept between 1 and 5 s each, so `close()` also ends while Redis
-   * is unreachable.
+   * The `timeoutMs` of a `close()` that gives none. Every step of `close()` (stopping the
+   * subscriptions, waiting for in-flight deliveries, sending the acks, `QUIT`) shares this one
+   * deadline; when Redis does not answer by then, the connections are dropped and `close()`
+   * resolves (entries not settled stay pending and are delivered again).
    * @defaultValue 10000
    */
   closeTimeoutMs?: number;
+  /**
+   * How long `unsubscribe()` waits for Redis (handing back what no handler saw, destroying an
+   * own group) before it resolves anyway; the rest goes on in the background, and `close()`
+   * waits for it within its own deadline.
+   * @defaultValue 5000
+   */
+  unsubscribeTimeoutMs?: number;
   /**
    * Time limit of the `PING` in `healthCheck()`, in milliseconds.
    * @defaultValue 2000
    */
   healthCheckTimeoutMs?: number;
+  /**
+   * Timers and timestamps: retries, claim passes, discovery, the health check's limit, the
+   * stale-group sweep, backoff after a failed read and the deadlines of `close()` and
+   * `unsubscribe()`. Redis' own `TIME` still gives the start of a new group.
+   * @defaultValue `systemClock`
+   */
+  clock?: Clock;
 }
 
 /** Every field of {@link RedisConfig}: anything else is refused, so a misspelt one is not ignored. */
@@ -185,7 +201,9 @@ export const REDIS_CONFIG_KEYS = [
   'consumerPrefix',
   'dlqGroup',
   'closeTimeoutMs',
+  'unsubscribeTimeoutMs',
   'healthCheckTimeoutMs',
+  'clock',
 ] as const satisfies ReadonlyArray<keyof RedisConfig>;
 
 const CLUSTER_KEYS = Object.keys({
@@ -218,7 +236,9 @@ export const DEFAULT_REDIS_CONFIG = Object.freeze({
   startFrom: 'new',
   dlqGroup: 'watchtower-dlq',
   closeTimeoutMs: 10_000,
+  unsubscribeTimeoutMs: DEFAULT_UNSUBSCRIBE_TIMEOUT_MS,
   healthCheckTimeoutMs: 2000,
+  clock: systemClock,
 });
 
 /** A validated {@link RedisConfig} with every default filled in. */
@@ -242,7 +262,9 @@ export interface ResolvedRedisConfig {
   readonly consumerPrefix: string | undefined;
   readonly dlqGroup: string;
   readonly closeTimeoutMs: number;
+  readonly unsubscribeTimeoutMs: number;
   readonly healthCheckTimeoutMs: number;
+  readonly clock: Clock;
 }
 
 const REDIS_URL = /^rediss?:\/\//;
@@ -418,15 +440,24 @@ function resolveClaiming(
 
 function resolveTimeouts(
   config: RedisConfig,
-): Pick<ResolvedRedisConfig, 'closeTimeoutMs' | 'healthCheckTimeoutMs'> {
+): Pick<
+  ResolvedRedisConfig,
+  'closeTimeoutMs' | 'unsubscribeTimeoutMs' | 'healthCheckTimeoutMs' | 'clock'
+> {
   const d = DEFAULT_REDIS_CONFIG;
   return {
     closeTimeoutMs: redisInteger('closeTimeoutMs', config.closeTimeoutMs ?? d.closeTimeoutMs, 0),
+    unsubscribeTimeoutMs: redisInteger(
+      'unsubscribeTimeoutMs',
+      config.unsubscribeTimeoutMs ?? d.unsubscribeTimeoutMs,
+      0,
+    ),
     healthCheckTimeoutMs: redisInteger(
       'healthCheckTimeoutMs',
       config.healthCheckTimeoutMs ?? d.healthCheckTimeoutMs,
       1,
     ),
+    clock: config.clock === undefined ? d.clock : clockOption('clock', config.clock),
   };
 }
 

@@ -16,7 +16,11 @@ import {
   type MalformedDelivery,
   type NackOptions,
 } from '@watchtower/core';
-import { fallbackReason, readDeadLetterReason } from '@watchtower/core/transport-kit';
+import {
+  fallbackReason,
+  readDeadLetterReason,
+  type DeadLetterEntry,
+} from '@watchtower/core/transport-kit';
 import type { ConsumedEntry, EntryHandle } from './group-consumer.js';
 import { describeFields, fieldValue } from './stream-reply.js';
 
@@ -29,7 +33,8 @@ export class RedisEventDelivery implements EventDelivery {
     readonly attempt: number,
     /** The stream key it was read from. */
     readonly origin: string,
-    private readonly handle: EntryHandle,
+    /** What settles the entry. */
+    readonly handle: EntryHandle,
   ) {}
 
   ack(): Promise<void> {
@@ -50,7 +55,8 @@ export class RedisMalformedDelivery implements MalformedDelivery {
     readonly error: SerializationError,
     readonly attempt: number,
     readonly origin: string,
-    private readonly handle: EntryHandle,
+    /** What settles the entry. */
+    readonly handle: EntryHandle,
   ) {}
 
   ack(): Promise<void> {
@@ -95,10 +101,33 @@ export function toDelivery(
     : undefined;
 }
 
-/** An entry of the DLQ stream, with what settles it. */
-export interface DlqItem {
+/**
+ * An entry of the DLQ stream for the kit's dead-letter consumer: acked (`XACK`) when its
+ * handler returned; when it threw, left pending, so that a consumer of the group claims it
+ * again once it has been idle for `claimMinIdleMs` (Redis times that, not the delay).
+ */
+export class RedisDeadLetterEntry implements DeadLetterEntry {
   readonly letter: DeadLetter;
-  readonly handle: EntryHandle;
+  readonly attempt: number;
+  readonly origin: string;
+
+  constructor(
+    entry: ConsumedEntry,
+    /** What settles the entry. */
+    readonly handle: EntryHandle,
+  ) {
+    this.letter = toDeadLetter(entry);
+    this.attempt = entry.attempt;
+    this.origin = entry.key;
+  }
+
+  ack(): Promise<void> {
+    return this.handle.ack();
+  }
+
+  retryLater(): void {
+    this.handle.leave();
+  }
 }
 
 function text(value: Buffer | undefined): string | undefined {

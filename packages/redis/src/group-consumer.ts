@@ -1,17 +1,33 @@
+/**
+ * One consumer of one consumer group over a set of streams: the engine behind a Redis
+ * subscription and the dead-letter consumer, and everything it says to Redis (group creation,
+ * blocking reads, claims, hand-back on stop). It is separate from the transport because each
+ * subscription has one, with its own reading connection and its own timers; the transport only
+ * creates, feeds (new streams) and stops them. It never acks an entry a handler has not settled,
+ * never drops one (what it cannot hand out stays pending for the group), and never waits on
+ * Redis where it does not have to: a stop gives up the blocked read at once.
+ */
 import type { Buffer } from 'node:buffer';
 import {
   ClosedError,
   ErrorCode,
   WatchtowerError,
+  type Clock,
   type NackOptions,
+  type TimerHandle,
 } from '@watchtower/core';
 import {
-  TRANSPORT_OPTION_KEYS,
-  rejectedForUnknownKeys,
+  Backoff,
+  DeliveryBuffer,
+  Pause,
+  RESOLVED,
+  checkNackOptions,
+  raceAbort,
+  rejection,
+  repeat,
 } from '@watchtower/core/transport-kit';
-import type { Cluster, Redis } from 'ioredis';
-import type { AckBatcher } from './ack-batcher.js';
-import { DeliveryQueue } from './delivery-queue.js';
+import type { AckBatcher, AckItem } from './ack-batcher.js';
+import { dropConnection, type RedisClient } from './connections.js';
 import { mapRedisError, replyCode } from './map-error.js';
 import {
   compareIds,
@@ -23,19 +39,19 @@ import {
   type StreamEntry,
 } from './stream-reply.js';
 
-/** A standalone connection or a cluster. */
-export type RedisClient = Redis | Cluster;
-
 /** What a {@link GroupConsumer} needs from its transport. */
 export interface ConsumerHost {
   /** The shared, non-blocking connection: acks, claims, group administration. */
   readonly command: RedisClient;
   readonly isCluster: boolean;
   readonly acks: AckBatcher;
+  readonly clock: Clock;
   /** A new connection of its own for blocking reads (not yet connected). */
   createBlockingConnection(name: string): RedisClient;
-  /** Errors of the background loops (they never stop a subscription). */
-  reportError(error: WatchtowerError): void;
+  /** Failures of background work (they never stop a subscription). */
+  report(error: WatchtowerError): void;
+  /** Work nobody awaits, for `close()` to wait on; a rejection is reported as `operation`. */
+  track(work: Promise<unknown>, operation: string): void;
 }
 
 /** Settings of one {@link GroupConsumer}. */
@@ -75,9 +91,8 @@ export interface ConsumedEntry {
 /** Settles one consumed entry; each method acts once, later calls are no-ops. */
 export interface EntryHandle {
   /**
-   * `XACK`: the group forgets the entry. Resolves once the ack is queued (acks of one
-   * event-loop turn go out as one command); an ack lost with the connection means the entry is
-   * delivered again.
+   * `XACK`: the group forgets the entry. Resolves once the ack is queued (acks of one turn go
+   * out as one command); an ack lost with the connection means the entry is delivered again.
    */
   ack(): Promise<void>;
   /**
@@ -89,43 +104,58 @@ export interface EntryHandle {
   leave(): void;
 }
 
+/** What a consumer yields: anything that carries the handle of its entry. */
+export interface HandledItem {
+  readonly handle: EntryHandle;
+}
+
 /**
- * Turns an entry into what the subscription yields, or `undefined` to ack it unseen (an event
- * the pattern does not match).
+ * Turns an entry into what the consumer yields, or `undefined` to ack it unseen (an event the
+ * pattern does not match).
  */
 export type ItemFactory<T> = (entry: ConsumedEntry, handle: EntryHandle) => T | undefined;
 
+/** Where a consumer is in its life. */
+type ConsumerPhase = 'created' | 'reading' | 'stopping' | 'stopped';
+
+/** Where an entry the consumer holds is: buffered, with a handler, or done with. */
 type HeldState = 'buffered' | 'handed' | 'settled';
 
 /** An entry this consumer holds: read or claimed, not yet settled. */
-class HeldEntry implements EntryHandle {
+class HeldEntry<T extends HandledItem> implements EntryHandle, AckItem {
   state: HeldState = 'buffered';
   touchedAt: number;
-  /** What the subscription yields for this entry. */
-  item: unknown;
+  /** What the consumer yields for this entry. */
+  item: T | undefined;
 
   constructor(
-    private readonly owner: GroupConsumer<unknown>,
+    private readonly owner: GroupConsumer<T>,
     readonly key: string,
     readonly id: string,
     readonly attempt: number,
   ) {
-    this.touchedAt = Date.now();
+    this.touchedAt = owner.now();
+  }
+
+  get group(): string {
+    return this.owner.group;
   }
 
   ack(): Promise<void> {
-    if (this.state === 'settled') return Promise.resolve();
+    if (this.state === 'settled') return RESOLVED;
     this.owner.settled(this);
     return this.owner.ackEntry(this);
   }
 
   nack(options?: NackOptions): Promise<void> {
-    const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.nack, 'nack options');
-    if (refused !== undefined) return refused;
-    if (this.state === 'settled') return Promise.resolve();
+    if (options !== undefined) {
+      const refused = rejection(() => checkNackOptions(options));
+      if (refused !== undefined) return refused;
+    }
+    if (this.state === 'settled') return RESOLVED;
     this.owner.settled(this);
     if (options?.requeue === false) return this.owner.ackEntry(this);
-    return this.owner.retryEntry(this, Math.max(0, options?.delayMs ?? 0));
+    return this.owner.retryEntry(this, options?.delayMs ?? 0);
   }
 
   leave(): void {
@@ -138,7 +168,20 @@ interface WaitingRetry {
   readonly key: string;
   readonly id: string;
   readonly dueAt: number;
-  readonly timer: NodeJS.Timeout;
+  readonly timer: TimerHandle;
+}
+
+interface DueRetry {
+  readonly key: string;
+  readonly id: string;
+  readonly delayMs: number;
+}
+
+interface Release {
+  readonly key: string;
+  readonly id: string;
+  readonly idleMs: number;
+  readonly retryCount?: number;
 }
 
 /** A claimed entry must have been idle this long; the retry delay (capped) in practice. */
@@ -150,9 +193,13 @@ function retryMinIdle(delayMs: number): number {
 
 const entryKey = (key: string, id: string): string => `${key}\n${id}`;
 
+/** The entry of an item a consumer yields: its factory got that HeldEntry as the handle. */
+function heldOf<T extends HandledItem>(item: T): HeldEntry<T> {
+  return item.handle as HeldEntry<T>;
+}
+
 /**
- * One consumer of one consumer group over a set of streams: the engine behind a Redis
- * subscription and the DLQ consumer.
+ * One consumer of one consumer group over a set of streams.
  *
  * - New entries: `XREADGROUP ... BLOCK ... STREAMS k1 k2 ... > > ...` on a connection of its
  *   own, never more than `maxInFlight` held at once.
@@ -165,35 +212,32 @@ const entryKey = (key: string, id: string): string => `${key}\n${id}`;
  *   another consumer of the group (or left idle so that any member claims them at once); an own
  *   group is destroyed.
  */
-export class GroupConsumer<T> {
+export class GroupConsumer<T extends HandledItem> {
   readonly #host: ConsumerHost;
   readonly #options: GroupConsumerOptions;
   readonly #toItem: ItemFactory<T>;
-  readonly #queue: DeliveryQueue<HeldEntry & { readonly item: T }, T>;
-  readonly #held = new Map<string, HeldEntry>();
+  readonly #buffer: DeliveryBuffer<T>;
+  readonly #held = new Map<string, HeldEntry<T>>();
   readonly #retries = new Map<string, WaitingRetry>();
   /** Retries that are due and wait for room. */
   readonly #due: DueRetry[] = [];
-  /** Due retries whose XCLAIM is on its way. */
-  #claiming = 0;
+  /** XCLAIMs of due retries on their way; stop() waits for them. */
+  readonly #claims = new Set<Promise<void>>();
   readonly #streams = new Set<string>();
+  /** Wakes the read loop: room, new streams, stop. */
+  readonly #pause: Pause;
+  /** Aborted by stop(): gives up the command the read loop awaits. */
+  readonly #stopReading = new AbortController();
+  #phase: ConsumerPhase = 'created';
   #readArgs: Array<string | number> | undefined;
   #blocking: RedisClient | undefined;
   #blockingClientId: number | undefined;
   #readLoop: Promise<void> | undefined;
-  #claimTimer: NodeJS.Timeout | undefined;
+  #stopClaims: (() => void) | undefined;
   #claimPass: Promise<void> | undefined;
-  #wakeUp: (() => void) | undefined;
-  #stopping = false;
-  /** Gives up the command the read loop awaits now (see {@link GroupConsumer.#unlessStopped}). */
-  #giveUpRead: (() => void) | undefined;
   /** Streams being added by discovery; stop() waits for them so that it sees their groups. */
   #adding: Promise<void> | undefined;
   #stopped: Promise<void> | undefined;
-  #cleanup: Promise<void> | undefined;
-  #background = new Set<Promise<unknown>>();
-  #handedOut = 0;
-  #idleWaiters: Array<() => void> = [];
 
   constructor(
     host: ConsumerHost,
@@ -204,10 +248,8 @@ export class GroupConsumer<T> {
     this.#host = host;
     this.#options = options;
     this.#toItem = toItem;
-    this.#queue = new DeliveryQueue<HeldEntry & { readonly item: T }, T>(
-      (held) => this.#onTake(held),
-      onReturn,
-    );
+    this.#pause = new Pause(host.clock);
+    this.#buffer = new DeliveryBuffer<T>({ onTake: (item) => this.#onTake(item), onReturn });
     for (const key of options.streams) this.#streams.add(key);
   }
 
@@ -224,21 +266,36 @@ export class GroupConsumer<T> {
     return [...this.#streams];
   }
 
-  /** Entries handed to the iterator and not settled yet. */
+  /** Entries handed out and not settled yet. */
   get handedOut(): number {
-    return this.#handedOut;
+    return this.#buffer.handedOut;
   }
 
   /** Resolves when no handed-out entry is left unsettled. */
   whenIdle(): Promise<void> {
-    if (this.#handedOut === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      this.#idleWaiters.push(resolve);
-    });
+    return this.#buffer.whenIdle();
   }
 
-  get iterator(): AsyncIterableIterator<T> & { tryNext(): T | undefined } {
-    return this.#queue;
+  /** The clock's now, for the entries it holds. */
+  now(): number {
+    return this.#host.clock.now();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
+    return this.#buffer;
+  }
+
+  /** A buffered item, handed out without waiting, or undefined. */
+  tryNext(): T | undefined {
+    return this.#buffer.tryNext();
+  }
+
+  #reading(): boolean {
+    return this.#phase === 'reading';
+  }
+
+  #ended(): boolean {
+    return this.#phase === 'stopping' || this.#phase === 'stopped';
   }
 
   /** Creates the group on the first streams, connects the reading connection, starts reading. */
@@ -255,25 +312,40 @@ export class GroupConsumer<T> {
     try {
       await blocking.connect();
     } catch (error) {
-      blocking.disconnect();
+      dropConnection(blocking);
       throw mapRedisError(error, `connect the reading connection of ${this.#options.consumer}`);
     }
-    if (this.#stopping) {
+    if (this.#phase !== 'created') {
       // stop() ran while connecting (the transport closed during subscribe).
-      blocking.disconnect();
+      dropConnection(blocking);
       throw new ClosedError('the subscription was stopped while it started');
     }
-    this.#readLoop = this.#runReadLoop();
-    this.#scheduleClaims();
+    this.#phase = 'reading';
+    this.#readLoop = this.#runReadLoop(blocking);
+    this.#stopClaims = repeat(
+      this.#host.clock,
+      this.#options.claimIntervalMs,
+      () => {
+        const pass = this.#runClaimPass();
+        this.#claimPass = pass;
+        return pass;
+      },
+      (error) => this.#host.report(mapRedisError(error, `XAUTOCLAIM ${this.#options.group}`)),
+    );
+  }
+
+  /** Drops the reading connection at once (close() past its deadline); stop() still runs. */
+  disconnect(): void {
+    if (this.#blocking !== undefined) dropConnection(this.#blocking);
   }
 
   /**
    * Adds streams (found by discovery) to the read set, creating the group on them at
-   * `laterStartId` (or `startId` when `initial`). Streams that vanished before the group was
-   * created are skipped; they come back with the next discovery.
+   * `laterStartId`. Streams that vanished before the group was created are skipped; they come
+   * back with the next discovery.
    */
   async addStreams(keys: readonly string[]): Promise<void> {
-    if (this.#stopping) return;
+    if (this.#ended()) return;
     const fresh = keys.filter((key) => !this.#streams.has(key));
     if (fresh.length === 0) return;
     const adding = this.#addStreams(fresh);
@@ -290,9 +362,9 @@ export class GroupConsumer<T> {
     const created = await this.#ensureGroups(fresh, this.#options.laterStartId, false);
     // Kept even when stop() began meanwhile: it destroys an own group on these streams too.
     for (const key of created) this.#streams.add(key);
-    if (this.#stopping || created.length === 0) return;
+    if (this.#ended() || created.length === 0) return;
     this.#readArgs = undefined;
-    this.#wake();
+    this.#pause.wake();
     this.#unblockRead();
   }
 
@@ -369,49 +441,42 @@ export class GroupConsumer<T> {
   // Reading
 
   #room(): number {
-    return this.#options.maxInFlight - this.#held.size - this.#due.length - this.#claiming;
-  }
-
-  #wait(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.#wakeUp = resolve;
-    });
-  }
-
-  #wake(): void {
-    const wakeUp = this.#wakeUp;
-    this.#wakeUp = undefined;
-    wakeUp?.();
+    return this.#options.maxInFlight - this.#held.size - this.#due.length - this.#claims.size;
   }
 
   /** Ends a blocked XREADGROUP at once (standalone only) so that new streams are read. */
   #unblockRead(): void {
     const id = this.#blockingClientId;
     if (id === undefined || this.#host.isCluster) return;
-    this.#track(
+    this.#host.track(
       this.#host.command.call('CLIENT', 'UNBLOCK', id).catch(() => {
         // Best effort: without it the read returns after blockMs anyway.
       }),
+      'CLIENT UNBLOCK',
     );
   }
 
-  async #runReadLoop(): Promise<void> {
-    const blocking = this.#blocking as RedisClient;
-    let failures = 0;
+  /**
+   * Reads while there is room. Each command is raced against stop(): a connection that is
+   * waiting to reconnect keeps its commands queued, so a read on it may not settle for long;
+   * whatever Redis delivered to a read given up is pending for this consumer, and stop() hands
+   * it back.
+   */
+  async #runReadLoop(blocking: RedisClient): Promise<void> {
+    const stopped = this.#stopReading.signal;
+    const backoff = new Backoff({ baseMs: 100, maxMs: 1000 });
     // Read a full batch at a time: waking for every freed slot would mean one XREADGROUP per
     // entry. Only a consumer with nothing buffered reads whatever fits.
     const batch = Math.min(this.#options.count, Math.ceil(this.#options.maxInFlight / 2));
-    while (!this.#stopping) {
+    while (this.#reading()) {
       const room = this.#room();
-      if (room <= 0 || this.#streams.size === 0 || (room < batch && this.#queue.size > 0)) {
-        await this.#wait();
+      if (room <= 0 || this.#streams.size === 0 || (room < batch && this.#buffer.size > 0)) {
+        await this.#pause.sleep();
         continue;
       }
       try {
         if (this.#blockingClientId === undefined && !this.#host.isCluster) {
-          const id = await this.#unlessStopped(blocking.call('CLIENT', 'ID'));
-          if (id === STOPPED) break;
-          this.#blockingClientId = Number(id);
+          this.#blockingClientId = Number(await raceAbort(blocking.call('CLIENT', 'ID'), stopped));
         }
         const args = this.#readArgs ?? this.#buildReadArgs();
         // COUNT applies per stream: share the room out (at least one entry per stream).
@@ -419,7 +484,7 @@ export class GroupConsumer<T> {
           1,
           Math.min(this.#options.count, Math.floor(room / this.#streams.size)),
         );
-        const reply = await this.#unlessStopped(
+        const reply = await raceAbort(
           blocking.callBuffer(
             'XREADGROUP',
             'GROUP',
@@ -431,46 +496,30 @@ export class GroupConsumer<T> {
             this.#options.blockMs,
             ...args,
           ),
+          stopped,
         );
-        failures = 0;
-        if (reply === STOPPED || this.#stopping) break;
+        backoff.reset();
+        if (!this.#reading()) break;
         for (const batch of parseReadReply(reply)) {
           for (const entry of batch.entries) this.#accept(batch.key, entry, 1);
         }
       } catch (error) {
-        if (this.#stopping) break;
+        if (!this.#reading()) break;
         if (replyCode(error) === 'NOGROUP') {
           try {
             await this.#recoverGroups();
             continue;
           } catch (recoverError) {
-            this.#host.reportError(
+            this.#host.report(
               mapRedisError(recoverError, `re-create group ${this.#options.group}`),
             );
           }
         } else {
-          this.#host.reportError(mapRedisError(error, `XREADGROUP ${this.#options.group}`));
+          this.#host.report(mapRedisError(error, `XREADGROUP ${this.#options.group}`));
         }
-        failures++;
-        await this.#pause(Math.min(50 * 2 ** Math.min(failures, 5), 1000));
+        await this.#pause.sleep(backoff.next());
       }
     }
-  }
-
-  /**
-   * `command`, or {@link STOPPED} as soon as stop() begins. A connection that is waiting to
-   * reconnect keeps its commands queued even after `disconnect()`, so a read on it may never
-   * settle; whatever Redis delivered to a read given up here is pending for this consumer and is
-   * handed back by stop().
-   */
-  #unlessStopped<R>(command: Promise<R>): Promise<R | typeof STOPPED> {
-    // A fresh promise per command: racing a long-lived "stopped" promise would add a reaction
-    // to it on every read, kept until the subscription ends.
-    return new Promise<R | typeof STOPPED>((resolve, reject) => {
-      this.#giveUpRead = () => resolve(STOPPED);
-      command.then(resolve, reject);
-      if (this.#stopping) resolve(STOPPED);
-    });
   }
 
   #buildReadArgs(): Array<string | number> {
@@ -481,85 +530,61 @@ export class GroupConsumer<T> {
     return args;
   }
 
-  /** Waits `ms`, or less when the consumer stops. */
-  #pause(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
-      const previous = this.#wakeUp;
-      this.#wakeUp = done;
-      function done(): void {
-        clearTimeout(timer);
-        previous?.();
-        resolve();
-      }
-    });
-  }
-
   /** Holds a read or claimed entry and queues its item. */
   #accept(key: string, entry: StreamEntry, attempt: number): void {
     // A deleted entry (trimmed while pending) has no fields; Redis already dropped it.
     if (entry.fields === null) return;
     const mapKey = entryKey(key, entry.id);
     if (this.#held.has(mapKey)) return;
-    const held = new HeldEntry(this as GroupConsumer<unknown>, key, entry.id, attempt);
+    const held = new HeldEntry<T>(this, key, entry.id, attempt);
     this.#held.set(mapKey, held);
     let item: T | undefined;
     try {
       item = this.#toItem({ key, id: entry.id, attempt, fields: entry.fields }, held);
     } catch (error) {
       // The factory never throws for bad input (that becomes a malformed item); be safe anyway.
-      this.#host.reportError(mapRedisError(error, `read ${key} ${entry.id}`));
+      this.#host.report(mapRedisError(error, `read ${key} ${entry.id}`));
       held.leave();
       return;
     }
     if (item === undefined) {
-      this.#track(held.ack());
+      void held.ack();
       return;
     }
     held.item = item;
-    if (!this.#queue.push(held as HeldEntry & { readonly item: T })) held.leave();
+    if (!this.#buffer.push(item)) held.leave();
   }
 
-  #onTake(held: HeldEntry): void {
-    if (held.state === 'buffered') {
-      held.state = 'handed';
-      this.#handedOut++;
-    }
+  #onTake(item: T): void {
+    const held = heldOf(item);
+    if (held.state === 'buffered') held.state = 'handed';
   }
 
   // ---------------------------------------------------------------------------------------------
   // Settling
 
   /** Called by a {@link HeldEntry} as it settles: frees its room. */
-  settled(held: HeldEntry): void {
-    if (held.state === 'handed') {
-      this.#handedOut--;
-      if (this.#handedOut === 0 && this.#idleWaiters.length > 0) {
-        for (const resolve of this.#idleWaiters.splice(0)) resolve();
-      }
-    }
+  settled(held: HeldEntry<T>): void {
+    if (held.state === 'handed') this.#buffer.settled(held.item as T);
     held.state = 'settled';
     this.#held.delete(entryKey(held.key, held.id));
-    if (this.#due.length > 0 && !this.#stopping) this.#claimDue();
-    this.#wake();
-    if (this.#stopping && this.handedOut === 0) this.#scheduleCleanup();
+    if (this.#due.length > 0 && this.#reading()) this.#claimDue();
+    this.#pause.wake();
   }
 
-  ackEntry(held: HeldEntry): Promise<void> {
-    this.#host.acks.ack(held.key, this.#options.group, held.id);
-    return Promise.resolve();
+  ackEntry(held: HeldEntry<T>): Promise<void> {
+    this.#host.acks.ack(held);
+    return RESOLVED;
   }
 
   /**
    * A nack: refresh the entry's idle time (so no other consumer takes it over during the
    * delay), then claim it back after the delay. After stop, hand it to the group instead.
    */
-  async retryEntry(held: HeldEntry, delayMs: number): Promise<void> {
+  async retryEntry(held: HeldEntry<T>, delayMs: number): Promise<void> {
     const { key, id } = held;
-    if (this.#stopping) {
-      await this.#release([
-        { key, id, idleMs: Math.max(0, this.#options.claimMinIdleMs - delayMs) },
-      ]);
+    if (!this.#reading()) {
+      await this.#releaseRetry(key, id, delayMs);
       return;
     }
     if (delayMs === 0) {
@@ -579,36 +604,48 @@ export class GroupConsumer<T> {
     } catch (error) {
       throw mapRedisError(error, `XCLAIM ${key} ${id}`);
     }
-    if (this.#stopping) {
-      await this.#release([
-        { key, id, idleMs: Math.max(0, this.#options.claimMinIdleMs - delayMs) },
-      ]);
+    if (!this.#reading()) {
+      await this.#releaseRetry(key, id, delayMs);
       return;
     }
     const mapKey = entryKey(key, id);
-    const timer = setTimeout(() => {
+    const clock = this.#host.clock;
+    const timer = clock.setTimeout(() => {
       this.#retries.delete(mapKey);
       this.#due.push({ key, id, delayMs });
       this.#claimDue();
     }, delayMs);
-    this.#retries.set(mapKey, { key, id, dueAt: Date.now() + delayMs, timer });
+    this.#retries.set(mapKey, { key, id, dueAt: clock.now() + delayMs, timer });
+  }
+
+  /** Hands a retry to the group, claimable once its delay is over. */
+  #releaseRetry(key: string, id: string, delayMs: number): Promise<void> {
+    return this.#release([
+      { key, id, idleMs: Math.max(0, this.#options.claimMinIdleMs - delayMs) },
+    ]);
+  }
+
+  /** Forgets a waiting retry (it is due now, or its entry is gone). */
+  #forgetRetry(mapKey: string): void {
+    const waiting = this.#retries.get(mapKey);
+    if (waiting === undefined) return;
+    this.#host.clock.clearTimeout(waiting.timer);
+    this.#retries.delete(mapKey);
   }
 
   /** Claims due retries back while there is room. */
   #claimDue(): void {
     while (
       this.#due.length > 0 &&
-      !this.#stopping &&
-      this.#held.size + this.#claiming < this.#options.maxInFlight
+      this.#reading() &&
+      this.#held.size + this.#claims.size < this.#options.maxInFlight
     ) {
       const next = this.#due.shift() as DueRetry;
-      this.#claiming++;
-      this.#track(
-        this.#claimBack(next).finally(() => {
-          this.#claiming--;
-          this.#wake();
-        }),
-      );
+      const claim: Promise<void> = this.#claimBack(next).finally(() => {
+        this.#claims.delete(claim);
+        this.#pause.wake();
+      });
+      this.#claims.add(claim);
     }
   }
 
@@ -635,24 +672,16 @@ export class GroupConsumer<T> {
         return;
       }
       const pending = parsePendingReply(results?.[2]?.[1]);
-      if (this.#stopping) {
+      if (!this.#reading()) {
         // Stopped while the claim was on its way: hand it to the group unseen.
-        const count = pending[0]?.deliveries;
-        await this.#release([
-          {
-            key,
-            id,
-            idleMs: this.#options.claimMinIdleMs,
-            ...(count === undefined ? {} : { retryCount: Math.max(0, count - 1) }),
-          },
-        ]);
+        await this.#release([this.#unseen(key, id, pending[0]?.deliveries)]);
         return;
       }
       for (const entry of parseClaimReply(claimReply)) {
         this.#accept(key, entry, pending[0]?.deliveries ?? 2);
       }
     } catch (error) {
-      this.#host.reportError(mapRedisError(error, `XCLAIM ${key} ${id}`));
+      this.#host.report(mapRedisError(error, `XCLAIM ${key} ${id}`));
       // Still pending: XAUTOCLAIM brings it back after claimMinIdleMs.
     }
   }
@@ -660,34 +689,24 @@ export class GroupConsumer<T> {
   // ---------------------------------------------------------------------------------------------
   // Claims of idle entries (crashed consumers) and refreshing held entries
 
-  #scheduleClaims(): void {
-    if (this.#stopping) return;
-    this.#claimTimer = setTimeout(() => {
-      this.#claimTimer = undefined;
-      this.#claimPass = this.#runClaimPass().finally(() => {
-        this.#claimPass = undefined;
-        this.#scheduleClaims();
-      });
-    }, this.#options.claimIntervalMs);
-  }
-
   async #runClaimPass(): Promise<void> {
     try {
       await this.#refreshHeld();
       for (const key of [...this.#streams]) {
-        if (this.#stopping) return;
+        if (!this.#reading()) return;
         await this.#autoClaim(key);
       }
     } catch (error) {
-      if (!this.#stopping)
-        this.#host.reportError(mapRedisError(error, `XAUTOCLAIM ${this.#options.group}`));
+      if (this.#reading())
+        this.#host.report(mapRedisError(error, `XAUTOCLAIM ${this.#options.group}`));
     }
   }
 
   /** `XCLAIM ... JUSTID` of held entries not touched for a third of claimMinIdleMs. */
   async #refreshHeld(): Promise<void> {
-    const threshold = Date.now() - this.#options.claimMinIdleMs / 3;
-    const byKey = new Map<string, HeldEntry[]>();
+    const now = this.#host.clock.now();
+    const threshold = now - this.#options.claimMinIdleMs / 3;
+    const byKey = new Map<string, HeldEntry<T>[]>();
     for (const held of this.#held.values()) {
       if (held.touchedAt > threshold) continue;
       let list = byKey.get(held.key);
@@ -696,7 +715,6 @@ export class GroupConsumer<T> {
     }
     if (byKey.size === 0) return;
     const pipeline = this.#host.command.pipeline();
-    const now = Date.now();
     for (const [key, list] of byKey) {
       pipeline.xclaim(
         key,
@@ -715,7 +733,7 @@ export class GroupConsumer<T> {
     let cursor = '0-0';
     do {
       const room = this.#room();
-      if (room <= 0 || this.#stopping) return;
+      if (room <= 0 || !this.#reading()) return;
       const reply = parseAutoClaimReply(
         await this.#host.command.callBuffer(
           'XAUTOCLAIM',
@@ -747,21 +765,9 @@ export class GroupConsumer<T> {
       for (const entry of entries) {
         const mapKey = entryKey(key, entry.id);
         // An own retry whose delay outlasted claimMinIdleMs: it is due now.
-        const waiting = this.#retries.get(mapKey);
-        if (waiting !== undefined) {
-          clearTimeout(waiting.timer);
-          this.#retries.delete(mapKey);
-        }
-        if (this.#stopping) {
-          const count = counts.get(entry.id);
-          await this.#release([
-            {
-              key,
-              id: entry.id,
-              idleMs: this.#options.claimMinIdleMs,
-              ...(count === undefined ? {} : { retryCount: Math.max(0, count - 1) }),
-            },
-          ]);
+        this.#forgetRetry(mapKey);
+        if (!this.#reading()) {
+          await this.#release([this.#unseen(key, entry.id, counts.get(entry.id))]);
           continue;
         }
         this.#accept(key, entry, counts.get(entry.id) ?? 2);
@@ -780,11 +786,7 @@ export class GroupConsumer<T> {
     for (const id of ids) {
       const mapKey = entryKey(key, id);
       if (this.#held.has(mapKey)) continue;
-      const waiting = this.#retries.get(mapKey);
-      if (waiting !== undefined) {
-        clearTimeout(waiting.timer);
-        this.#retries.delete(mapKey);
-      }
+      this.#forgetRetry(mapKey);
       lost.push(id);
     }
     if (lost.length > 0) {
@@ -803,7 +805,7 @@ export class GroupConsumer<T> {
    */
   #reportTrimmed(key: string, ids: readonly string[], what: string): void {
     const shown = ids.length > 10 ? `${ids.slice(0, 10).join(', ')} ...` : ids.join(', ');
-    this.#host.reportError(
+    this.#host.report(
       new WatchtowerError(
         ErrorCode.TRANSPORT,
         `entries of ${key} in group ${this.#options.group} were trimmed (maxLen) or deleted ${what}: ${shown}; keep maxLen above the largest backlog`,
@@ -817,7 +819,7 @@ export class GroupConsumer<T> {
 
   /**
    * Stops reading and claiming, ends the iterator, and gives back what no handler has seen.
-   * Handed-out deliveries may still be acked or nacked afterwards. Idempotent.
+   * Handed-out deliveries may still be acked or nacked afterwards. Idempotent; never rejects.
    */
   stop(): Promise<void> {
     this.#stopped ??= this.#stop();
@@ -825,38 +827,47 @@ export class GroupConsumer<T> {
   }
 
   async #stop(): Promise<void> {
-    this.#stopping = true;
-    this.#giveUpRead?.();
-    if (this.#claimTimer !== undefined) clearTimeout(this.#claimTimer);
+    this.#phase = 'stopping';
+    this.#stopReading.abort();
+    this.#stopClaims?.();
     const waiting = new Map(this.#retries);
-    for (const retry of waiting.values()) clearTimeout(retry.timer);
+    for (const retry of waiting.values()) this.#host.clock.clearTimeout(retry.timer);
     this.#retries.clear();
-    this.#wake();
-    // Ends a blocked read at once; Redis may already have delivered entries whose reply is now
-    // lost: they are pending for this consumer and are given back below with the others.
-    this.#blocking?.disconnect();
-    await Promise.allSettled([this.#readLoop, this.#claimPass, this.#adding]);
-
-    const buffered = this.#queue.drain();
-    this.#queue.end();
-    for (const held of buffered) {
+    // Nobody has seen what is buffered: iteration ends now, and it goes back below.
+    for (const item of this.#buffer.drain()) {
+      const held = heldOf(item);
       held.state = 'settled';
       this.#held.delete(entryKey(held.key, held.id));
     }
+    this.#buffer.end();
+    this.#pause.wake();
+    // Ends a blocked read at once; Redis may already have delivered entries whose reply is now
+    // lost: they are pending for this consumer and are given back below with the others.
+    this.disconnect();
+    await Promise.allSettled([this.#readLoop, this.#claimPass, this.#adding, ...this.#claims]);
     const due = new Set(this.#due.map((d) => entryKey(d.key, d.id)));
     this.#due.length = 0;
-
     try {
-      if (this.#options.ownGroup) {
-        await this.#destroyGroup();
-      } else {
-        await this.#handBack(waiting, due);
-      }
+      if (this.#options.ownGroup) await this.#destroyGroup();
+      else await this.#handBack(waiting, due);
     } catch (error) {
-      this.#host.reportError(mapRedisError(error, `stop consumer ${this.#options.consumer}`));
+      this.#host.report(mapRedisError(error, `stop consumer ${this.#options.consumer}`));
     }
-    await Promise.allSettled([...this.#background]);
-    if (this.handedOut === 0) this.#scheduleCleanup();
+    this.#phase = 'stopped';
+    if (!this.#options.ownGroup) {
+      // Once nothing is handed out: forget this consumer if it holds no entries.
+      void this.#buffer.whenIdle().then(() => {
+        this.#host.track(this.#deleteConsumerIfIdle(), `XGROUP DELCONSUMER ${this.group}`);
+      });
+    }
+  }
+
+  /** An entry no handler saw, handed back with its delivery count lowered again. */
+  #unseen(key: string, id: string, deliveries: number | undefined): Release {
+    const release = { key, id, idleMs: this.#options.claimMinIdleMs };
+    return deliveries === undefined
+      ? release
+      : { ...release, retryCount: Math.max(0, deliveries - 1) };
   }
 
   async #destroyGroup(): Promise<void> {
@@ -874,7 +885,7 @@ export class GroupConsumer<T> {
    * `XAUTOCLAIM` picks them up on its next pass (as does any other member's).
    */
   async #handBack(waiting: Map<string, WaitingRetry>, due: Set<string>): Promise<void> {
-    const now = Date.now();
+    const now = this.#host.clock.now();
     for (const key of this.#streams) {
       const rows = parsePendingReply(
         await this.#host.command.xpending(
@@ -901,12 +912,7 @@ export class GroupConsumer<T> {
         } else if (due.has(mapKey)) {
           releases.push({ key, id: row.id, idleMs: this.#options.claimMinIdleMs });
         } else {
-          releases.push({
-            key,
-            id: row.id,
-            idleMs: this.#options.claimMinIdleMs,
-            retryCount: Math.max(0, row.deliveries - 1),
-          });
+          releases.push(this.#unseen(key, row.id, row.deliveries));
         }
       }
       await this.#release(releases);
@@ -960,13 +966,6 @@ export class GroupConsumer<T> {
     }
   }
 
-  /** Once stopped and nothing is handed out: forget this consumer if it holds no entries. */
-  #scheduleCleanup(): void {
-    if (this.#cleanup !== undefined || this.#options.ownGroup) return;
-    this.#cleanup = this.#deleteConsumerIfIdle();
-    this.#track(this.#cleanup);
-  }
-
   async #deleteConsumerIfIdle(): Promise<void> {
     try {
       for (const key of this.#streams) {
@@ -991,34 +990,4 @@ export class GroupConsumer<T> {
       // Only tidiness: an idle consumer name left behind holds nothing.
     }
   }
-
-  /** Resolves when the background work started so far (claims, releases, cleanup) is done. */
-  async settledBackground(): Promise<void> {
-    while (this.#background.size > 0) await Promise.allSettled([...this.#background]);
-  }
-
-  #track(promise: Promise<unknown>): void {
-    const tracked = promise.catch((error: unknown) => {
-      if (!this.#stopping)
-        this.#host.reportError(mapRedisError(error, `consumer ${this.#options.consumer}`));
-    });
-    this.#background.add(tracked);
-    void tracked.finally(() => this.#background.delete(tracked));
-  }
-}
-
-/** What a command raced against stop() resolves with when stop() came first. */
-const STOPPED: unique symbol = Symbol('stopped');
-
-interface DueRetry {
-  readonly key: string;
-  readonly id: string;
-  readonly delayMs: number;
-}
-
-interface Release {
-  readonly key: string;
-  readonly id: string;
-  readonly idleMs: number;
-  readonly retryCount?: number;
 }

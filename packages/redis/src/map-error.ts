@@ -1,5 +1,4 @@
 import {
-  ClosedError,
   ConnectionError,
   ErrorCode,
   TimeoutError,
@@ -104,9 +103,4 @@ export function mapRedisError(error: unknown, context: string): WatchtowerError 
     if (code !== undefined && SOCKET_CODES.has(code)) return new ConnectionError(message, options);
   }
   return new WatchtowerError(ErrorCode.TRANSPORT, message, options);
-}
-
-/** The error of an operation on a transport that was closed. */
-export function closedError(what: string): ClosedError {
-  return new ClosedError(`${what}: the Redis transport is closed`);
 }

@@ -1,4 +1,6 @@
-import type { Cluster, Redis, RedisValue } from 'ioredis';
+import { TurnBatcher } from '@watchtower/core/transport-kit';
+import type { RedisValue } from 'ioredis';
+import type { RedisClient } from './connections.js';
 
 interface QueuedXadd {
   readonly key: string;
@@ -8,18 +10,10 @@ interface QueuedXadd {
 }
 
 /**
- * Sends the `XADD`s of one event-loop turn together. The first `xadd` of a turn schedules a
- * flush with `process.nextTick`; everything queued until it runs goes out with it, as one
+ * Sends the `XADD`s of one turn of promise work ({@link TurnBatcher}) together, as one
  * `pipeline()`: one socket write and one round trip, as a caller pipelining by hand gets. A
  * publish alone in its turn is sent as a plain command, so one-at-a-time publishing pays no
  * pipeline cost.
- *
- * Why `nextTick` rather than `queueMicrotask`: called from promise code (where publishes
- * usually come from) it runs once the microtask queue is empty, so it also collects publishes
- * that reach the transport after different numbers of `await`s in the same turn, where a
- * microtask flushes with the first of them. Both measured the same on the benchmarks. No I/O
- * runs before the flush; the deferral and the promise per publish cost a lone publish about
- * half a microsecond, against a round trip of 25-70 µs.
  *
  * Redis answers each command of a pipeline on its own: each publish settles with its own reply
  * (a `WRONGTYPE` on one stream fails only the publishes to that stream). Entries keep the order
@@ -31,8 +25,7 @@ interface QueuedXadd {
  * Rejections carry the driver's error as `mapError` maps it, with the key it was for.
  */
 export class PublishBatcher {
-  #queue: QueuedXadd[] = [];
-  readonly #flush = (): void => this.flush();
+  readonly #turn = new TurnBatcher<QueuedXadd>((batch) => this.#send(batch));
 
   /**
    * @param client - the connection, asked at flush time; a publish connects before it queues.
@@ -40,7 +33,7 @@ export class PublishBatcher {
    * @param mapError - what a publish rejects with, from the driver's error for its key.
    */
   constructor(
-    private readonly client: () => Redis | Cluster,
+    private readonly client: () => RedisClient,
     private readonly head: readonly RedisValue[],
     private readonly mapError: (error: unknown, key: string) => unknown,
   ) {}
@@ -51,7 +44,7 @@ export class PublishBatcher {
    */
   xadd(key: string, body: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      if (this.#queue.push({ key, body, resolve, reject }) === 1) process.nextTick(this.#flush);
+      this.#turn.add({ key, body, resolve, reject });
     });
   }
 
@@ -65,9 +58,10 @@ export class PublishBatcher {
    * Never throws; failures reject the publishes concerned.
    */
   flush(): void {
-    const batch = this.#queue;
-    if (batch.length === 0) return;
-    this.#queue = [];
+    this.#turn.flush();
+  }
+
+  #send(batch: readonly QueuedXadd[]): void {
     try {
       const client = this.client();
       if (batch.length === 1) {

@@ -1,13 +1,20 @@
+/**
+ * {@link RedisTransport}: Redis Streams behind the Watchtower `Transport` contract. What is
+ * here is what Redis asks for: the commands that publish and dead-letter, the start ids of new
+ * groups, stream discovery for wildcards, and the order of the close steps. The life of the
+ * transport (connect once, close once within its deadline, background work, `on('error')`),
+ * subscriptions, the dead-letter loop and option checks are the transport kit's; reading a
+ * group is {@link GroupConsumer}'s. Nothing here may wait on Redis without a deadline.
+ */
 import { Buffer } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import {
+  ConnectionError,
   ErrorCode,
   ValidationError,
-  WatchtowerError,
   assertEventType,
   compilePattern,
-  configError,
   encodeEvent,
   isWatchtowerError,
   type CloseOptions,
@@ -15,7 +22,6 @@ import {
   type ConsumeDlqOptions,
   type DeadLetterHandler,
   type DeadLetterReason,
-  type Delivery,
   type Event,
   type HealthStatus,
   type MalformedMessage,
@@ -29,17 +35,44 @@ import {
 } from '@watchtower/core';
 import {
   BoundedMemo,
-  TRANSPORT_OPTION_KEYS,
-  checkOptionKeys,
-  rejectedForUnknownKeys,
+  DeadLetterConsumer,
+  RESOLVED,
+  SourceSubscription,
+  TransportLifecycle,
+  checkConsumeDlqOptions,
+  checkPublishOptions,
+  checkSubscribeOptions,
+  isMalformedMessage,
+  repeat,
+  throwIfAborted,
+  withTimeout,
+  type Deadline,
+  type TransportErrorEvents,
 } from '@watchtower/core/transport-kit';
-import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { AckBatcher } from './ack-batcher.js';
 import { resolveRedisConfig, type RedisConfig, type ResolvedRedisConfig } from './config.js';
-import { toDeadLetter, toDelivery, type DlqItem } from './deliveries.js';
-import { GroupConsumer, type ConsumerHost, type RedisClient } from './group-consumer.js';
+import {
+  createBlockingConnection,
+  createClient,
+  describeTarget,
+  dropConnection,
+  type RedisClient,
+} from './connections.js';
+import {
+  RedisDeadLetterEntry,
+  toDelivery,
+  type RedisEventDelivery,
+  type RedisMalformedDelivery,
+} from './deliveries.js';
+import {
+  GroupConsumer,
+  type ConsumerHost,
+  type GroupConsumerOptions,
+  type HandledItem,
+} from './group-consumer.js';
 import { scanPattern, streamKey, typeOfKey } from './keys.js';
-import { closedError, mapRedisError } from './map-error.js';
+import { mapRedisError } from './map-error.js';
 import { PublishBatcher } from './publish-batcher.js';
 import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
 
@@ -66,14 +99,21 @@ export const REDIS_TRANSPORT_INFO: TransportInfo = Object.freeze({
   }),
 });
 
-/** Listener map of {@link RedisTransport.on}. */
-export interface RedisTransportEvents {
-  /**
-   * A background step failed: a blocking read, a claim, a discovery scan. The transport retries
-   * on its own; this is for logs and metrics.
-   */
-  error: [error: WatchtowerError];
-}
+/**
+ * Listener map of {@link RedisTransport.on}: `error` for a background step that failed (a
+ * blocking read, a claim, a discovery scan, an ack, a dead-letter handler). The transport
+ * retries on its own; this is for logs and metrics. Nothing is reported after `close()`.
+ */
+export type RedisTransportEvents = TransportErrorEvents;
+
+type SubscriptionConsumer = GroupConsumer<RedisEventDelivery | RedisMalformedDelivery>;
+/** What close() does with every consumer, of a subscription or of the DLQ. */
+type AnyConsumer = Pick<GroupConsumer<HandledItem>, 'stop' | 'whenIdle' | 'disconnect'>;
+
+const SUBSCRIBE_RULES = {
+  startFrom: ['new', 'earliest', 'time'],
+  startFromHint: 'Redis stream ids are times; use { time }',
+} as const;
 
 /** Just before `ms`: a group created here receives every entry added at `ms` or later. */
 function idJustBefore(ms: number): string {
@@ -81,34 +121,11 @@ function idJustBefore(ms: number): string {
 }
 
 /**
- * With `enableAutoPipelining` (an ioredis option a user may still turn on, though publishes do
- * not need it: they are pipelined per event-loop turn here), ioredis loses the command name of
- * the generic `call(name, ...)` form, used here for XAUTOCLAIM, XCLAIM, XINFO and CLIENT (their
- * typed forms cannot return Buffers or are missing). Those commands therefore always go out
- * directly.
- */
-const SENT_WITH_CALL = ['XAUTOCLAIM', 'XCLAIM', 'XINFO', 'CLIENT'];
-
-function withCallExcluded(ignored: string[] | undefined): string[] {
-  return [...new Set([...(ignored ?? []), ...SENT_WITH_CALL])];
-}
-
-function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== '') parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '<invalid url>';
-  }
-}
-
-/**
  * Redis Streams behind the Watchtower `Transport` contract.
  *
  * - Publish: `XADD {prefix}:{type} MAXLEN ~ n * event <json>` on one shared connection;
- *   resolves when Redis has the entry. The publishes of one event-loop turn go out as one
- *   pipeline; a publish alone in its turn as a plain command.
+ *   resolves when Redis has the entry. The publishes of one turn go out as one pipeline; a
+ *   publish alone in its turn as a plain command.
  * - Subscribe: a consumer group per subscription (`group` for competing consumers, else a group
  *   of its own, destroyed on unsubscribe), read with `XREADGROUP ... BLOCK` on a connection of
  *   its own. Wildcard patterns read every matching stream, found by `SCAN` and found again every
@@ -122,26 +139,20 @@ export class RedisTransport implements Transport {
   readonly info: TransportInfo = REDIS_TRANSPORT_INFO;
   /** The validated configuration, defaults filled in. */
   readonly config: ResolvedRedisConfig;
+  readonly #life: TransportLifecycle;
   readonly #consumerBase: string;
   readonly #acks: AckBatcher;
   readonly #publishes: PublishBatcher;
   /** The stream key of each event type published, remembered. */
   readonly #streamKeys: BoundedMemo<string>;
-  readonly #consumers = new Set<GroupConsumer<unknown>>();
-  readonly #wildcards = new Map<GroupConsumer<Delivery>, CompiledPattern>();
-  readonly #dlqHandles = new Set<SubscriptionHandle>();
-  readonly #background = new Set<Promise<unknown>>();
-  readonly #errorListeners = new Set<(error: WatchtowerError) => void>();
+  /** Subscriptions' and dead-letter consumers', until nothing they handed out is unsettled. */
+  readonly #consumers = new Set<AnyConsumer>();
+  readonly #wildcards = new Map<SubscriptionConsumer, CompiledPattern>();
+  readonly #dlqConsumers = new Set<DeadLetterConsumer>();
   #client: RedisClient | undefined;
-  #connecting: Promise<void> | undefined;
-  #closing: Promise<void> | undefined;
-  #closed = false;
-  /** Set once close() lets go of the connection: later failures are not reported. */
-  #silenced = false;
   #lastError: unknown;
   #sweeper: StaleGroupSweeper | undefined;
-  #discoveryTimer: NodeJS.Timeout | undefined;
-  #discovering: Promise<void> | undefined;
+  #stopDiscovery: (() => void) | undefined;
   #consumerSeq = 0;
 
   /** @throws a `CONFIG` error naming the first bad option. */
@@ -149,34 +160,34 @@ export class RedisTransport implements Transport {
     this.config = resolveRedisConfig(config);
     const base = this.config.consumerPrefix ?? `${hostname()}-${process.pid}`;
     this.#consumerBase = `${base}-${randomBytes(3).toString('hex')}`;
+    this.#life = new TransportLifecycle({
+      name: 'the Redis transport',
+      clock: this.config.clock,
+      closeTimeoutMs: this.config.closeTimeoutMs,
+      mapError: mapRedisError,
+    });
     this.#acks = new AckBatcher(
       () => this.#requireClient('XACK'),
-      (error) => this.#reportError(error),
+      (error) => this.#life.report(error),
     );
-    const { maxLen, approximateTrim } = this.config;
+    const { maxLen, approximateTrim, prefix } = this.config;
     this.#publishes = new PublishBatcher(
       () => this.#requireClient('XADD'),
       maxLen === null
         ? ['*', 'event']
         : ['MAXLEN', approximateTrim ? '~' : '=', maxLen, '*', 'event'],
-      (error, key) => (this.#closed ? closedError('publish') : mapRedisError(error, `XADD ${key}`)),
+      (error, key) =>
+        this.#life.closed ? this.#life.closedError('publish') : mapRedisError(error, `XADD ${key}`),
     );
-    const { prefix } = this.config;
     this.#streamKeys = new BoundedMemo((type) => streamKey(prefix, type));
   }
 
-  /**
-   * Adds a listener; returns a function that removes it.
-   */
+  /** Adds a listener; returns a function that removes it. */
   on<K extends keyof RedisTransportEvents>(
     name: K,
     listener: (...args: RedisTransportEvents[K]) => void,
   ): () => void {
-    if (name !== 'error') return () => {};
-    this.#errorListeners.add(listener);
-    return () => {
-      this.#errorListeners.delete(listener);
-    };
+    return this.#life.on(name, listener);
   }
 
   /**
@@ -184,141 +195,48 @@ export class RedisTransport implements Transport {
    * cannot be reached (and stops trying: call again to retry), `CLOSED` after `close()`.
    */
   connect(): Promise<void> {
-    if (this.#closed) return Promise.reject(closedError('connect'));
-    this.#connecting ??= this.#connect().catch((error: unknown) => {
-      this.#connecting = undefined;
-      throw error;
-    });
-    return this.#connecting;
+    return this.#life.connect(() => this.#open());
   }
 
-  async #connect(): Promise<void> {
-    const client = this.#createClient();
+  async #open(): Promise<void> {
+    const client = createClient(this.config, `watchtower:${this.#consumerBase}`);
     let lastError: unknown;
     client.on('error', (error: unknown) => {
       lastError = error;
       this.#lastError = error;
     });
+    // Kept from the start, so that close() can drop it while it connects.
+    this.#client = client;
     try {
       await client.connect();
     } catch (error) {
-      client.disconnect();
-      throw mapRedisError(lastError ?? error, `connect to ${this.#describeTarget()}`);
+      this.#client = undefined;
+      dropConnection(client);
+      throw mapRedisError(lastError ?? error, `connect to ${describeTarget(this.config)}`);
     }
-    if (this.#closed) {
-      client.disconnect();
-      throw closedError('connect');
-    }
-    this.#client = client;
-    if (this.config.staleGroupMs > 0) {
-      const { prefix, dlqStream, staleGroupMs } = this.config;
-      const sweeper = new StaleGroupSweeper({
-        client: () => this.#requireClient('sweep stale groups'),
-        prefix,
-        consumerBase: this.#consumerBase,
-        staleMs: staleGroupMs,
-        streams: async (c) =>
-          (await this.#scanStreams(c)).filter(
-            (key) => typeOfKey(prefix, dlqStream, key) !== undefined,
-          ),
-        report: (error, operation) => this.#reportError(mapRedisError(error, operation)),
-      });
-      this.#sweeper = sweeper;
-      // Marked alive before any own group of this transport exists.
-      await sweeper.start();
-    }
-  }
-
-  #describeTarget(): string {
-    if (this.config.cluster === undefined) return redactUrl(this.config.url);
-    return `Redis Cluster (${this.config.cluster.nodes?.length ?? 1} startup nodes)`;
-  }
-
-  #createClient(): RedisClient {
-    const name = `watchtower:${this.#consumerBase}`;
-    const cluster = this.config.cluster;
-    if (cluster === undefined) {
-      const options: RedisOptions = {
-        connectionName: name,
-        ...this.config.redis,
-        autoPipeliningIgnoredCommands: withCallExcluded(
-          this.config.redis.autoPipeliningIgnoredCommands,
+    if (this.config.staleGroupMs === 0 || this.#life.closed) return;
+    const { prefix, dlqStream, staleGroupMs, clock } = this.config;
+    this.#sweeper = new StaleGroupSweeper({
+      client: () => this.#requireClient('sweep stale groups'),
+      clock,
+      prefix,
+      consumerBase: this.#consumerBase,
+      staleMs: staleGroupMs,
+      streams: async (c) =>
+        (await this.#scanStreams(c)).filter(
+          (key) => typeOfKey(prefix, dlqStream, key) !== undefined,
         ),
-        lazyConnect: true,
-      };
-      return new Redis(this.config.url, options);
-    }
-    const url = new URL(this.config.url);
-    const urlOptions: RedisOptions = {};
-    if (url.username !== '') urlOptions.username = decodeURIComponent(url.username);
-    if (url.password !== '') urlOptions.password = decodeURIComponent(url.password);
-    if (url.protocol === 'rediss:') urlOptions.tls = {};
-    const nodes: ClusterNode[] = cluster.nodes ?? [
-      { host: url.hostname, port: url.port === '' ? 6379 : Number(url.port) },
-    ];
-    return new Cluster(nodes, {
-      ...cluster.options,
-      autoPipeliningIgnoredCommands: withCallExcluded(
-        cluster.options?.autoPipeliningIgnoredCommands,
-      ),
-      lazyConnect: true,
-      redisOptions: {
-        connectionName: name,
-        ...urlOptions,
-        ...this.config.redis,
-        ...cluster.options?.redisOptions,
-      },
+      report: (error, operation) => this.#life.report(mapRedisError(error, operation)),
     });
-  }
-
-  /** A connection for one subscription's blocking reads. */
-  #createBlockingConnection(client: RedisClient, consumer: string): RedisClient {
-    const timeout = this.config.redis.commandTimeout;
-    const overrides: Partial<RedisOptions> = {
-      connectionName: `watchtower:${consumer}`,
-      lazyConnect: true,
-      enableAutoPipelining: false,
-      // The read loop retries on its own; a read waits in the offline queue while reconnecting.
-      maxRetriesPerRequest: null,
-    };
-    // A blocking read takes blockMs by design: a command timeout must not cut it.
-    if (timeout !== undefined) overrides.commandTimeout = this.config.blockMs + timeout;
-    if (client instanceof Cluster) {
-      const redisOptions = { ...client.options.redisOptions, ...overrides };
-      return client.duplicate(undefined, {
-        ...client.options,
-        lazyConnect: true,
-        enableAutoPipelining: false,
-        redisOptions,
-      });
-    }
-    return client.duplicate(overrides);
+    // Marked alive before any own group of this transport exists.
+    await this.#sweeper.start();
   }
 
   #requireClient(what: string): RedisClient {
     if (this.#client === undefined) {
-      throw new WatchtowerError(
-        ErrorCode.CONNECTION,
-        `${what}: the Redis transport is not connected`,
-      );
+      throw new ConnectionError(`${what}: the Redis transport is not connected`);
     }
     return this.#client;
-  }
-
-  #assertOpen(what: string): void {
-    if (this.#closed) throw closedError(what);
-  }
-
-  #reportError(error: WatchtowerError): void {
-    this.#lastError = error;
-    if (this.#silenced) return;
-    for (const listener of this.#errorListeners) {
-      try {
-        listener(error);
-      } catch {
-        // A listener must not break the transport.
-      }
-    }
   }
 
   #host(client: RedisClient): ConsumerHost {
@@ -326,8 +244,10 @@ export class RedisTransport implements Transport {
       command: client,
       isCluster: client instanceof Cluster,
       acks: this.#acks,
-      createBlockingConnection: (name) => this.#createBlockingConnection(client, name),
-      reportError: (error) => this.#reportError(error),
+      clock: this.config.clock,
+      createBlockingConnection: (name) => createBlockingConnection(client, this.config, name),
+      report: (error) => this.#life.report(error),
+      track: (work, operation) => this.#life.track(work, operation),
     };
   }
 
@@ -342,22 +262,24 @@ export class RedisTransport implements Transport {
    * `XADD {prefix}:{type} [MAXLEN ~ n] * event <json>`; resolves when Redis has the entry.
    * Connects first when needed.
    *
-   * The publishes made in one event-loop turn are sent together, as one `pipeline()` (one write,
-   * one round trip), at the end of the turn's synchronous and promise work; a publish alone in
-   * its turn goes out as a plain `XADD`. Each publish still settles on its own: one whose
-   * command Redis refuses rejects, the others of the batch resolve. Entries of one stream keep
-   * the order of the `publish` calls.
+   * The publishes made in one turn of promise work are sent together, as one `pipeline()` (one
+   * write, one round trip); a publish alone in its turn goes out as a plain `XADD`. Each
+   * publish still settles on its own: one whose command Redis refuses rejects, the others of
+   * the batch resolve. Entries of one stream keep the order of the `publish` calls.
    *
    * @throws `VALIDATION` for an invalid event type, `SERIALIZATION` when the event cannot be
-   * written as JSON, `ABORTED` when `signal` is already aborted, `CLOSED` after `close()`,
-   * `CONNECTION`/`TRANSPORT` when Redis fails.
+   * written as JSON, `CONFIG` for bad options, `ABORTED` when `signal` is already aborted,
+   * `CLOSED` after `close()`, `CONNECTION`/`TRANSPORT` when Redis fails.
    */
   publish(event: Event, options?: PublishOptions): Promise<void> {
     let key: string;
     let body: string;
     try {
-      this.#assertOpen('publish');
-      checkOptionKeys(options, TRANSPORT_OPTION_KEYS.publish, 'publish options');
+      this.#life.assertOpen('publish');
+      if (options !== undefined) {
+        checkPublishOptions(options);
+        throwIfAborted(options.signal, 'the publish');
+      }
       assertEventType(event.type);
       key = this.#streamKeys.get(event.type);
       if (key === this.config.dlqStream) {
@@ -366,17 +288,12 @@ export class RedisTransport implements Transport {
           [{ message: 'event type collides with the DLQ stream', path: ['type'] }],
         );
       }
-      if (options?.signal?.aborted === true) {
-        throw new WatchtowerError(ErrorCode.ABORTED, 'publish aborted', {
-          cause: options.signal.reason,
-        });
-      }
       body = encodeEvent(event);
     } catch (error) {
       return Promise.reject(error);
     }
     // Not async: a connected publish hands back the batcher's promise, one promise per event.
-    if (this.#client === undefined) {
+    if (this.#life.phase !== 'open') {
       return this.connect().then(() => this.#publishes.xadd(key, body));
     }
     return this.#publishes.xadd(key, body);
@@ -391,22 +308,30 @@ export class RedisTransport implements Transport {
    *
    * `options.group` joins a named consumer group (competing consumers); without it the
    * subscription gets a group of its own, destroyed on unsubscribe. `startFrom` applies when the
-   * group is created: `'new'` (default), `'earliest'`, or `{ time }`.
+   * group is created: `'new'` (default), `'earliest'`, or `{ time }`. `unsubscribe()` resolves
+   * within `unsubscribeTimeoutMs` whatever Redis does.
    *
-   * @throws `VALIDATION` for an invalid pattern, `CONFIG` for bad options, `UNSUPPORTED` for
-   * `startFrom: { sequence }`, `CONNECTION` when Redis cannot be reached, `CLOSED`.
+   * @throws `VALIDATION` for an invalid pattern, `CONFIG` for bad options (`startFrom:
+   * { sequence }` included: stream ids are times), `CONNECTION` when Redis cannot be reached,
+   * `CLOSED`.
    */
   async subscribe(
     pattern: string,
-    options: TransportSubscribeOptions = {},
+    options?: TransportSubscribeOptions,
   ): Promise<TransportSubscription> {
-    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
+    const { group, maxInFlight, startFrom } = checkSubscribeOptions(options, SUBSCRIBE_RULES);
     try {
-      return await this.#subscribe(pattern, options);
+      this.#life.assertOpen('subscribe');
+      const compiled = compilePattern(pattern);
+      await this.connect();
+      return await this.#subscribe(pattern, compiled, group, {
+        maxInFlight: maxInFlight ?? this.config.maxInFlight,
+        start: startFrom ?? this.config.startFrom,
+      });
     } catch (error) {
       // Whatever failed because close() ran meanwhile (a connection quitting) is CLOSED.
-      if (this.#closed && !isWatchtowerError(error, ErrorCode.CLOSED)) {
-        throw closedError('subscribe');
+      if (this.#life.closed && !isWatchtowerError(error, ErrorCode.CLOSED)) {
+        throw this.#life.closedError('subscribe');
       }
       throw error;
     }
@@ -414,84 +339,90 @@ export class RedisTransport implements Transport {
 
   async #subscribe(
     pattern: string,
-    options: TransportSubscribeOptions,
+    compiled: CompiledPattern,
+    group: string | undefined,
+    { maxInFlight, start }: { maxInFlight: number; start: StartPosition },
   ): Promise<TransportSubscription> {
-    this.#assertOpen('subscribe');
-    const compiled = compilePattern(pattern);
-    const maxInFlight = options.maxInFlight ?? this.config.maxInFlight;
-    if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1) {
-      throw configError('maxInFlight', `expected an integer >= 1, got ${String(maxInFlight)}`);
-    }
-    if (
-      options.group !== undefined &&
-      (typeof options.group !== 'string' || options.group.length === 0)
-    ) {
-      throw configError('group', 'expected a non-empty string');
-    }
-    await this.connect();
     const client = this.#requireClient('subscribe');
-    const { startId, laterStartId } = await this.#startIds(
-      client,
-      options.startFrom ?? this.config.startFrom,
-    );
-    this.#assertOpen('subscribe');
-
+    const { startId, laterStartId } = await this.#startIds(client, start);
+    this.#life.assertOpen('subscribe');
     const consumerName = this.#nextConsumerName();
-    const own = options.group === undefined;
-    const group = options.group ?? ownGroupName(consumerName);
-    // Set below; breaking out of `for await` unsubscribes.
-    const created: { subscription?: RedisSubscription } = {};
-    const consumer = new GroupConsumer<Delivery>(
+    const consumer: SubscriptionConsumer = new GroupConsumer(
       this.#host(client),
       {
-        group,
+        ...this.#readSettings(maxInFlight),
+        group: group ?? ownGroupName(consumerName),
         consumer: consumerName,
-        ownGroup: own,
+        ownGroup: group === undefined,
         streams: compiled.literal ? [streamKey(this.config.prefix, pattern)] : [],
         mkstream: compiled.literal,
         startId,
         laterStartId,
-        maxInFlight,
-        count: this.config.count,
-        blockMs: this.config.blockMs,
-        claimMinIdleMs: this.config.claimMinIdleMs,
-        claimIntervalMs: this.config.claimIntervalMs,
       },
       (entry, handle) => toDelivery(compiled, entry, handle),
-      () => {
-        if (created.subscription !== undefined) this.#track(created.subscription.unsubscribe());
-      },
+      // Breaking out of `for await` unsubscribes (the subscription exists by then).
+      () => this.#life.track(subscription.unsubscribe(), `unsubscribe from ${pattern}`),
     );
-    this.#consumers.add(consumer as GroupConsumer<unknown>);
-    try {
-      if (!compiled.literal)
+    await this.#startConsumer(consumer, `subscribe ${pattern}`, async () => {
+      if (!compiled.literal) {
         await consumer.addInitialStreams(await this.#matchingStreams(client, compiled));
-      await consumer.start();
-      this.#assertOpen('subscribe');
-    } catch (error) {
-      await consumer.stop();
-      this.#consumers.delete(consumer as GroupConsumer<unknown>);
-      throw mapRedisError(error, `subscribe ${pattern}`);
-    }
+      }
+    });
     if (!compiled.literal) {
       this.#wildcards.set(consumer, compiled);
-      this.#scheduleDiscovery();
+      this.#startDiscovery();
     }
-    const subscription = new RedisSubscription(pattern, consumer, () => this.#forget(consumer));
-    created.subscription = subscription;
+    const subscription = new SourceSubscription(pattern, consumer, {
+      clock: this.config.clock,
+      stopTimeoutMs: this.config.unsubscribeTimeoutMs,
+      onStop: () => this.#forget(consumer),
+      background: (stop, operation) => this.#life.track(stop, operation),
+    });
     return subscription;
   }
 
+  #readSettings(
+    maxInFlight: number,
+  ): Pick<
+    GroupConsumerOptions,
+    'maxInFlight' | 'count' | 'blockMs' | 'claimMinIdleMs' | 'claimIntervalMs'
+  > {
+    const { count, blockMs, claimMinIdleMs, claimIntervalMs } = this.config;
+    return { maxInFlight, count, blockMs, claimMinIdleMs, claimIntervalMs };
+  }
+
+  /** Starts `consumer` after `prepare`; on failure stops it and rejects with the failure. */
+  async #startConsumer<T extends HandledItem>(
+    consumer: GroupConsumer<T>,
+    what: string,
+    prepare: () => Promise<void>,
+  ): Promise<void> {
+    this.#consumers.add(consumer);
+    try {
+      await prepare();
+      await consumer.start();
+      this.#life.assertOpen(what);
+    } catch (error) {
+      await consumer.stop();
+      this.#consumers.delete(consumer);
+      throw mapRedisError(error, what);
+    }
+  }
+
   /** Stops tracking a stopped consumer once nothing it handed out is pending any more. */
-  #forget(consumer: GroupConsumer<Delivery>): void {
-    this.#wildcards.delete(consumer);
+  #forget(consumer: SubscriptionConsumer): void {
+    if (this.#wildcards.delete(consumer) && this.#wildcards.size === 0) {
+      this.#stopDiscovery?.();
+      this.#stopDiscovery = undefined;
+    }
     // Not tracked for close(): a handler that never finishes must not hold close() up; close()
-    // waits for handed-out deliveries with its own time limit.
+    // waits for handed-out deliveries within its deadline.
     void consumer.whenIdle().then(() => {
-      this.#consumers.delete(consumer as GroupConsumer<unknown>);
+      this.#consumers.delete(consumer);
     });
   }
 
+  /** Where a new group starts on the first streams, and on streams found later. */
   async #startIds(
     client: RedisClient,
     start: StartPosition,
@@ -507,20 +438,9 @@ export class RedisTransport implements Transport {
       }
       return { startId: '$', laterStartId: idJustBefore(ms) };
     }
-    if (typeof start === 'object' && start !== null && 'time' in start) {
-      const ms = start.time instanceof Date ? start.time.getTime() : Number.NaN;
-      if (!Number.isFinite(ms)) throw configError('startFrom.time', 'expected a valid Date');
-      const id = idJustBefore(ms);
-      return { startId: id, laterStartId: id };
-    }
-    if (typeof start === 'object' && start !== null && 'sequence' in start) {
-      throw new WatchtowerError(
-        ErrorCode.UNSUPPORTED,
-        'startFrom: { sequence } is not supported by Redis Streams (entry ids are times); use { time } instead',
-        { retryable: false },
-      );
-    }
-    throw configError('startFrom', `expected 'new', 'earliest' or { time }, got ${String(start)}`);
+    // checkSubscribeOptions let only { time } through besides those two.
+    const id = idJustBefore((start as { time: Date }).time.getTime());
+    return { startId: id, laterStartId: id };
   }
 
   // -----------------------------------------------------------------------------------------------
@@ -543,48 +463,50 @@ export class RedisTransport implements Transport {
     return [...keys];
   }
 
-  async #matchingStreams(client: RedisClient, pattern: CompiledPattern): Promise<string[]> {
-    const keys = await this.#scanStreams(client).catch((error: unknown) => {
-      throw mapRedisError(error, `SCAN ${scanPattern(this.config.prefix)}`);
-    });
+  #matching(keys: readonly string[], pattern: CompiledPattern): string[] {
+    const { prefix, dlqStream } = this.config;
     return keys.filter((key) => {
-      const type = typeOfKey(this.config.prefix, this.config.dlqStream, key);
+      const type = typeOfKey(prefix, dlqStream, key);
       return type !== undefined && pattern.matches(type);
     });
   }
 
-  #scheduleDiscovery(): void {
-    if (this.#discoveryTimer !== undefined || this.#discovering !== undefined || this.#closed)
-      return;
-    if (this.#wildcards.size === 0) return;
-    this.#discoveryTimer = setTimeout(() => {
-      this.#discoveryTimer = undefined;
-      this.#discovering = this.#discover().finally(() => {
-        this.#discovering = undefined;
-        this.#scheduleDiscovery();
-      });
-    }, this.config.discoveryIntervalMs);
+  async #matchingStreams(client: RedisClient, pattern: CompiledPattern): Promise<string[]> {
+    const keys = await this.#scanStreams(client).catch((error: unknown) => {
+      throw mapRedisError(error, `SCAN ${scanPattern(this.config.prefix)}`);
+    });
+    return this.#matching(keys, pattern);
+  }
+
+  #startDiscovery(): void {
+    if (this.#stopDiscovery !== undefined || this.#life.closed) return;
+    this.#stopDiscovery = repeat(
+      this.config.clock,
+      this.config.discoveryIntervalMs,
+      () => {
+        const discovery = this.#discover();
+        this.#life.track(discovery, 'discover streams');
+        return discovery;
+      },
+      (error) => this.#life.report(mapRedisError(error, 'discover streams')),
+    );
   }
 
   async #discover(): Promise<void> {
     const client = this.#client;
-    if (client === undefined || this.#closed) return;
+    if (client === undefined || this.#life.closed) return;
     let keys: string[];
     try {
       keys = await this.#scanStreams(client);
     } catch (error) {
-      this.#reportError(mapRedisError(error, `SCAN ${scanPattern(this.config.prefix)}`));
+      this.#life.report(mapRedisError(error, `SCAN ${scanPattern(this.config.prefix)}`));
       return;
     }
     for (const [consumer, pattern] of this.#wildcards) {
-      const matching = keys.filter((key) => {
-        const type = typeOfKey(this.config.prefix, this.config.dlqStream, key);
-        return type !== undefined && pattern.matches(type);
-      });
       try {
-        await consumer.addStreams(matching);
+        await consumer.addStreams(this.#matching(keys, pattern));
       } catch (error) {
-        this.#reportError(mapRedisError(error, `add streams to ${consumer.group}`));
+        this.#life.report(mapRedisError(error, `add streams to ${consumer.group}`));
       }
     }
   }
@@ -592,13 +514,15 @@ export class RedisTransport implements Transport {
   // -----------------------------------------------------------------------------------------------
   // Health
 
-  /** `PING` with a time limit. Never rejects. */
+  /** `PING` within `healthCheckTimeoutMs`. Never rejects. */
   async healthCheck(): Promise<HealthStatus> {
-    if (this.#closed)
+    if (this.#life.closed) {
       return { healthy: false, state: 'closed', message: 'the Redis transport is closed' };
+    }
     const client = this.#client;
-    if (client === undefined)
+    if (client === undefined || this.#life.phase !== 'open') {
       return { healthy: false, state: 'disconnected', message: 'not connected' };
+    }
     const details: Record<string, unknown> = {
       cluster: client instanceof Cluster,
       subscriptions: this.#consumers.size,
@@ -615,19 +539,11 @@ export class RedisTransport implements Transport {
         details,
       };
     }
-    const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
+    const clock = this.config.clock;
+    const started = clock.now();
     try {
-      await Promise.race([
-        client.ping(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Error(`PING took longer than ${this.config.healthCheckTimeoutMs} ms`)),
-            this.config.healthCheckTimeoutMs,
-          );
-        }),
-      ]);
-      return { healthy: true, state: 'connected', latencyMs: performance.now() - started, details };
+      await withTimeout(clock, client.ping(), this.config.healthCheckTimeoutMs, 'PING');
+      return { healthy: true, state: 'connected', latencyMs: clock.now() - started, details };
     } catch (error) {
       return {
         healthy: false,
@@ -635,8 +551,6 @@ export class RedisTransport implements Transport {
         message: error instanceof Error ? error.message : String(error),
         details,
       };
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -648,14 +562,14 @@ export class RedisTransport implements Transport {
    * original_type <type> reason <reason as JSON>`; resolves when Redis has the entry.
    */
   async publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
-    this.#assertOpen('publishToDlq');
-    if (this.#client === undefined) await this.connect();
-    const client = this.#client as RedisClient;
+    this.#life.assertOpen('publish a dead letter');
+    await this.connect();
+    const client = this.#requireClient('publishToDlq');
     const key = this.config.dlqStream;
-    const body =
-      'raw' in message && message.raw instanceof Uint8Array
-        ? Buffer.from(message.raw.buffer, message.raw.byteOffset, message.raw.byteLength)
-        : encodeEvent(message as Event);
+    // Redis fields hold bytes: undecodable ones are stored as they came.
+    const body = isMalformedMessage(message)
+      ? Buffer.from(message.raw.buffer, message.raw.byteOffset, message.raw.byteLength)
+      : encodeEvent(message);
     const fields = [
       'event',
       body,
@@ -666,17 +580,10 @@ export class RedisTransport implements Transport {
       'reason',
       JSON.stringify(reason),
     ];
+    const { dlqMaxLen, approximateTrim } = this.config;
     try {
-      if (this.config.dlqMaxLen === null) await client.xadd(key, '*', ...fields);
-      else
-        await client.xadd(
-          key,
-          'MAXLEN',
-          this.config.approximateTrim ? '~' : '=',
-          this.config.dlqMaxLen,
-          '*',
-          ...fields,
-        );
+      if (dlqMaxLen === null) await client.xadd(key, '*', ...fields);
+      else await client.xadd(key, 'MAXLEN', approximateTrim ? '~' : '=', dlqMaxLen, '*', ...fields);
     } catch (error) {
       throw mapRedisError(error, `XADD ${key}`);
     }
@@ -688,90 +595,53 @@ export class RedisTransport implements Transport {
    * letter handled by one consumer of the group is not seen by the others nor by later ones. A
    * letter whose handler returned is acked; one whose handler threw stays pending and comes
    * back after `claimMinIdleMs`. `fromStart` (default true) creates a new group at the start of
-   * the stream instead of its end.
+   * the stream instead of its end. `unsubscribe()` waits at most `unsubscribeTimeoutMs` for
+   * Redis, and for the handler running now.
    */
   async consumeDlq(
     handler: DeadLetterHandler,
-    options: ConsumeDlqOptions = {},
+    options?: ConsumeDlqOptions,
   ): Promise<SubscriptionHandle> {
-    this.#assertOpen('consumeDlq');
-    if (typeof handler !== 'function') throw configError('handler', 'expected a function');
-    checkOptionKeys(options, TRANSPORT_OPTION_KEYS.consumeDlq, 'consumeDlq options');
-    if (
-      options.group !== undefined &&
-      (typeof options.group !== 'string' || options.group.length === 0)
-    ) {
-      throw configError('group', 'expected a non-empty string');
-    }
-    if (options.fromStart !== undefined && typeof options.fromStart !== 'boolean') {
-      throw configError('fromStart', `expected a boolean, got ${typeof options.fromStart}`);
-    }
+    this.#life.assertOpen('consume dead letters');
+    const { group, fromStart } = checkConsumeDlqOptions(handler, options);
     await this.connect();
     const client = this.#requireClient('consumeDlq');
     const consumerName = this.#nextConsumerName();
-    const consumer = new GroupConsumer<DlqItem>(
+    const batch = Math.min(this.config.count, 16);
+    const source = new GroupConsumer<RedisDeadLetterEntry>(
       this.#host(client),
       {
-        group: options.group ?? this.config.dlqGroup,
+        ...this.#readSettings(batch),
+        count: batch,
+        group: group ?? this.config.dlqGroup,
         consumer: consumerName,
         ownGroup: false,
         streams: [this.config.dlqStream],
         mkstream: true,
-        startId: options.fromStart === false ? '$' : '0',
+        startId: fromStart ? '0' : '$',
         laterStartId: '0',
-        maxInFlight: Math.min(this.config.count, 16),
-        count: Math.min(this.config.count, 16),
-        blockMs: this.config.blockMs,
-        claimMinIdleMs: this.config.claimMinIdleMs,
-        claimIntervalMs: this.config.claimIntervalMs,
       },
-      (entry, handle) => ({ letter: toDeadLetter(entry), handle }),
+      (entry, handle) => new RedisDeadLetterEntry(entry, handle),
       () => {},
     );
-    this.#consumers.add(consumer as GroupConsumer<unknown>);
-    try {
-      await consumer.start();
-    } catch (error) {
-      await consumer.stop();
-      this.#consumers.delete(consumer as GroupConsumer<unknown>);
-      throw error;
-    }
-    const loop = (async () => {
-      for await (const item of consumer.iterator) {
-        try {
-          await handler(item.letter);
-        } catch (error) {
-          item.handle.leave();
-          this.#reportError(
-            new WatchtowerError(
-              ErrorCode.HANDLER_FAILED,
-              `the dead-letter handler failed; the letter stays pending and comes back after claimMinIdleMs: ${error instanceof Error ? error.message : String(error)}`,
-              { cause: error },
-            ),
-          );
-          continue;
-        }
-        await item.handle.ack().catch((error: unknown) => {
-          this.#reportError(mapRedisError(error, `XACK ${this.config.dlqStream}`));
-        });
-      }
-    })();
-    let stopping: Promise<void> | undefined;
-    const handle: SubscriptionHandle = {
+    await this.#startConsumer(source, 'consume dead letters', () => RESOLVED);
+    const consumer: DeadLetterConsumer = new DeadLetterConsumer({
       id: consumerName,
-      unsubscribe: () => {
-        stopping ??= (async () => {
-          await consumer.stop();
-          await loop;
-          await consumer.whenIdle();
-          this.#consumers.delete(consumer as GroupConsumer<unknown>);
-          this.#dlqHandles.delete(handle);
-        })();
-        return stopping;
+      source,
+      handler,
+      afterFailure: 'the letter stays pending and comes back after claimMinIdleMs',
+      report: (error) => this.#life.report(error),
+      mapError: mapRedisError,
+      clock: this.config.clock,
+      stopTimeoutMs: this.config.unsubscribeTimeoutMs,
+      background: (stop, operation) => this.#life.track(stop, operation),
+      onStop: () => {
+        this.#dlqConsumers.delete(consumer);
+        void source.whenIdle().then(() => this.#consumers.delete(source));
       },
-    };
-    this.#dlqHandles.add(handle);
-    return handle;
+    });
+    this.#dlqConsumers.add(consumer);
+    return consumer.start();
   }
 
   // -----------------------------------------------------------------------------------------------
@@ -779,128 +649,65 @@ export class RedisTransport implements Transport {
 
   /**
    * Stops every subscription (entries no handler has seen go back to their groups; own groups
-   * are destroyed), waits up to `timeoutMs` for handed-out deliveries to be acked or nacked,
-   * sends the outstanding acks, then quits the connections (pending replies are awaited). Each
-   * step that talks to Redis (stopping, sending the acks, `QUIT`) has a limit of its own,
-   * `timeoutMs` kept between 1 and 5 s: while Redis is unreachable those steps cannot finish, and
-   * the connections are dropped instead of waiting for a reconnect; entries not settled stay
-   * pending and are delivered again. Idempotent; a step that fails does not stop the others;
-   * rejects only with `CONFIG` for an unknown option; failures after the connections are let
-   * go are not reported.
+   * are destroyed), waits for handed-out deliveries to be acked or nacked, sends the
+   * outstanding acks, then quits the connection. Every step shares one deadline, `timeoutMs`
+   * (default `closeTimeoutMs`): when Redis does not answer by then (paused, unreachable), every
+   * connection is dropped and close resolves at most `CLOSE_MARGIN_MS` later; entries not
+   * settled stay pending and are delivered again. Idempotent; a step that fails does not stop
+   * the others; rejects only with `CONFIG` for a bad option; failures after the connections
+   * are let go are not reported.
    */
-  close(options: CloseOptions = {}): Promise<void> {
-    if (this.#closing === undefined) {
-      const refused = rejectedForUnknownKeys(options, TRANSPORT_OPTION_KEYS.close, 'close options');
-      if (refused !== undefined) return refused;
-    }
-    this.#closing ??= this.#close(options.timeoutMs ?? this.config.closeTimeoutMs);
-    return this.#closing;
-  }
-
-  async #close(timeoutMs: number): Promise<void> {
-    this.#closed = true;
-    // Publishes made before close() go out now, ahead of everything close() sends.
-    this.#publishes.flush();
-    if (this.#discoveryTimer !== undefined) clearTimeout(this.#discoveryTimer);
-    this.#discoveryTimer = undefined;
-    // While Redis is unreachable its commands wait for a reconnect: each step that talks to
-    // Redis gets a limit of its own, and the wait for handlers gets timeoutMs.
-    const grace = Math.max(1000, Math.min(timeoutMs, 5000));
-    const consumers = [...this.#consumers];
-    await within(grace, async () => {
-      await Promise.allSettled(consumers.map((consumer) => consumer.stop()));
-      await Promise.allSettled([this.#discovering]);
-    });
-    // In-flight handlers (dead-letter handlers included) get up to timeoutMs to settle.
-    await within(timeoutMs, () =>
-      Promise.allSettled([
-        ...consumers.map((consumer) => consumer.whenIdle()),
-        ...[...this.#dlqHandles].map((handle) => handle.unsubscribe()),
-      ]),
+  close(options?: CloseOptions): Promise<void> {
+    return this.#life.close(
+      options,
+      (deadline) => this.#close(deadline),
+      () => this.#dropConnections(),
     );
-    await within(grace, async () => {
-      await Promise.allSettled(consumers.map((consumer) => consumer.settledBackground()));
-      await this.#acks.flush().catch(() => {});
-      await Promise.allSettled([...this.#background]);
-      await this.#sweeper?.stop();
-    });
-    const client = this.#client;
-    this.#connecting = undefined;
-    // What still fails now (work cut off by a limit, acks of handlers that finish later) fails
-    // because of close(); such entries stay pending and are delivered again.
-    this.#silenced = true;
-    if (client === undefined) return;
-    // A publish whose connect() had resolved when close() began queues after the flush above.
-    this.#publishes.flush();
-    if (client.status !== 'ready') {
-      // QUIT would only wait in the offline queue for a connection that is not there.
-      client.disconnect();
-      return;
-    }
-    try {
-      // Acks queued meanwhile go out before the QUIT, which waits for their replies.
-      const quit = Promise.all([this.#acks.flush(), client.quit()]);
-      if ((await within(grace, () => quit)) === TIMED_OUT) client.disconnect();
-    } catch {
-      client.disconnect();
-    }
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
-  #track(promise: Promise<unknown>): void {
-    const tracked = promise.catch((error: unknown) => {
-      this.#reportError(mapRedisError(error, 'background'));
-    });
-    this.#background.add(tracked);
-    void tracked.finally(() => this.#background.delete(tracked));
-  }
-}
-
-const TIMED_OUT: unique symbol = Symbol('timed out');
-
-/** Runs `work`; resolves with its result, or with {@link TIMED_OUT} after `ms`. */
-async function within<R>(ms: number, work: () => Promise<R>): Promise<R | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      work(),
-      new Promise<typeof TIMED_OUT>((resolve) => {
-        timer = setTimeout(() => resolve(TIMED_OUT), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** A live Redis subscription: iterate it for deliveries. */
-class RedisSubscription implements TransportSubscription {
-  #stopping: Promise<void> | undefined;
-
-  constructor(
-    readonly pattern: string,
-    private readonly consumer: GroupConsumer<Delivery>,
-    private readonly onStopped: () => void,
-  ) {}
-
-  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
-    return this.consumer.iterator;
+  async #close(deadline: Deadline): Promise<void> {
+    // Publishes made before close() go out now, ahead of everything close() sends.
+    this.#publishes.flush();
+    this.#stopDiscovery?.();
+    await deadline.within(this.#life.connecting?.catch(() => {}) ?? RESOLVED);
+    const consumers = [...this.#consumers];
+    await deadline.within(Promise.allSettled(consumers.map((consumer) => consumer.stop())));
+    // In-flight handlers (dead-letter handlers included) may still settle.
+    await deadline.within(
+      Promise.allSettled([
+        ...consumers.map((consumer) => consumer.whenIdle()),
+        ...[...this.#dlqConsumers].map((consumer) => consumer.unsubscribe()),
+      ]),
+    );
+    await this.#life.settleBackground(deadline);
+    await deadline.within(this.#acks.flush());
+    await deadline.within(this.#sweeper?.stop() ?? RESOLVED);
+    // What still fails now (work cut off by the deadline, acks of handlers that finish later)
+    // fails because of close(); such entries stay pending and are delivered again.
+    this.#life.silence();
+    const client = this.#client;
+    if (client === undefined) return;
+    // A publish whose connect() had resolved when close() began queues after the flush above.
+    this.#publishes.flush();
+    if (client.status === 'ready') {
+      // Acks queued meanwhile go out before the QUIT, which waits for their replies.
+      const quit = Promise.all([this.#acks.flush(), client.quit()]).then(
+        () => true,
+        () => false,
+      );
+      if ((await deadline.within(quit)) === true) return;
+    }
+    // QUIT would only wait in the offline queue for a connection that is not there.
+    this.#dropConnections();
   }
 
-  tryNext(): Delivery | undefined {
-    return this.consumer.iterator.tryNext();
-  }
-
-  /**
-   * Stops reading and ends iteration. Entries read but not yet handed out go back to the group;
-   * deliveries already handed out may still be acked or nacked. An own group is destroyed.
-   * Idempotent.
-   */
-  unsubscribe(): Promise<void> {
-    this.#stopping ??= this.consumer.stop().finally(() => this.onStopped());
-    return this.#stopping;
+  /** Drops every connection, so that the commands still pending on them end now. */
+  #dropConnections(): void {
+    for (const consumer of this.#consumers) consumer.disconnect();
+    if (this.#client !== undefined) dropConnection(this.#client);
   }
 }

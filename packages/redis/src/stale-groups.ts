@@ -1,7 +1,4 @@
-import type { Cluster, Redis } from 'ioredis';
-import { parseInfoReply } from './stream-reply.js';
-
-/*
+/**
  * A subscription without a group reads through a consumer group of its own, `own:{consumer}`,
  * which `unsubscribe()` and `close()` destroy. A process that crashes leaves its own groups
  * behind, and every restart adds more. Each transport therefore keeps a mark of life,
@@ -9,9 +6,14 @@ import { parseInfoReply } from './stream-reply.js';
  * groups under its prefix whose process has no mark left and whose consumers have all been
  * idle as long: a live process either refreshes its mark or, if its event loop was stuck, still
  * shows recent reads.
+ *
+ * Separate from the transport because it is a job of its own, on its own timers; it never
+ * touches a named group, nor the own groups of this transport.
  */
-
-type RedisClient = Redis | Cluster;
+import type { Clock } from '@watchtower/core';
+import { repeat } from '@watchtower/core/transport-kit';
+import type { RedisClient } from './connections.js';
+import { parseInfoReply } from './stream-reply.js';
 
 const OWN = 'own:';
 
@@ -40,6 +42,7 @@ export function ownGroupBase(group: string): string | undefined {
 /** What a {@link StaleGroupSweeper} works with. */
 export interface StaleGroupSweeperOptions {
   readonly client: () => RedisClient;
+  readonly clock: Clock;
   readonly prefix: string;
   /** This transport's consumer base: its own groups are never touched. */
   readonly consumerBase: string;
@@ -54,45 +57,41 @@ export interface StaleGroupSweeperOptions {
 /** Keeps this transport's mark of life, and destroys the own groups of stopped processes. */
 export class StaleGroupSweeper {
   readonly #key: string;
-  #beatTimer: NodeJS.Timeout | undefined;
-  #sweepTimer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> | undefined;
+  /** Stop the beat and the sweep; empty until started, and again once stopped. */
+  #timers: Array<() => void> = [];
   #stopped = false;
 
   constructor(private readonly options: StaleGroupSweeperOptions) {
     this.#key = aliveKey(options.prefix, options.consumerBase);
   }
 
-  /** Sets the mark (before any own group of this transport exists), then keeps it fresh. */
+  /**
+   * Sets the mark (before any own group of this transport exists), then keeps it fresh and
+   * sweeps; a slow sweep is not overlapped by the next.
+   */
   async start(): Promise<void> {
     await this.#beat();
     if (this.#stopped) return;
-    const { staleMs } = this.options;
-    this.#beatTimer = setInterval(() => this.#run(() => this.#beat()), Math.max(1, staleMs / 3));
-    this.#beatTimer.unref();
-    this.#sweepTimer = setInterval(() => this.#run(() => this.sweep()), Math.max(1, staleMs / 2));
-    this.#sweepTimer.unref();
+    const { clock, staleMs, report } = this.options;
+    const failed = (error: unknown): void => report(error, 'sweep stale groups');
+    this.#timers = [
+      repeat(clock, Math.max(1, staleMs / 3), () => this.#beat(), failed),
+      repeat(clock, Math.max(1, staleMs / 2), () => this.sweep(), failed),
+    ];
   }
 
-  /** Stops the timers, waits for a step under way, and removes the mark. Never rejects. */
+  /**
+   * Stops the timers and removes the mark; a SET still on its way went out before the DEL on
+   * the same connection. Never rejects.
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
-    clearInterval(this.#beatTimer);
-    clearInterval(this.#sweepTimer);
-    await this.#running;
+    for (const stop of this.#timers.splice(0)) stop();
     try {
       await this.options.client().del(this.#key);
     } catch {
       // It expires by itself.
     }
-  }
-
-  /** One step at a time: a slow sweep is not overlapped by the next. */
-  #run(step: () => Promise<void>): void {
-    if (this.#running !== undefined || this.#stopped) return;
-    this.#running = step().finally(() => {
-      this.#running = undefined;
-    });
   }
 
   async #beat(): Promise<void> {

@@ -523,8 +523,8 @@ describe('RedisTransport subscribe', () => {
     await expect(t.subscribe('a..b')).rejects.toSatisfy((error) =>
       isWatchtowerError(error, ErrorCode.VALIDATION),
     );
-    await expect(t.subscribe('a.b', { startFrom: { sequence: 3 } })).rejects.toSatisfy((error) =>
-      isWatchtowerError(error, ErrorCode.UNSUPPORTED),
+    await expect(t.subscribe('a.b', { startFrom: { sequence: 3 } })).rejects.toSatisfy(
+      (error) => isWatchtowerError(error, ErrorCode.CONFIG) && /`startFrom`/.test(error.message),
     );
   });
 });
