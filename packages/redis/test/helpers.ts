@@ -185,6 +185,22 @@ export class PrivateRedisServer {
     }
   }
 
+  /**
+   * Stops the server process (SIGSTOP): connections stay open, and nothing is answered until
+   * {@link PrivateRedisServer.resume}, as with a hung server.
+   */
+  pause(): void {
+    const pid = this.#process?.pid;
+    if (pid === undefined) throw new Error('redis-server is not running');
+    process.kill(pid, 'SIGSTOP');
+  }
+
+  /** Lets a paused server go on (SIGCONT). */
+  resume(): void {
+    const pid = this.#process?.pid;
+    if (pid !== undefined) process.kill(pid, 'SIGCONT');
+  }
+
   /** Kills the server (SIGKILL, like a crash) and waits until it has exited. */
   async kill(): Promise<void> {
     const child = this.#process;
