@@ -68,18 +68,6 @@ export type {
 
 export { systemClock, sleep } from './clock.js';
 export type { Clock, TimerHandle } from './clock.js';
-// Kept here only until every transport imports them from the transport kit.
-export {
-  withDefaults,
-  rejectUnknownOptions,
-  checkOptionKeys,
-  rejectedForUnknownKeys,
-  checkInteger,
-  checkNumber,
-  checkOneOf,
-  checkFunction,
-  checkClock,
-} from './options.js';
 export {
   CircuitBreaker,
   DEFAULT_CIRCUIT_BREAKER_OPTIONS,

@@ -397,6 +397,7 @@ export class MemoryTransport implements Transport {
         ),
         handler,
         afterFailure: 'the letter stays in the queue for a later consumer',
+        clock: this.broker.clock,
         report: (error) => this.#life.report(error),
         mapError: (error, operation) =>
           toWatchtowerError(error, ErrorCode.TRANSPORT, `${operation}: ${describeError(error)}`),

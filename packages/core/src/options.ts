@@ -62,23 +62,6 @@ export function rejectUnknownOptions(
   }
 }
 
-/**
- * {@link checkOptionKeys} for a call that answers with a promise: the `CONFIG` error as a
- * rejected promise to return, or `undefined` when every key is known.
- */
-export function rejectedForUnknownKeys(
-  options: object | undefined,
-  known: readonly string[],
-  what: string,
-): Promise<never> | undefined {
-  try {
-    checkOptionKeys(options, known, what);
-    return undefined;
-  } catch (error) {
-    return Promise.reject(error);
-  }
-}
-
 /** {@link rejectUnknownOptions} for an options argument that may be left out. */
 export function checkOptionKeys(
   options: object | undefined,

@@ -77,7 +77,6 @@ export {
   withDefaults,
   rejectUnknownOptions,
   checkOptionKeys,
-  rejectedForUnknownKeys,
   checkInteger,
   checkNumber,
   checkOneOf,

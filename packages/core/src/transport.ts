@@ -237,7 +237,7 @@ export interface Transport {
 
 /**
  * The option names of each call of the contract. Transports refuse any other key (a misspelt
- * `grup` must not silently mean "no group"), with {@link checkOptionKeys}.
+ * `grup` must not silently mean "no group"), with the transport kit's option checks.
  */
 export const TRANSPORT_OPTION_KEYS = {
   publish: keysOf<PublishOptions>({ signal: true }),

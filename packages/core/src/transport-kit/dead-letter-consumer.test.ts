@@ -63,6 +63,7 @@ function consumer(
     handler,
     afterFailure: 'it comes back later',
     report: (error) => errors.push(error),
+    clock: new FakeClock(),
     mapError: (error, operation) =>
       new WatchtowerError(ErrorCode.TRANSPORT, `${operation}: ${String(error)}`),
     ...(onStop === undefined ? {} : { onStop }),

@@ -48,14 +48,11 @@ export interface DeadLetterConsumerOptions {
   readonly mapError: (error: unknown, operation: string) => WatchtowerError;
   /** Called once, when `unsubscribe()` has finished. */
   readonly onStop?: () => void;
+  /** The clock of `stopTimeoutMs`. */
+  readonly clock: Clock;
   /**
-   * The clock of `stopTimeoutMs`. Without one, `unsubscribe()` waits for the source to stop
-   * however long that takes.
-   */
-  readonly clock?: Clock;
-  /**
-   * With a `clock`: `unsubscribe()` waits at most this long for the source to stop (a broker
-   * that does not answer), then hands the stop to `background` and goes on.
+   * `unsubscribe()` waits at most this long for the source to stop (a broker that does not
+   * answer), then hands the stop to `background` and goes on.
    * @defaultValue {@link DEFAULT_UNSUBSCRIBE_TIMEOUT_MS}
    */
   readonly stopTimeoutMs?: number;
@@ -109,7 +106,6 @@ export class DeadLetterConsumer implements SubscriptionHandle {
   async #stopSource(): Promise<void> {
     const { source, clock, stopTimeoutMs = DEFAULT_UNSUBSCRIBE_TIMEOUT_MS } = this.#options;
     const stop = source.stop();
-    if (clock === undefined) return stop;
     if ((await within(clock, stopTimeoutMs, stop)) === TIMED_OUT) {
       this.#options.background?.(stop, `stop dead-letter consumer ${this.id}`);
     }
