@@ -3,6 +3,7 @@ import {
   ErrorCode,
   createEvent,
   isWatchtowerError,
+  type WatchtowerError,
   type DeadLetter,
   type Delivery,
   type Event,
@@ -335,7 +336,7 @@ describe('NatsTransport (core): a subscriber that falls behind', () => {
   async function setup(overrides = {}) {
     const transport = resources.transport('core', testNames(), overrides);
     await transport.connect();
-    const errors: unknown[] = [];
+    const errors: WatchtowerError[] = [];
     transport.on('error', (error) => errors.push(error));
     return { transport, errors };
   }
@@ -357,11 +358,20 @@ describe('NatsTransport (core): a subscriber that falls behind', () => {
     const sub = await transport.subscribe('load.tick', { maxInFlight: 10 });
     // Nobody takes deliveries while 100 events arrive.
     for (let i = 0; i < 100; i++) await transport.publish(createEvent('load.tick', { i }));
-    await waitFor(() => errors.length > 0);
-    expect(errors).toHaveLength(1);
-    expect(isWatchtowerError(errors[0], ErrorCode.BACKPRESSURE_DROPPED)).toBe(true);
-    expect((errors[0] as Error).message).toContain('90 event(s) dropped');
-    expect((errors[0] as Error).message).toContain('maxInFlight');
+    // The first drop is reported at once and later ones at most once a second, so the 90 may
+    // come in two reports when the events arrive in more than one read.
+    const dropped = (): number =>
+      errors.reduce(
+        (sum, error) => sum + Number(/(\d+) event\(s\) dropped/.exec(error.message)?.[1] ?? 0),
+        0,
+      );
+    await waitFor(() => dropped() >= 90);
+    expect(dropped()).toBe(90);
+    expect(errors.length).toBeLessThanOrEqual(2);
+    for (const error of errors) {
+      expect(isWatchtowerError(error, ErrorCode.BACKPRESSURE_DROPPED)).toBe(true);
+      expect(error.message).toContain('maxInFlight');
+    }
 
     const held = await take(sub, 10);
     expect(eventsOf(held).map((e) => (e.payload as { i: number }).i)).toEqual(
