@@ -9,6 +9,8 @@ export interface Measurement {
   elapsedMs: number;
   /** Per-event latencies in microseconds, where the scenario measures latency. */
   latenciesUs?: number[];
+  /** CPU time (user + system) this process spent in the measured part, in microseconds. */
+  cpuUs?: number;
 }
 
 /** One benchmark: the same work done by the raw client and through watchtower. */
@@ -35,6 +37,11 @@ export interface ResultRow {
   msgsPerSecMedian: number;
   p50Us: number | null;
   p99Us: number | null;
+  /**
+   * CPU time of this process (the client: the broker runs apart) per event, median over the
+   * runs after the first. What a user pays per event on their own cores.
+   */
+  cpuUsPerEvent: number | null;
   rssMb: number;
 }
 
@@ -86,8 +93,16 @@ function toRow(scenario: Scenario, impl: ResultRow['impl'], runs: Measurement[])
     msgsPerSecMedian: Math.round(median(warm.map((run) => (run.n / run.elapsedMs) * 1000))),
     p50Us: percentiles.length > 0 ? Math.round(median(percentiles.map((p) => p.p50))) : null,
     p99Us: percentiles.length > 0 ? Math.round(median(percentiles.map((p) => p.p99))) : null,
+    cpuUsPerEvent: cpuPerEvent(warm),
     rssMb: Math.round((process.memoryUsage.rss() / 1024 / 1024) * 10) / 10,
   };
+}
+
+/** Median CPU µs per event over the runs that measured CPU, to two decimals; null if none did. */
+function cpuPerEvent(runs: Measurement[]): number | null {
+  const measured = runs.filter((run) => run.cpuUs !== undefined && run.n > 0);
+  if (measured.length === 0) return null;
+  return Math.round(median(measured.map((run) => (run.cpuUs as number) / run.n)) * 100) / 100;
 }
 
 /**
@@ -132,10 +147,11 @@ function printRows(rows: ResultRow[]): void {
     'msgs/s',
     'p50 µs',
     'p99 µs',
+    'cpu µs/ev',
     'rss MB',
     'vs raw',
   ];
-  const widths = [44, 10, 11, 9, 11, 9, 9, 8, 32];
+  const widths = [44, 10, 11, 9, 11, 9, 9, 10, 8, 44];
   const line = (cells: string[]): string =>
     cells.map((cell, i) => cell.padEnd(widths[i] ?? 10)).join(' ');
   if (!headerPrinted) {
@@ -153,6 +169,9 @@ function printRows(rows: ResultRow[]): void {
       if (row.p99Us !== null && raw.p99Us !== null && raw.p99Us > 0) {
         ratio += ` ${(row.p99Us / raw.p99Us).toFixed(2)}x p99`;
       }
+      if (row.cpuUsPerEvent !== null && raw.cpuUsPerEvent !== null && raw.cpuUsPerEvent > 0) {
+        ratio += ` ${(row.cpuUsPerEvent / raw.cpuUsPerEvent).toFixed(2)}x cpu`;
+      }
     }
     console.log(
       line([
@@ -163,6 +182,7 @@ function printRows(rows: ResultRow[]): void {
         row.msgsPerSec.toLocaleString('en-US'),
         row.p50Us === null ? '-' : String(row.p50Us),
         row.p99Us === null ? '-' : String(row.p99Us),
+        row.cpuUsPerEvent === null ? '-' : row.cpuUsPerEvent.toFixed(2),
         String(row.rssMb),
         ratio,
       ]),
@@ -172,6 +192,19 @@ function printRows(rows: ResultRow[]): void {
 
 /** Milliseconds since an arbitrary origin, with sub-microsecond resolution. */
 export const now = (): number => performance.now();
+
+/**
+ * Starts timing the measured part of a run; the returned function gives its wall time and the
+ * CPU time this process spent meanwhile (user + system, every thread of the process).
+ */
+export function startTimer(): () => { elapsedMs: number; cpuUs: number } {
+  const wall = now();
+  const cpu = process.cpuUsage();
+  return () => {
+    const used = process.cpuUsage(cpu);
+    return { elapsedMs: now() - wall, cpuUs: used.user + used.system };
+  };
+}
 
 /** Counts arrivals; see {@link countdown}. */
 export interface Countdown {
@@ -235,9 +268,9 @@ export async function runWindowed(
           latenciesUs.push((now() - sent) * 1000);
         }
       : send;
-  const start = now();
+  const stop = startTimer();
   let batch: Promise<unknown>[] = [];
-  let windowStart = start;
+  let windowStart = now();
   for (let i = 0; i < count; i++) {
     batch.push(one(i));
     if (batch.length >= window) {
@@ -253,8 +286,10 @@ export async function runWindowed(
   }
   await Promise.all(batch);
   if (latency === 'window') record(latenciesUs, batch.length, windowStart);
-  const elapsedMs = now() - start;
-  return latency === 'none' ? { n: count, elapsedMs } : { n: count, elapsedMs, latenciesUs };
+  const { elapsedMs, cpuUs } = stop();
+  return latency === 'none'
+    ? { n: count, elapsedMs, cpuUs }
+    : { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
 /** Records the latency of a window that started at `since` once for each of its `size` events. */

@@ -9,7 +9,14 @@ import {
   type EventBusOptions,
 } from '@watchtower/core';
 import { z } from 'zod';
-import { now, runWindowed, countdown, type Measurement, type Scenario } from './harness.js';
+import {
+  now,
+  runWindowed,
+  countdown,
+  startTimer,
+  type Measurement,
+  type Scenario,
+} from './harness.js';
 
 const TYPE = 'user.created';
 const payload = (n: number): { id: string; name: string; n: number } => ({
@@ -38,11 +45,11 @@ async function publishWindowed(bus: EventBus, n: number, window: number): Promis
 async function publishOnly(n: number): Promise<Measurement> {
   const bus = memoryBus();
   await bus.connect();
-  const start = now();
+  const stop = startTimer();
   await publishWindowed(bus, n, 1000);
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await bus.close();
-  return { n, elapsedMs };
+  return { n, elapsedMs, cpuUs };
 }
 
 async function publishToHandler(n: number, validated: boolean): Promise<Measurement> {
@@ -54,12 +61,12 @@ async function publishToHandler(n: number, validated: boolean): Promise<Measurem
   await bus.subscribe(TYPE, () => {
     arrivals.tick();
   });
-  const start = now();
+  const stop = startTimer();
   await publishWindowed(bus, n, 1000);
   await arrivals.done;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await bus.close();
-  return { n, elapsedMs };
+  return { n, elapsedMs, cpuUs };
 }
 
 /** The same work on a bare EventEmitter: build the event, hand it to a handler. */
@@ -69,13 +76,13 @@ async function rawPublishToHandler(n: number): Promise<Measurement> {
   emitter.on(TYPE, () => {
     arrivals.tick();
   });
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < n; i++) {
     emitter.emit(TYPE, createEvent(TYPE, payload(i)));
     if (i % 1000 === 999) await Promise.resolve();
   }
   await arrivals.done;
-  return { n, elapsedMs: now() - start };
+  return { n, ...stop() };
 }
 
 async function latency(n: number): Promise<Measurement> {
@@ -86,15 +93,15 @@ async function latency(n: number): Promise<Measurement> {
     latenciesUs.push((now() - (event.payload as { sentAt: number }).sentAt) * 1000);
     arrived?.();
   });
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < n; i++) {
     const handled = new Promise<void>((resolve) => (arrived = resolve));
     await bus.publish(TYPE, { sentAt: now() });
     await handled;
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await bus.close();
-  return { n, elapsedMs, latenciesUs };
+  return { n, elapsedMs, cpuUs, latenciesUs };
 }
 
 async function rawLatency(n: number): Promise<Measurement> {
@@ -108,13 +115,13 @@ async function rawLatency(n: number): Promise<Measurement> {
       arrived?.();
     });
   });
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < n; i++) {
     const handled = new Promise<void>((resolve) => (arrived = resolve));
     emitter.emit(TYPE, createEvent(TYPE, { sentAt: now() }));
     await handled;
   }
-  return { n, elapsedMs: now() - start, latenciesUs };
+  return { n, ...stop(), latenciesUs };
 }
 
 /**
@@ -144,11 +151,11 @@ function patternMatch(patterns: number, lookups: number): Measurement {
     (_, i) => `svc${i % 100}.entity${(i * 7) % patterns}.updated`,
   );
   let matched = 0;
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < lookups; i++) matched += index.match(types[i & 1023] as string).length;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   if (matched === 0) throw new Error('pattern benchmark matched nothing: the data set is wrong');
-  return { n: lookups, elapsedMs };
+  return { n: lookups, elapsedMs, cpuUs };
 }
 
 export function memoryScenarios(scale: number): Scenario[] {

@@ -14,7 +14,14 @@ import {
   type NatsMode,
   type NatsSubscriberOptions,
 } from '@watchtower/nats';
-import { now, runWindowed, countdown, type Measurement, type Scenario } from './harness.js';
+import {
+  now,
+  runWindowed,
+  countdown,
+  startTimer,
+  type Measurement,
+  type Scenario,
+} from './harness.js';
 
 /*
  * NATS scenarios: each does the same work twice, once with the raw @nats-io client and once
@@ -129,16 +136,16 @@ async function rawCoreThroughput(count: number): Promise<Measurement> {
     },
   });
   await sub.flush();
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < count; i++) {
     pub.publish(n.subject, encodeEventBytes(createEvent(TYPE, payload(i))));
     // Yield now and then, as the bus does, so the subscriber side runs too.
     if (i % 1000 === 999) await new Promise((resolve) => setImmediate(resolve));
   }
   await arrivals.done;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 async function watchtowerCoreThroughput(count: number): Promise<Measurement> {
@@ -150,12 +157,12 @@ async function watchtowerCoreThroughput(count: number): Promise<Measurement> {
     arrivals.tick();
   });
   await pub.connect();
-  const start = now();
+  const stop = startTimer();
   await publishWindowed(pub, count, 1000);
   await arrivals.done;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 // ---- core: latency, one at a time ---------------------------------------------------------
@@ -173,15 +180,15 @@ async function rawCoreLatency(count: number): Promise<Measurement> {
     },
   });
   await sub.flush();
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < count; i++) {
     const handled = new Promise<void>((resolve) => (arrived = resolve));
     pub.publish(n.subject, encodeEventBytes(createEvent(TYPE, { sentAt: now() })));
     await handled;
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
-  return { n: count, elapsedMs, latenciesUs };
+  return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
 async function watchtowerCoreLatency(count: number): Promise<Measurement> {
@@ -195,15 +202,15 @@ async function watchtowerCoreLatency(count: number): Promise<Measurement> {
     arrived?.();
   });
   await pub.connect();
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < count; i++) {
     const handled = new Promise<void>((resolve) => (arrived = resolve));
     await pub.publish(TYPE, { sentAt: now() });
     await handled;
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
-  return { n: count, elapsedMs, latenciesUs };
+  return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
 // ---- JetStream: publish with acks -----------------------------------------------------------
@@ -268,7 +275,7 @@ async function rawJsConsume(count: number): Promise<Measurement> {
   await prefill(nc, n, count);
   const jsm = await jetstreamManager(nc);
   // Every side's clock includes creating its consumer and none includes connecting.
-  const start = now();
+  const stop = startTimer();
   await jsm.consumers.add(n.stream, {
     durable_name: 'bench',
     ack_policy: AckPolicy.Explicit,
@@ -287,11 +294,11 @@ async function rawJsConsume(count: number): Promise<Measurement> {
     },
   });
   await arrivals.done;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await messages.close();
   await nc.close();
   await dropStreams(n);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 async function watchtowerJsConsume(count: number): Promise<Measurement> {
@@ -302,7 +309,7 @@ async function watchtowerJsConsume(count: number): Promise<Measurement> {
   const b = bus('jetstream', n);
   await b.connect();
   const arrivals = countdown(count, 120_000, 'watchtower JetStream events');
-  const start = now();
+  const stop = startTimer();
   await b.subscribe(
     TYPE,
     () => {
@@ -311,10 +318,10 @@ async function watchtowerJsConsume(count: number): Promise<Measurement> {
     { startFrom: 'earliest', group: 'bench' },
   );
   await arrivals.done;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await b.close();
   await dropStreams(n);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 // ---- the transport alone (no EventBus), to tell the two overheads apart ----------------------
@@ -343,15 +350,15 @@ async function transportCoreThroughput(count: number): Promise<Measurement> {
       if (++handled >= count) break;
     }
   })();
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < count; i++) {
     void pub.publish(createEvent(TYPE, payload(i)));
     if (i % 1000 === 999) await new Promise((resolve) => setImmediate(resolve));
   }
   await loop;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 async function transportJsConsume(count: number): Promise<Measurement> {
@@ -362,16 +369,16 @@ async function transportJsConsume(count: number): Promise<Measurement> {
   const t = transport('jetstream', n);
   await t.connect();
   let handled = 0;
-  const start = now();
+  const stop = startTimer();
   const subscription = await t.subscribe(TYPE, { startFrom: 'earliest', group: 'bench' });
   for await (const delivery of subscription) {
     await delivery.ack();
     if (++handled >= count) break;
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await t.close();
   await dropStreams(n);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 export function natsScenarios(scale: number): Scenario[] {

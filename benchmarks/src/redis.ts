@@ -2,7 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createEvent, decodeEvent, encodeEvent, type Event } from '@watchtower/core';
 import { RedisSubscriber, type RedisSubscriberOptions } from '@watchtower/redis';
-import { now, record, runWindowed, countdown, type Measurement, type Scenario } from './harness.js';
+import {
+  now,
+  record,
+  runWindowed,
+  countdown,
+  startTimer,
+  type Measurement,
+  type Scenario,
+} from './harness.js';
 
 /*
  * Redis Streams scenarios: each does the same work twice, once with raw ioredis and once through
@@ -86,7 +94,7 @@ async function rawPublish(count: number, window: number): Promise<Measurement> {
     await rawXadd(redis, n.key, createEvent(TYPE, payload(i)));
     latenciesUs.push((now() - sent) * 1000);
   };
-  const start = now();
+  const stop = startTimer();
   if (window === 1) {
     for (let i = 0; i < count; i++) await one(i);
   } else {
@@ -110,10 +118,10 @@ async function rawPublish(count: number, window: number): Promise<Measurement> {
       record(latenciesUs, size, sent);
     }
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await redis.quit();
   await dropKeys(n);
-  return { n: count, elapsedMs, latenciesUs };
+  return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
 async function watchtowerPublish(
@@ -165,7 +173,7 @@ async function rawConsume(count: number): Promise<Measurement> {
   const redis = new Redis(URL);
   await redis.xgroup('CREATE', n.key, 'bench', '0');
   let handled = 0;
-  const start = now();
+  const stop = startTimer();
   while (handled < count) {
     const reply = (await redis.xreadgroup(
       'GROUP',
@@ -188,10 +196,10 @@ async function rawConsume(count: number): Promise<Measurement> {
     }
     if (ids.length > 0) await redis.xack(n.key, 'bench', ...ids);
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await redis.quit();
   await dropKeys(n);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 async function watchtowerConsume(count: number): Promise<Measurement> {
@@ -199,7 +207,7 @@ async function watchtowerConsume(count: number): Promise<Measurement> {
   await prefill(n, count);
   const b = bus(n);
   const arrivals = countdown(count, 120_000, 'watchtower Redis events');
-  const start = now();
+  const stop = startTimer();
   await b.subscribe(
     TYPE,
     () => {
@@ -208,10 +216,10 @@ async function watchtowerConsume(count: number): Promise<Measurement> {
     { group: 'bench', startFrom: 'earliest' },
   );
   await arrivals.done;
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await b.close();
   await dropKeys(n);
-  return { n: count, elapsedMs };
+  return { n: count, elapsedMs, cpuUs };
 }
 
 // ---- end to end: publish -> handler, one at a time ----------------------------------------
@@ -222,10 +230,10 @@ async function rawLatency(count: number): Promise<Measurement> {
   const sub = new Redis(URL);
   await pub.xgroup('CREATE', n.key, 'bench', '$', 'MKSTREAM');
   const latenciesUs: number[] = [];
-  let stop = false;
+  let stopped = false;
   let arrived: (() => void) | undefined;
   const reader = (async () => {
-    while (!stop) {
+    while (!stopped) {
       const reply = (await sub.xreadgroup(
         'GROUP',
         'bench',
@@ -246,18 +254,18 @@ async function rawLatency(count: number): Promise<Measurement> {
       }
     }
   })();
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < count; i++) {
     const handled = new Promise<void>((resolve) => (arrived = resolve));
     await rawXadd(pub, n.key, createEvent(TYPE, { sentAt: now() }));
     await handled;
   }
-  const elapsedMs = now() - start;
-  stop = true;
+  const { elapsedMs, cpuUs } = stop();
+  stopped = true;
   await reader;
   await Promise.all([pub.quit(), sub.quit()]);
   await dropKeys(n);
-  return { n: count, elapsedMs, latenciesUs };
+  return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
 async function watchtowerLatency(count: number): Promise<Measurement> {
@@ -275,16 +283,16 @@ async function watchtowerLatency(count: number): Promise<Measurement> {
     { group: 'bench' },
   );
   await pub.connect();
-  const start = now();
+  const stop = startTimer();
   for (let i = 0; i < count; i++) {
     const handled = new Promise<void>((resolve) => (arrived = resolve));
     await pub.publish(TYPE, { sentAt: now() });
     await handled;
   }
-  const elapsedMs = now() - start;
+  const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
   await dropKeys(n);
-  return { n: count, elapsedMs, latenciesUs };
+  return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
 export function redisScenarios(scale: number): Scenario[] {
