@@ -51,7 +51,7 @@ export {
   Backoff,
   type BackoffOptions,
 } from './transport-kit/timing.js';
-export { TurnBatcher } from './transport-kit/turn-batcher.js';
+export { TurnBatcher, type BatchSchedule } from './transport-kit/turn-batcher.js';
 export { RESOLVED } from './transport-kit/resolved.js';
 export {
   checkSubscribeOptions,

@@ -191,7 +191,8 @@ export function settleBatcher(
         ),
       );
     }
-  });
+    // At the tick: a consumer at max_ack_pending gets no more messages until these arrive.
+  }, 'tick');
 }
 
 /** What the JetStream deliveries of one subscription share. */

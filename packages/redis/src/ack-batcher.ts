@@ -11,7 +11,7 @@ export interface AckItem {
 }
 
 /**
- * The acks of one turn of promise work ({@link TurnBatcher}) as one `XACK key group id...` per
+ * The acks of one turn of the event loop ({@link TurnBatcher}) as one `XACK key group id...` per
  * stream and group: a handler pool that finishes many deliveries at once costs Redis one
  * command, not one per delivery.
  *
@@ -21,7 +21,9 @@ export interface AckItem {
  * for everything sent so far, which `close()` does before quitting.
  */
 export class AckBatcher {
-  readonly #turn = new TurnBatcher<AckItem>((items) => this.#send(items));
+  // After this turn's I/O: nothing waits on an XACK (the entry is only pending meanwhile), so
+  // the writes that are waited on go first, and the acks of several reads share one command.
+  readonly #turn = new TurnBatcher<AckItem>((items) => this.#send(items), 'immediate');
   readonly #inFlight = new Set<Promise<void>>();
 
   constructor(

@@ -22,7 +22,6 @@ import {
   Pause,
   RESOLVED,
   checkNackOptions,
-  raceAbort,
   rejection,
   repeat,
 } from '@watchtower/core/transport-kit';
@@ -164,6 +163,9 @@ class HeldEntry<T extends HandledItem> implements EntryHandle, AckItem {
   }
 }
 
+/** What a command raced against stop() resolves with when stop() came first. */
+const STOPPED: unique symbol = Symbol('stopped');
+
 interface WaitingRetry {
   readonly key: string;
   readonly id: string;
@@ -226,8 +228,8 @@ export class GroupConsumer<T extends HandledItem> {
   readonly #streams = new Set<string>();
   /** Wakes the read loop: room, new streams, stop. */
   readonly #pause: Pause;
-  /** Aborted by stop(): gives up the command the read loop awaits. */
-  readonly #stopReading = new AbortController();
+  /** Gives up the command the read loop awaits now (see {@link GroupConsumer.#unlessStopped}). */
+  #giveUpRead: (() => void) | undefined;
   #phase: ConsumerPhase = 'created';
   #readArgs: Array<string | number> | undefined;
   #blocking: RedisClient | undefined;
@@ -463,7 +465,6 @@ export class GroupConsumer<T extends HandledItem> {
    * it back.
    */
   async #runReadLoop(blocking: RedisClient): Promise<void> {
-    const stopped = this.#stopReading.signal;
     const backoff = new Backoff({ baseMs: 100, maxMs: 1000 });
     // Read a full batch at a time: waking for every freed slot would mean one XREADGROUP per
     // entry. Only a consumer with nothing buffered reads whatever fits.
@@ -476,7 +477,9 @@ export class GroupConsumer<T extends HandledItem> {
       }
       try {
         if (this.#blockingClientId === undefined && !this.#host.isCluster) {
-          this.#blockingClientId = Number(await raceAbort(blocking.call('CLIENT', 'ID'), stopped));
+          const id = await this.#unlessStopped(blocking.call('CLIENT', 'ID'));
+          if (id === STOPPED) break;
+          this.#blockingClientId = Number(id);
         }
         const args = this.#readArgs ?? this.#buildReadArgs();
         // COUNT applies per stream: share the room out (at least one entry per stream).
@@ -484,7 +487,7 @@ export class GroupConsumer<T extends HandledItem> {
           1,
           Math.min(this.#options.count, Math.floor(room / this.#streams.size)),
         );
-        const reply = await raceAbort(
+        const reply = await this.#unlessStopped(
           blocking.callBuffer(
             'XREADGROUP',
             'GROUP',
@@ -496,10 +499,9 @@ export class GroupConsumer<T extends HandledItem> {
             this.#options.blockMs,
             ...args,
           ),
-          stopped,
         );
         backoff.reset();
-        if (!this.#reading()) break;
+        if (reply === STOPPED || !this.#reading()) break;
         for (const batch of parseReadReply(reply)) {
           for (const entry of batch.entries) this.#accept(batch.key, entry, 1);
         }
@@ -520,6 +522,21 @@ export class GroupConsumer<T extends HandledItem> {
         await this.#pause.sleep(backoff.next());
       }
     }
+  }
+
+  /**
+   * `command`, or {@link STOPPED} as soon as stop() begins. A connection that is waiting to
+   * reconnect keeps its commands queued even after `disconnect()`, so a read on it may never
+   * settle; what Redis delivered to a read given up here is pending for this consumer and is
+   * handed back by stop(). A fresh promise per read, and a resolver in a field: cheaper than
+   * an abort listener added and removed on every read of the hot path.
+   */
+  #unlessStopped<R>(command: Promise<R>): Promise<R | typeof STOPPED> {
+    return new Promise<R | typeof STOPPED>((resolve, reject) => {
+      this.#giveUpRead = () => resolve(STOPPED);
+      command.then(resolve, reject);
+      if (!this.#reading()) resolve(STOPPED);
+    });
   }
 
   #buildReadArgs(): Array<string | number> {
@@ -828,7 +845,7 @@ export class GroupConsumer<T extends HandledItem> {
 
   async #stop(): Promise<void> {
     this.#phase = 'stopping';
-    this.#stopReading.abort();
+    this.#giveUpRead?.();
     this.#stopClaims?.();
     const waiting = new Map(this.#retries);
     for (const retry of waiting.values()) this.#host.clock.clearTimeout(retry.timer);

@@ -25,7 +25,7 @@ interface QueuedXadd {
  * Rejections carry the driver's error as `mapError` maps it, with the key it was for.
  */
 export class PublishBatcher {
-  readonly #turn = new TurnBatcher<QueuedXadd>((batch) => this.#send(batch));
+  readonly #turn = new TurnBatcher<QueuedXadd>((batch) => this.#send(batch), 'tick');
 
   /**
    * @param client - the connection, asked at flush time; a publish connects before it queues.
