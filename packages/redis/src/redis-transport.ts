@@ -112,7 +112,7 @@ type AnyConsumer = Pick<GroupConsumer<HandledItem>, 'stop' | 'whenIdle' | 'disco
 
 const SUBSCRIBE_RULES = {
   startFrom: ['new', 'earliest', 'time'],
-  startFromHint: 'Redis stream ids are times; use { time }',
+  startFromHint: 'Redis stream ids are times, not sequence numbers',
 } as const;
 
 /** Just before `ms`: a group created here receives every entry added at `ms` or later. */

@@ -38,7 +38,7 @@ export function splitSubscriberOptions<T extends object, C extends EventCatalog>
     if (!forBus && !forTransport) {
       throw configError(
         key,
-        `is not an option of ${what} (known: ${[...transportKeys, ...EVENT_BUS_OPTION_KEYS].join(', ')})`,
+        `is not an option of ${what} (known: ${[...new Set([...transportKeys, ...EVENT_BUS_OPTION_KEYS])].join(', ')})`,
       );
     }
     if (forBus) bus[key] = value;
