@@ -17,7 +17,6 @@ import {
   type ValidationError,
 } from './errors.js';
 import type { Event } from './event.js';
-import type { EventBusStats, EventHandler, HandlerContext } from './event-bus.js';
 import type { CompiledPattern } from './pattern.js';
 import type { RetryPolicy } from './retry-policy.js';
 import { deadLetterReason } from './transport-kit/dead-letter-record.js';
@@ -43,10 +42,40 @@ export interface ResolvedSubscribeOptions {
   name: string | undefined;
 }
 
-export type Counters = Omit<
-  EventBusStats,
-  'circuitBreaker' | 'backpressure' | 'activeHandlers' | 'subscriptions'
->;
+/** The counters of `EventBus.stats()`, kept by the bus and its subscriptions. */
+export interface EventBusCounters {
+  /** Publishes confirmed by the transport. */
+  published: number;
+  /** Publishes that rejected after admission (transport failure, circuit open, dropped). */
+  publishFailed: number;
+  /** Deliveries received from the transport. */
+  received: number;
+  /** Deliveries handled and acked. */
+  handled: number;
+  /** Handler failures (thrown, rejected or timed out). */
+  handlerFailures: number;
+  /** Failed deliveries handed back for another attempt. */
+  retried: number;
+  /** Events and malformed messages written to the dead-letter queue. */
+  deadLettered: number;
+  /** Payloads that failed their schema (publish and consume). */
+  validationFailures: number;
+  /** Deliveries whose bytes did not decode. */
+  malformed: number;
+}
+
+/** What a handler learns about the delivery besides the event. */
+export interface HandlerContext {
+  /** 1 on first delivery. */
+  readonly attempt: number;
+  /** Aborts when the handler times out or the bus closes without waiting for it. */
+  readonly signal: AbortSignal;
+  /** The subscription's name. */
+  readonly subscription: string;
+}
+
+/** Handles one event. Throwing (or rejecting) fails the delivery: it is retried, then dead-lettered. */
+export type EventHandler<E extends Event = Event> = (event: E, context: HandlerContext) => unknown;
 
 /** A consumed event after its schema: the (possibly transformed) event, or why it failed. */
 export type ConsumedCheck = { event: Event } | { error: ValidationError };
@@ -61,7 +90,7 @@ export interface SubscriptionHost {
   readonly writeRetry: RetryPolicy;
   readonly needsValidation: boolean;
   /** The bus's counters, incremented in place (a plain field store on the hot path). */
-  readonly counters: Counters;
+  readonly counters: EventBusCounters;
   reportError(error: unknown, context: { subscription?: string; eventId?: string }): void;
   emitDeadLetter(letter: DeadLetter): void;
   validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck>;

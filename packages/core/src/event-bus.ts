@@ -54,10 +54,13 @@ import { checkOptionKeys, integerOption, numberOption, rejectUnknownOptions } fr
 import {
   BusSubscription,
   type ConsumedCheck,
-  type Counters,
+  type EventBusCounters,
+  type EventHandler,
   type ResolvedSubscribeOptions,
   type SubscriptionHost,
 } from './bus-subscription.js';
+
+export type { EventBusCounters, EventHandler, HandlerContext } from './bus-subscription.js';
 import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
 import { Deadline, TIMED_OUT, within } from './transport-kit/timing.js';
 
@@ -116,19 +119,6 @@ export interface SubscribeOptions {
    */
   name?: string;
 }
-
-/** What a handler learns about the delivery besides the event. */
-export interface HandlerContext {
-  /** 1 on first delivery. */
-  readonly attempt: number;
-  /** Aborts when the handler times out or the bus closes without waiting for it. */
-  readonly signal: AbortSignal;
-  /** The subscription's name. */
-  readonly subscription: string;
-}
-
-/** Handles one event. Throwing (or rejecting) fails the delivery: it is retried, then dead-lettered. */
-export type EventHandler<E extends Event = Event> = (event: E, context: HandlerContext) => unknown;
 
 /** The event type a handler of `Pattern` receives with catalog `C`. */
 export type EventFor<C extends EventCatalog, Pattern extends string> = string extends keyof C
@@ -192,25 +182,7 @@ export const DEFAULT_EVENT_BUS_OPTIONS = {
 } as const;
 
 /** A snapshot from {@link EventBus.stats}. */
-export interface EventBusStats {
-  /** Publishes confirmed by the transport. */
-  published: number;
-  /** Publishes that rejected after admission (transport failure, circuit open, dropped). */
-  publishFailed: number;
-  /** Deliveries received from the transport. */
-  received: number;
-  /** Deliveries handled and acked. */
-  handled: number;
-  /** Handler failures (thrown, rejected or timed out). */
-  handlerFailures: number;
-  /** Failed deliveries handed back for another attempt. */
-  retried: number;
-  /** Events and malformed messages written to the dead-letter queue. */
-  deadLettered: number;
-  /** Payloads that failed their schema (publish and consume). */
-  validationFailures: number;
-  /** Deliveries whose bytes did not decode. */
-  malformed: number;
+export interface EventBusStats extends EventBusCounters {
   /** Handlers running now. */
   activeHandlers: number;
   /** Live subscriptions. */
@@ -302,7 +274,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   readonly #emitter = new Emitter<EventBusEvents>();
   readonly #subscriptions = new Set<BusSubscription>();
   readonly #closeController = new AbortController();
-  readonly #counters: Counters = {
+  readonly #counters: EventBusCounters = {
     published: 0,
     publishFailed: 0,
     received: 0,

@@ -105,6 +105,7 @@ export {
 export type {
   EventBusOptions,
   EventBusStats,
+  EventBusCounters,
   EventBusEvents,
   EventFor,
   EventHandler,
