@@ -1,7 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { encodeEventBytes } from './codec.js';
+import { decodeEvent, encodeEvent, encodeEventBytes } from './codec.js';
 import { InMemoryDeadLetterQueue } from './dead-letter-queue.js';
 import { ErrorCode, isWatchtowerError } from './errors.js';
 import { createEvent, type Event } from './event.js';
@@ -12,6 +12,7 @@ import {
   type MemoryTransportOptions,
 } from './memory-transport.js';
 import { FakeClock } from './testing/fake-clock.js';
+import { thrown } from './testing/thrown.js';
 import { waitFor } from './testing/wait-for.js';
 import type {
   DeadLetter,
@@ -278,6 +279,174 @@ describe('MemoryTransport', () => {
       await transport.connect();
       await transport.close();
       expect(await transport.healthCheck()).toMatchObject({ healthy: false, state: 'closed' });
+    });
+  });
+
+  describe('copy', () => {
+    it('delivers what the codec would deliver: a Date as its ISO string, an undefined field gone', async () => {
+      const transport = new MemoryTransport();
+      const reader = await subscribe(transport, 'doc.saved');
+      const at = new Date(Date.UTC(2026, 0, 2, 3, 4, 5));
+      const sent = event('doc.saved', { at, note: undefined, tags: ['a'] });
+
+      await transport.publish(sent);
+      await reader.waitForCount(1);
+
+      expect(reader.events[0]).toEqual(decodeEvent(encodeEvent(sent)));
+      expect(reader.events[0]?.payload).toStrictEqual({ at: at.toISOString(), tags: ['a'] });
+      await ackAll(reader.received);
+      await transport.close();
+    });
+
+    it('gives each delivery its own copy: a handler’s change reaches neither the publisher nor another subscriber', async () => {
+      const transport = new MemoryTransport();
+      const grouped = await subscribe(transport, 'doc.saved', { group: 'indexers' });
+      const solo = await subscribe(transport, 'doc.*');
+      const sent = event('doc.saved', { title: 'draft', tags: ['a'] });
+
+      await transport.publish(sent);
+      await grouped.waitForCount(1);
+      await solo.waitForCount(1);
+      const mine = grouped.events[0] as Event<{ title: string; tags: string[] }>;
+      mine.payload.title = 'changed';
+      mine.payload.tags.push('b');
+      mine.headers['x-seen'] = 'yes';
+
+      expect(solo.events[0]).not.toBe(mine);
+      expect(solo.events[0]?.payload).toEqual({ title: 'draft', tags: ['a'] });
+      expect(solo.events[0]?.headers).toEqual({});
+      expect(sent.payload).toEqual({ title: 'draft', tags: ['a'] });
+      expect(sent.headers).toEqual({});
+      await ackAll([...grouped.received, ...solo.received]);
+      await transport.close();
+    });
+
+    it('redelivers a nacked event as it was published, not as the handler left it', async () => {
+      const transport = new MemoryTransport();
+      const reader = await subscribe(transport, 'job.run');
+      await transport.publish(event('job.run', { step: 1 }));
+      await reader.waitForCount(1);
+      (reader.events[0]?.payload as { step: number }).step = 99;
+
+      await (reader.received[0] as Delivery).nack();
+      await reader.waitForCount(2);
+
+      expect(reader.attempts).toEqual([1, 2]);
+      expect(reader.events[1]?.payload).toEqual({ step: 1 });
+      await ackAll(reader.received);
+      await transport.close();
+    });
+
+    it.each<[string, () => unknown]>([
+      ['a BigInt', () => ({ amount: 10n })],
+      [
+        'a cycle',
+        () => {
+          const node: Record<string, unknown> = { name: 'loop' };
+          node['self'] = node;
+          return node;
+        },
+      ],
+    ])('rejects a payload with %s with SERIALIZATION, delivering nothing', async (_, payload) => {
+      const transport = new MemoryTransport();
+      const subscription = await transport.subscribe('bad.payload');
+
+      const error = await rejection(transport.publish(event('bad.payload', payload())));
+
+      expect(isWatchtowerError(error, ErrorCode.SERIALIZATION)).toBe(true);
+      expect(subscription.tryNext?.()).toBeUndefined();
+      await transport.close();
+    });
+
+    it('rejects an unencodable payload with SERIALIZATION even when no group matches', async () => {
+      const transport = new MemoryTransport();
+      const error = await rejection(transport.publish(event('bad.payload', { amount: 1n })));
+      expect(isWatchtowerError(error, ErrorCode.SERIALIZATION)).toBe(true);
+      await transport.close();
+    });
+
+    it('encodes an event once per publish however many groups it reaches', async () => {
+      const transport = new MemoryTransport();
+      const readers = [
+        await subscribe(transport, 'doc.saved'),
+        await subscribe(transport, 'doc.*'),
+        await subscribe(transport, '>', { group: 'audit' }),
+      ];
+      let encoded = 0;
+      const payload = {
+        toJSON: () => {
+          encoded++;
+          return { title: 'draft' };
+        },
+      };
+
+      await transport.publish(event('doc.saved', payload));
+      for (const reader of readers) await reader.waitForCount(1);
+
+      expect(encoded).toBe(1);
+      expect(readers.map((reader) => reader.events[0]?.payload)).toEqual([
+        { title: 'draft' },
+        { title: 'draft' },
+        { title: 'draft' },
+      ]);
+      await transport.close({ timeoutMs: 0 });
+    });
+
+    it('dead-letters a copy of the event: a later change to the object leaves the letter as written', async () => {
+      const transport = new MemoryTransport();
+      const e = event('job.a', { step: 1 });
+
+      await transport.publishToDlq(e, reason('job.a'));
+      (e.payload as { step: number }).step = 2;
+
+      expect(transport.deadLetterQueue.list()[0]?.event?.payload).toEqual({ step: 1 });
+      await expect(
+        transport.publishToDlq(event('job.a', { amount: 1n }), reason('job.a')),
+      ).rejects.toMatchObject({ code: ErrorCode.SERIALIZATION });
+      expect(transport.deadLetterQueue.size).toBe(1);
+      await transport.close();
+    });
+
+    it("with copy: 'reference', hands every subscriber the published object and encodes nothing", async () => {
+      const transport = new MemoryTransport({ copy: 'reference' });
+      const a = await subscribe(transport, 'doc.saved');
+      const b = await subscribe(transport, 'doc.*', { group: 'indexers' });
+      const at = new Date();
+      const sent = event('doc.saved', { at, amount: 1n });
+
+      await transport.publish(sent);
+      await a.waitForCount(1);
+      await b.waitForCount(1);
+
+      expect(a.events[0]).toBe(sent);
+      expect(b.events[0]).toBe(sent);
+      expect((a.events[0]?.payload as { at: Date }).at).toBe(at);
+      await transport.publishToDlq(sent, reason('doc.saved'));
+      expect(transport.deadLetterQueue.list()[0]?.event).toBe(sent);
+      await ackAll([...a.received, ...b.received]);
+      await transport.close();
+    });
+
+    it("decodes each delivery of publishRaw bytes on its own, also with copy: 'reference'", async () => {
+      const transport = new MemoryTransport({ copy: 'reference' });
+      const a = await subscribe(transport, 'doc.saved');
+      const b = await subscribe(transport, 'doc.saved');
+
+      await transport.publishRaw('doc.saved', encodeEventBytes(event('doc.saved', { n: 1 })));
+      await a.waitForCount(1);
+      await b.waitForCount(1);
+
+      expect(a.events[0]).toEqual(b.events[0]);
+      expect(a.events[0]).not.toBe(b.events[0]);
+      await ackAll([...a.received, ...b.received]);
+      await transport.close();
+    });
+
+    it('rejects a copy that is neither codec nor reference with CONFIG naming the field', () => {
+      const error = thrown(() => new MemoryTransport({ copy: 'deep' as never }));
+      expect(isWatchtowerError(error, ErrorCode.CONFIG)).toBe(true);
+      expect((error as Error).message).toContain('`copy`');
+      expect((error as Error).message).toContain('"reference"');
     });
   });
 
@@ -833,7 +1002,9 @@ describe('MemoryTransport', () => {
     const gc = exposeGc();
 
     it.runIf(gc !== undefined)('retains no event once every delivery of it is acked', async () => {
-      const transport = new MemoryTransport();
+      // By reference, so that the weak references below point at what the broker holds: with
+      // the codec copy the broker never holds the published object at all.
+      const transport = new MemoryTransport({ copy: 'reference' });
       const grouped = await transport.subscribe('job.*', { group: 'workers' });
       const solo = await transport.subscribe('job.*');
       const iterators = [grouped, solo].map((sub) => sub[Symbol.asyncIterator]());
@@ -874,11 +1045,42 @@ describe('MemoryTransport', () => {
       expect(unacked.deref()?.type).toBe('job.kept');
       await transport.close({ timeoutMs: 0 });
     });
+
+    it.runIf(gc !== undefined)('retains no delivered copy once it is acked', async () => {
+      const transport = new MemoryTransport();
+      const subscription = await transport.subscribe('job.*', { group: 'workers' });
+      const iterator = subscription[Symbol.asyncIterator]();
+      for (let n = 0; n < 4; n++) {
+        await transport.publish(event('job.a', { big: 'x'.repeat(1_000), n }));
+      }
+
+      const copies = await (async () => {
+        const made: WeakRef<object>[] = [];
+        for (let n = 0; n < 4; n++) {
+          const delivery = (await iterator.next()).value as EventDelivery;
+          made.push(new WeakRef(delivery.event));
+          // The last one stays unacked: the broker holds it until it is settled.
+          if (n < 3) await delivery.ack();
+        }
+        return made;
+      })();
+      await settle();
+      gc!();
+      await settle();
+      gc!();
+
+      expect(copies.map((ref) => ref.deref() === undefined)).toEqual([true, true, true, false]);
+      await transport.close({ timeoutMs: 0 });
+    });
   });
 
   describe('options', () => {
     it('exports its defaults', () => {
-      expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS).toEqual({ maxInFlight: 128, maxPending: 10_000 });
+      expect(DEFAULT_MEMORY_TRANSPORT_OPTIONS).toEqual({
+        maxInFlight: 128,
+        maxPending: 10_000,
+        copy: 'codec',
+      });
     });
 
     it('rejects broker-level options given beside a shared broker', () => {

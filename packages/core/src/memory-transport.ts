@@ -3,10 +3,13 @@
  * dead-letter queue) and {@link MemoryTransport}, a client of it. It is the reference
  * implementation of the Transport contract, built from the transport kit like any other
  * transport, with nothing broker-specific in the way; it is also what tests and the quickstart
- * run on. It never copies events: what is published is what is delivered.
+ * run on, so by default an event travels through core's codec as on a broker: encoded once on
+ * publish, decoded for each delivery. Code tested here then meets what a broker would give it
+ * (a payload's JSON form, an object of its own); `copy: 'reference'` opts out, knowingly.
  */
+import { Buffer } from 'node:buffer';
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
-import { decodeEvent } from './codec.js';
+import { decodeEvent, encodeEvent } from './codec.js';
 import { InMemoryDeadLetterQueue, type DeadLetterQueue } from './dead-letter-queue.js';
 import {
   ErrorCode,
@@ -17,7 +20,7 @@ import {
   type WatchtowerError,
 } from './errors.js';
 import { assertEventType, type Event } from './event.js';
-import { checkClock, checkInteger, rejectUnknownOptions } from './options.js';
+import { checkClock, checkInteger, checkOneOf, rejectUnknownOptions } from './options.js';
 import { PatternIndex, assertPattern } from './pattern.js';
 import {
   DeadLetterConsumer,
@@ -91,12 +94,32 @@ export interface MemoryTransportOptions extends MemoryBrokerOptions {
    * @defaultValue 128
    */
   maxInFlight?: number;
+  /**
+   * How the events this transport publishes reach their subscribers.
+   *
+   * - `'codec'`: as on a broker. `publish()` encodes the event once with core's codec, however
+   *   many groups it reaches, and rejects with `SERIALIZATION` when it cannot be written as
+   *   JSON (a `BigInt`, a cycle); each delivery decodes its own copy. So a payload arrives in
+   *   its JSON form (a `Date` as its ISO string, `undefined` fields gone), which is what
+   *   schemas see on every transport; two subscribers never share an object, and a handler's
+   *   change never reaches the publisher, another handler or a redelivery. Dead letters are
+   *   stored as such a copy too.
+   * - `'reference'`: in-process only, payloads shared by reference. Every subscriber gets the
+   *   published object itself and nothing is encoded: faster, but a payload a broker would
+   *   refuse or change passes here. Treat events as immutable.
+   *
+   * The publishing transport decides, also on a shared broker. Bytes given to `publishRaw`
+   * are decoded for each delivery either way.
+   * @defaultValue `'codec'`
+   */
+  copy?: 'codec' | 'reference';
 }
 
 /** Defaults of {@link MemoryTransportOptions}. */
 export const DEFAULT_MEMORY_TRANSPORT_OPTIONS = {
   maxInFlight: 128,
   maxPending: 10_000,
+  copy: 'codec',
 } as const;
 
 const MEMORY_TRANSPORT_INFO: TransportInfo = {
@@ -116,13 +139,30 @@ const MEMORY_TRANSPORT_INFO: TransportInfo = {
   },
 };
 
-/** A message waiting in a group: an event, or bytes that did not decode. */
+/**
+ * A message waiting in a group: the published event itself (`copy: 'reference'`), or its wire
+ * form (the codec's JSON, or bytes from `publishRaw`), which each delivery decodes afresh.
+ */
 interface Message {
   readonly event: Event | undefined;
-  readonly raw: Uint8Array | undefined;
-  readonly error: SerializationError | undefined;
+  readonly wire: string | Uint8Array | undefined;
   readonly origin: string;
   readonly attempt: number;
+}
+
+/** What the codec makes of a wire form: the event, or why it is malformed (never throws). */
+function decodeWire(wire: string | Uint8Array): Event | SerializationError {
+  try {
+    return decodeEvent(wire);
+  } catch (error) {
+    return error instanceof SerializationError
+      ? error
+      : new SerializationError(describeError(error), wireBytes(wire), { cause: error });
+  }
+}
+
+function wireBytes(wire: string | Uint8Array): Uint8Array {
+  return typeof wire === 'string' ? Buffer.from(wire, 'utf8') : wire;
 }
 
 /**
@@ -212,13 +252,15 @@ export class MemoryBroker {
  * fan-out to independent subscribers, consumer groups, ack/nack with redelivery and attempt
  * counts, delayed nack, a bounded in-memory DLQ, close with drain.
  *
- * Events are handed to subscribers by reference, not copied: treat them as immutable.
- * Several transports can share one {@link MemoryBroker}, like clients of one server.
+ * Each delivery is its own decoded copy of what was published, as from a broker (see
+ * {@link MemoryTransportOptions.copy} for the zero-copy alternative). Several transports can
+ * share one {@link MemoryBroker}, like clients of one server.
  */
 export class MemoryTransport implements Transport {
   readonly info = MEMORY_TRANSPORT_INFO;
   readonly broker: MemoryBroker;
   readonly #maxInFlight: number;
+  readonly #byReference: boolean;
   readonly #life: TransportLifecycle;
   readonly #members = new Set<MemoryMember>();
   readonly #dlqConsumers = new Set<DeadLetterConsumer>();
@@ -227,11 +269,13 @@ export class MemoryTransport implements Transport {
   constructor(options: MemoryTransportOptions = {}) {
     rejectUnknownOptions(
       options,
-      ['broker', 'maxInFlight', 'deadLetterQueue', 'clock', 'maxPending'],
+      ['broker', 'maxInFlight', 'deadLetterQueue', 'clock', 'maxPending', 'copy'],
       'MemoryTransport',
     );
     const maxInFlight = options.maxInFlight ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.maxInFlight;
     checkInteger('maxInFlight', maxInFlight, 1);
+    const copy = options.copy ?? DEFAULT_MEMORY_TRANSPORT_OPTIONS.copy;
+    checkOneOf('copy', copy, ['codec', 'reference']);
     if (
       options.broker !== undefined &&
       (options.deadLetterQueue !== undefined ||
@@ -244,6 +288,7 @@ export class MemoryTransport implements Transport {
       );
     }
     this.#maxInFlight = maxInFlight;
+    this.#byReference = copy === 'reference';
     const { deadLetterQueue, clock, maxPending } = options;
     this.broker =
       options.broker ??
@@ -271,8 +316,13 @@ export class MemoryTransport implements Transport {
     return this.#life.connect(() => RESOLVED);
   }
 
-  /** Hands the event to every matching group; resolves at once. */
+  /**
+   * Hands the event to every matching group; resolves at once unless a group is over
+   * `maxPending`. Rejects with `SERIALIZATION` when the event cannot be encoded (unless
+   * `copy` is `'reference'`), whether or not a group matches, as a broker transport does.
+   */
   publish(event: Event, options?: PublishOptions): Promise<void> {
+    let message: Message;
     try {
       this.#life.assertOpen('publish');
       if (options !== undefined) {
@@ -281,22 +331,21 @@ export class MemoryTransport implements Transport {
         throwIfAborted(options.signal, 'the publish');
       }
       assertEventType(event.type);
+      // Encoded here, once: every group gets the same text, and each delivery decodes it.
+      message = this.#byReference
+        ? { event, wire: undefined, origin: event.type, attempt: 1 }
+        : { event: undefined, wire: encodeEvent(event), origin: event.type, attempt: 1 };
     } catch (error) {
       return Promise.reject(error);
     }
-    const congested = this.broker.route(event.type, {
-      event,
-      raw: undefined,
-      error: undefined,
-      origin: event.type,
-      attempt: 1,
-    });
+    const congested = this.broker.route(event.type, message);
     return congested === undefined ? RESOLVED : waitForRoom(congested);
   }
 
   /**
-   * Delivers bytes as if they had arrived on the wire under `type`: valid Watchtower JSON
-   * arrives as an event, anything else as a malformed delivery. For tests of bad input.
+   * Delivers bytes as if they had arrived on the wire under `type`: each delivery decodes
+   * them, so valid Watchtower JSON arrives as an event, anything else as a malformed delivery.
+   * For tests of bad input.
    */
   publishRaw(type: string, raw: Uint8Array): Promise<void> {
     try {
@@ -305,23 +354,12 @@ export class MemoryTransport implements Transport {
     } catch (error) {
       return Promise.reject(error);
     }
-    let message: Message;
-    try {
-      message = {
-        event: decodeEvent(raw),
-        raw: undefined,
-        error: undefined,
-        origin: type,
-        attempt: 1,
-      };
-    } catch (error) {
-      const failure =
-        error instanceof SerializationError
-          ? error
-          : new SerializationError(String(error), raw, { cause: error });
-      message = { event: undefined, raw, error: failure, origin: type, attempt: 1 };
-    }
-    const congested = this.broker.route(type, message);
+    const congested = this.broker.route(type, {
+      event: undefined,
+      wire: raw,
+      origin: type,
+      attempt: 1,
+    });
     return congested === undefined ? RESOLVED : waitForRoom(congested);
   }
 
@@ -367,13 +405,25 @@ export class MemoryTransport implements Transport {
     );
   }
 
-  /** Resolves when the dead letter is in the broker's queue. */
+  /**
+   * Resolves when the dead letter is in the broker's queue. An event is stored as the codec
+   * would give it back (unless `copy` is `'reference'`): rejects with `SERIALIZATION` when it
+   * cannot be encoded, as a broker transport does.
+   */
   async publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
     this.#life.assertOpen('publish a dead letter');
-    const letter: DeadLetter = isMalformedMessage(message)
-      ? { raw: message.raw, reason }
-      : { event: message, reason };
-    await this.deadLetterQueue.add(letter);
+    await this.deadLetterQueue.add(this.#deadLetter(message, reason));
+  }
+
+  #deadLetter(message: Event | MalformedMessage, reason: DeadLetterReason): DeadLetter {
+    if (isMalformedMessage(message)) return { raw: message.raw, reason };
+    if (this.#byReference) return { event: message, reason };
+    const wire = encodeEvent(message);
+    const copy = decodeWire(wire);
+    // An event built by hand may encode but not decode; a broker's queue would hold its bytes.
+    return copy instanceof SerializationError
+      ? { raw: copy.raw ?? wireBytes(wire), reason }
+      : { event: copy, reason };
   }
 
   /**
@@ -670,7 +720,10 @@ class MemoryMember implements DeliverySource {
   }
 }
 
-/** One handed-out message. Settling it twice is a no-op. */
+/**
+ * One handed-out message, decoded for this delivery alone when it travels as its wire form.
+ * Settling it twice is a no-op.
+ */
 class MemoryDelivery {
   readonly kind: 'event' | 'malformed';
   readonly event: Event;
@@ -684,10 +737,19 @@ class MemoryDelivery {
     readonly message: Message,
     private readonly member: MemoryMember,
   ) {
-    this.kind = message.event === undefined ? 'malformed' : 'event';
-    this.event = message.event as Event;
-    this.raw = message.raw as Uint8Array;
-    this.error = message.error as SerializationError;
+    const wire = message.wire;
+    const decoded = wire === undefined ? (message.event as Event) : decodeWire(wire);
+    if (decoded instanceof SerializationError) {
+      this.kind = 'malformed';
+      this.event = undefined as unknown as Event;
+      this.raw = decoded.raw ?? wireBytes(wire as string | Uint8Array);
+      this.error = decoded;
+    } else {
+      this.kind = 'event';
+      this.event = decoded;
+      this.raw = undefined as unknown as Uint8Array;
+      this.error = undefined as unknown as SerializationError;
+    }
     this.attempt = message.attempt;
     this.origin = message.origin;
   }
