@@ -10,6 +10,9 @@ export default defineConfig({
   // Keep `node:crypto` and friends as written: every supported Node (>= 20.19) and bundler
   // resolves the `node:` scheme, and it cannot be shadowed by a package named `crypto`.
   removeNodeProtocol: false,
-  // p-retry ships as ESM only; bundling it keeps the CommonJS build loadable with require().
+  // p-retry ships as ESM only. Left external, the CommonJS build loads it through Node's
+  // require() of ES modules, but esbuild's CommonJS interop then takes the whole module
+  // namespace for the default export, and the first retry throws "is not a function".
+  // Whatever is listed here ends up in dist/: its license goes in THIRD-PARTY-NOTICES.
   noExternal: ['p-retry', 'is-network-error'],
 });
