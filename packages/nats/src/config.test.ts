@@ -62,6 +62,31 @@ describe('resolveNatsConfig', () => {
     ]);
   });
 
+  it('keeps the server forms the client reads, and requires TLS for tls:// servers', () => {
+    const forms = ['nats://a:4222', 'b:4223', 'c', '[::1]:4222', '::1', 'nats://d:4222/'];
+    const plain = resolveNatsConfig({ servers: forms });
+    expect(plain.servers).toEqual(forms);
+    expect(plain.tls).toBeUndefined();
+    expect(resolveNatsConfig({ servers: 'tls://a:4443, TLS://b' }).tls).toEqual({});
+    const ca = { ca: 'PEM' };
+    expect(resolveNatsConfig({ servers: 'tls://a:4443', tls: ca }).tls).toBe(ca);
+    expect(
+      resolveNatsConfig({ servers: 'tls://a:4443', connectionOptions: { tls: ca } }).tls,
+    ).toBeUndefined();
+  });
+
+  it('names servers without repeating the credentials of a server URL', () => {
+    let message = '';
+    try {
+      resolveNatsConfig({ servers: 'nats://alice:s3cret@host:4222' });
+    } catch (error) {
+      if (isWatchtowerError(error, ErrorCode.CONFIG)) message = error.message;
+    }
+    expect(message).toContain('`servers`');
+    expect(message).toContain('auth');
+    expect(message).not.toContain('s3cret');
+  });
+
   it('follows a shorter maxAgeMs with the duplicate window by default and refuses a longer explicit one', () => {
     expect(resolveNatsConfig({ stream: { maxAgeMs: 30_000 } }).stream.duplicateWindowMs).toBe(
       30_000,
@@ -75,6 +100,17 @@ describe('resolveNatsConfig', () => {
     ['mode', { mode: 'push' }],
     ['servers', { servers: [] }],
     ['servers', { servers: ['nats://a b'] }],
+    ['servers', { servers: 'http://x' }],
+    ['servers', { servers: 'nats://host:notaport' }],
+    ['servers', { servers: 'host:notaport' }],
+    ['servers', { servers: 'nats://host:99999' }],
+    ['servers', { servers: 'nats://host:0' }],
+    ['servers', { servers: 'ws://host:8080' }],
+    ['servers', { servers: 'wss://host:443' }],
+    ['servers', { servers: 'nats://:4222' }],
+    ['servers', { servers: 'nats://host:4222/path' }],
+    ['servers', { servers: 'nats://user:pass@host:4222' }],
+    ['servers', { servers: ['nats://a:4222', 'tls://b:4443'] }],
     ['subjectPrefix', { subjectPrefix: 'events.>' }],
     ['subjectPrefix', { subjectPrefix: '' }],
     ['dlqPrefix', { dlqPrefix: 'a..b' }],

@@ -4,6 +4,7 @@
  * option validators. Only rules of NATS itself (stream names, replicas, subject prefixes that
  * must not overlap) are written here; nothing here talks to a server.
  */
+import { isIP } from 'node:net';
 import type { Authenticator, NodeConnectionOptions } from '@nats-io/transport-node';
 import { configError, systemClock, type Clock } from '@watchtower/core';
 import {
@@ -144,7 +145,12 @@ export interface NatsAuthOptions {
 /** Options of {@link NatsTransport}. Every field is optional; see each default. */
 export interface NatsConfig {
   /**
-   * Server URL(s).
+   * Server URL(s): `nats://host:port`, `tls://host:port` or `host:port` (the port defaults to
+   * 4222), as an array or a comma-separated string. `tls://` requires TLS (as `tls: {}` does
+   * when neither `tls` nor `connectionOptions.tls` is set); the client applies one TLS setting
+   * to every server, so `tls://` is used for all of them or none. The Node client does not
+   * connect over WebSocket (`ws://`, `wss://`), and takes credentials from `auth`, not from
+   * the URL.
    * @defaultValue `'nats://127.0.0.1:4222'`
    */
   servers: string | string[];
@@ -325,7 +331,11 @@ const AUTH_KEYS = Object.keys({
 const SUBJECT_PREFIX = /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$/;
 // JetStream stream and consumer names may not hold `.`, `*`, `>`, whitespace or path separators.
 const STREAM_NAME = /^[A-Za-z0-9_-]{1,255}$/;
-const SERVER_URL = /^\S+$/;
+// A server is a URL with a scheme, or host[:port]; the hostname as the client resolves it, or a
+// bracketed IPv6 address.
+const URL_SCHEME = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
+const SERVER_HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)$/;
+const SERVER_HINT = 'a server URL like "nats://host:4222", "tls://host:4222" or "host:4222"';
 const NON_NEGATIVE = { min: 0 } as const;
 const POSITIVE = { above: 0 } as const;
 
@@ -357,9 +367,29 @@ export function resolveNatsConfig(config: Partial<NatsConfig> = {}): ResolvedNat
       1,
     ),
     auth: resolveAuth(config.auth),
-    tls: recordOption('tls', config.tls, 'an object of TLS options'),
+    tls: resolveTls(config.tls, connection),
     clock: config.clock === undefined ? systemClock : clockOption('clock', config.clock),
   };
+}
+
+/**
+ * The client reads a server as host and port only, whatever its scheme: `tls://` would connect
+ * in plain text to a server that offers no TLS. It requires TLS here, as it says.
+ */
+function resolveTls(
+  value: NatsTlsOptions | undefined,
+  { servers, connectionOptions }: Pick<ResolvedNatsConfig, 'servers' | 'connectionOptions'>,
+): NatsTlsOptions | undefined {
+  const tls = recordOption('tls', value, 'an object of TLS options');
+  const secure = servers.filter((server) => server.toLowerCase().startsWith('tls://'));
+  if (secure.length === 0) return tls;
+  if (secure.length < servers.length) {
+    throw configError(
+      'servers',
+      `must all use tls:// or none (the client applies one TLS setting to every server), got ${describeValue(servers.join(','))}`,
+    );
+  }
+  return tls ?? ('tls' in connectionOptions ? undefined : {});
 }
 
 type NatsConnectionConfig = Pick<
@@ -421,12 +451,56 @@ function resolveServers(value: unknown): string[] {
       `must be a URL or a non-empty array of URLs, got ${describeValue(value)}`,
     );
   }
-  return list.map((server) =>
-    stringOption('servers', server, {
-      pattern: SERVER_URL,
-      hint: 'a server URL without whitespace, like "nats://host:4222"',
-    }),
-  );
+  return list.map(serverOption);
+}
+
+/**
+ * Checks one server the way the client will read it, so that a URL it cannot use is a `CONFIG`
+ * error now rather than a retryable `CONNECTION` error at every connect.
+ */
+function serverOption(value: unknown): string {
+  const server = stringOption('servers', value, { pattern: /^\S+$/, hint: SERVER_HINT });
+  const scheme = URL_SCHEME.exec(server)?.[1]?.toLowerCase();
+  if (scheme === 'ws' || scheme === 'wss') {
+    throw configError(
+      'servers',
+      `must be ${SERVER_HINT} (the Node client does not connect over WebSocket), got ${describeValue(server)}`,
+    );
+  }
+  if (scheme !== undefined && scheme !== 'nats' && scheme !== 'tls') {
+    throw configError('servers', `must be ${SERVER_HINT}, got ${describeValue(server)}`);
+  }
+  // The client brackets a bare IPv6 address itself.
+  if (scheme === undefined && isIP(server) === 6) return server;
+  let url: URL;
+  try {
+    url = new URL(scheme === undefined ? `nats://${server}` : server);
+  } catch {
+    throw configError(
+      'servers',
+      `must be ${SERVER_HINT}, with a port of 1-65535, got ${describeValue(server)}`,
+    );
+  }
+  if (url.username !== '' || url.password !== '') {
+    // The client ignores credentials in the URL; the message must not repeat them.
+    throw configError(
+      'servers',
+      `must not hold credentials (the client ignores them; set auth), got ${describeValue(`${url.protocol}//***@${url.host}`)}`,
+    );
+  }
+  if (
+    !SERVER_HOST.test(url.hostname) ||
+    url.port === '0' ||
+    (url.pathname !== '' && url.pathname !== '/') ||
+    url.search !== '' ||
+    url.hash !== ''
+  ) {
+    throw configError(
+      'servers',
+      `must be ${SERVER_HINT}, a host and a port of 1-65535 only, got ${describeValue(server)}`,
+    );
+  }
+  return server;
 }
 
 function resolveSubjects(
