@@ -101,7 +101,13 @@ import {
   sanitizeSubject,
   typeFromSubject,
 } from './subjects.js';
-import { dlqStreamSpec, ensureStream, eventStreamSpec, type StreamSpec } from './topology.js';
+import {
+  dlqStreamSpec,
+  ensureStream,
+  eventStreamSpec,
+  jetStreamHint,
+  type StreamSpec,
+} from './topology.js';
 
 /** Connection state as `healthCheck` reports it. */
 export type NatsConnectionState =
@@ -310,7 +316,7 @@ export class NatsTransport implements Transport {
       if (isWatchtowerError(error)) throw error;
       throw mapNatsError(
         error,
-        `set up JetStream on ${this.config.servers.join(',')} (is JetStream enabled on the server?)`,
+        `set up JetStream on ${this.config.servers.join(',')}${jetStreamHint(error)}`,
         this.config.requestTimeoutMs,
       );
     }
@@ -386,11 +392,19 @@ export class NatsTransport implements Transport {
   #restoreTopology(why: string): void {
     const jsm = this.#link?.jetstream?.jsm;
     if (this.#topology !== undefined || jsm === undefined) return;
+    const operation = `recreate the streams ${why}`;
     const restoring = this.#ensureTopology(jsm).catch((error: unknown) => {
       this.#lastError = error;
-      throw error;
+      // A conflict with another stream is a CONFIG error at connect; here it is the reason
+      // the restore failed.
+      throw isWatchtowerError(error)
+        ? new WatchtowerError(ErrorCode.TRANSPORT, `${operation}: ${error.message}`, {
+            cause: error,
+            retryable: error.retryable,
+          })
+        : mapNatsError(error, `${operation}${jetStreamHint(error)}`, this.config.requestTimeoutMs);
     });
-    this.#life.track(restoring, `recreate the streams ${why}`);
+    this.#life.track(restoring, operation);
   }
 
   /**

@@ -142,6 +142,8 @@ describe('background errors (jetstream)', () => {
     await waitFor(() => errors.length > 0, { message: 'a reported stream failure' });
     expect(errors[0]).toMatchObject({ code: ErrorCode.TRANSPORT });
     expect(errors[0]?.message).toContain('recreate the streams');
+    expect(errors[0]?.message).toContain(`stream ${rogue} captures ${names.subjectPrefix}.rogue.>`);
+    expect(errors[0]?.message).not.toContain('is JetStream enabled');
   });
 
   it('reports a dead letter that could not be written for a delivery handed back at its last attempt', async () => {

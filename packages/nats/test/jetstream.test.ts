@@ -6,14 +6,26 @@ import {
   isWatchtowerError,
   type DeadLetter,
   type Delivery,
+  type WatchtowerError,
 } from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NatsSubscriber, NatsTransport } from '../src/index.js';
 import { TestResources, drain, testConfig, testNames, type TestNames } from './helpers.js';
+import { PrivateNatsServer } from './nats-server.js';
 
 const resources = new TestResources();
 afterEach(() => resources.cleanup());
+
+async function rejection(promise: Promise<unknown>): Promise<WatchtowerError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (isWatchtowerError(error)) return error;
+    throw error;
+  }
+  throw new Error('expected a rejection');
+}
 
 async function manager(): Promise<JetStreamManager> {
   return jetstreamManager(await resources.raw());
@@ -196,6 +208,44 @@ describe('NatsTransport (jetstream)', () => {
     await expect(memory.connect()).rejects.toSatisfy(
       (e) => isWatchtowerError(e, ErrorCode.CONFIG) && e.message.includes('stream.storage'),
     );
+  });
+
+  it('says why the streams cannot be set up: the other stream that captures their subjects, or no JetStream on the server', async () => {
+    const jsm = await manager();
+    const hint = 'is JetStream enabled';
+    const names = testNames();
+    const other = `${names.stream}_OTHER`;
+    resources.stream(other);
+    await jsm.streams.add({ name: other, subjects: [`${names.subjectPrefix}.order.*`] });
+    const created = await rejection(resources.transport('jetstream', names).connect());
+    expect(created.code).toBe(ErrorCode.CONFIG);
+    expect(created.message).toContain('`subjectPrefix`');
+    expect(created.message).toContain(`stream ${other} captures ${names.subjectPrefix}.order.*`);
+    expect(created.message).toContain(
+      `${names.stream} would capture with ${names.subjectPrefix}.>`,
+    );
+    expect(created.message).not.toContain(hint);
+
+    // A stream that exists and would take the new subjects in an update is refused alike.
+    const renamed = testNames();
+    resources.stream(renamed.stream);
+    await jsm.streams.add({ name: renamed.stream, subjects: [`${renamed.subjectPrefix}.>`] });
+    const updated = await rejection(
+      resources.transport('jetstream', { ...names, stream: renamed.stream }).connect(),
+    );
+    expect(updated.code).toBe(ErrorCode.CONFIG);
+    expect(updated.message).toContain(`stream ${other} captures ${names.subjectPrefix}.order.*`);
+    expect(updated.message).not.toContain(hint);
+
+    const bare = await PrivateNatsServer.start({ jetstream: false });
+    try {
+      const missing = await rejection(
+        resources.transport('jetstream', testNames(), { servers: bare.url }).connect(),
+      );
+      expect(missing.message).toContain(hint);
+    } finally {
+      await bare.stop();
+    }
   });
 
   it('rejects a publish with TRANSPORT when its stream is gone, and puts the stream back for a retry', async () => {

@@ -149,6 +149,7 @@ describe('reconnect (background errors)', () => {
     await waitFor(() => errors.length > 0, { timeoutMs: 10_000 });
     expect(errors[0]).toMatchObject({ code: ErrorCode.TRANSPORT });
     expect(errors[0]?.message).toContain('recreate the streams');
+    expect(errors[0]?.message).toContain('is JetStream enabled on the server?');
   });
 });
 
