@@ -28,6 +28,18 @@ describe('NatsSubscriber options', () => {
     ).toBe('transport');
   });
 
+  it('lists the NATS and the EventBus options in the message of an unknown one', () => {
+    let message = '';
+    try {
+      new NatsSubscriber({ ...quiet, serverz: 'nats://x' } as unknown as NatsSubscriberOptions);
+    } catch (error) {
+      if (isWatchtowerError(error, ErrorCode.CONFIG)) message = error.message;
+    }
+    expect(message).toContain('`serverz`');
+    expect(message).toMatch(/\bservers\b/);
+    expect(message).toMatch(/\bcircuitBreaker\b/);
+  });
+
   it('refuses a consumer.maxDeliver that would stop deliveries before the EventBus dead-letters', () => {
     // Default retry: 3 redeliveries after the first failure, so 4 deliveries are needed.
     expect(
