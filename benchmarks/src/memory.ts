@@ -7,6 +7,7 @@ import {
   defineEvents,
   type Event,
   type EventBusOptions,
+  type MemoryTransportOptions,
 } from '@watchtower/core';
 import { z } from 'zod';
 import {
@@ -27,9 +28,15 @@ const payload = (n: number): { id: string; name: string; n: number } => ({
 
 const quiet = { warn: () => undefined, error: () => undefined };
 
-function memoryBus(options: Omit<EventBusOptions, 'transport'> = {}): EventBus {
+/**
+ * How the transport passes payloads: `'codec'` (the default) encodes once per publish and
+ * decodes per delivery, as a broker does; `'reference'` shares the published object.
+ */
+type Copy = NonNullable<MemoryTransportOptions['copy']>;
+
+function memoryBus(copy: Copy, options: Omit<EventBusOptions, 'transport'> = {}): EventBus {
   return new EventBus({
-    transport: new MemoryTransport(),
+    transport: new MemoryTransport({ copy }),
     logger: quiet,
     backpressure: { maxQueueSize: 20_000 },
     publishConcurrency: 10_000,
@@ -42,8 +49,8 @@ async function publishWindowed(bus: EventBus, n: number, window: number): Promis
   await runWindowed(n, window, (i) => bus.publish(TYPE, payload(i)));
 }
 
-async function publishOnly(n: number): Promise<Measurement> {
-  const bus = memoryBus();
+async function publishOnly(copy: Copy, n: number): Promise<Measurement> {
+  const bus = memoryBus(copy);
   await bus.connect();
   const stop = startTimer();
   await publishWindowed(bus, n, 1000);
@@ -52,11 +59,11 @@ async function publishOnly(n: number): Promise<Measurement> {
   return { n, elapsedMs, cpuUs };
 }
 
-async function publishToHandler(n: number, validated: boolean): Promise<Measurement> {
+async function publishToHandler(copy: Copy, n: number, validated: boolean): Promise<Measurement> {
   const events = defineEvents({
     [TYPE]: z.object({ id: z.string(), name: z.string(), n: z.number().int() }),
   });
-  const bus = memoryBus(validated ? { events } : {});
+  const bus = memoryBus(copy, validated ? { events } : {});
   const arrivals = countdown(n, 60_000, 'all events handled');
   await bus.subscribe(TYPE, () => {
     arrivals.tick();
@@ -85,8 +92,8 @@ async function rawPublishToHandler(n: number): Promise<Measurement> {
   return { n, ...stop() };
 }
 
-async function latency(n: number): Promise<Measurement> {
-  const bus = memoryBus();
+async function latency(copy: Copy, n: number): Promise<Measurement> {
+  const bus = memoryBus(copy);
   const latenciesUs: number[] = [];
   let arrived: (() => void) | undefined;
   await bus.subscribe(TYPE, (event: Event) => {
@@ -158,31 +165,42 @@ function patternMatch(patterns: number, lookups: number): Measurement {
   return { n: lookups, elapsedMs, cpuUs };
 }
 
-export function memoryScenarios(scale: number): Scenario[] {
+/** The bus scenarios, once per copy mode: the mode is the name's suffix. */
+function busScenarios(copy: Copy, scale: number): Scenario[] {
   const n = Math.round(1_000_000 * scale);
+  const few = Math.round(20_000 * scale);
   return [
     {
-      name: 'publish (no subscriber)',
+      name: `publish (no subscriber) [${copy}]`,
       transport: 'memory',
-      watchtower: () => publishOnly(n),
+      watchtower: () => publishOnly(copy, n),
     },
     {
-      name: 'publish -> handler',
+      name: `publish -> handler [${copy}]`,
       transport: 'memory',
       raw: () => rawPublishToHandler(n),
-      watchtower: () => publishToHandler(n, false),
+      watchtower: () => publishToHandler(copy, n, false),
     },
     {
-      name: 'publish -> handler, zod validation',
+      name: `publish -> handler, zod [${copy}]`,
       transport: 'memory',
-      watchtower: () => publishToHandler(Math.round(n / 2), true),
+      watchtower: () => publishToHandler(copy, Math.round(n / 2), true),
     },
     {
-      name: 'latency publish -> handler (one at a time)',
+      name: `latency, one at a time [${copy}]`,
       transport: 'memory',
-      raw: () => rawLatency(Math.round(20_000 * scale)),
-      watchtower: () => latency(Math.round(20_000 * scale)),
+      raw: () => rawLatency(few),
+      watchtower: () => latency(copy, few),
     },
+  ];
+}
+
+export function memoryScenarios(scale: number): Scenario[] {
+  const codec = busScenarios('codec', scale);
+  const reference = busScenarios('reference', scale);
+  return [
+    // Each scenario in both modes, one after the other, so the table puts them side by side.
+    ...codec.flatMap((scenario, i) => [scenario, reference[i] as Scenario]),
     {
       name: 'pattern match, 10 patterns',
       transport: 'memory',
