@@ -11,7 +11,10 @@ import {
   CircuitOpenError,
   ConnectionError,
   ErrorCode,
+  NonRetryableError,
+  SerializationError,
   ValidationError,
+  configError,
 } from './errors.js';
 import { FakeClock } from './testing/fake-clock.js';
 import { thrown } from './testing/thrown.js';
@@ -197,6 +200,26 @@ describe('CircuitBreaker', () => {
       breaker.execute(() => Promise.reject(new ConnectionError('down'))),
     ).rejects.toThrow('down');
     expect(breaker.state).toBe('open');
+  });
+
+  it("counts none of the caller's own faults: SERIALIZATION, VALIDATION, CONFIG, NON_RETRYABLE", () => {
+    expect(isCircuitFailure(new SerializationError('a BigInt in the payload'))).toBe(false);
+    expect(isCircuitFailure(new ValidationError('bad'))).toBe(false);
+    expect(isCircuitFailure(configError('x', 'bad'))).toBe(false);
+    expect(isCircuitFailure(new NonRetryableError('no'))).toBe(false);
+  });
+
+  it("stays closed however many calls fail with the caller's own faults", async () => {
+    const breaker = new CircuitBreaker({ clock: new FakeClock(), failureThreshold: 2 });
+    for (const error of [
+      new SerializationError('cycle'),
+      new SerializationError('BigInt'),
+      new NonRetryableError('no'),
+      new NonRetryableError('no'),
+    ]) {
+      await expect(breaker.execute(() => Promise.reject(error))).rejects.toBe(error);
+    }
+    expect(breaker.stats()).toMatchObject({ state: 'closed', failureCount: 0 });
   });
 
   it('uses a custom isFailure, and a non-failure in half-open only frees the trial slot', async () => {

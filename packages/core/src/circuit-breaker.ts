@@ -87,11 +87,13 @@ export type CircuitBreakerEvents = {
 
 /**
  * Codes of errors that are the caller's doing or another guard's refusal, not a sign that the
- * guarded resource is unwell.
+ * guarded resource is unwell: one caller's bad payload must not open the circuit for everyone.
  */
 const NOT_A_FAILURE: ReadonlySet<ErrorCodeType> = new Set<ErrorCodeType>([
   ErrorCode.CONFIG,
   ErrorCode.VALIDATION,
+  ErrorCode.SERIALIZATION,
+  ErrorCode.NON_RETRYABLE,
   ErrorCode.CIRCUIT_OPEN,
   ErrorCode.BACKPRESSURE_FULL,
   ErrorCode.BACKPRESSURE_DROPPED,
@@ -100,8 +102,9 @@ const NOT_A_FAILURE: ReadonlySet<ErrorCodeType> = new Set<ErrorCodeType>([
 
 /**
  * The default {@link CircuitBreakerOptions.isFailure}: every error counts, except Watchtower
- * errors with code `CONFIG`, `VALIDATION`, `CIRCUIT_OPEN`, `BACKPRESSURE_FULL`,
- * `BACKPRESSURE_DROPPED` or `CLOSED`.
+ * errors that are the caller's own fault (`CONFIG`, `VALIDATION`, `SERIALIZATION`,
+ * `NON_RETRYABLE`) or another guard's refusal (`CIRCUIT_OPEN`, `BACKPRESSURE_FULL`,
+ * `BACKPRESSURE_DROPPED`, `CLOSED`).
  */
 export function isCircuitFailure(error: unknown): boolean {
   return !(isWatchtowerError(error) && NOT_A_FAILURE.has(error.code));

@@ -21,6 +21,24 @@ function optional(value: string | undefined): string {
   return value === undefined ? 'null' : quote(value);
 }
 
+// Events published together share a timestamp string (createEvent gives the same one within a
+// millisecond): the last one's JSON is kept.
+let lastTimestamp = '';
+let lastQuotedTimestamp = '""';
+
+function quoteTimestamp(timestamp: string): string {
+  if (timestamp !== lastTimestamp) {
+    lastQuotedTimestamp = quote(timestamp);
+    lastTimestamp = timestamp;
+  }
+  return lastQuotedTimestamp;
+}
+
+/** Most events carry no headers; `{}` is written without a JSON.stringify call. */
+function isEmptyPlainObject(value: object): boolean {
+  return Object.getPrototypeOf(value) === Object.prototype && Object.keys(value).length === 0;
+}
+
 /**
  * Encodes an event as JSON text in the Rust Watchtower wire format: `metadata` with exactly the
  * keys `id`, `event_type`, `timestamp`, `source`, `correlation_id`, `causation_id`, `headers`
@@ -30,14 +48,50 @@ function optional(value: string | undefined): string {
  * validated again here. A `payload` of `undefined` is written as `null` (JSON has no
  * `undefined`), so it decodes as `null`.
  *
+ * Called by a transport inside `publish()` for the event the `EventBus` is handing it, this
+ * returns the text the bus already wrote for that event (it encodes every event before
+ * admitting it, to refuse one that cannot be written): an event is encoded once per publish.
+ *
  * @throws `SerializationError` (code `SERIALIZATION`, no `raw`) when the payload or headers
  * cannot be written as JSON (a `BigInt`, a cycle, a throwing `toJSON`).
  */
 export function encodeEvent(event: Event): string {
+  return event === primedEvent ? primedText : writeEvent(event);
+}
+
+/**
+ * The event the bus is handing to `transport.publish()` right now, and its text. Set only for
+ * the length of that synchronous call ({@link primeEncoding}, {@link clearEncoding}), so a
+ * caller that changes an event after publishing it never gets stale text from a later encode.
+ */
+let primedEvent: Event | undefined;
+let primedText = '';
+
+/**
+ * For the `EventBus` only: makes {@link encodeEvent} of `event` return `text` (what
+ * {@link writeEvent} gave for it) until {@link clearEncoding}.
+ */
+export function primeEncoding(event: Event, text: string): void {
+  primedEvent = event;
+  primedText = text;
+}
+
+/** Ends what {@link primeEncoding} began. */
+export function clearEncoding(): void {
+  primedEvent = undefined;
+  primedText = '';
+}
+
+/**
+ * {@link encodeEvent} without the primed text: always writes the event as it is now.
+ *
+ * @throws `SerializationError` as {@link encodeEvent}.
+ */
+export function writeEvent(event: Event): string {
   let headers: string;
   let payload: string | undefined;
   try {
-    headers = quote(event.headers);
+    headers = isEmptyPlainObject(event.headers) ? '{}' : quote(event.headers);
     payload = quote(event.payload);
   } catch (error) {
     throw new SerializationError(
@@ -50,7 +104,7 @@ export function encodeEvent(event: Event): string {
   // goes through JSON.stringify, so even an event built by hand cannot break the JSON.
   return (
     `{"metadata":{"id":${quote(event.id)},"event_type":${quote(event.type)},` +
-    `"timestamp":${quote(event.timestamp)},"source":${optional(event.source)},` +
+    `"timestamp":${quoteTimestamp(event.timestamp)},"source":${optional(event.source)},` +
     `"correlation_id":${optional(event.correlationId)},` +
     `"causation_id":${optional(event.causationId)},"headers":${headers}},` +
     `"payload":${payload ?? 'null'}}`

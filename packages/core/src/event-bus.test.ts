@@ -8,6 +8,7 @@ import {
   WatchtowerError,
   isWatchtowerError,
 } from './errors.js';
+import { encodeEventBytes } from './codec.js';
 import { createEvent, type Event } from './event.js';
 import {
   DEFAULT_EVENT_BUS_OPTIONS,
@@ -124,6 +125,8 @@ class TestTransport implements Transport {
   /** Errors the next publish calls reject with, in order. */
   readonly publishFailures: unknown[] = [];
   manual = false;
+  /** Encodes every publish with core's codec first, as the broker transports do. */
+  encode = false;
   requireConnect = false;
   connected = false;
   connectCalls = 0;
@@ -165,6 +168,13 @@ class TestTransport implements Transport {
 
   publish(event: Event): Promise<void> {
     this.publishCalls.push(event);
+    if (this.encode) {
+      try {
+        encodeEventBytes(event);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     if (this.requireConnect && !this.connected) {
       return Promise.reject(
         new WatchtowerError(ErrorCode.TRANSPORT, 'publish before connect', { retryable: false }),
@@ -437,6 +447,103 @@ describe('EventBus publish', () => {
     expect(transport.publishCalls).toHaveLength(1);
     expect(bus.stats()).toMatchObject({ published: 0, publishFailed: 1 });
     await bus.close();
+  });
+
+  describe('payloads that cannot be JSON', () => {
+    const cyclic = (): Record<string, unknown> => {
+      const value: Record<string, unknown> = { n: 1 };
+      value['self'] = value;
+      return value;
+    };
+
+    it('refuses them with SERIALIZATION before admission: no queue slot, no breaker call, no transport call', async () => {
+      const transport = new TestTransport();
+      transport.encode = true;
+      const bus = makeBus({ circuitBreaker: { failureThreshold: 5 } }, transport);
+
+      for (let i = 0; i < 12; i++) {
+        const payload = i % 2 === 0 ? { big: 10n } : cyclic();
+        expect(codeOf(await rejection(bus.publish('a.b', payload)))).toBe(ErrorCode.SERIALIZATION);
+        expect(codeOf(await rejection(bus.publish(createEvent('a.b', payload))))).toBe(
+          ErrorCode.SERIALIZATION,
+        );
+      }
+
+      expect(transport.publishCalls).toHaveLength(0);
+      expect(bus.stats().circuitBreaker).toMatchObject({
+        state: 'closed',
+        failureCount: 0,
+        totalRequests: 0,
+      });
+      expect(bus.stats().backpressure).toMatchObject({ currentQueueSize: 0, rejectedEvents: 0 });
+      expect(bus.stats().publishFailed).toBe(0);
+      await bus.publish('a.b', { ok: true });
+      expect(transport.confirmed.map((e) => e.payload)).toEqual([{ ok: true }]);
+      await bus.close();
+    });
+
+    it('refuses them on the queued path too, while the queue holds other publishes', async () => {
+      const transport = new TestTransport();
+      transport.manual = true;
+      transport.encode = true;
+      const bus = makeBus({ publishConcurrency: 1 }, transport);
+
+      const first = track(bus.publish('a.b', { n: 1 }));
+      const queued = track(bus.publish('a.b', { n: 2 }));
+      expect(codeOf(await rejection(bus.publish('a.b', { big: 1n })))).toBe(
+        ErrorCode.SERIALIZATION,
+      );
+      expect(bus.stats().backpressure.currentQueueSize).toBe(2);
+      await waitFor(() => transport.pending.length === 1);
+      transport.confirmNext();
+      await waitFor(() => transport.pending.length === 1 && transport.confirmed.length === 1);
+      transport.confirmNext();
+      await Promise.all([first.promise, queued.promise]);
+
+      expect(transport.publishCalls.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }]);
+      await bus.close();
+    });
+
+    it("encodes each event once: the transport's encoding reuses the bus's", async () => {
+      // The memory transport behind the test one shares objects, so only one encode is counted.
+      const transport = new TestTransport({ memory: { copy: 'reference' } });
+      transport.encode = true;
+      const bus = makeBus({ publishConcurrency: 1 }, transport);
+      let encodings = 0;
+      const payload = (n: number): object => ({
+        toJSON: () => {
+          encodings++;
+          return { n };
+        },
+      });
+
+      await bus.publish('a.b', payload(1));
+      expect(encodings).toBe(1);
+      // Queued behind another publish, and sent later: still one encoding each.
+      transport.manual = true;
+      const first = track(bus.publish('a.b', payload(2)));
+      const second = track(bus.publish('a.b', payload(3)));
+      await waitFor(() => transport.pending.length === 1);
+      transport.confirmNext();
+      await waitFor(() => transport.pending.length === 1 && transport.confirmed.length === 2);
+      transport.confirmNext();
+      await Promise.all([first.promise, second.promise]);
+
+      expect(encodings).toBe(3);
+      await bus.close();
+    });
+
+    it('encodes a published event as it was at publish time, not as it was later changed', async () => {
+      const transport = new TestTransport();
+      transport.encode = true;
+      const bus = makeBus({}, transport);
+      const event = createEvent('a.b', { n: 1 });
+      await bus.publish(event);
+      event.payload = { n: 1n } as never;
+
+      expect(() => encodeEventBytes(event)).toThrow(/BigInt/);
+      await bus.close();
+    });
   });
 
   describe('retry', () => {

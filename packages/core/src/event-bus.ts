@@ -30,6 +30,7 @@ import {
   toWatchtowerError,
   WatchtowerError,
 } from './errors.js';
+import { clearEncoding, primeEncoding, writeEvent } from './codec.js';
 import { assertEventType, createEventAt, type Event, type EventMetadataInput } from './event.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
 import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
@@ -205,6 +206,8 @@ export type EventBusEvents = {
 
 interface PublishEntry {
   readonly event: Event;
+  /** The event's wire text, written before admission; the transport's encode reuses it. */
+  readonly text: string;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
 }
@@ -581,6 +584,15 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   #enqueue(event: Event): Promise<void> {
+    // Written now, before admission: a payload that cannot be JSON (a BigInt, a cycle) is the
+    // caller's mistake and is refused here, taking no queue slot and no breaker call. The
+    // transport's own encodeEvent() then reuses this text (see #publishNow).
+    let text: string;
+    try {
+      text = writeEvent(event);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const queue = this.#queue;
     // Hot path: nothing waits ahead and a send slot is free, so the event goes straight out
     // (in publish order, since nothing is queued) without an entry in the queue.
@@ -589,10 +601,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       queue.size - queue.waiting < this.#publishConcurrency &&
       queue.tryAcquire()
     ) {
-      return this.#send(event);
+      return this.#send(event, text);
     }
     return new Promise<void>((resolve, reject) => {
-      const admitted = queue.admit({ event, resolve, reject });
+      const admitted = queue.admit({ event, text, resolve, reject });
       if (admitted === undefined) this.#pump();
       else admitted.then(() => this.#pump(), reject);
     });
@@ -603,7 +615,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     while (queue.size - queue.waiting < this.#publishConcurrency) {
       const entry = queue.take();
       if (entry === undefined) return;
-      this.#send(entry.event).then(entry.resolve, entry.reject);
+      this.#send(entry.event, entry.text).then(entry.resolve, entry.reject);
     }
   }
 
@@ -626,9 +638,23 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   /** `transport.publish`, connecting first when the bus has not connected yet. */
-  #transportPublish(event: Event): Promise<void> {
-    if (this.#phase === 'open') return this.transport.publish(event);
-    return this.#ensureConnected().then(() => this.transport.publish(event));
+  #transportPublish(event: Event, text: string): Promise<void> {
+    if (this.#phase === 'open') return this.#publishNow(event, text);
+    return this.#ensureConnected().then(() => this.#publishNow(event, text));
+  }
+
+  /**
+   * `transport.publish`, with the event's text primed for the length of the call: a transport
+   * encodes inside `publish()`, and its `encodeEvent` returns this text instead of encoding
+   * the event a second time.
+   */
+  #publishNow(event: Event, text: string): Promise<void> {
+    primeEncoding(event, text);
+    try {
+      return this.transport.publish(event);
+    } finally {
+      clearEncoding();
+    }
   }
 
   /**
@@ -639,15 +665,15 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    * Not async: the path every publish takes (the first attempt succeeds) costs one `then` on
    * the transport's promise; only a failure enters the async retry path.
    */
-  #send(event: Event): Promise<void> {
+  #send(event: Event, text: string): Promise<void> {
     let sent: Promise<void>;
     try {
       this.#breaker.acquire();
-      sent = this.#transportPublish(event);
+      sent = this.#transportPublish(event, text);
     } catch (error) {
-      return this.#sendFailed(event, error);
+      return this.#sendFailed(event, text, error);
     }
-    return sent.then(this.#onSent, (error: unknown) => this.#sendFailed(event, error));
+    return sent.then(this.#onSent, (error: unknown) => this.#sendFailed(event, text, error));
   }
 
   readonly #onSent = (): void => {
@@ -657,9 +683,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   };
 
   /** The first attempt failed: retries per the policy; rejects with the final error. */
-  async #sendFailed(event: Event, firstError: unknown): Promise<void> {
+  async #sendFailed(event: Event, text: string, firstError: unknown): Promise<void> {
     try {
-      await this.#retryPublish(event, firstError);
+      await this.#retryPublish(event, text, firstError);
       this.#counters.published++;
     } catch (error) {
       this.#counters.publishFailed++;
@@ -677,7 +703,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   /** Retries a failed first attempt per the policy; rejects with the final error. */
-  async #retryPublish(event: Event, firstError: unknown): Promise<void> {
+  async #retryPublish(event: Event, text: string, firstError: unknown): Promise<void> {
     if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) throw firstError;
     this.#breaker.recordFailure(firstError);
     if (this.#retry.maxAttempts === 0 || !isRetryableError(firstError)) {
@@ -695,7 +721,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           }
           this.#breaker.acquire();
           try {
-            await this.#transportPublish(event);
+            await this.#transportPublish(event, text);
           } catch (error) {
             this.#breaker.recordFailure(error);
             throw error;
