@@ -1877,6 +1877,24 @@ describe('EventBus options', () => {
       { subscriptionDefaults: { retry: { minDelayMs: -1 } } },
       'minDelayMs',
     ],
+    // An options object given as something else is refused, never replaced by the defaults.
+    ['backpressure 500', { backpressure: 500 }, 'backpressure'],
+    ['backpressure as an array', { backpressure: [] }, 'backpressure'],
+    ['backpressure null', { backpressure: null }, 'backpressure'],
+    ['circuitBreaker 5', { circuitBreaker: 5 }, 'circuitBreaker'],
+    ["circuitBreaker 'off'", { circuitBreaker: 'off' }, 'circuitBreaker'],
+    ['retry 0', { retry: 0 }, 'retry'],
+    ['retry false', { retry: false }, 'retry'],
+    ['subscriptionDefaults 3', { subscriptionDefaults: 3 }, 'subscriptionDefaults'],
+    ['subscriptionDefaults as an array', { subscriptionDefaults: [] }, 'subscriptionDefaults'],
+    [
+      'subscriptionDefaults.retry 0',
+      { subscriptionDefaults: { retry: 0 } },
+      'subscriptionDefaults.retry',
+    ],
+    ['logger 5', { logger: 5 }, 'logger'],
+    ['a logger without error()', { logger: { warn: () => undefined } }, 'logger'],
+    ['clock 5', { clock: 5 }, 'clock'],
   ];
 
   it.each(badBusOptions)('rejects %s with a CONFIG error naming the field', (_, options, field) => {
@@ -1910,6 +1928,11 @@ describe('EventBus options', () => {
       { retry: { minDelayMs: 100, maxDelayMs: 10 } },
       'maxDelayMs',
     ],
+    // An options object given as something else is refused, never replaced by the defaults.
+    ['retry 0', { retry: 0 }, 'retry'],
+    ["retry 'none'", { retry: 'none' }, 'retry'],
+    ['retry null', { retry: null }, 'retry'],
+    ['retry as an array', { retry: [] }, 'retry'],
   ];
 
   it.each(badSubscribeOptions)(
@@ -1923,6 +1946,41 @@ describe('EventBus options', () => {
       await bus.close();
     },
   );
+
+  it.each<[string, unknown]>([
+    ['a number', 5],
+    ['null', null],
+    ['an array', []],
+    ['a string', 'fast'],
+  ])(
+    'rejects subscribe options given as %s with CONFIG, subscribing nothing',
+    async (_, options) => {
+      const bus = makeBus();
+      const error = await rejection(bus.subscribe('job.*', () => undefined, options as never));
+      expect(codeOf(error)).toBe(ErrorCode.CONFIG);
+      expect((error as Error).message).toContain('`subscribe()`');
+      expect(bus.stats().subscriptions).toBe(0);
+      await bus.close();
+    },
+  );
+
+  it('runs a handler with the retries it was given, never the defaults in place of a bad value', async () => {
+    const transport = new TestTransport();
+    const bus = makeBus({}, transport);
+    let calls = 0;
+    const handler = (): never => {
+      calls++;
+      throw new Error('boom');
+    };
+
+    expect(codeOf(await rejection(bus.subscribe('job.*', handler, { retry: 0 as never })))).toBe(
+      ErrorCode.CONFIG,
+    );
+    await bus.publish('job.run', {});
+    await settle();
+    expect(calls).toBe(0);
+    await bus.close();
+  });
 
   it('rejects a subscription without event types or handler with CONFIG, and a bad pattern with VALIDATION', async () => {
     const bus = makeBus();

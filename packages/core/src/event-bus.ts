@@ -51,7 +51,15 @@ import type {
   TransportSubscription,
 } from './transport.js';
 import { TRANSPORT_OPTION_KEYS } from './transport.js';
-import { checkOptionKeys, integerOption, numberOption, rejectUnknownOptions } from './options.js';
+import {
+  checkOptionKeys,
+  clockOption,
+  describeValue,
+  integerOption,
+  numberOption,
+  recordOption,
+  rejectUnknownOptions,
+} from './options.js';
 import {
   BusSubscription,
   type ConsumedCheck,
@@ -214,6 +222,9 @@ interface PublishEntry {
 
 const NOT_SET = Symbol('not set');
 
+/** What a nested options field must be, in its `CONFIG` error. */
+const AN_OPTIONS_OBJECT = 'an options object';
+
 const NON_NEGATIVE = { min: 0 } as const;
 
 /** Where an {@link EventBus} is in its life. */
@@ -332,21 +343,27 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       options.closeTimeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.closeTimeoutMs,
       NON_NEGATIVE,
     );
-    this.#clock = options.clock ?? systemClock;
-    this.#logger = options.logger ?? consoleLogger;
-    this.#subscriptionDefaults = options.subscriptionDefaults ?? {};
+    this.#clock = clockOption('clock', options.clock ?? systemClock);
+    this.#logger = loggerOption(options.logger ?? consoleLogger);
+    this.#subscriptionDefaults =
+      recordOption('subscriptionDefaults', options.subscriptionDefaults, AN_OPTIONS_OBJECT) ?? {};
     // Checked here so that a bad default fails at construction, not at the first subscribe.
     resolveSubscribeOptions({}, this.#subscriptionDefaults, this.#clock);
 
+    // Each nested options object is checked before it is spread: spreading a number or a
+    // string would silently stand the defaults in for what the caller wrote.
     this.#breaker = new CircuitBreaker({
       clock: this.#clock,
       name: 'publish',
-      ...options.circuitBreaker,
+      ...recordOption('circuitBreaker', options.circuitBreaker, AN_OPTIONS_OBJECT),
     });
-    this.#retry = new RetryPolicy({ clock: this.#clock, ...options.retry });
+    this.#retry = new RetryPolicy({
+      clock: this.#clock,
+      ...recordOption('retry', options.retry, AN_OPTIONS_OBJECT),
+    });
     this.#queue = new BackpressureController<PublishEntry>({
       clock: this.#clock,
-      ...options.backpressure,
+      ...recordOption('backpressure', options.backpressure, AN_OPTIONS_OBJECT),
     });
     this.#queue.on('dropped', (entry, error) => {
       this.#counters.publishFailed++;
@@ -891,7 +908,11 @@ function resolveSubscribeOptions(
       options.timeoutMs ?? defaults.timeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.timeoutMs,
       NON_NEGATIVE,
     ),
-    retry: new RetryPolicy({ clock, ...defaults.retry, ...options.retry }),
+    retry: new RetryPolicy({
+      clock,
+      ...recordOption('subscriptionDefaults.retry', defaults.retry, AN_OPTIONS_OBJECT),
+      ...recordOption('retry', options.retry, AN_OPTIONS_OBJECT),
+    }),
     maxInFlight:
       maxInFlight === undefined ? undefined : integerOption('maxInFlight', maxInFlight, 1),
     startFrom: options.startFrom,
@@ -900,6 +921,23 @@ function resolveSubscribeOptions(
 }
 
 // ---- helpers ------------------------------------------------------------------------------
+
+/** The `logger` option: an object with `warn` and `error` functions. */
+function loggerOption(value: unknown): Logger {
+  const logger = value as Partial<Record<keyof Logger, unknown>> | null;
+  if (
+    typeof logger !== 'object' ||
+    logger === null ||
+    typeof logger.warn !== 'function' ||
+    typeof logger.error !== 'function'
+  ) {
+    throw configError(
+      'logger',
+      `must be a Logger with warn() and error(), got ${describeValue(value)}`,
+    );
+  }
+  return value as Logger;
+}
 
 /**
  * `runSchema`, with a schema that throws (a bug in a refinement, say) reported as a failed

@@ -210,6 +210,38 @@ describe('validators', () => {
   });
 });
 
+describe('options objects given as something else are refused, not replaced by defaults', () => {
+  const makers: [string, (options: unknown) => unknown][] = [
+    ['CircuitBreaker', (options) => new CircuitBreaker(options as never)],
+    ['BackpressureController', (options) => new BackpressureController(options as never)],
+    ['RetryPolicy', (options) => new RetryPolicy(options as never)],
+    ['InMemoryDeadLetterQueue', (options) => new InMemoryDeadLetterQueue(options as never)],
+  ];
+  const values: [string, unknown][] = [
+    ['a number', 5],
+    ['zero', 0],
+    ['a string', 'defaults'],
+    ['true', true],
+    ['null', null],
+    ['an array', []],
+    ['a function', () => ({})],
+  ];
+
+  it.each(
+    makers.flatMap(([name, make]) =>
+      values.map(([what, value]) => [name, what, make, value] as const),
+    ),
+  )('%s refuses %s with CONFIG', (_name, _what, make, value) => {
+    const error = thrown(() => make(value));
+    expect(error).toMatchObject({ code: ErrorCode.CONFIG });
+    expect((error as Error).message).toContain('must be an options object');
+  });
+
+  it.each(makers)('%s still takes no options at all', (_name, make) => {
+    expect(() => make(undefined)).not.toThrow();
+  });
+});
+
 describe('misspelt options are refused, not ignored', () => {
   const transport = (): MemoryTransport => new MemoryTransport();
 

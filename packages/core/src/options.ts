@@ -46,14 +46,16 @@ export function withDefaults<T extends object>(
 /**
  * Throws a `CONFIG` error for the first own field of `options` that is not in `known` (and
  * not `undefined`), naming it and `what` it was given to. Options objects are checked this
- * way so that a typo (`failureTreshold`) fails loudly in JavaScript too.
+ * way so that a typo (`failureTreshold`) fails loudly in JavaScript too. `options` itself must
+ * be a non-array object: anything else is a `CONFIG` error naming `what`, never read as "no
+ * options".
  */
 export function rejectUnknownOptions(
   options: object,
   known: readonly string[],
   what: string,
 ): void {
-  if (typeof options !== 'object' || options === null) {
+  if (!isObject(options)) {
     throw configError(what, `must be an options object, got ${describeValue(options)}`);
   }
   const key = unknownKey(options, known);
