@@ -237,8 +237,11 @@ export class GroupConsumer<T extends HandledItem> {
   #readLoop: Promise<void> | undefined;
   #stopClaims: (() => void) | undefined;
   #claimPass: Promise<void> | undefined;
-  /** Streams being added by discovery; stop() waits for them so that it sees their groups. */
-  #adding: Promise<void> | undefined;
+  /**
+   * Streams being added (by discovery and by announcements, which may overlap); stop() waits
+   * for them so that it sees their groups.
+   */
+  readonly #adding = new Set<Promise<void>>();
   #stopped: Promise<void> | undefined;
 
   constructor(
@@ -342,7 +345,7 @@ export class GroupConsumer<T extends HandledItem> {
   }
 
   /**
-   * Adds streams (found by discovery) to the read set, creating the group on them at
+   * Adds streams (found by discovery, or announced) to the read set, creating the group on them at
    * `laterStartId`. Streams that vanished before the group was created are skipped; they come
    * back with the next discovery.
    */
@@ -352,11 +355,11 @@ export class GroupConsumer<T extends HandledItem> {
     if (fresh.length === 0) return;
     const adding = this.#addStreams(fresh);
     const tracked = adding.catch(() => {});
-    this.#adding = tracked;
+    this.#adding.add(tracked);
     try {
       await adding;
     } finally {
-      if (this.#adding === tracked) this.#adding = undefined;
+      this.#adding.delete(tracked);
     }
   }
 
@@ -861,7 +864,7 @@ export class GroupConsumer<T extends HandledItem> {
     // Ends a blocked read at once; Redis may already have delivered entries whose reply is now
     // lost: they are pending for this consumer and are given back below with the others.
     this.disconnect();
-    await Promise.allSettled([this.#readLoop, this.#claimPass, this.#adding, ...this.#claims]);
+    await Promise.allSettled([this.#readLoop, this.#claimPass, ...this.#adding, ...this.#claims]);
     const due = new Set(this.#due.map((d) => entryKey(d.key, d.id)));
     this.#due.length = 0;
     try {
