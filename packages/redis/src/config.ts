@@ -107,10 +107,24 @@ export interface RedisConfig {
   /**
    * How often wildcard subscriptions look for new streams under the prefix (`SCAN`), in
    * milliseconds; it bounds how soon a type first published after the subscription started is
-   * received.
+   * received when its publisher did not announce it (see `announceStreams`).
    * @defaultValue 1000
    */
   discoveryIntervalMs?: number;
+  /**
+   * Publishers announce a stream the first time they publish to it: `SADD` of its key to the
+   * set `{prefix}:registry:streams` and `PUBLISH` of it on the channel of that name, in the
+   * pipeline of the `XADD` (no extra round trip; later publishes to the key send nothing
+   * more). Each transport with wildcard subscriptions listens on that channel on a connection
+   * of its own and starts reading an announced stream that matches within milliseconds (on a
+   * Redis Cluster within `blockMs`); the `SCAN` every `discoveryIntervalMs` stays as the
+   * fallback, for publishers that do not announce (older versions, Rust Watchtower, `false`
+   * here) and announcements missed. After the listening connection reconnects it reads the set
+   * for what was announced meanwhile. `false` neither announces nor listens (for a Redis whose
+   * ACL refuses `PUBLISH`/`SUBSCRIBE`).
+   * @defaultValue true
+   */
+  announceStreams?: boolean;
   /**
    * An entry delivered to a consumer and neither acked nor nacked for this long is taken over
    * by another consumer of the group (`XAUTOCLAIM`): this is how the entries of a crashed
@@ -194,6 +208,7 @@ export const REDIS_CONFIG_KEYS = [
   'count',
   'maxInFlight',
   'discoveryIntervalMs',
+  'announceStreams',
   'claimMinIdleMs',
   'claimIntervalMs',
   'staleGroupMs',
@@ -230,6 +245,7 @@ export const DEFAULT_REDIS_CONFIG = Object.freeze({
   count: 100,
   maxInFlight: 256,
   discoveryIntervalMs: 1000,
+  announceStreams: true,
   claimMinIdleMs: 30_000,
   claimIntervalMs: 1000,
   staleGroupMs: 600_000,
@@ -255,6 +271,7 @@ export interface ResolvedRedisConfig {
   readonly count: number;
   readonly maxInFlight: number;
   readonly discoveryIntervalMs: number;
+  readonly announceStreams: boolean;
   readonly claimMinIdleMs: number;
   readonly claimIntervalMs: number;
   readonly staleGroupMs: number;
@@ -386,7 +403,13 @@ function resolveReading(
   config: RedisConfig,
 ): Pick<
   ResolvedRedisConfig,
-  'blockMs' | 'count' | 'maxInFlight' | 'discoveryIntervalMs' | 'staleGroupMs' | 'startFrom'
+  | 'blockMs'
+  | 'count'
+  | 'maxInFlight'
+  | 'discoveryIntervalMs'
+  | 'announceStreams'
+  | 'staleGroupMs'
+  | 'startFrom'
 > {
   const d = DEFAULT_REDIS_CONFIG;
   // BLOCK 0 would block forever; at least 1 ms keeps the read loop responsive.
@@ -408,6 +431,7 @@ function resolveReading(
       config.discoveryIntervalMs ?? d.discoveryIntervalMs,
       1,
     ),
+    announceStreams: booleanOption('announceStreams', config.announceStreams ?? d.announceStreams),
     staleGroupMs,
     startFrom: oneOfOption('startFrom', config.startFrom ?? d.startFrom, ['new', 'earliest']),
   };

@@ -66,7 +66,10 @@ export function createClient(config: ResolvedRedisConfig, name: string): RedisCl
   });
 }
 
-/** A connection for one subscription's blocking reads (not yet connected). */
+/**
+ * A connection of its own (not yet connected): for one subscription's blocking reads, or for
+ * listening to stream announcements.
+ */
 export function createBlockingConnection(
   client: RedisClient,
   config: ResolvedRedisConfig,

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { defaultDlqKey, hashTagOf, scanPattern, streamKey, typeOfKey } from './keys.js';
+import {
+  defaultDlqKey,
+  hashTagOf,
+  scanPattern,
+  streamKey,
+  streamRegistryKey,
+  typeOfKey,
+} from './keys.js';
 
 describe('key naming', () => {
   it('names streams {prefix}:{type} and the DLQ {prefix}:dlq, as Rust Watchtower does', () => {
@@ -15,6 +22,12 @@ describe('key naming', () => {
     expect(typeOfKey('wt', 'wt:dlq', 'wt:')).toBeUndefined();
     expect(typeOfKey('wt', 'wt:dlq', 'wt:not a type')).toBeUndefined();
     expect(typeOfKey('{wt}', '{wt}:dlq', '{wt}:a.b')).toBe('a.b');
+  });
+
+  it('keeps the stream registry where no event stream can be, in the hash slot of the prefix', () => {
+    expect(streamRegistryKey('wt')).toBe('wt:registry:streams');
+    expect(typeOfKey('wt', 'wt:dlq', streamRegistryKey('wt'))).toBeUndefined();
+    expect(hashTagOf(streamRegistryKey('{wt}'))).toBe('wt');
   });
 
   it('escapes glob characters of the prefix in the SCAN pattern', () => {

@@ -22,6 +22,15 @@ export function defaultDlqKey(prefix: string): string {
 }
 
 /**
+ * The key of the set of stream keys publishers have announced, which is also the name of the
+ * channel they announce new ones on (channels and keys are apart in Redis). No event type
+ * holds a `:`, so no event stream can take this key; it carries the prefix's hash tag.
+ */
+export function streamRegistryKey(prefix: string): string {
+  return `${prefix}:registry:streams`;
+}
+
+/**
  * The event type a stream key stands for, or `undefined` when the key is not one of this
  * prefix's event streams (another prefix, the DLQ stream, or not a valid event type).
  */

@@ -32,9 +32,7 @@ describe('Redis config: nested options objects', () => {
       NOT_OBJECTS.map(([what, value]) => [field, what, value] as const),
     ),
   )('refuses %s given as %s, naming it', (field, _what, value) => {
-    expect(configErrorField(() => resolveRedisConfig({ [field]: value } as RedisConfig))).toBe(
-      field,
-    );
+    expect(configErrorField(() => resolveRedisConfig({ [field]: value }))).toBe(field);
   });
 
   it.each(NOT_OBJECTS)('refuses cluster.options given as %s, naming it', (_what, value) => {

@@ -1,12 +1,41 @@
+/**
+ * The publish path of the transport: the `XADD`s of one turn sent together, and the
+ * announcement of a stream published to for the first time, in the same write. It is apart
+ * from the transport because it is the hot path: nothing here may cost a publish to a known
+ * stream more than the `XADD` itself.
+ */
 import { TurnBatcher } from '@watchtower/core/transport-kit';
 import type { RedisValue } from 'ioredis';
 import type { RedisClient } from './connections.js';
 
-interface QueuedXadd {
+/**
+ * A stream the transport publishes to, remembered per event type: its key, and whether it
+ * still has to be announced (see {@link PublishBatcher}).
+ */
+export interface PublishTarget {
   readonly key: string;
+  /** True until a publish to it has announced it (always false with announcements off). */
+  unannounced: boolean;
+}
+
+interface QueuedXadd {
+  readonly target: PublishTarget;
   readonly body: string;
+  /** This publish announces its stream (the first to it, or the first after a failed one). */
+  readonly announce: boolean;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
+}
+
+/** Where announcements go, and who hears of one that failed. */
+export interface Announcing {
+  /** The registry set and the channel: {@link streamRegistryKey}. */
+  readonly registry: string;
+  /**
+   * The `SADD` or the `PUBLISH` of an announcement failed (the `XADD` did not): the stream is
+   * announced again by its next publish, and the discovery scan finds it meanwhile.
+   */
+  readonly failed: (error: unknown, key: string) => void;
 }
 
 /**
@@ -15,12 +44,18 @@ interface QueuedXadd {
  * publish alone in its turn is sent as a plain command, so one-at-a-time publishing pays no
  * pipeline cost.
  *
+ * The first publish to a stream also announces it: `SADD registry key` and `PUBLISH registry
+ * key` right after its `XADD`, in the same pipeline, so that wildcard subscriptions of every
+ * process start reading it at once; the stream exists by the time they hear of it. Only that
+ * publish pays for it (two small commands in a write that goes out anyway).
+ *
  * Redis answers each command of a pipeline on its own: each publish settles with its own reply
  * (a `WRONGTYPE` on one stream fails only the publishes to that stream). Entries keep the order
  * of the `xadd` calls: one connection, commands written in that order.
  *
  * On a Redis Cluster a pipeline must stay within one slot. Every event stream of a transport
- * carries its prefix's hash tag (the configuration requires one on a cluster), hence one slot.
+ * and its registry carry the prefix's hash tag (the configuration requires one on a cluster),
+ * hence one slot; `PUBLISH` has no key.
  *
  * Rejections carry the driver's error as `mapError` maps it, with the key it was for.
  */
@@ -31,25 +66,32 @@ export class PublishBatcher {
    * @param client - the connection, asked at flush time; a publish connects before it queues.
    * @param head - the arguments between the key and the body: `[MAXLEN, ~, n,] *, event`.
    * @param mapError - what a publish rejects with, from the driver's error for its key.
+   * @param announcing - where first publishes announce their stream; `undefined`: nowhere.
    */
   constructor(
     private readonly client: () => RedisClient,
     private readonly head: readonly RedisValue[],
     private readonly mapError: (error: unknown, key: string) => unknown,
+    private readonly announcing: Announcing | undefined,
   ) {}
 
   /**
-   * Queues `XADD key ...head body` for this turn's flush. Resolves when Redis has the entry;
-   * rejects with `mapError` of the driver's error for this command.
+   * Queues `XADD key ...head body` for this turn's flush, with the announcement of the stream
+   * when it has not been announced yet. Resolves when Redis has the entry; rejects with
+   * `mapError` of the driver's error for this command.
    */
-  xadd(key: string, body: string): Promise<void> {
+  xadd(target: PublishTarget, body: string): Promise<void> {
+    const announce = target.unannounced;
+    // One publish announces; should it fail, the next one does.
+    if (announce) target.unannounced = false;
     return new Promise<void>((resolve, reject) => {
-      this.#turn.add({ key, body, resolve, reject });
+      this.#turn.add({ target, body, announce, resolve, reject });
     });
   }
 
   #fail(item: QueuedXadd, error: unknown): void {
-    item.reject(this.mapError(error, item.key));
+    if (item.announce) item.target.unannounced = true;
+    item.reject(this.mapError(error, item.target.key));
   }
 
   /**
@@ -64,28 +106,26 @@ export class PublishBatcher {
   #send(batch: readonly QueuedXadd[]): void {
     try {
       const client = this.client();
-      if (batch.length === 1) {
-        const item = batch[0] as QueuedXadd;
-        client.xadd(item.key, ...this.head, item.body).then(
-          () => item.resolve(),
-          (error: unknown) => this.#fail(item, error),
+      const only = batch.length === 1 ? (batch[0] as QueuedXadd) : undefined;
+      if (only !== undefined && !only.announce) {
+        client.xadd(only.target.key, ...this.head, only.body).then(
+          () => only.resolve(),
+          (error: unknown) => this.#fail(only, error),
         );
         return;
       }
       const pipeline = client.pipeline();
-      for (const item of batch) pipeline.xadd(item.key, ...this.head, item.body);
+      const announcing = this.announcing;
+      for (const item of batch) {
+        const { key } = item.target;
+        pipeline.xadd(key, ...this.head, item.body);
+        if (item.announce && announcing !== undefined) {
+          pipeline.sadd(announcing.registry, key);
+          pipeline.publish(announcing.registry, key);
+        }
+      }
       pipeline.exec().then(
-        (replies) => {
-          for (let i = 0; i < batch.length; i++) {
-            const item = batch[i] as QueuedXadd;
-            // [error, result] per command; exec() yields null only for an aborted MULTI.
-            const reply = replies?.[i];
-            if (reply === undefined)
-              this.#fail(item, new Error('the XADD pipeline returned no reply'));
-            else if (reply[0] !== null) this.#fail(item, reply[0]);
-            else item.resolve();
-          }
-        },
+        (replies) => this.#settle(batch, replies),
         (error: unknown) => {
           // The pipeline as a whole failed (e.g. no cluster slots): none of it was sent.
           for (const item of batch) this.#fail(item, error);
@@ -93,6 +133,27 @@ export class PublishBatcher {
       );
     } catch (error) {
       for (const item of batch) this.#fail(item, error);
+    }
+  }
+
+  /** Settles each publish with the reply of its `XADD`; reports failed announcements. */
+  #settle(batch: readonly QueuedXadd[], replies: [Error | null, unknown][] | null): void {
+    const announcing = this.announcing;
+    let at = 0;
+    for (const item of batch) {
+      // [error, result] per command; exec() yields null only for an aborted MULTI.
+      const reply = replies?.[at++];
+      if (reply === undefined) this.#fail(item, new Error('the XADD pipeline returned no reply'));
+      else if (reply[0] !== null) this.#fail(item, reply[0]);
+      else item.resolve();
+      if (!item.announce || announcing === undefined) continue;
+      const added = replies?.[at++];
+      const published = replies?.[at++];
+      const error = added?.[0] ?? published?.[0];
+      if (reply?.[0] === null && error !== undefined && error !== null) {
+        item.target.unannounced = true;
+        announcing.failed(error, item.target.key);
+      }
     }
   }
 }

@@ -71,10 +71,11 @@ import {
   type GroupConsumerOptions,
   type HandledItem,
 } from './group-consumer.js';
-import { scanPattern, streamKey, typeOfKey } from './keys.js';
+import { scanPattern, streamKey, streamRegistryKey, typeOfKey } from './keys.js';
 import { mapRedisError } from './map-error.js';
-import { PublishBatcher } from './publish-batcher.js';
+import { PublishBatcher, type PublishTarget } from './publish-batcher.js';
 import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
+import { StreamAnnouncements } from './stream-announcements.js';
 
 /**
  * What Redis Streams give, as data. `delayedRetry` is false: a nack's delay is timed by the
@@ -129,7 +130,9 @@ function idJustBefore(ms: number): string {
  * - Subscribe: a consumer group per subscription (`group` for competing consumers, else a group
  *   of its own, destroyed on unsubscribe), read with `XREADGROUP ... BLOCK` on a connection of
  *   its own. Wildcard patterns read every matching stream, found by `SCAN` and found again every
- *   `discoveryIntervalMs`.
+ *   `discoveryIntervalMs`, and at once a stream a publisher announces (`announceStreams`): the
+ *   first publish to a stream also `SADD`s its key to `{prefix}:registry:streams` and
+ *   `PUBLISH`es it on that channel, which wildcard subscriptions listen to.
  * - Redelivery: an entry is acked (`XACK`) only by `ack()`; nacked or abandoned entries stay
  *   pending and come back through `XCLAIM`/`XAUTOCLAIM`, with the delivery count as attempt.
  * - Dead letters: the stream `{prefix}:dlq`, fields `event`, `error`, `original_type` (as Rust
@@ -143,8 +146,10 @@ export class RedisTransport implements Transport {
   readonly #consumerBase: string;
   readonly #acks: AckBatcher;
   readonly #publishes: PublishBatcher;
-  /** The stream key of each event type published, remembered. */
-  readonly #streamKeys: BoundedMemo<string>;
+  /** The stream of each event type published, remembered, and whether it is announced. */
+  readonly #streamKeys: BoundedMemo<PublishTarget>;
+  /** Announced streams, heard while there are wildcard subscriptions (`announceStreams`). */
+  readonly #announcements: StreamAnnouncements | undefined;
   /** Subscriptions' and dead-letter consumers', until nothing they handed out is unsettled. */
   readonly #consumers = new Set<AnyConsumer>();
   readonly #wildcards = new Map<SubscriptionConsumer, CompiledPattern>();
@@ -170,7 +175,8 @@ export class RedisTransport implements Transport {
       () => this.#requireClient('XACK'),
       (error) => this.#life.report(error),
     );
-    const { maxLen, approximateTrim, prefix } = this.config;
+    const { maxLen, approximateTrim, prefix, announceStreams } = this.config;
+    const registry = streamRegistryKey(prefix);
     this.#publishes = new PublishBatcher(
       () => this.#requireClient('XADD'),
       maxLen === null
@@ -178,8 +184,34 @@ export class RedisTransport implements Transport {
         : ['MAXLEN', approximateTrim ? '~' : '=', maxLen, '*', 'event'],
       (error, key) =>
         this.#life.closed ? this.#life.closedError('publish') : mapRedisError(error, `XADD ${key}`),
+      announceStreams
+        ? {
+            registry,
+            failed: (error, key) =>
+              this.#life.report(mapRedisError(error, `announce ${key} on ${registry}`)),
+          }
+        : undefined,
     );
-    this.#streamKeys = new BoundedMemo((type) => streamKey(prefix, type));
+    // Forgotten with the memo past its bound: announced again then, which is harmless.
+    this.#streamKeys = new BoundedMemo((type) => ({
+      key: streamKey(prefix, type),
+      unannounced: announceStreams,
+    }));
+    this.#announcements = announceStreams
+      ? new StreamAnnouncements({
+          registry,
+          command: () => this.#requireClient(`SMEMBERS ${registry}`),
+          createConnection: () =>
+            createBlockingConnection(
+              this.#requireClient('SUBSCRIBE'),
+              this.config,
+              `${this.#consumerBase}-announcements`,
+            ),
+          announced: (key) => this.#onAnnounced(key),
+          report: (error) => this.#life.report(error),
+          track: (work, operation) => this.#life.track(work, operation),
+        })
+      : undefined;
   }
 
   /** Adds a listener; returns a function that removes it. */
@@ -272,7 +304,7 @@ export class RedisTransport implements Transport {
    * `CLOSED` after `close()`, `CONNECTION`/`TRANSPORT` when Redis fails.
    */
   publish(event: Event, options?: PublishOptions): Promise<void> {
-    let key: string;
+    let target: PublishTarget;
     let body: string;
     try {
       this.#life.assertOpen('publish');
@@ -281,10 +313,10 @@ export class RedisTransport implements Transport {
         throwIfAborted(options.signal, 'the publish');
       }
       assertEventType(event.type);
-      key = this.#streamKeys.get(event.type);
-      if (key === this.config.dlqStream) {
+      target = this.#streamKeys.get(event.type);
+      if (target.key === this.config.dlqStream) {
         throw new ValidationError(
-          `event type ${JSON.stringify(event.type)} would be written to the dead-letter stream ${key}`,
+          `event type ${JSON.stringify(event.type)} would be written to the dead-letter stream ${target.key}`,
           [{ message: 'event type collides with the DLQ stream', path: ['type'] }],
         );
       }
@@ -294,9 +326,9 @@ export class RedisTransport implements Transport {
     }
     // Not async: a connected publish hands back the batcher's promise, one promise per event.
     if (this.#life.phase !== 'open') {
-      return this.connect().then(() => this.#publishes.xadd(key, body));
+      return this.connect().then(() => this.#publishes.xadd(target, body));
     }
-    return this.#publishes.xadd(key, body);
+    return this.#publishes.xadd(target, body);
   }
 
   // -----------------------------------------------------------------------------------------------
@@ -363,15 +395,23 @@ export class RedisTransport implements Transport {
       // Breaking out of `for await` unsubscribes (the subscription exists by then).
       () => this.#life.track(subscription.unsubscribe(), `unsubscribe from ${pattern}`),
     );
-    await this.#startConsumer(consumer, `subscribe ${pattern}`, async () => {
-      if (!compiled.literal) {
-        await consumer.addInitialStreams(await this.#matchingStreams(client, compiled));
-      }
-    });
     if (!compiled.literal) {
+      // Listening (and hearing of streams for this consumer) before the scan: a stream created
+      // after the scan is announced to it.
       this.#wildcards.set(consumer, compiled);
-      this.#startDiscovery();
+      await this.#announcements?.start();
     }
+    try {
+      await this.#startConsumer(consumer, `subscribe ${pattern}`, async () => {
+        if (!compiled.literal) {
+          await consumer.addInitialStreams(await this.#matchingStreams(client, compiled));
+        }
+      });
+    } catch (error) {
+      this.#wildcards.delete(consumer);
+      throw error;
+    }
+    if (!compiled.literal) this.#startDiscovery();
     const subscription = new SourceSubscription(pattern, consumer, {
       clock: this.config.clock,
       stopTimeoutMs: this.config.unsubscribeTimeoutMs,
@@ -490,6 +530,19 @@ export class RedisTransport implements Transport {
       },
       (error) => this.#life.report(mapRedisError(error, 'discover streams')),
     );
+  }
+
+  /** A stream was announced: wildcard subscriptions it matches read it from now on. */
+  #onAnnounced(key: string): void {
+    const type = typeOfKey(this.config.prefix, this.config.dlqStream, key);
+    if (type === undefined) return;
+    for (const [consumer, pattern] of this.#wildcards) {
+      if (!pattern.matches(type)) continue;
+      this.#life.track(
+        consumer.addStreams([key]),
+        `add announced stream ${key} to ${consumer.group}`,
+      );
+    }
   }
 
   async #discover(): Promise<void> {
@@ -673,6 +726,7 @@ export class RedisTransport implements Transport {
     // Publishes made before close() go out now, ahead of everything close() sends.
     this.#publishes.flush();
     this.#stopDiscovery?.();
+    this.#announcements?.drop();
     await deadline.within(this.#life.connecting?.catch(() => {}) ?? RESOLVED);
     const consumers = [...this.#consumers];
     await deadline.within(Promise.allSettled(consumers.map((consumer) => consumer.stop())));
@@ -707,6 +761,7 @@ export class RedisTransport implements Transport {
 
   /** Drops every connection, so that the commands still pending on them end now. */
   #dropConnections(): void {
+    this.#announcements?.drop();
     for (const consumer of this.#consumers) consumer.disconnect();
     if (this.#client !== undefined) dropConnection(this.#client);
   }

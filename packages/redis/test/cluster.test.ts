@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createEvent, type DeadLetter, type Event } from '@watchtower/core';
-import { RedisTransport } from '../src/index.js';
+import { RedisTransport, type RedisConfig } from '../src/index.js';
 import {
   FAST,
   PrivateRedisServer,
@@ -52,12 +52,13 @@ afterEach(async () => {
   await deleteKeysAndQuit(new Redis(server.url), prefix);
 });
 
-function clusterTransport(): RedisTransport {
+function clusterTransport(config: RedisConfig = {}): RedisTransport {
   const t = new RedisTransport({
     url: server.url,
     cluster: { nodes: [{ host: '127.0.0.1', port: server.port }] },
     prefix,
     ...FAST,
+    ...config,
   });
   transports.push(t);
   return t;
@@ -113,6 +114,21 @@ describe('RedisTransport on a Redis Cluster', () => {
         );
         expect(ns).toEqual(Array.from({ length: 300 }, (_, n) => n).filter((n) => n % 3 === index));
       }
+    } finally {
+      await admin.quit();
+    }
+  });
+
+  it('announces a new stream in the pipeline of its first XADD: a wildcard subscription reads it within blockMs, not at discovery', async () => {
+    prefix = `{${uniquePrefix('cluster')}}`;
+    const subscriber = clusterTransport({ discoveryIntervalMs: 60_000 });
+    const publisher = clusterTransport();
+    const received = ackAll(await subscriber.subscribe('news.*'));
+    await publisher.publish(createEvent('news.posted', { n: 1 }));
+    await eventually(() => expect(received.deliveries).toHaveLength(1), FAST.blockMs + 2000);
+    const admin = new Redis(server.url);
+    try {
+      expect(await admin.smembers(`${prefix}:registry:streams`)).toEqual([`${prefix}:news.posted`]);
     } finally {
       await admin.quit();
     }
