@@ -183,6 +183,90 @@ describe('decodeEvent round trip', () => {
   });
 });
 
+describe('what createEvent accepts, every consumer decodes', () => {
+  // Metadata as a caller without a type checker might give it: right and wrong types, RFC 3339
+  // and other date forms, Dates in and out of range.
+  const anyString = fc.string({ unit: 'binary', maxLength: 30 });
+  const anyValue = fc.oneof(
+    anyString,
+    fc.integer(),
+    fc.boolean(),
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.array(anyString, { maxLength: 2 }),
+    fc.dictionary(anyString, anyString, { maxKeys: 2 }),
+  );
+  const digits = (length: number): fc.Arbitrary<string> =>
+    fc.string({ unit: fc.constantFrom(...'0123456789'), minLength: length, maxLength: length });
+  const timestampLike = fc
+    .tuple(
+      digits(4),
+      digits(2),
+      digits(2),
+      fc.constantFrom('T', 't', ' '),
+      digits(2),
+      digits(2),
+      digits(2),
+      fc
+        .oneof(fc.constant(''), digits(1), digits(3), digits(9), digits(12))
+        .map((f) => (f === '' ? '' : `.${f}`)),
+      fc.constantFrom('Z', 'z', '+00:00', '-00:00', '+01:00', ''),
+    )
+    .map(([y, mo, d, t, h, mi, s, f, zone]) => `${y}-${mo}-${d}${t}${h}:${mi}:${s}${f}${zone}`);
+  const timestamp = fc.oneof(
+    timestampLike,
+    fc.date().map((date) => date.toISOString()),
+    fc.date({ noInvalidDate: false }),
+    fc.constantFrom('Nov 7, 2025', '2025-11-07', 'hello', '1700000000000'),
+    anyValue,
+  );
+  const headers = fc.oneof(
+    fc.dictionary(anyString, anyString, { maxKeys: 4 }),
+    fc.dictionary(anyString, anyValue, { maxKeys: 3 }),
+    anyValue,
+  );
+  const metadata = fc.record(
+    {
+      id: fc.oneof(fc.uuid(), anyValue),
+      timestamp,
+      source: fc.oneof(anyString, anyValue),
+      correlationId: fc.oneof(fc.uuid(), anyValue),
+      causationId: fc.oneof(anyString, anyValue),
+      headers,
+    },
+    { requiredKeys: [] },
+  );
+  // JSON has no -0 (it is written as 0), so payloads are taken as JSON would give them back.
+  const payload = fc
+    .jsonValue({ maxDepth: 3 })
+    .map((value) => JSON.parse(JSON.stringify(value)) as unknown);
+
+  it('round-trips through encode and decode, from text and from bytes, or is refused with VALIDATION', () => {
+    let accepted = 0;
+    fc.assert(
+      fc.property(metadata, payload, (given, body) => {
+        let event: Event;
+        try {
+          event = createEvent('order.placed', body, given as never);
+        } catch (error) {
+          expect(isWatchtowerError(error, ErrorCode.VALIDATION)).toBe(true);
+          return;
+        }
+        accepted++;
+        expect(decodeEvent(encodeEvent(event))).toEqual(event);
+        expect(decodeEvent(encodeEventBytes(event))).toEqual(event);
+        // What decodes is what a Rust service reads: an RFC 3339 UTC timestamp.
+        expect(event.timestamp).toMatch(
+          /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$/,
+        );
+      }),
+      { numRuns: 2000 },
+    );
+    // The generators reach both sides of the check.
+    expect(accepted).toBeGreaterThan(20);
+  });
+});
+
 describe('decodeEvent of JSON written by the Rust library', () => {
   it('decodes nulls as absent fields', () => {
     const rust =

@@ -449,6 +449,47 @@ describe('EventBus publish', () => {
     await bus.close();
   });
 
+  it.each<[string, Record<string, unknown>]>([
+    ['a numeric source', { source: 5 }],
+    ['a numeric header', { headers: { n: 1 } }],
+    ['a timestamp that is no date', { timestamp: 'hello' }],
+    ['a timestamp that is not RFC 3339', { timestamp: 'Nov 7, 2025' }],
+    ['a numeric correlationId', { correlationId: 7 }],
+  ])(
+    'refuses %s with VALIDATION before anything is sent, as metadata and on a whole event',
+    async (_, metadata) => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+
+      expect(codeOf(await rejection(bus.publish('a.b', {}, metadata as never)))).toBe(
+        ErrorCode.VALIDATION,
+      );
+      const event = { ...createEvent('a.b', {}), ...metadata } as Event;
+      expect(codeOf(await rejection(bus.publish(event)))).toBe(ErrorCode.VALIDATION);
+
+      expect(transport.publishCalls).toHaveLength(0);
+      expect(bus.stats().circuitBreaker.totalRequests).toBe(0);
+      await bus.close();
+    },
+  );
+
+  it('writes a Date timestamp as RFC 3339 and consumers decode what publish accepted', async () => {
+    const bus = makeBus();
+    const got = collectEvents();
+    await bus.subscribe('a.b', got.handler);
+
+    await bus.publish('a.b', {}, { timestamp: new Date(Date.UTC(2025, 10, 7, 10)) });
+    await bus.publish('a.b', {}, { timestamp: '2025-11-07T10:00:00.123456789Z', headers: {} });
+    const received = await got.waitForCount(2);
+
+    expect(received.map((e) => e.timestamp)).toEqual([
+      '2025-11-07T10:00:00.000Z',
+      '2025-11-07T10:00:00.123456789Z',
+    ]);
+    expect(bus.stats()).toMatchObject({ deadLettered: 0, malformed: 0 });
+    await bus.close();
+  });
+
   describe('payloads that cannot be JSON', () => {
     const cyclic = (): Record<string, unknown> => {
       const value: Record<string, unknown> = { n: 1 };

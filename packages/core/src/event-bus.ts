@@ -31,7 +31,7 @@ import {
   WatchtowerError,
 } from './errors.js';
 import { clearEncoding, primeEncoding, writeEvent } from './codec.js';
-import { assertEventType, createEventAt, type Event, type EventMetadataInput } from './event.js';
+import { assertEvent, createEventAt, type Event, type EventMetadataInput } from './event.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
 import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
 import {
@@ -414,7 +414,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       event =
         typeof eventOrType === 'string'
           ? createEventAt(eventOrType, payload, this.#withSource(metadata), this.#clock)
-          : checkEvent(eventOrType);
+          : checkedEvent(eventOrType);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -985,25 +985,7 @@ function rejectOverlapInGroup(patterns: readonly CompiledPattern[]): void {
   }
 }
 
-function checkEvent(event: Event): Event {
-  if (typeof event !== 'object' || event === null) {
-    throw new ValidationError('publish() needs an Event (use createEvent) or (type, payload)');
-  }
-  assertEventType(event.type);
-  if (typeof event.id !== 'string' || event.id.length === 0) {
-    throw new ValidationError('event.id must be a non-empty string', [
-      { message: 'required', path: ['id'] },
-    ]);
-  }
-  if (typeof event.timestamp !== 'string') {
-    throw new ValidationError('event.timestamp must be an RFC 3339 string', [
-      { message: 'required', path: ['timestamp'] },
-    ]);
-  }
-  if (typeof event.headers !== 'object' || event.headers === null) {
-    throw new ValidationError('event.headers must be an object of strings', [
-      { message: 'required', path: ['headers'] },
-    ]);
-  }
+function checkedEvent(event: Event): Event {
+  assertEvent(event);
   return event;
 }

@@ -1,7 +1,14 @@
+/**
+ * The event model: the `Event` shape, `createEvent`, and the rules an event's fields must
+ * follow so that every consumer, in any language, decodes it: a valid dotted type, string
+ * ids, string-valued headers, an RFC 3339 UTC timestamp. `createEvent` and the bus's
+ * `publish` refuse the rest with `VALIDATION` before anything is sent; the codec's decoder
+ * accepts all of it (and more, from other writers). Nothing here encodes or sends.
+ */
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from './clock.js';
 import { ValidationError } from './errors.js';
-import { rejectUnknownOptions } from './options.js';
+import { describeValue, rejectUnknownOptions } from './options.js';
 
 /**
  * An event: a plain, serialisable object. Create one with {@link createEvent}.
@@ -13,7 +20,10 @@ export interface Event<P = unknown, T extends string = string> {
   id: string;
   /** Dotted tokens of `[A-Za-z0-9_-]`, e.g. `user.created`. */
   type: T;
-  /** RFC 3339 timestamp in UTC. */
+  /**
+   * RFC 3339 timestamp in UTC: `2025-11-07T10:00:00.123Z` (a fraction of up to nine digits,
+   * `Z` or `+00:00`).
+   */
   timestamp: string;
   source?: string;
   correlationId?: string;
@@ -23,16 +33,23 @@ export interface Event<P = unknown, T extends string = string> {
   payload: P;
 }
 
-/** Optional fields for {@link createEvent}. */
+/**
+ * Optional fields for {@link createEvent}. Each is checked: a value of another type is a
+ * `VALIDATION` error naming the field.
+ */
 export interface EventMetadataInput {
-  /** @defaultValue a new UUID v4 */
+  /** A non-empty string. @defaultValue a new UUID v4 */
   id?: string;
-  /** @defaultValue now */
+  /**
+   * An RFC 3339 UTC string (kept as written), or a `Date` of the years 0 to 9999 (written with
+   * `toISOString()`).
+   * @defaultValue now
+   */
   timestamp?: string | Date;
   source?: string;
   correlationId?: string;
   causationId?: string;
-  /** @defaultValue `{}` */
+  /** A plain object of string values; copied. @defaultValue `{}` */
   headers?: Record<string, string>;
 }
 
@@ -94,24 +111,147 @@ export function createEventAt<P, T extends string>(
   clock: Clock,
 ): Event<P, T> {
   assertEventType(type);
-  if (metadata !== undefined) rejectUnknownOptions(metadata, METADATA_KEYS, 'event metadata');
-  const id = metadata?.id ?? randomUUID();
-  if (typeof id !== 'string' || id.length === 0) {
-    throw new ValidationError('invalid event id: expected a non-empty string (a UUID by default)', [
-      { message: 'invalid id', path: ['id'] },
-    ]);
+  if (metadata === undefined) {
+    return { id: randomUUID(), type, timestamp: nowIso(clock), headers: {}, payload };
   }
+  rejectUnknownOptions(metadata, METADATA_KEYS, 'event metadata');
+  const id = metadata.id ?? randomUUID();
+  checkId(id);
+  const headers = metadata.headers;
+  if (headers !== undefined) checkHeaders(headers);
   const event: Event<P, T> = {
     id,
     type,
-    timestamp: toTimestamp(metadata?.timestamp, clock),
-    headers: metadata?.headers === undefined ? {} : { ...metadata.headers },
+    timestamp: toTimestamp(metadata.timestamp, clock),
+    headers: headers === undefined ? {} : { ...headers },
     payload,
   };
-  if (metadata?.source !== undefined) event.source = metadata.source;
-  if (metadata?.correlationId !== undefined) event.correlationId = metadata.correlationId;
-  if (metadata?.causationId !== undefined) event.causationId = metadata.causationId;
+  const { source, correlationId, causationId } = metadata;
+  if (source !== undefined) event.source = optionalString('source', source);
+  if (correlationId !== undefined) {
+    event.correlationId = optionalString('correlationId', correlationId);
+  }
+  if (causationId !== undefined) event.causationId = optionalString('causationId', causationId);
   return event;
+}
+
+/**
+ * Throws a `VALIDATION` error naming the field unless `event` is an event every consumer can
+ * decode: a valid type, a non-empty string id, an RFC 3339 UTC timestamp string, string
+ * `source`/`correlationId`/`causationId` where present, and headers that are a plain object of
+ * strings. The payload is not looked at here (the bus refuses one that cannot be JSON when it
+ * encodes it).
+ */
+export function assertEvent(event: unknown): asserts event is Event {
+  if (typeof event !== 'object' || event === null) {
+    throw new ValidationError('publish() needs an Event (use createEvent) or (type, payload)');
+  }
+  const candidate = event as Partial<Record<keyof Event, unknown>>;
+  assertEventType(candidate.type);
+  checkId(candidate.id);
+  if (!isRfc3339Utc(candidate.timestamp)) throw invalidTimestamp(candidate.timestamp);
+  if (candidate.source !== undefined) optionalString('source', candidate.source);
+  if (candidate.correlationId !== undefined) {
+    optionalString('correlationId', candidate.correlationId);
+  }
+  if (candidate.causationId !== undefined) optionalString('causationId', candidate.causationId);
+  checkHeaders(candidate.headers);
+}
+
+function checkId(id: unknown): asserts id is string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new ValidationError(
+      `invalid event id ${showValue(id)}: expected a non-empty string (a UUID by default)`,
+      [{ message: 'invalid id', path: ['id'] }],
+    );
+  }
+}
+
+function optionalString(field: 'source' | 'correlationId' | 'causationId', value: unknown): string {
+  if (typeof value !== 'string') {
+    throw new ValidationError(`invalid event ${field} ${showValue(value)}: expected a string`, [
+      { message: `invalid ${field}`, path: [field] },
+    ]);
+  }
+  return value;
+}
+
+/** Headers are a plain object (no array, Map or class instance) whose own values are strings. */
+function checkHeaders(headers: unknown): asserts headers is Record<string, string> {
+  if (typeof headers !== 'object' || headers === null || !isPlain(headers)) {
+    throw new ValidationError(
+      `invalid event headers ${showValue(headers)}: expected an object of string values`,
+      [{ message: 'invalid headers', path: ['headers'] }],
+    );
+  }
+  for (const key of Object.keys(headers)) {
+    const value = (headers as Record<string, unknown>)[key];
+    if (typeof value !== 'string') {
+      throw new ValidationError(
+        `invalid event headers: the value of ${JSON.stringify(key)} is ${showValue(value)}, expected a string`,
+        [{ message: 'header values must be strings', path: ['headers', key] }],
+      );
+    }
+  }
+}
+
+function isPlain(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
+}
+
+/** How a refused value is shown, in the style of option errors. */
+function showValue(value: unknown): string {
+  return value instanceof Date ? 'a Date' : describeValue(value);
+}
+
+/**
+ * RFC 3339 in UTC, as every Watchtower consumer reads it (Rust's chrono included): date `T`
+ * time, seconds 00-59, a fraction of one to nine digits, `Z` or `+00:00`.
+ */
+const RFC3339_UTC = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|\+00:00)$/;
+
+// Events published together share a timestamp string: the last valid one skips the checks.
+let lastValidTimestamp = '';
+
+/**
+ * True when `value` is an RFC 3339 UTC timestamp of a real calendar date and time (no
+ * February 30, no hour 24, no leap second: `Date.parse` would roll those over, chrono refuses
+ * them).
+ */
+export function isRfc3339Utc(value: unknown): value is string {
+  if (value === lastValidTimestamp && value !== '') return true;
+  if (typeof value !== 'string') return false;
+  const parts = RFC3339_UTC.exec(value);
+  if (parts === null) return false;
+  const year = Number(parts[1]);
+  const month = Number(parts[2]);
+  const day = Number(parts[3]);
+  if (
+    month < 1 ||
+    month > 12 ||
+    day < 1 ||
+    day > daysInMonth(year, month) ||
+    Number(parts[4]) > 23 ||
+    Number(parts[5]) > 59 ||
+    Number(parts[6]) > 59
+  ) {
+    return false;
+  }
+  lastValidTimestamp = value;
+  return true;
+}
+
+function daysInMonth(year: number, month: number): number {
+  if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+function invalidTimestamp(value: unknown): ValidationError {
+  return new ValidationError(
+    `invalid event timestamp ${showValue(value)}: expected RFC 3339 in UTC, e.g. "2025-11-07T10:00:00.000Z", or a Date`,
+    [{ message: 'invalid timestamp', path: ['timestamp'] }],
+  );
 }
 
 // Formatting a Date costs more than the rest of createEvent; events created within the same
@@ -128,21 +268,20 @@ function nowIso(clock: Clock): string {
   return lastIso;
 }
 
-function toTimestamp(value: string | Date | undefined, clock: Clock): string {
+function toTimestamp(value: unknown, clock: Clock): string {
   if (value === undefined) return nowIso(clock);
   if (typeof value === 'string') {
-    if (Number.isNaN(Date.parse(value))) {
-      throw new ValidationError(
-        `invalid event timestamp ${JSON.stringify(value)}: expected RFC 3339`,
-        [{ message: 'invalid timestamp', path: ['timestamp'] }],
-      );
-    }
+    if (!isRfc3339Utc(value)) throw invalidTimestamp(value);
     return value;
   }
+  if (!(value instanceof Date)) throw invalidTimestamp(value);
   if (Number.isNaN(value.getTime())) {
     throw new ValidationError('invalid event timestamp: the Date is not valid', [
       { message: 'invalid date', path: ['timestamp'] },
     ]);
   }
+  // Outside these years toISOString() writes an extended year (+010000-...), not RFC 3339.
+  const year = value.getUTCFullYear();
+  if (year < 0 || year > 9999) throw invalidTimestamp(value);
   return value.toISOString();
 }
