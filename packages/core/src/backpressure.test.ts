@@ -44,21 +44,17 @@ describe('BackpressureController', () => {
     expect(bp.admit('b')).toBeUndefined();
     expect(available).toBe(2);
     expect(bp.size).toBe(2);
-    expect(bp.waiting).toBe(2);
   });
 
-  it('hands out the oldest item and keeps its slot until release()', () => {
-    const bp = new BackpressureController<string>({ maxQueueSize: 3, clock: new FakeClock() });
+  it('hands out the oldest item and frees its slot at once', () => {
+    const bp = new BackpressureController<string>({ maxQueueSize: 2, clock: new FakeClock() });
     fill(bp, 'a', 'b');
     expect(bp.take()).toBe('a');
-    expect(bp.size).toBe(2);
-    expect(bp.waiting).toBe(1);
-    bp.release();
     expect(bp.size).toBe(1);
-    expect(bp.take()).toBe('b');
-    expect(bp.take()).toBeUndefined();
-    bp.release();
-    bp.release(); // one too many: ignored
+    // The taken item's slot is free: a new item fits without any strategy acting.
+    fill(bp, 'c');
+    expect(bp.stats()).toMatchObject({ droppedEvents: 0, rejectedEvents: 0 });
+    expect([bp.take(), bp.take(), bp.take()]).toEqual(['b', 'c', undefined]);
     expect(bp.size).toBe(0);
   });
 
@@ -86,27 +82,28 @@ describe('BackpressureController', () => {
       expect(dropped).toHaveLength(1);
       expect(dropped[0]?.[0]).toBe('a');
       expect(dropped[0]?.[1]).toMatchObject({ code: ErrorCode.BACKPRESSURE_DROPPED });
-      expect([bp.take(), bp.take()]).toEqual(['b', 'c']);
       expect(bp.stats()).toMatchObject({ droppedEvents: 1, currentQueueSize: 2 });
+      expect([bp.take(), bp.take()]).toEqual(['b', 'c']);
     });
 
-    it('never evicts a taken item: evicts the oldest still waiting, or rejects with BACKPRESSURE_FULL', () => {
-      const bp = new BackpressureController<string>({ maxQueueSize: 2, strategy: 'drop-oldest' });
+    it('never evicts a taken item, and never refuses: a full queue always has one waiting to evict', () => {
+      const bp = new BackpressureController<string>({ maxQueueSize: 1, strategy: 'drop-oldest' });
       const dropped: string[] = [];
       bp.on('dropped', (item) => dropped.push(item));
-      fill(bp, 'a', 'b');
-      bp.take(); // 'a' in flight
+      fill(bp, 'a');
+      expect(bp.take()).toBe('a'); // 'a' handed on: no longer the queue's
+      fill(bp, 'b');
       expect(bp.admit('c')).toBeUndefined();
-      expect(dropped).toEqual(['b']);
-      bp.take(); // 'c' in flight
+      expect(bp.admit('d')).toBeUndefined();
 
-      expect(thrown(() => bp.admit('d'))).toMatchObject({ code: ErrorCode.BACKPRESSURE_FULL });
-      expect(bp.stats()).toMatchObject({ droppedEvents: 1, rejectedEvents: 1, waiting: 0 });
+      expect(dropped).toEqual(['b', 'c']);
+      expect(bp.take()).toBe('d');
+      expect(bp.stats()).toMatchObject({ droppedEvents: 2, rejectedEvents: 0 });
     });
   });
 
   describe("strategy 'block'", () => {
-    it('waits for room and proceeds on release(), first blocked first', async () => {
+    it('waits for room and proceeds on take(), first blocked first', async () => {
       const clock = new FakeClock();
       const bp = new BackpressureController<string>({ maxQueueSize: 2, strategy: 'block', clock });
       fill(bp, 'a', 'b');
@@ -114,11 +111,10 @@ describe('BackpressureController', () => {
       const d = track(bp.admit('d'));
       expect(bp.stats().blockedAdmits).toBe(2);
 
-      expect(bp.take()).toBe('a');
       await flush();
       expect(c.state).toBe('pending');
 
-      bp.release();
+      expect(bp.take()).toBe('a');
       await flush();
       expect(c.state).toBe('resolved');
       expect(d.state).toBe('pending');
@@ -127,12 +123,15 @@ describe('BackpressureController', () => {
       const e = track(bp.admit('e'));
 
       expect(bp.take()).toBe('b');
-      bp.release();
       await flush();
       expect(d.state).toBe('resolved');
       expect(e.state).toBe('pending');
-      expect([bp.take(), bp.take()]).toEqual(['c', 'd']);
       expect(clock.pendingTimers()).toBe(1);
+      expect([bp.take(), bp.take()]).toEqual(['c', 'd']);
+      await flush();
+      expect(e.state).toBe('resolved');
+      expect(clock.pendingTimers()).toBe(0);
+      expect(bp.take()).toBe('e');
     });
 
     it('rejects with BACKPRESSURE_FULL after blockTimeoutMs and frees its turn', async () => {
@@ -157,7 +156,6 @@ describe('BackpressureController', () => {
       expect(bp.stats()).toMatchObject({ rejectedEvents: 1, blockedAdmits: 1 });
 
       bp.take();
-      bp.release();
       await flush();
       expect(c.state).toBe('resolved');
       expect(bp.take()).toBe('c');
@@ -174,7 +172,6 @@ describe('BackpressureController', () => {
       await flush();
       expect(b.state).toBe('pending');
       bp.take();
-      bp.release();
       await flush();
       expect(b.state).toBe('resolved');
     });
@@ -197,7 +194,6 @@ describe('BackpressureController', () => {
       expect(bp.stats()).toMatchObject({ blockedAdmits: 1, rejectedEvents: 0 });
 
       bp.take();
-      bp.release();
       await flush();
       expect(c.state).toBe('resolved');
       expect(bp.take()).toBe('c');
@@ -210,7 +206,7 @@ describe('BackpressureController', () => {
       expect(bp.size).toBe(0);
     });
 
-    it('keeps many timed-out admitters from piling up while nothing is released', async () => {
+    it('keeps many timed-out admitters from piling up while nothing is taken', async () => {
       const clock = new FakeClock();
       const bp = new BackpressureController<number>({ maxQueueSize: 1, blockTimeoutMs: 10, clock });
       expect(bp.admit(0)).toBeUndefined();
@@ -223,7 +219,6 @@ describe('BackpressureController', () => {
       expect(tracked.every((t) => t.state === 'rejected')).toBe(true);
       const last = track(bp.admit(501));
       bp.take();
-      bp.release();
       await flush();
       expect(last.state).toBe('resolved');
       expect(bp.stats()).toMatchObject({ blockedAdmits: 0, rejectedEvents: 500 });
@@ -250,10 +245,7 @@ describe('BackpressureController', () => {
     expect(events).toEqual(['warning@5']);
     expect(lastWarning?.fillRatio()).toBe(0.5);
 
-    for (let i = 0; i < 6; i++) {
-      bp.take();
-      bp.release();
-    }
+    for (let i = 0; i < 6; i++) bp.take();
     expect(events).toEqual(['warning@5', 'recovered@4']);
     fill(bp, 'x');
     expect(events).toEqual(['warning@5', 'recovered@4', 'warning@5']);
@@ -262,13 +254,11 @@ describe('BackpressureController', () => {
   it('reports stats as a snapshot with fillRatio()', () => {
     const bp = new BackpressureController<string>({ maxQueueSize: 4 });
     fill(bp, 'a', 'b', 'c');
-    bp.take();
     const stats = bp.stats();
-    bp.release();
+    bp.take();
     expect(stats).toMatchObject({
       currentQueueSize: 3,
       maxQueueSize: 4,
-      waiting: 2,
       droppedEvents: 0,
       rejectedEvents: 0,
       blockedAdmits: 0,
@@ -292,20 +282,17 @@ describe('BackpressureController', () => {
     const bp = new BackpressureController<string>({ maxQueueSize: 3, clock });
     fill(bp, 'a', 'b', 'c');
     expect(bp.take()).toBe('a');
-    const d = track(bp.admit('d'));
+    fill(bp, 'd');
+    const e = track(bp.admit('e'));
     const reason = new ClosedError('bus closed');
 
-    expect(bp.close(reason)).toEqual(['b', 'c']);
+    expect(bp.close(reason)).toEqual(['b', 'c', 'd']);
     await flush();
-    expect(d.state).toBe('rejected');
-    expect(d.error).toBe(reason);
+    expect(e.state).toBe('rejected');
+    expect(e.error).toBe(reason);
     expect(clock.pendingTimers()).toBe(0);
-    expect(thrown(() => bp.admit('e'))).toMatchObject({ code: ErrorCode.CLOSED });
+    expect(thrown(() => bp.admit('f'))).toMatchObject({ code: ErrorCode.CLOSED });
     expect(bp.close(reason)).toEqual([]);
-
-    // The item taken before close still holds its slot until released.
-    expect(bp.size).toBe(1);
-    bp.release();
     expect(bp.size).toBe(0);
   });
 

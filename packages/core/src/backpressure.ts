@@ -1,8 +1,10 @@
 /**
- * `BackpressureController`: the bounded queue of accepted, not yet confirmed publishes, with
- * its strategies (`drop-oldest`, `drop-newest`, `block` with an optional wait) and the warning
- * threshold. It only admits, orders and evicts entries: it never sends anything, and every
- * entry it drops is rejected with a typed error, never lost silently.
+ * `BackpressureController`: the bounded queue of publishes accepted and not yet handed on,
+ * with its strategies (`drop-oldest`, `drop-newest`, `block` with an optional wait) and the
+ * warning threshold. It only admits, orders and evicts entries: it never sends anything, and
+ * every entry it drops is rejected with a typed error, never lost silently. How many taken
+ * entries are in flight is the taker's business (the bus bounds them with
+ * `publishConcurrency`), so a full queue always holds entries that `drop-oldest` can evict.
  */
 import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { Emitter } from './emitter.js';
@@ -11,19 +13,22 @@ import { Fifo } from './transport-kit/fifo.js';
 import { checkClock, checkInteger, checkNumber, checkOneOf, withDefaults } from './options.js';
 
 /**
- * What {@link BackpressureController.admit} does when the queue is full.
+ * What {@link BackpressureController.admit} does when the queue is full. Each strategy always
+ * has its effect, whatever the other options:
  *
  * - `drop-oldest`: evict the oldest waiting item (reported through `dropped` with
  *   `BACKPRESSURE_DROPPED`) and queue the new one.
  * - `drop-newest`: refuse the new item with `BACKPRESSURE_FULL`.
- * - `block`: wait for room, up to `blockTimeoutMs`.
+ * - `block`: wait for room (a `take()`), up to `blockTimeoutMs`.
  */
 export type BackpressureStrategy = 'drop-oldest' | 'drop-newest' | 'block';
 
 /** Options of {@link BackpressureController}. */
 export interface BackpressureOptions {
   /**
-   * Most items held at once: waiting plus taken but not yet released. Integer >= 1.
+   * Most items waiting at once: admitted and not yet taken. A taken item has left the queue
+   * (in the `EventBus`: handed to the transport, where `publishConcurrency` bounds how many
+   * are in flight). Integer >= 1.
    * @defaultValue 1000
    */
   maxQueueSize?: number;
@@ -61,11 +66,9 @@ export const DEFAULT_BACKPRESSURE_OPTIONS: Readonly<Required<BackpressureOptions
 
 /** A plain snapshot from {@link BackpressureController.stats}. */
 export interface BackpressureStats {
-  /** Waiting items plus taken items not yet released. */
+  /** Items admitted and not yet taken. */
   currentQueueSize: number;
   maxQueueSize: number;
-  /** Items queued and not yet taken. */
-  waiting: number;
   /** Items evicted by `drop-oldest`. Never reset. */
   droppedEvents: number;
   /** `admit` calls refused with `BACKPRESSURE_FULL` (full, or a block timed out). Never reset. */
@@ -100,11 +103,12 @@ interface BlockedAdmit<T> {
 }
 
 /**
- * The bounded publish queue of an EventBus: items accepted but not yet confirmed.
+ * The bounded publish queue of an EventBus: items accepted and not yet handed on.
  *
- * A producer calls `admit(item)`; a worker `take()`s items (on `available`) and calls
- * `release()` once each is done, which frees its slot. Size counts both waiting and taken
- * items, so a slow broker fills the queue even when the worker keeps up with taking.
+ * A producer calls `admit(item)`; a worker `take()`s items (on `available`), which frees
+ * their slots at once. A worker that bounds its own work (the bus sends at most
+ * `publishConcurrency` at a time) stops taking when it is busy, so a slow broker fills the
+ * queue, and the strategy decides what happens to the next item.
  */
 export class BackpressureController<T> {
   readonly #options: Readonly<Required<BackpressureOptions>>;
@@ -112,7 +116,6 @@ export class BackpressureController<T> {
   readonly #queue = new Fifo<T>();
   readonly #blocked = new Fifo<BlockedAdmit<T>>();
   #blockedCount = 0;
-  #inFlight = 0;
   #dropped = 0;
   #rejected = 0;
   #warned = false;
@@ -125,13 +128,8 @@ export class BackpressureController<T> {
     this.#options = Object.freeze(merged);
   }
 
-  /** Waiting items plus taken items not yet released. */
+  /** Items admitted and not yet taken. */
   get size(): number {
-    return this.#queue.size + this.#inFlight;
-  }
-
-  /** Items queued and not yet taken. */
-  get waiting(): number {
     return this.#queue.size;
   }
 
@@ -145,9 +143,9 @@ export class BackpressureController<T> {
    *
    * Returns `undefined` when the item was queued at once (no promise is made on this path).
    * When full: `drop-newest` throws `BACKPRESSURE_FULL`; `drop-oldest` evicts the oldest
-   * waiting item and queues this one, or throws `BACKPRESSURE_FULL` when every held item is
-   * already taken; `block` returns a promise that resolves once the item is queued (blocked
-   * callers are served first come, first served) and rejects with `BACKPRESSURE_FULL` after
+   * waiting item (a full queue always has one) and queues this one; `block` returns a promise
+   * that resolves once the item is queued, after a `take()` made room (blocked callers are
+   * served first come, first served), and rejects with `BACKPRESSURE_FULL` after
    * `blockTimeoutMs` or with the signal's reason on abort.
    *
    * @throws `ClosedError` after {@link BackpressureController.close}; the signal's reason if it
@@ -165,7 +163,7 @@ export class BackpressureController<T> {
       case 'drop-newest':
         throw this.#full();
       case 'drop-oldest': {
-        if (this.#queue.size === 0) throw this.#full();
+        // Full means maxQueueSize (>= 1) items wait: there is always one to evict.
         const evicted = this.#queue.shift() as T;
         this.#dropped++;
         this.#enqueue(item);
@@ -185,54 +183,21 @@ export class BackpressureController<T> {
   }
 
   /**
-   * Takes a slot for an item that goes straight to the worker, skipping the queue: true when
-   * nothing waits or is blocked ahead of it and there is room (then release it like a taken
-   * item); false otherwise, and the caller should `admit` instead. The hot path of a queue
-   * that is keeping up: no item is stored and nothing is allocated.
-   */
-  tryAcquire(): boolean {
-    if (
-      this.#closed ||
-      this.#queue.size !== 0 ||
-      this.#blockedCount !== 0 ||
-      this.size >= this.#options.maxQueueSize
-    ) {
-      return false;
-    }
-    this.#inFlight++;
-    if (!this.#warned && this.size / this.#options.maxQueueSize >= this.#options.warningThreshold) {
-      this.#warned = true;
-      this.#emitter.emit('warning', this.stats());
-    }
-    return true;
-  }
-
-  /**
-   * Removes and returns the oldest waiting item, or `undefined` when none waits. The item keeps
-   * its slot until {@link BackpressureController.release}.
+   * Removes and returns the oldest waiting item, or `undefined` when none waits. Its slot is
+   * free at once: the first blocked `admit` (if any) is let in.
    */
   take(): T | undefined {
     if (this.#queue.size === 0) return undefined;
-    this.#inFlight++;
-    return this.#queue.shift();
-  }
-
-  /**
-   * Frees the slot of one taken item and lets the first blocked `admit` in. A release with no
-   * taken item outstanding is ignored. Still valid after `close()`, for items taken before.
-   */
-  release(): void {
-    if (this.#inFlight === 0) return;
-    this.#inFlight--;
-    if (!this.#closed && this.#admitBlocked()) return;
+    const item = this.#queue.shift() as T;
+    if (!this.#closed && this.#admitBlocked()) return item;
     this.#checkRecovered();
+    return item;
   }
 
   /**
    * Stops accepting: blocked `admit` calls reject with `reason`, later ones throw
    * `ClosedError`. Returns the items still waiting (never taken), oldest first, so the caller
-   * can fail them; taken items keep their slots until released. Idempotent: later calls return
-   * an empty array.
+   * can fail them. Idempotent: later calls return an empty array.
    */
   close(reason: Error = new ClosedError('the publish queue is closed')): T[] {
     if (this.#closed) return [];
@@ -253,7 +218,6 @@ export class BackpressureController<T> {
     return {
       currentQueueSize,
       maxQueueSize,
-      waiting: this.#queue.size,
       droppedEvents: this.#dropped,
       rejectedEvents: this.#rejected,
       blockedAdmits: this.#blockedCount,
@@ -326,7 +290,7 @@ export class BackpressureController<T> {
   }
 
   /**
-   * Timed-out and aborted entries are only skipped when their turn comes; without releases they
+   * Timed-out and aborted entries are only skipped when their turn comes; without takes they
    * would pile up, so drop them once they outnumber the live ones.
    */
   #compactBlocked(): void {

@@ -534,7 +534,8 @@ describe('EventBus publish', () => {
       expect(codeOf(await rejection(bus.publish('a.b', { big: 1n })))).toBe(
         ErrorCode.SERIALIZATION,
       );
-      expect(bus.stats().backpressure.currentQueueSize).toBe(2);
+      expect(bus.stats().backpressure.currentQueueSize).toBe(1);
+      expect(bus.stats().publishesInFlight).toBe(1);
       await waitFor(() => transport.pending.length === 1);
       transport.confirmNext();
       await waitFor(() => transport.pending.length === 1 && transport.confirmed.length === 1);
@@ -723,7 +724,7 @@ describe('EventBus publish', () => {
       const transport = new TestTransport();
       transport.manual = true;
       const bus = makeBus(
-        { publishConcurrency: 1, backpressure: { maxQueueSize: 2, strategy: 'drop-newest' } },
+        { publishConcurrency: 1, backpressure: { maxQueueSize: 1, strategy: 'drop-newest' } },
         transport,
       );
 
@@ -732,7 +733,8 @@ describe('EventBus publish', () => {
       const third = await rejection(bus.publish('a.b', { n: 3 }));
 
       expect(codeOf(third)).toBe(ErrorCode.BACKPRESSURE_FULL);
-      expect(bus.stats().backpressure).toMatchObject({ currentQueueSize: 2, rejectedEvents: 1 });
+      expect(bus.stats().backpressure).toMatchObject({ currentQueueSize: 1, rejectedEvents: 1 });
+      expect(bus.stats().publishesInFlight).toBe(1);
       await waitFor(() => transport.pending.length === 1);
       transport.confirmNext();
       await waitFor(() => transport.pending.length === 1 && transport.confirmed.length === 1);
@@ -748,7 +750,7 @@ describe('EventBus publish', () => {
       const transport = new TestTransport();
       transport.manual = true;
       const bus = makeBus(
-        { publishConcurrency: 1, backpressure: { maxQueueSize: 2, strategy: 'drop-oldest' } },
+        { publishConcurrency: 1, backpressure: { maxQueueSize: 1, strategy: 'drop-oldest' } },
         transport,
       );
 
@@ -781,24 +783,32 @@ describe('EventBus publish', () => {
       );
       const warnings: number[] = [];
       bus.on('backpressureWarning', (stats) => warnings.push(stats.fillRatio()));
+      await bus.connect();
 
+      // One at the transport, one waiting (the queue is full), one blocked.
       const first = track(bus.publish('a.b', { n: 1 }));
       const second = track(bus.publish('a.b', { n: 2 }));
+      const third = track(bus.publish('a.b', { n: 3 }));
       await waitFor(() => transport.pending.length === 1);
       await settle();
 
-      expect(second.state).toBe('pending');
+      expect([second.state, third.state]).toEqual(['pending', 'pending']);
       expect(transport.publishCalls).toHaveLength(1);
-      expect(bus.stats().backpressure.blockedAdmits).toBe(1);
+      expect(bus.stats().backpressure).toMatchObject({ currentQueueSize: 1, blockedAdmits: 1 });
 
       transport.confirmNext();
       await first.promise;
       await waitFor(() => transport.pending.length === 1);
       expect(transport.pending[0]?.event.payload).toEqual({ n: 2 });
+      expect(bus.stats().backpressure).toMatchObject({ currentQueueSize: 1, blockedAdmits: 0 });
       transport.confirmNext();
       await second.promise;
+      await waitFor(() => transport.pending.length === 1);
+      expect(transport.pending[0]?.event.payload).toEqual({ n: 3 });
+      transport.confirmNext();
+      await third.promise;
 
-      expect(second.state).toBe('resolved');
+      expect(third.state).toBe('resolved');
       expect(warnings).toEqual([1]);
       await bus.close();
     });
@@ -816,19 +826,96 @@ describe('EventBus publish', () => {
         transport,
       );
 
+      // One at the transport, one waiting (the queue is full), one blocked.
       const first = track(bus.publish('a.b', { n: 1 }));
       const second = track(bus.publish('a.b', { n: 2 }));
+      const third = track(bus.publish('a.b', { n: 3 }));
       await clock.advanceAsync(99);
-      expect(second.state).toBe('pending');
+      expect(third.state).toBe('pending');
       await clock.advanceAsync(1);
-      await second.promise;
+      await third.promise;
 
-      expect(codeOf(second.error)).toBe(ErrorCode.BACKPRESSURE_FULL);
+      expect(codeOf(third.error)).toBe(ErrorCode.BACKPRESSURE_FULL);
       transport.confirmNext();
       await first.promise;
-      expect(transport.publishCalls).toHaveLength(1);
+      await waitFor(() => transport.pending.length === 1);
+      transport.confirmNext();
+      await second.promise;
+      expect(transport.publishCalls.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }]);
       await bus.close();
     });
+
+    // maxQueueSize counts the publishes waiting for a send slot; publishConcurrency bounds the
+    // ones at the transport. Each strategy acts once maxQueueSize wait, whatever the two sizes.
+    const CONCURRENCY = 4;
+    const strategyCases = (['drop-oldest', 'drop-newest', 'block'] as const).flatMap((strategy) =>
+      (
+        [
+          ['below', 2],
+          ['at', CONCURRENCY],
+          ['above', 8],
+        ] as const
+      ).map(([where, maxQueueSize]) => [strategy, maxQueueSize, where] as const),
+    );
+
+    it.each(strategyCases)(
+      '%s with maxQueueSize %i (%s publishConcurrency) has its own effect once the queue is full',
+      async (strategy, maxQueueSize) => {
+        const transport = new TestTransport();
+        transport.manual = true;
+        const bus = makeBus(
+          { publishConcurrency: CONCURRENCY, backpressure: { maxQueueSize, strategy } },
+          transport,
+        );
+        await bus.connect();
+        const accepted = CONCURRENCY + maxQueueSize;
+        const all = Array.from({ length: accepted }, (_, n) => track(bus.publish('a.b', { n })));
+        await waitFor(() => transport.pending.length === CONCURRENCY);
+        expect(bus.stats()).toMatchObject({
+          publishesInFlight: CONCURRENCY,
+          backpressure: { currentQueueSize: maxQueueSize, droppedEvents: 0, rejectedEvents: 0 },
+        });
+
+        const extra = track(bus.publish('a.b', { n: accepted }));
+        all.push(extra);
+        await settle();
+        const oldestWaiting = all[CONCURRENCY] as (typeof all)[number];
+        switch (strategy) {
+          case 'drop-oldest':
+            expect(oldestWaiting.state).toBe('rejected');
+            expect(codeOf(oldestWaiting.error)).toBe(ErrorCode.BACKPRESSURE_DROPPED);
+            expect(extra.state).toBe('pending');
+            break;
+          case 'drop-newest':
+            expect(extra.state).toBe('rejected');
+            expect(codeOf(extra.error)).toBe(ErrorCode.BACKPRESSURE_FULL);
+            expect(oldestWaiting.state).toBe('pending');
+            break;
+          case 'block':
+            expect(extra.state).toBe('pending');
+            expect(bus.stats().backpressure.blockedAdmits).toBe(1);
+            break;
+        }
+        expect(bus.stats().backpressure.currentQueueSize).toBe(maxQueueSize);
+
+        while (all.some((p) => p.state === 'pending')) {
+          await waitFor(() => transport.pending.length > 0);
+          transport.confirmNext();
+          await settle(1);
+        }
+        const sent = transport.confirmed.map((e) => (e.payload as { n: number }).n);
+        const every = Array.from({ length: accepted + 1 }, (_, n) => n);
+        expect(sent).toEqual(
+          strategy === 'drop-oldest'
+            ? every.filter((n) => n !== CONCURRENCY)
+            : strategy === 'drop-newest'
+              ? every.slice(0, accepted)
+              : every,
+        );
+        expect(transport.maxInFlight).toBe(CONCURRENCY);
+        await bus.close();
+      },
+    );
 
     it('keeps at most publishConcurrency publishes at the transport at once, in order', async () => {
       const transport = new TestTransport();

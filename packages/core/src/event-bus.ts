@@ -153,7 +153,11 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
   source?: string;
   /** The publish circuit breaker. */
   circuitBreaker?: CircuitBreakerOptions;
-  /** The publish queue. */
+  /**
+   * The publish queue: publishes accepted and waiting for one of the `publishConcurrency`
+   * send slots. `maxQueueSize` bounds the waiting ones; the strategy decides what happens to
+   * a publish that finds `maxQueueSize` waiting.
+   */
   backpressure?: BackpressureOptions;
   /**
    * Retries of a failed publish (retryable errors only).
@@ -161,7 +165,10 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
    */
   retry?: RetryPolicyOptions;
   /**
-   * Publishes sent to the transport at once and not yet confirmed.
+   * Publishes handed to the transport and not yet confirmed, at most; further ones wait in
+   * the publish queue (`backpressure.maxQueueSize` bounds those). So the two never overlap:
+   * at most `publishConcurrency + maxQueueSize` publishes are accepted and unconfirmed, and
+   * each backpressure strategy acts once `maxQueueSize` publishes wait, whatever the sizes.
    * @defaultValue 256
    */
   publishConcurrency?: number;
@@ -194,6 +201,8 @@ export const DEFAULT_EVENT_BUS_OPTIONS = {
 export interface EventBusStats extends EventBusCounters {
   /** Handlers running now. */
   activeHandlers: number;
+  /** Publishes handed to the transport and not yet settled (at most `publishConcurrency`). */
+  publishesInFlight: number;
   /** Live subscriptions. */
   subscriptions: number;
   circuitBreaker: CircuitBreakerStats;
@@ -308,6 +317,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   #connecting: Promise<void> | undefined;
   /** What `close()` returns, every time. */
   #closing: Promise<void> | undefined;
+  /** Publishes handed to the transport and not yet settled, at most `publishConcurrency`. */
+  #sending = 0;
   #flushed: (() => void) | undefined;
   #removeTransportListener: (() => void) | undefined;
 
@@ -514,6 +525,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     return {
       ...this.#counters,
       activeHandlers,
+      publishesInFlight: this.#sending,
       subscriptions: this.#subscriptions.size,
       circuitBreaker: this.#breaker.stats(),
       backpressure: this.#queue.stats(),
@@ -610,28 +622,29 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     } catch (error) {
       return Promise.reject(error);
     }
-    const queue = this.#queue;
-    // Hot path: nothing waits ahead and a send slot is free, so the event goes straight out
-    // (in publish order, since nothing is queued) without an entry in the queue.
+    // Hot path: nothing waits ahead (so nothing is blocked either) and a send slot is free,
+    // so the event goes straight out, in publish order, without an entry in the queue.
     if (
       this.#phase === 'open' &&
-      queue.size - queue.waiting < this.#publishConcurrency &&
-      queue.tryAcquire()
+      this.#sending < this.#publishConcurrency &&
+      this.#queue.size === 0
     ) {
+      this.#sending++;
       return this.#send(event, text);
     }
     return new Promise<void>((resolve, reject) => {
-      const admitted = queue.admit({ event, text, resolve, reject });
+      const admitted = this.#queue.admit({ event, text, resolve, reject });
       if (admitted === undefined) this.#pump();
       else admitted.then(() => this.#pump(), reject);
     });
   }
 
+  /** Hands waiting publishes to the transport while send slots are free. */
   #pump(): void {
-    const queue = this.#queue;
-    while (queue.size - queue.waiting < this.#publishConcurrency) {
-      const entry = queue.take();
+    while (this.#sending < this.#publishConcurrency) {
+      const entry = this.#queue.take();
       if (entry === undefined) return;
+      this.#sending++;
       this.#send(entry.event, entry.text).then(entry.resolve, entry.reject);
     }
   }
@@ -675,7 +688,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   /**
-   * Sends one event whose queue slot is held, through the circuit breaker and the retry
+   * Sends one event whose send slot is held, through the circuit breaker and the retry
    * policy; frees the slot when done. Resolves when the transport confirmed it, rejects with
    * the final error.
    *
@@ -714,9 +727,11 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
   /** Frees the send slot of a publish that has settled. */
   #sendDone(): void {
-    this.#queue.release();
-    if (this.#flushed !== undefined && this.#queue.size === 0) this.#flushed();
+    this.#sending--;
     this.#pump();
+    if (this.#flushed !== undefined && this.#sending === 0 && this.#queue.size === 0) {
+      this.#flushed();
+    }
   }
 
   /** Retries a failed first attempt per the policy; rejects with the final error. */
@@ -818,7 +833,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     const failures: unknown[] = [];
 
     // 1. Send what was accepted.
-    if (this.#queue.size > 0) {
+    if (this.#queue.size > 0 || this.#sending > 0) {
       const flushed = await this.#waitFor((resolve) => (this.#flushed = resolve), remaining());
       this.#flushed = undefined;
       if (!flushed) {
