@@ -1698,6 +1698,86 @@ describe('EventBus close', () => {
     expect(transport.closeCalls).toBe(1);
   });
 
+  it('settles every publish accepted before it by its deadline, even when the transport never answers', async () => {
+    const clock = new FakeClock();
+    class SilentTransport extends TestTransport {
+      override publish(event: Event): Promise<void> {
+        this.publishCalls.push(event);
+        return new Promise<void>(() => undefined);
+      }
+    }
+    const transport = new SilentTransport();
+    const bus = makeBus({ clock, publishConcurrency: 2 }, transport);
+    await bus.connect();
+
+    const inFlight = [track(bus.publish('a.b', { n: 1 })), track(bus.publish('a.b', { n: 2 }))];
+    const queued = track(bus.publish('a.b', { n: 3 }));
+    expect(bus.stats()).toMatchObject({
+      publishesInFlight: 2,
+      backpressure: { currentQueueSize: 1 },
+    });
+    const closed = track(bus.close({ timeoutMs: 1_000 }));
+    await clock.advanceAsync(999);
+    expect([...inFlight, queued].map((p) => p.state)).toEqual(['pending', 'pending', 'pending']);
+
+    await clock.advanceAsync(1);
+    await Promise.all([...inFlight, queued].map((p) => p.promise));
+    expect([...inFlight, queued].map((p) => codeOf(p.error))).toEqual([
+      ErrorCode.CLOSED,
+      ErrorCode.CLOSED,
+      ErrorCode.CLOSED,
+    ]);
+    await closed.promise;
+    expect(closed.state).toBe('resolved');
+    expect(transport.publishCalls).toHaveLength(2);
+    expect(bus.stats()).toMatchObject({ publishFailed: 3, published: 0, publishesInFlight: 0 });
+  });
+
+  it('cuts off a publish waiting for its next retry at the deadline with CLOSED', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    for (let i = 0; i < 5; i++) transport.publishFailures.push(new ConnectionError('down'));
+    const bus = makeBus(
+      { clock, retry: { maxAttempts: 5, strategy: 'fixed', minDelayMs: 20_000, jitter: 0 } },
+      transport,
+    );
+    await bus.connect();
+
+    const published = track(bus.publish('a.b', {}));
+    await settle();
+    const closed = track(bus.close({ timeoutMs: 500 }));
+    await clock.advanceAsync(500);
+    await published.promise;
+    await closed.promise;
+
+    expect(codeOf(published.error)).toBe(ErrorCode.CLOSED);
+    expect(transport.publishCalls).toHaveLength(1);
+  });
+
+  it('ignores a confirmation that arrives after close cut the publish off', async () => {
+    const clock = new FakeClock();
+    class LateTransport extends TestTransport {
+      readonly late: (() => void)[] = [];
+      override publish(event: Event): Promise<void> {
+        this.publishCalls.push(event);
+        return new Promise<void>((resolve) => this.late.push(resolve));
+      }
+    }
+    const transport = new LateTransport();
+    const bus = makeBus({ clock }, transport);
+    await bus.connect();
+    const published = track(bus.publish('a.b', {}));
+    const closed = track(bus.close({ timeoutMs: 100 }));
+    await clock.advanceAsync(100);
+    await closed.promise;
+    for (const confirm of transport.late) confirm();
+    await settle();
+
+    expect(published.state).toBe('rejected');
+    expect(codeOf(published.error)).toBe(ErrorCode.CLOSED);
+    expect(bus.stats()).toMatchObject({ published: 0, publishFailed: 1 });
+  });
+
   it('waits for running handlers, then closes the transport', async () => {
     const transport = new TestTransport();
     const bus = makeBus({}, transport);

@@ -221,6 +221,10 @@ export type EventBusEvents = {
   backpressureWarning: [stats: BackpressureStats];
 };
 
+/**
+ * An accepted publish: waiting in the queue, then in flight at the transport until it settles
+ * or `close()` cuts it off. `resolve`/`reject` settle the caller's promise, once.
+ */
 interface PublishEntry {
   readonly event: Event;
   /** The event's wire text, written before admission; the transport's encode reuses it. */
@@ -317,8 +321,11 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   #connecting: Promise<void> | undefined;
   /** What `close()` returns, every time. */
   #closing: Promise<void> | undefined;
-  /** Publishes handed to the transport and not yet settled, at most `publishConcurrency`. */
-  #sending = 0;
+  /**
+   * Publishes handed to the transport and not yet settled, at most `publishConcurrency`.
+   * Kept so that `close()` can settle them by its deadline whatever the transport does.
+   */
+  readonly #inFlight = new Set<PublishEntry>();
   #flushed: (() => void) | undefined;
   #removeTransportListener: (() => void) | undefined;
 
@@ -525,7 +532,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     return {
       ...this.#counters,
       activeHandlers,
-      publishesInFlight: this.#sending,
+      publishesInFlight: this.#inFlight.size,
       subscriptions: this.#subscriptions.size,
       circuitBreaker: this.#breaker.stats(),
       backpressure: this.#queue.stats(),
@@ -554,7 +561,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   /**
    * Graceful and idempotent: refuses new publishes (`CLOSED`), sends what is queued, stops
    * the subscriptions, waits for running handlers, then closes the transport, all within
-   * `timeoutMs`. Every step runs even when an earlier one fails; the first failure rejects.
+   * `timeoutMs`. Every publish accepted before has settled by the end of that deadline:
+   * those not confirmed by then (queued, in flight, waiting for a retry) reject with `CLOSED`,
+   * whatever the transport does. Every step runs even when an earlier one fails; the first
+   * failure rejects.
    */
   close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.#closing !== undefined) return this.#closing;
@@ -626,11 +636,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     // so the event goes straight out, in publish order, without an entry in the queue.
     if (
       this.#phase === 'open' &&
-      this.#sending < this.#publishConcurrency &&
+      this.#inFlight.size < this.#publishConcurrency &&
       this.#queue.size === 0
     ) {
-      this.#sending++;
-      return this.#send(event, text);
+      return new Promise<void>((resolve, reject) => this.#send({ event, text, resolve, reject }));
     }
     return new Promise<void>((resolve, reject) => {
       const admitted = this.#queue.admit({ event, text, resolve, reject });
@@ -641,11 +650,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
   /** Hands waiting publishes to the transport while send slots are free. */
   #pump(): void {
-    while (this.#sending < this.#publishConcurrency) {
+    while (this.#inFlight.size < this.#publishConcurrency) {
       const entry = this.#queue.take();
       if (entry === undefined) return;
-      this.#sending++;
-      this.#send(entry.event, entry.text).then(entry.resolve, entry.reject);
+      this.#send(entry);
     }
   }
 
@@ -688,50 +696,68 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   /**
-   * Sends one event whose send slot is held, through the circuit breaker and the retry
-   * policy; frees the slot when done. Resolves when the transport confirmed it, rejects with
-   * the final error.
+   * Sends one accepted publish through the circuit breaker and the retry policy, holding a
+   * send slot until it settles; settles the caller's promise with the outcome, unless
+   * `close()` has cut it off by then (the caller already has `CLOSED`).
    *
-   * Not async: the path every publish takes (the first attempt succeeds) costs one `then` on
-   * the transport's promise; only a failure enters the async retry path.
+   * The path every publish takes (the first attempt succeeds) costs one `then` on the
+   * transport's promise; only a failure enters the async retry path.
    */
-  #send(event: Event, text: string): Promise<void> {
+  #send(entry: PublishEntry): void {
+    this.#inFlight.add(entry);
     let sent: Promise<void>;
     try {
       this.#breaker.acquire();
-      sent = this.#transportPublish(event, text);
+      sent = this.#transportPublish(entry.event, entry.text);
     } catch (error) {
-      return this.#sendFailed(event, text, error);
+      void this.#sendFailed(entry, error);
+      return;
     }
-    return sent.then(this.#onSent, (error: unknown) => this.#sendFailed(event, text, error));
+    sent.then(
+      () => this.#sent(entry),
+      (error: unknown) => this.#sendFailed(entry, error),
+    );
   }
 
-  readonly #onSent = (): void => {
+  #sent(entry: PublishEntry): void {
+    // Recorded even for a publish close() cut off: every acquire() gets its outcome.
     this.#breaker.recordSuccess();
+    if (!this.#finish(entry)) return;
     this.#counters.published++;
-    this.#sendDone();
-  };
+    entry.resolve();
+  }
 
-  /** The first attempt failed: retries per the policy; rejects with the final error. */
-  async #sendFailed(event: Event, text: string, firstError: unknown): Promise<void> {
+  /** The first attempt failed: retries per the policy, then settles. Never rejects. */
+  async #sendFailed(entry: PublishEntry, firstError: unknown): Promise<void> {
+    let failure: unknown;
+    let failed = false;
     try {
-      await this.#retryPublish(event, text, firstError);
-      this.#counters.published++;
+      await this.#retryPublish(entry.event, entry.text, firstError);
     } catch (error) {
+      failed = true;
+      failure = error;
+    }
+    if (!this.#finish(entry)) return;
+    if (failed) {
       this.#counters.publishFailed++;
-      throw error;
-    } finally {
-      this.#sendDone();
+      entry.reject(failure);
+    } else {
+      this.#counters.published++;
+      entry.resolve();
     }
   }
 
-  /** Frees the send slot of a publish that has settled. */
-  #sendDone(): void {
-    this.#sending--;
+  /**
+   * Frees the send slot of a publish that has settled and lets the next one go. False when
+   * close() cut the publish off first: its caller has been told already.
+   */
+  #finish(entry: PublishEntry): boolean {
+    if (!this.#inFlight.delete(entry)) return false;
     this.#pump();
-    if (this.#flushed !== undefined && this.#sending === 0 && this.#queue.size === 0) {
+    if (this.#flushed !== undefined && this.#inFlight.size === 0 && this.#queue.size === 0) {
       this.#flushed();
     }
+    return true;
   }
 
   /** Retries a failed first attempt per the policy; rejects with the final error. */
@@ -832,8 +858,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     const remaining = (): number => deadline.remaining();
     const failures: unknown[] = [];
 
-    // 1. Send what was accepted.
-    if (this.#queue.size > 0 || this.#sending > 0) {
+    // 1. Send what was accepted. What is not confirmed by the deadline is cut off: every
+    // publish accepted before close settles by then, whatever the transport does.
+    if (this.#queue.size > 0 || this.#inFlight.size > 0) {
       const flushed = await this.#waitFor((resolve) => (this.#flushed = resolve), remaining());
       this.#flushed = undefined;
       if (!flushed) {
@@ -843,6 +870,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
         for (const entry of this.#queue.close(new ClosedError('the event bus is closed'))) {
           this.#counters.publishFailed++;
           entry.reject(new ClosedError('the event bus closed before this event was sent'));
+        }
+        const cutOff = [...this.#inFlight];
+        this.#inFlight.clear();
+        for (const entry of cutOff) {
+          this.#counters.publishFailed++;
+          entry.reject(
+            new ClosedError('the event bus closed before the transport confirmed this publish'),
+          );
         }
       }
     }
