@@ -15,6 +15,21 @@ import { mapNatsError } from './map-error.js';
 describe('mapNatsError', () => {
   it.each<[string, unknown, string, boolean]>([
     ['a closed connection', new ClosedConnectionError(), ErrorCode.CLOSED, false],
+    [
+      // What a JetStream publish in flight rejects with when close() ends the connection: the
+      // client's request multiplexer answers it with a bare RequestError, which it wraps.
+      'a request cut off by a closing connection',
+      new RequestError('connection closed', { cause: new RequestError('connection closed') }),
+      ErrorCode.CLOSED,
+      false,
+    ],
+    [
+      'a request that failed for another reason',
+      new RequestError('x', { cause: new Error('weird') }),
+      ErrorCode.TRANSPORT,
+      true,
+    ],
+    ['a cancelled request', new RequestError('cancelled'), ErrorCode.TRANSPORT, true],
     ['a client timeout', new NatsTimeoutError(), ErrorCode.TIMEOUT, true],
     [
       'a request that timed out',

@@ -26,7 +26,8 @@ import {
 /**
  * The one place where errors of the `@nats-io` client become Watchtower errors. The driver
  * error is kept as `cause`. `operation` ("publish to watchtower.events.user.created") goes into
- * the message so a log line says what failed.
+ * the message so a log line says what failed. A request cut off because the connection closed
+ * (a JetStream publish in flight at `close()`) is `CLOSED`, not a retryable failure.
  */
 export function mapNatsError(error: unknown, operation: string, timeoutMs = 0): WatchtowerError {
   if (isWatchtowerError(error)) return error;
@@ -58,7 +59,11 @@ export function mapNatsError(error: unknown, operation: string, timeoutMs = 0): 
   if (error instanceof RequestError) {
     const inner = error.cause;
     if (inner instanceof NatsTimeoutError) return new TimeoutError(message, timeoutMs, cause);
-    if (inner instanceof ClosedConnectionError || inner instanceof DrainingConnectionError) {
+    if (
+      inner instanceof ClosedConnectionError ||
+      inner instanceof DrainingConnectionError ||
+      isCutOffByClose(inner)
+    ) {
       return new ClosedError(`${operation}: the NATS connection is closed`, cause);
     }
     return new WatchtowerError(ErrorCode.TRANSPORT, message, cause);
@@ -82,6 +87,17 @@ export function mapNatsError(error: unknown, operation: string, timeoutMs = 0): 
     return new ConnectionError(message, cause);
   }
   return new WatchtowerError(ErrorCode.TRANSPORT, message, cause);
+}
+
+/**
+ * True for the error with which the client fails every request still pending when its
+ * connection closes: its request multiplexer answers each with a `RequestError` of its own,
+ * with no cause, which the request then wraps (every other failure a request wraps has a
+ * cause or a type: a timeout, no responders). The client gives it no type of its own, so this
+ * shape is what tells it apart; the integration tests pin it against the real client.
+ */
+function isCutOffByClose(inner: unknown): boolean {
+  return inner instanceof RequestError && inner.cause === undefined;
 }
 
 /** True when nothing answered a request (no stream captures a subject, JetStream off). */
