@@ -36,8 +36,19 @@ describe('mapRedisError', () => {
     expect(mapped.cause).toBeInstanceOf(Error);
   });
 
+  it('maps a connection that has ended to CLOSED, not retryable', () => {
+    const mapped = mapRedisError(new Error('Connection is closed.'), 'XADD k');
+    expect(mapped.code).toBe(ErrorCode.CLOSED);
+    expect(mapped.retryable).toBe(false);
+  });
+
   it('maps lost connections, socket errors and exhausted retries to CONNECTION', () => {
-    expect(mapRedisError(new Error('Connection is closed.'), 'x').code).toBe(ErrorCode.CONNECTION);
+    expect(
+      mapRedisError(
+        new Error("Stream isn't writeable and enableOfflineQueue options is false"),
+        'x',
+      ).code,
+    ).toBe(ErrorCode.CONNECTION);
     const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), {
       code: 'ECONNREFUSED',
     });

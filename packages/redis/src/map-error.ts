@@ -1,4 +1,5 @@
 import {
+  ClosedError,
   ConnectionError,
   ErrorCode,
   TimeoutError,
@@ -63,8 +64,10 @@ function nodeCode(error: unknown): string | undefined {
  *   `ConnectionError` (retryable); `NOAUTH`, `WRONGPASS`, `NOPERM` -> `CONNECTION`, not
  *   retryable; `OOM` -> `TRANSPORT`, retryable; any other reply -> `TRANSPORT`, not retryable
  *   (the command itself is wrong for this server: `WRONGTYPE`, `NOGROUP`, `ERR` ...);
- * - a closed or failed connection, socket errors, `MaxRetriesPerRequestError`, the cluster
- *   failing on every node -> `ConnectionError`;
+ * - a connection that has ended (`Connection is closed.`: quit by `close()`, dropped, or
+ *   given up by the `retryStrategy`) -> `ClosedError`;
+ * - a failed connection, socket errors, `MaxRetriesPerRequestError`, the cluster failing on
+ *   every node -> `ConnectionError`;
  * - ioredis' `commandTimeout` -> `TimeoutError`.
  *
  * @param context - what was being done, e.g. `XADD watchtower:user.created`; starts the message.
@@ -90,12 +93,13 @@ export function mapRedisError(error: unknown, context: string): WatchtowerError 
     if (name === 'MaxRetriesPerRequestError' || name === 'ClusterAllFailedError') {
       return new ConnectionError(message, options);
     }
-    // ioredis rejects commands of a connection that is closing or closed with a plain Error whose
-    // only mark is this message; there is no code to branch on.
-    if (
-      text === 'Connection is closed.' ||
-      text === "Stream isn't writeable and enableOfflineQueue options is false"
-    ) {
+    // ioredis rejects the commands of a connection that has ended (close() quit or dropped it,
+    // or its retryStrategy gave up) with a plain Error whose only mark is this message; there
+    // is no code to branch on. Nothing more will be done on that connection: CLOSED, as a
+    // publish in flight at close() must report.
+    if (text === 'Connection is closed.') return new ClosedError(message, options);
+    // Same kind of mark: the connection is down for now and offline queueing is off.
+    if (text === "Stream isn't writeable and enableOfflineQueue options is false") {
       return new ConnectionError(message, options);
     }
     if (text === 'Command timed out') return new TimeoutError(message, 0, options);
