@@ -42,7 +42,7 @@ await auditor.subscribe('user.>', (event) => {
 
 // 2. A consumer group: each order goes to one of the two workers.
 const handledBy = { a: 0, b: 0 };
-const retry = { maxAttempts: 2, minDelayMs: 100, maxDelayMs: 200 };
+const retry = { maxAttempts: 3, minDelayMs: 100, maxDelayMs: 200 };
 const handleOrder =
   (worker: 'a' | 'b') =>
   (event: { payload: unknown }, { attempt }: { attempt: number }) => {

@@ -93,7 +93,7 @@ try {
       );
       countHandled(subscription);
     },
-    { name: 'billing', retry: { maxAttempts: 2, minDelayMs: 50 } },
+    { name: 'billing', retry: { maxAttempts: 3, minDelayMs: 50 } },
   );
 
   // 3. Knows that retrying cannot help: a NonRetryableError goes straight to the dead-letter

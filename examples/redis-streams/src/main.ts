@@ -70,7 +70,7 @@ for (const [index, bus] of workers.entries()) {
       console.log(`  ${name} handled invoice ${number}`);
       settle();
     },
-    { group: 'billing', retry: { maxAttempts: 2, minDelayMs: 100 } },
+    { group: 'billing', retry: { maxAttempts: 3, minDelayMs: 100 } },
   );
   bus.on('deadLetter', settle);
 }

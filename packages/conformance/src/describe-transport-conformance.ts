@@ -133,8 +133,8 @@ export function describeTransportConformance(
       const bus = new EventBus({
         transport,
         logger: quietLogger,
-        subscriptionDefaults: { retry: { minDelayMs: 20, maxDelayMs: 200, maxAttempts: 3 } },
-        retry: { minDelayMs: 50, maxDelayMs: 1000, maxAttempts: 5 },
+        subscriptionDefaults: { retry: { minDelayMs: 20, maxDelayMs: 200, maxAttempts: 4 } },
+        retry: { minDelayMs: 50, maxDelayMs: 1000, maxAttempts: 6 },
         ...options,
       });
       const entry: TestBus = { bus, transport, errors: [] };

@@ -125,7 +125,7 @@ class Running implements HandlerContext {
 }
 
 /**
- * Deliveries beyond maxAttempts + 1 that an event may get before it is taken for one that
+ * Deliveries beyond maxAttempts that an event may get before it is taken for one that
  * never settles. A consumer that stops hands back what it had fetched but not yet handed to a
  * handler, and a broker that counts every delivery (JetStream) counts those too: an event
  * caught that way in a couple of restarts still gets all its attempts.
@@ -183,10 +183,10 @@ export class BusSubscription implements SubscriptionHandle {
     this.#handler = handler;
     this.#options = options;
     this.#redelivery = bus.transport.info.capabilities.redelivery;
-    // A handler gets maxAttempts + 1 deliveries; the broker counts them. More means that an
+    // A handler gets maxAttempts deliveries; the broker counts them. More means that an
     // earlier one was never settled (the consumer stopped, or ran past the broker's ack wait).
     this.#maxDeliveries = this.#redelivery
-      ? options.retry.maxAttempts + 1 + UNSEEN_DELIVERIES
+      ? options.retry.maxAttempts + UNSEEN_DELIVERIES
       : Number.POSITIVE_INFINITY;
     this.name = options.name ?? options.group ?? patterns.map((p) => p.source).join(',');
   }
@@ -348,7 +348,7 @@ export class BusSubscription implements SubscriptionHandle {
     return new WatchtowerError(
       ErrorCode.TIMEOUT,
       `delivered ${attempt} times, more than the ${this.#maxDeliveries} the retry policy allows ` +
-        `(maxAttempts + 1, and ${UNSEEN_DELIVERIES} a stopping consumer may have fetched without ` +
+        `(maxAttempts, and ${UNSEEN_DELIVERIES} a stopping consumer may have fetched without ` +
         'handing them out): an earlier delivery was never settled (the consumer stopped on it, ' +
         "or its handler outlived the broker's ack wait), so the handler does not run again",
     );

@@ -295,7 +295,7 @@ function makeBus(
   return new EventBus({ transport, logger: quietLogger(), ...options });
 }
 
-const fastRetry = { maxAttempts: 2, strategy: 'fixed', minDelayMs: 1, jitter: 0 } as const;
+const fastRetry = { maxAttempts: 3, strategy: 'fixed', minDelayMs: 1, jitter: 0 } as const;
 
 // ---- publish ----------------------------------------------------------------------------
 
@@ -406,7 +406,7 @@ describe('EventBus publish', () => {
     transport.requireConnect = true;
     transport.connectFailures = 1;
     const bus = makeBus(
-      { clock, retry: { maxAttempts: 2, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+      { clock, retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
       transport,
     );
 
@@ -589,7 +589,7 @@ describe('EventBus publish', () => {
   });
 
   describe('retry', () => {
-    const retry = { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 } as const;
+    const retry = { maxAttempts: 4, strategy: 'fixed', minDelayMs: 100, jitter: 0 } as const;
 
     it('retries a retryable failure on the policy’s schedule, then resolves', async () => {
       const clock = new FakeClock();
@@ -617,7 +617,7 @@ describe('EventBus publish', () => {
       await bus.close();
     });
 
-    it('rejects with the last error after maxAttempts retries', async () => {
+    it('rejects with the last error after maxAttempts attempts', async () => {
       const clock = new FakeClock();
       const transport = new TestTransport();
       for (let i = 0; i < 10; i++) transport.publishFailures.push(new ConnectionError(`down ${i}`));
@@ -649,10 +649,10 @@ describe('EventBus publish', () => {
       await bus.close();
     });
 
-    it('tries once with retry.maxAttempts 0', async () => {
+    it('tries once with retry.maxAttempts 1', async () => {
       const transport = new TestTransport();
       transport.publishFailures.push(new ConnectionError('down'), new ConnectionError('down'));
-      const bus = makeBus({ retry: { maxAttempts: 0 } }, transport);
+      const bus = makeBus({ retry: { maxAttempts: 1 } }, transport);
 
       expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CONNECTION);
       expect(transport.publishCalls).toHaveLength(1);
@@ -668,7 +668,7 @@ describe('EventBus publish', () => {
       const bus = makeBus(
         {
           clock,
-          retry: { maxAttempts: 0 },
+          retry: { maxAttempts: 1 },
           circuitBreaker: { failureThreshold: 3, resetTimeoutMs: 5_000, successThreshold: 1 },
         },
         transport,
@@ -703,7 +703,7 @@ describe('EventBus publish', () => {
       const bus = makeBus(
         {
           clock,
-          retry: { maxAttempts: 5, strategy: 'fixed', minDelayMs: 10, jitter: 0 },
+          retry: { maxAttempts: 6, strategy: 'fixed', minDelayMs: 10, jitter: 0 },
           circuitBreaker: { failureThreshold: 3 },
         },
         transport,
@@ -994,7 +994,7 @@ describe('EventBus subscribe', () => {
         attempts.push(context.attempt);
         if (context.attempt === 1) throw new Error('flaky');
       },
-      { retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 500, jitter: 0 } },
+      { retry: { maxAttempts: 4, strategy: 'fixed', minDelayMs: 500, jitter: 0 } },
     );
 
     await bus.publish('job.run', {});
@@ -1018,7 +1018,7 @@ describe('EventBus subscribe', () => {
     await bus.close();
   });
 
-  it('dead-letters an event after retry.maxAttempts redeliveries, with the reason, and only then acks it', async () => {
+  it('dead-letters an event after retry.maxAttempts attempts, with the reason, and only then acks it', async () => {
     const transport = new TestTransport();
     const bus = makeBus({}, transport);
     const letters: DeadLetter[] = [];
@@ -1067,7 +1067,49 @@ describe('EventBus subscribe', () => {
     await bus.close();
   });
 
-  it('dead-letters on the first failure with retry.maxAttempts 0', async () => {
+  it.each([1, 2, 4])(
+    'runs a failing handler maxAttempts (%i) times in all, counting the first, then dead-letters it',
+    async (maxAttempts) => {
+      const transport = new TestTransport();
+      const bus = makeBus({}, transport);
+      const attempts: number[] = [];
+      await bus.subscribe(
+        'job.*',
+        (_event, context) => {
+          attempts.push(context.attempt);
+          throw new Error('boom');
+        },
+        { retry: { ...fastRetry, maxAttempts } },
+      );
+
+      await bus.publish('job.run', {});
+      await waitFor(() => transport.deadLetterQueue.size === 1);
+
+      expect(attempts).toEqual(Array.from({ length: maxAttempts }, (_, i) => i + 1));
+      expect(transport.deadLetterQueue.list()[0]?.reason.attempts).toBe(maxAttempts);
+      await bus.close();
+    },
+  );
+
+  it('tries a failing publish maxAttempts times in all, the first included', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    for (let i = 0; i < 5; i++) transport.publishFailures.push(new ConnectionError('down'));
+    const bus = makeBus(
+      { clock, retry: { ...fastRetry, maxAttempts: 2 }, circuitBreaker: { failureThreshold: 10 } },
+      transport,
+    );
+
+    const published = track(bus.publish('a.b', {}));
+    await clock.advanceAsync(100);
+    await published.promise;
+
+    expect(codeOf(published.error)).toBe(ErrorCode.CONNECTION);
+    expect(transport.publishCalls).toHaveLength(2);
+    await bus.close();
+  });
+
+  it('dead-letters on the first failure with retry.maxAttempts 1', async () => {
     const transport = new TestTransport();
     const bus = makeBus({}, transport);
     let calls = 0;
@@ -1077,7 +1119,7 @@ describe('EventBus subscribe', () => {
         calls++;
         throw new Error('boom');
       },
-      { retry: { maxAttempts: 0 } },
+      { retry: { maxAttempts: 1 } },
     );
 
     await bus.publish('job.run', {});
@@ -1126,7 +1168,7 @@ describe('EventBus subscribe', () => {
         // eslint-disable-next-line @typescript-eslint/only-throw-error
         throw 'plain string';
       },
-      { retry: { maxAttempts: 0 } },
+      { retry: { maxAttempts: 1 } },
     );
 
     await bus.publish('job.coded', {});
@@ -1156,7 +1198,7 @@ describe('EventBus subscribe', () => {
           signals.push(context.signal);
           await new Promise((resolve) => context.signal.addEventListener('abort', resolve));
         },
-        { timeoutMs: 30, retry: { maxAttempts: 0 } },
+        { timeoutMs: 30, retry: { maxAttempts: 1 } },
       );
 
       await bus.publish('job.slow', {});
@@ -1183,7 +1225,7 @@ describe('EventBus subscribe', () => {
           await late.promise;
           abortedWhenLooked = context.signal.aborted;
         },
-        { timeoutMs: 30, retry: { maxAttempts: 0 } },
+        { timeoutMs: 30, retry: { maxAttempts: 1 } },
       );
 
       await bus.publish('job.slow', {});
@@ -1339,7 +1381,7 @@ describe('EventBus subscribe', () => {
     const transport = new TestTransport();
     transport.dlqFailures = 5;
     const bus = makeBus(
-      { retry: { maxAttempts: 1, strategy: 'fixed', minDelayMs: 1, jitter: 0 } },
+      { retry: { maxAttempts: 2, strategy: 'fixed', minDelayMs: 1, jitter: 0 } },
       transport,
     );
     const errors: [string, string | undefined][] = [];
@@ -1349,7 +1391,7 @@ describe('EventBus subscribe', () => {
       () => {
         throw new NonRetryableError('bad');
       },
-      { retry: { maxAttempts: 0, minDelayMs: 1 } },
+      { retry: { maxAttempts: 1, minDelayMs: 1 } },
     );
 
     await bus.publish('job.run', {});
@@ -1392,7 +1434,7 @@ describe('EventBus subscribe', () => {
       (_event, context) => {
         attempts.push(context.attempt);
       },
-      { group: 'workers', retry: { maxAttempts: 0 } },
+      { group: 'workers', retry: { maxAttempts: 1 } },
     );
     await waitFor(() => bus.stats().handled === 1);
     expect(attempts).toEqual([3]);
@@ -1421,7 +1463,7 @@ describe('EventBus subscribe', () => {
       () => {
         calls++;
       },
-      { group: 'workers', retry: { maxAttempts: 2, minDelayMs: 1 } },
+      { group: 'workers', retry: { maxAttempts: 3, minDelayMs: 1 } },
     );
     await waitFor(() => bus.stats().deadLettered === 1);
     expect(calls).toBe(0);
@@ -1446,7 +1488,7 @@ describe('EventBus subscribe', () => {
           attempts.push(context.attempt);
           throw new Error('boom');
         },
-        { retry: { maxAttempts: 2, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+        { retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
       );
 
       await bus.publish('job.run', {});
@@ -1738,7 +1780,7 @@ describe('EventBus close', () => {
     const transport = new TestTransport();
     for (let i = 0; i < 5; i++) transport.publishFailures.push(new ConnectionError('down'));
     const bus = makeBus(
-      { clock, retry: { maxAttempts: 5, strategy: 'fixed', minDelayMs: 20_000, jitter: 0 } },
+      { clock, retry: { maxAttempts: 6, strategy: 'fixed', minDelayMs: 20_000, jitter: 0 } },
       transport,
     );
     await bus.connect();
@@ -1987,7 +2029,7 @@ describe('EventBus stats and listeners', () => {
     const transport = new TestTransport({ memory: { clock } });
     transport.dlqFailures = 2;
     const logger = quietLogger();
-    const bus = new EventBus({ transport, logger, retry: { maxAttempts: 0 } });
+    const bus = new EventBus({ transport, logger, retry: { maxAttempts: 1 } });
     const errors: { code: string; subscription: string | undefined }[] = [];
     const remove = bus.on('error', (error, context) =>
       errors.push({ code: error.code, subscription: context.subscription }),
@@ -1997,7 +2039,7 @@ describe('EventBus stats and listeners', () => {
       () => {
         throw new NonRetryableError('no');
       },
-      { name: 'jobs', retry: { maxAttempts: 0, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+      { name: 'jobs', retry: { maxAttempts: 1, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
     );
 
     await bus.publish('job.one', {});
@@ -2067,6 +2109,12 @@ describe('EventBus options', () => {
       'warningThreshold',
     ],
     ['retry.maxAttempts -1', { retry: { maxAttempts: -1 } }, 'maxAttempts'],
+    ['retry.maxAttempts 0', { retry: { maxAttempts: 0 } }, 'maxAttempts'],
+    [
+      'subscriptionDefaults.retry.maxAttempts 0',
+      { subscriptionDefaults: { retry: { maxAttempts: 0 } } },
+      'maxAttempts',
+    ],
     ['retry.jitter 2', { retry: { jitter: 2 } }, 'jitter'],
     ["retry.strategy 'x'", { retry: { strategy: 'x' } }, 'strategy'],
     [
@@ -2131,6 +2179,7 @@ describe('EventBus options', () => {
     ['a numeric group', { group: 7 }, 'group'],
     ["retry.strategy 'x'", { retry: { strategy: 'x' } }, 'strategy'],
     ['retry.maxAttempts 1.5', { retry: { maxAttempts: 1.5 } }, 'maxAttempts'],
+    ['retry.maxAttempts 0', { retry: { maxAttempts: 0 } }, 'maxAttempts'],
     [
       'retry.maxDelayMs below minDelayMs',
       { retry: { minDelayMs: 100, maxDelayMs: 10 } },
@@ -2207,7 +2256,7 @@ describe('EventBus options', () => {
   it('applies subscriptionDefaults to every subscription unless it sets its own', async () => {
     const transport = new TestTransport();
     const bus = makeBus(
-      { subscriptionDefaults: { retry: { maxAttempts: 0 }, concurrency: 2 } },
+      { subscriptionDefaults: { retry: { maxAttempts: 1 }, concurrency: 2 } },
       transport,
     );
     let calls = 0;

@@ -107,9 +107,10 @@ export interface SubscribeOptions {
    */
   timeoutMs?: number;
   /**
-   * Redelivery of failed events: `maxAttempts` is how many times an event is delivered again
-   * after its first failure (0 = dead-letter on the first failure); the delay before each
-   * redelivery follows the strategy. Then the event goes to the dead-letter queue.
+   * Redelivery of failed events: `maxAttempts` is how many times the handler runs for an
+   * event in all, the first run included, as a delivery's `attempt` counts them (1 =
+   * dead-letter on the first failure); the delay before each redelivery follows the strategy.
+   * Then the event goes to the dead-letter queue.
    * @defaultValue the bus's `subscriptionDefaults.retry`, else `DEFAULT_RETRY_OPTIONS`
    */
   retry?: RetryPolicyOptions;
@@ -160,7 +161,8 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
    */
   backpressure?: BackpressureOptions;
   /**
-   * Retries of a failed publish (retryable errors only).
+   * Retries of a failed publish (retryable errors only): `maxAttempts` counts every attempt,
+   * the first included (1 = no retry).
    * @defaultValue `DEFAULT_RETRY_OPTIONS`
    */
   retry?: RetryPolicyOptions;
@@ -764,7 +766,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   async #retryPublish(event: Event, text: string, firstError: unknown): Promise<void> {
     if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) throw firstError;
     this.#breaker.recordFailure(firstError);
-    if (this.#retry.maxAttempts === 0 || !isRetryableError(firstError)) {
+    if (this.#retry.maxAttempts === 1 || !isRetryableError(firstError)) {
       throw toWatchtowerError(firstError);
     }
     // The first attempt already ran on the fast path; replaying its failure lets the policy

@@ -60,16 +60,16 @@ describe('RetryPolicy.delayFor', () => {
 });
 
 describe('RetryPolicy.canRetry', () => {
-  it('allows exactly maxAttempts retries', () => {
-    const policy = new RetryPolicy({ maxAttempts: 2 });
+  it('allows maxAttempts runs in all: maxAttempts - 1 retries', () => {
+    const policy = new RetryPolicy({ maxAttempts: 3 });
     expect([0, 1, 2, 3].map((n) => policy.canRetry(n))).toEqual([true, true, false, false]);
-    expect(new RetryPolicy({ maxAttempts: 0 }).canRetry(0)).toBe(false);
+    expect(new RetryPolicy({ maxAttempts: 1 }).canRetry(0)).toBe(false);
   });
 });
 
 describe('RetryPolicy.execute', () => {
-  it('calls fn exactly once when maxAttempts is 0 and rejects with its error', async () => {
-    const policy = new RetryPolicy({ maxAttempts: 0, clock: new FakeClock() });
+  it('calls fn exactly once when maxAttempts is 1 and rejects with its error', async () => {
+    const policy = new RetryPolicy({ maxAttempts: 1, clock: new FakeClock() });
     const error = new ConnectionError('down');
     let calls = 0;
     await expect(
@@ -79,7 +79,7 @@ describe('RetryPolicy.execute', () => {
       }),
     ).rejects.toBe(error);
     expect(calls).toBe(1);
-    expect(policy.maxAttempts).toBe(0);
+    expect(policy.maxAttempts).toBe(1);
   });
 
   it('retries after each delay on the clock until fn succeeds', async () => {
@@ -116,9 +116,9 @@ describe('RetryPolicy.execute', () => {
     expect(clock.pendingTimers()).toBe(0);
   });
 
-  it('gives up after maxAttempts retries and rejects with the last error as thrown', async () => {
+  it('gives up after maxAttempts runs and rejects with the last error as thrown', async () => {
     const clock = new FakeClock();
-    const policy = new RetryPolicy({ clock, maxAttempts: 2, strategy: 'fixed', jitter: 0 });
+    const policy = new RetryPolicy({ clock, maxAttempts: 3, strategy: 'fixed', jitter: 0 });
     const errors: Error[] = [];
     const result = policy.execute((attempt) => {
       const error = new ConnectionError(`fail ${attempt}`);
@@ -247,7 +247,7 @@ describe('RetryPolicy.execute', () => {
 
   it('retries a thrown non-Error value and rejects with it unchanged', async () => {
     const clock = new FakeClock();
-    const policy = new RetryPolicy({ clock, maxAttempts: 1, jitter: 0 });
+    const policy = new RetryPolicy({ clock, maxAttempts: 2, jitter: 0 });
     const seen: unknown[] = [];
     let calls = 0;
     const result = policy.execute(
@@ -296,7 +296,7 @@ describe('RetryPolicy options', () => {
   it('exports its defaults', () => {
     expect(DEFAULT_RETRY_OPTIONS).toMatchObject({
       strategy: 'exponential',
-      maxAttempts: 3,
+      maxAttempts: 4,
       minDelayMs: 100,
       maxDelayMs: 30_000,
       factor: 2,
@@ -323,6 +323,30 @@ describe('RetryPolicy options', () => {
       code: ErrorCode.CONFIG,
       message: expect.stringContaining(`\`${field}\``),
     });
+  });
+
+  it.each([2, 3, 5])(
+    'runs a failing operation maxAttempts (%i) times in all',
+    async (maxAttempts) => {
+      const clock = new FakeClock();
+      const policy = new RetryPolicy({ clock, maxAttempts, strategy: 'fixed', jitter: 0 });
+      let calls = 0;
+      const result = policy.execute(() => {
+        calls++;
+        return Promise.reject(new ConnectionError('down'));
+      });
+      const settled = expect(result).rejects.toBeInstanceOf(ConnectionError);
+      await clock.advanceAsync(10_000);
+      await settled;
+      expect(calls).toBe(maxAttempts);
+    },
+  );
+
+  it('refuses maxAttempts 0 with a CONFIG error that says to use 1 for no retry', () => {
+    const error = thrown(() => new RetryPolicy({ maxAttempts: 0 }));
+    expect(error).toMatchObject({ code: ErrorCode.CONFIG });
+    expect((error as Error).message).toContain('`maxAttempts`');
+    expect((error as Error).message).toContain('use 1 for no retry');
   });
 
   it('accepts maxAttempts: Infinity to retry until success or abort', () => {

@@ -31,9 +31,10 @@ export interface RetryPolicyOptions {
    */
   strategy?: RetryStrategy;
   /**
-   * How many times a failed operation is tried again after the first try: 0 means it is tried
-   * exactly once. An integer >= 0, or `Infinity`.
-   * @defaultValue 3
+   * How many times the operation runs in all, the first run included (as a delivery's
+   * `attempt` counts them): 1 means it is never retried. An integer >= 1, or `Infinity`; 0 is
+   * refused (use 1 for no retry).
+   * @defaultValue 4
    */
   maxAttempts?: number;
   /**
@@ -95,7 +96,7 @@ export function isRetryableError(error: unknown): boolean {
 /** The defaults of every {@link RetryPolicyOptions} field. */
 export const DEFAULT_RETRY_OPTIONS: Readonly<Required<RetryPolicyOptions>> = Object.freeze({
   strategy: 'exponential',
-  maxAttempts: 3,
+  maxAttempts: 4,
   minDelayMs: 100,
   maxDelayMs: 30_000,
   factor: 2,
@@ -135,7 +136,7 @@ export class RetryPolicy {
     this.#options = Object.freeze(merged);
   }
 
-  /** Retries after the first try (0 = no retry). */
+  /** Runs in all, the first included (1 = no retry). */
   get maxAttempts(): number {
     return this.#options.maxAttempts;
   }
@@ -156,15 +157,18 @@ export class RetryPolicy {
     return delay * (1 - jitter) + delay * jitter * random();
   }
 
-  /** True while `retriesDone` retries leave room for another under `maxAttempts`. */
+  /**
+   * True while `retriesDone` retries (so `retriesDone + 1` runs) leave room for another run
+   * under `maxAttempts`.
+   */
   canRetry(retriesDone: number): boolean {
-    return retriesDone < this.#options.maxAttempts;
+    return retriesDone + 1 < this.#options.maxAttempts;
   }
 
   /**
    * Calls `fn` (with the attempt number, 1 for the first try) until it resolves, a failure is
-   * not retryable, `maxAttempts` retries have failed, or `signal` aborts. Waits `delayFor(n)`
-   * before retry n.
+   * not retryable, `maxAttempts` runs have failed, or `signal` aborts. Waits `delayFor(n)`
+   * before retry n (run n + 1).
    *
    * Resolves with `fn`'s value; otherwise rejects with the last error exactly as `fn` threw it,
    * or with the signal's reason. A throw from `isRetryable` or `onRetry` rejects with that
@@ -188,7 +192,7 @@ export class RetryPolicy {
           }
         },
         {
-          retries: maxAttempts,
+          retries: maxAttempts - 1,
           // p-retry must never sleep on the real clock: the wait happens in shouldRetry below.
           minTimeout: 0,
           maxTimeout: 0,
@@ -237,7 +241,13 @@ export class RetryPolicy {
 
 function validate(options: Required<RetryPolicyOptions>): void {
   checkOneOf('strategy', options.strategy, ['exponential', 'fixed', 'fibonacci']);
-  checkInteger('maxAttempts', options.maxAttempts, 0, { allowInfinity: true });
+  if (options.maxAttempts === 0) {
+    throw configError(
+      'maxAttempts',
+      'must be >= 1: it counts every run, the first included, so use 1 for no retry, got 0',
+    );
+  }
+  checkInteger('maxAttempts', options.maxAttempts, 1, { allowInfinity: true });
   checkNumber('minDelayMs', options.minDelayMs, { min: 0 });
   checkNumber('maxDelayMs', options.maxDelayMs, {
     min: options.minDelayMs,

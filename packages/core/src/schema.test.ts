@@ -349,7 +349,7 @@ describe('typed catalog (validation on consume)', () => {
     const { bus, raw } = context;
     const got = collectEvents();
     await bus.subscribe('order.*', got.handler, {
-      retry: { maxAttempts: 3, minDelayMs: 1 },
+      retry: { maxAttempts: 4, minDelayMs: 1 },
       name: 'orders',
     });
 

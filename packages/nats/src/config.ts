@@ -115,9 +115,9 @@ export interface NatsConsumerOptions {
   batchSize: number;
   /**
    * The server stops delivering an event after this many deliveries; `-1` for never. It must
-   * exceed the EventBus retry `maxAttempts` (`NatsSubscriber` refuses it otherwise), so the
-   * EventBus sees the last attempt and dead-letters it. A delivery nacked when the server would
-   * not deliver it again is dead-lettered by the transport itself, never dropped.
+   * be at least the EventBus retry `maxAttempts` (`NatsSubscriber` refuses it otherwise), so
+   * the EventBus sees the last attempt and dead-letters it. A delivery nacked when the server
+   * would not deliver it again is dead-lettered by the transport itself, never dropped.
    * @defaultValue `-1`
    */
   maxDeliver: number;

@@ -41,7 +41,7 @@ describe('NatsSubscriber options', () => {
   });
 
   it('refuses a consumer.maxDeliver that would stop deliveries before the EventBus dead-letters', () => {
-    // Default retry: 3 redeliveries after the first failure, so 4 deliveries are needed.
+    // Default retry: 4 attempts in all, so 4 deliveries are needed.
     expect(
       configErrorField(
         () => new NatsSubscriber({ ...quiet, mode: 'jetstream', consumer: { maxDeliver: 3 } }),
@@ -54,10 +54,21 @@ describe('NatsSubscriber options', () => {
             ...quiet,
             mode: 'jetstream',
             consumer: { maxDeliver: 5 },
-            subscriptionDefaults: { retry: { maxAttempts: 5 } },
+            subscriptionDefaults: { retry: { maxAttempts: 6 } },
           }),
       ),
     ).toBe('consumer.maxDeliver');
+    expect(
+      configErrorField(
+        () =>
+          new NatsSubscriber({
+            ...quiet,
+            mode: 'jetstream',
+            consumer: { maxDeliver: 5 },
+            subscriptionDefaults: { retry: { maxAttempts: 5 } },
+          }),
+      ),
+    ).toBeUndefined();
     expect(
       configErrorField(
         () => new NatsSubscriber({ ...quiet, mode: 'jetstream', consumer: { maxDeliver: 4 } }),
@@ -73,7 +84,7 @@ describe('NatsSubscriber options', () => {
       consumer: { maxDeliver: 4 },
     });
     await expect(
-      bus.subscribe('a.b', () => undefined, { retry: { maxAttempts: 10 } }),
+      bus.subscribe('a.b', () => undefined, { retry: { maxAttempts: 11 } }),
     ).rejects.toSatisfy(
       (e) => isWatchtowerError(e, ErrorCode.CONFIG) && e.message.includes('consumer.maxDeliver'),
     );

@@ -34,8 +34,8 @@ export type NatsSubscriberOptions<C extends EventCatalog = EventCatalog> = Parti
  * ```
  *
  * @throws `CONFIG` naming the first bad option, an option neither NATS nor the EventBus
- * knows, or a `consumer.maxDeliver` (mode `jetstream`) that does not exceed the retry
- * `maxAttempts` of `subscriptionDefaults`.
+ * knows, or a `consumer.maxDeliver` (mode `jetstream`) below the retry `maxAttempts` of
+ * `subscriptionDefaults`.
  */
 export class NatsSubscriber<C extends EventCatalog = EventCatalog> extends EventBus<C> {
   declare readonly transport: NatsTransport;
@@ -73,8 +73,8 @@ export class NatsSubscriber<C extends EventCatalog = EventCatalog> extends Event
 }
 
 /**
- * The EventBus dead-letters an event on delivery `maxAttempts + 1`; a server that stops
- * delivering before that would leave it neither handled nor dead-lettered.
+ * The EventBus runs the handler on up to `maxAttempts` deliveries and dead-letters the event
+ * after the last; a server that stops delivering before that would cut the retries short.
  */
 function checkMaxDeliver(transport: NatsTransport, maxAttempts: unknown, field: string): void {
   const { mode, consumer } = transport.config;
@@ -82,11 +82,12 @@ function checkMaxDeliver(transport: NatsTransport, maxAttempts: unknown, field: 
   const attempts = maxAttempts ?? DEFAULT_RETRY_OPTIONS.maxAttempts;
   // Bad values are the EventBus's to report.
   if (typeof attempts !== 'number' || Number.isNaN(attempts)) return;
-  if (consumer.maxDeliver <= attempts) {
+  if (consumer.maxDeliver < attempts) {
     throw configError(
       'consumer.maxDeliver',
-      `must exceed ${field} (${String(attempts)}): the server must deliver an event ` +
-        `maxAttempts + 1 times for the EventBus to dead-letter it, got ${consumer.maxDeliver}`,
+      `must be at least ${field} (${String(attempts)}): the server must deliver an event ` +
+        `maxAttempts times for the EventBus to run its handler that often and then ` +
+        `dead-letter it, got ${consumer.maxDeliver}`,
     );
   }
 }

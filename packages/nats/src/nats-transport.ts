@@ -211,7 +211,7 @@ export class NatsTransport implements Transport {
       mapError: (error, operation) => mapNatsError(error, operation, requestTimeoutMs),
     });
     this.#givenUpRetry = new RetryPolicy({
-      maxAttempts: 6,
+      maxAttempts: 7,
       minDelayMs: 250,
       maxDelayMs: 8000,
       clock,

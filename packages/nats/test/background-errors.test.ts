@@ -151,7 +151,7 @@ describe('background errors (jetstream)', () => {
     const bus = resources.subscriber('jetstream', names, {
       ...quiet,
       consumer: { maxDeliver: 1 },
-      subscriptionDefaults: { retry: { maxAttempts: 0 } },
+      subscriptionDefaults: { retry: { maxAttempts: 1 } },
     });
     const errors = errorsOf(bus);
     const transport = bus.transport;

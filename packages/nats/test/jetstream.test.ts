@@ -276,7 +276,7 @@ describe('NatsTransport (jetstream)', () => {
     const bus = new NatsSubscriber({
       ...testConfig('jetstream', names),
       subscriptionDefaults: {
-        retry: { maxAttempts: 2, minDelayMs: 20, maxDelayMs: 40, jitter: 0 },
+        retry: { maxAttempts: 3, minDelayMs: 20, maxDelayMs: 40, jitter: 0 },
       },
       logger: { warn: () => undefined, error: () => undefined },
     });
@@ -419,7 +419,7 @@ describe('NatsTransport (jetstream)', () => {
     expect(letters.map((l) => l.event?.type)).toEqual(['ship.sent', 'ship.marker']);
   });
 
-  it('dead-letters an event redelivered past maxAttempts + 3 because its handler keeps outliving the ack wait, without running the handler once more', async () => {
+  it('dead-letters an event redelivered past maxAttempts + 2 because its handler keeps outliving the ack wait, without running the handler once more', async () => {
     const names = testNames();
     const bus = resources.subscriber('jetstream', names, {
       consumer: { ackWaitMs: 300 },
@@ -434,7 +434,7 @@ describe('NatsTransport (jetstream)', () => {
         attempts.push(context.attempt);
         return new Promise(() => {}); // runs past the ack wait, for good
       },
-      { concurrency: 4, timeoutMs: 0, retry: { maxAttempts: 0 } },
+      { concurrency: 4, timeoutMs: 0, retry: { maxAttempts: 1 } },
     );
     const event = createEvent('stuck.job', { n: 1 });
     await bus.publish(event);

@@ -82,9 +82,9 @@ describe('Redis Streams guarantees', () => {
   });
 
   it('dead-letters an event whose consumers keep dying on it once it outruns its attempts, without running the handler again', async () => {
-    // maxAttempts 0: one attempt, and two deliveries of grace for consumers that stopped
+    // maxAttempts 1: one attempt, and two deliveries of grace for consumers that stopped
     // before handing it out. Three consumers die on it; the fourth delivery is dead-lettered.
-    const retry = { retry: { maxAttempts: 0 } };
+    const retry = { retry: { maxAttempts: 1 } };
     const seen: Array<{ id: string; attempt: number }> = [];
     for (let i = 0; i < 3; i++) {
       const dying = subscriber({ claimMinIdleMs: 400, closeTimeoutMs: 0 });
@@ -127,7 +127,7 @@ describe('Redis Streams guarantees', () => {
   });
 
   it('the delivery count drives the DLQ, across consumers: attempts counted by Redis, then dead-lettered and acked', async () => {
-    const retry = { maxAttempts: 2, minDelayMs: 20, maxDelayMs: 20, jitter: 0 };
+    const retry = { maxAttempts: 3, minDelayMs: 20, maxDelayMs: 20, jitter: 0 };
     // The first consumer fails attempt 1, then crashes during attempt 2.
     const first = subscriber({ claimMinIdleMs: 400, closeTimeoutMs: 0 });
     const firstAttempts: number[] = [];
@@ -227,7 +227,7 @@ describe('Redis Streams guarantees', () => {
       () => {
         throw new Error('smtp down');
       },
-      { retry: { maxAttempts: 0 } },
+      { retry: { maxAttempts: 1 } },
     );
     await bus.publish('mail.send', { to: 'a@example.com' });
     await eventually(async () => expect(await dlqEntries()).toHaveLength(1));

@@ -43,7 +43,7 @@ export const deadLettersAfterRetriesWithTheReason: ConformanceCase = {
         calls++;
         throw new Error('always fails');
       },
-      { retry: { maxAttempts: 2, minDelayMs: 10, maxDelayMs: 50 }, name: 'dlq-case' },
+      { retry: { maxAttempts: 3, minDelayMs: 10, maxDelayMs: 50 }, name: 'dlq-case' },
     );
     const pub = await newBus();
     const event = createEvent(type('dlq.target'), { important: true });
