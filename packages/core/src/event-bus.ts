@@ -348,6 +348,8 @@ const SUBSCRIPTION_DEFAULT_KEYS = [
  */
 export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDisposable {
   readonly transport: Transport;
+  /** The transport encodes with core's codec: the bus writes each event's JSON before admission. */
+  readonly #encodes: boolean;
   readonly #catalog: Readonly<Record<string, StandardSchemaV1>> | undefined;
   readonly #validation: ValidationMode;
   readonly #source: string | undefined;
@@ -397,6 +399,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     }
     rejectUnknownOptions(options, ['transport', ...EVENT_BUS_OPTION_KEYS], 'EventBus');
     this.transport = options.transport;
+    this.#encodes = options.transport.info.encodes !== false;
     this.#validation = options.validation ?? DEFAULT_EVENT_BUS_OPTIONS.validation;
     if (!['strict', 'warn', 'ignore'].includes(this.#validation)) {
       throw configError('validation', 'must be "strict", "warn" or "ignore"');
@@ -687,11 +690,13 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     // Written now, before admission: a payload that cannot be JSON (a BigInt, a cycle) is the
     // caller's mistake and is refused here, taking no queue slot and no breaker call. The
     // transport's own encodeEvent() then reuses this text (see #publishNow).
-    let text: string;
-    try {
-      text = writeEvent(event);
-    } catch (error) {
-      return Promise.reject(error);
+    let text = '';
+    if (this.#encodes) {
+      try {
+        text = writeEvent(event);
+      } catch (error) {
+        return Promise.reject(error);
+      }
     }
     // Hot path: nothing waits ahead (so nothing is blocked either) and a send slot is free,
     // so the event goes straight out, in publish order, without an entry in the queue.
@@ -750,6 +755,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    * the event a second time.
    */
   #publishNow(event: Event, text: string): Promise<void> {
+    if (!this.#encodes) return this.transport.publish(event);
     primeEncoding(event, text);
     try {
       return this.transport.publish(event);

@@ -101,4 +101,34 @@ describe('MemoryTransport under an EventBus', () => {
     expect(transport.deadLetterQueue.size).toBe(0);
     await bus.close();
   });
+  it("with copy: 'reference', the bus encodes nothing either: the transport says it does not encode", async () => {
+    const transport = new MemoryTransport({ copy: 'reference' });
+    const bus = new EventBus({ transport, logger: quiet });
+    expect(transport.info.encodes).toBe(false);
+    const got = collectEvents<Event<{ big: bigint; probe: { toJSON(): string } }>>();
+    await bus.subscribe('ledger.posted', got.handler);
+    let encoded = 0;
+    const probe = {
+      toJSON(): string {
+        encoded++;
+        return 'probe';
+      },
+    };
+
+    await bus.publish('ledger.posted', { big: 10n, probe });
+    await got.waitForCount(1);
+
+    expect(got.events[0]?.payload.big).toBe(10n);
+    expect(encoded).toBe(0);
+    // Through the codec the same payload is refused before it is queued.
+    const codec = new EventBus({ transport: new MemoryTransport(), logger: quiet });
+    expect(
+      isWatchtowerError(
+        await rejection(codec.publish('ledger.posted', { big: 10n })),
+        ErrorCode.SERIALIZATION,
+      ),
+    ).toBe(true);
+    await codec.close();
+    await bus.close();
+  });
 });

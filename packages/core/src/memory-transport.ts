@@ -139,6 +139,9 @@ const MEMORY_TRANSPORT_INFO: TransportInfo = {
   },
 };
 
+/** With `copy: 'reference'` events are handed over as they are: the codec is not involved. */
+const MEMORY_REFERENCE_INFO: TransportInfo = { ...MEMORY_TRANSPORT_INFO, encodes: false };
+
 /**
  * A message waiting in a group: the published event itself (`copy: 'reference'`), or its wire
  * form (the codec's JSON, or bytes from `publishRaw`), which each delivery decodes afresh.
@@ -257,7 +260,7 @@ export class MemoryBroker {
  * share one {@link MemoryBroker}, like clients of one server.
  */
 export class MemoryTransport implements Transport {
-  readonly info = MEMORY_TRANSPORT_INFO;
+  readonly info: TransportInfo;
   readonly broker: MemoryBroker;
   readonly #maxInFlight: number;
   readonly #byReference: boolean;
@@ -289,6 +292,7 @@ export class MemoryTransport implements Transport {
     }
     this.#maxInFlight = maxInFlight;
     this.#byReference = copy === 'reference';
+    this.info = this.#byReference ? MEMORY_REFERENCE_INFO : MEMORY_TRANSPORT_INFO;
     const { deadLetterQueue, clock, maxPending } = options;
     this.broker =
       options.broker ??

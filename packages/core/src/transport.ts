@@ -51,6 +51,13 @@ export interface TransportCapabilities {
 export interface TransportInfo {
   readonly name: string;
   readonly capabilities: Readonly<TransportCapabilities>;
+  /**
+   * False when the transport hands events over in process without core's codec
+   * (`MemoryTransport` with `copy: 'reference'`): the bus then does not write an event's JSON
+   * before admitting it (so a payload that is not JSON, a `BigInt`, is accepted there).
+   * @defaultValue true: every event is encoded with core's codec, once per publish
+   */
+  readonly encodes?: boolean;
 }
 
 /** Connection state as reported by {@link Transport.healthCheck}. */
