@@ -12,6 +12,7 @@ import {
   ErrorCode,
   TimeoutError,
   WatchtowerError,
+  describeError,
   isWatchtowerError,
   toWatchtowerError,
   type ValidationError,
@@ -19,7 +20,8 @@ import {
 import type { Event } from './event.js';
 import type { CompiledPattern } from './pattern.js';
 import type { RetryPolicy } from './retry-policy.js';
-import { deadLetterReason } from './transport-kit/dead-letter-record.js';
+import type { BusLog } from './logger.js';
+import { deadLetterReason, failureCode } from './transport-kit/dead-letter-record.js';
 import { repeat } from './transport-kit/timing.js';
 import type {
   DeadLetter,
@@ -92,6 +94,8 @@ export interface SubscriptionHost {
   /** The bus's counters, incremented in place (a plain field store on the hot path). */
   readonly counters: EventBusCounters;
   reportError(error: unknown, context: { subscription?: string; eventId?: string }): void;
+  /** The bus's logger: dead letters at warn, retries at debug. */
+  readonly log: BusLog;
   emitDeadLetter(letter: DeadLetter): void;
   validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck>;
 }
@@ -460,6 +464,17 @@ export class BusSubscription implements SubscriptionHandle {
       }
       this.#bus.counters.retried++;
       const delayMs = policy.delayFor(attempt);
+      this.#bus.log.debug(
+        {
+          type: event.type,
+          eventId: event.id,
+          subscription: this.name,
+          attempt,
+          code: failureCode(failure),
+          delayMs,
+        },
+        `attempt ${attempt} of ${event.type} ${event.id} failed; retrying in ${delayMs} ms: ${describeError(failure)}`,
+      );
       // Transports without redelivery retry in process; the others hand the event back.
       if (this.#redelivery) {
         await delivery.nack({ delayMs });
@@ -554,6 +569,18 @@ export class BusSubscription implements SubscriptionHandle {
       return;
     }
     bus.counters.deadLettered++;
+    const type = 'raw' in subject ? subject.origin : subject.type;
+    const eventId = 'raw' in subject ? undefined : subject.id;
+    bus.log.warn(
+      {
+        type,
+        ...(eventId === undefined ? {} : { eventId }),
+        code: reason.code,
+        attempts,
+        subscription: this.name,
+      },
+      `dead-lettered ${eventId === undefined ? `undecodable bytes from ${type}` : `${type} ${eventId}`} after ${attempts} attempt(s): ${reason.message}`,
+    );
     bus.emitDeadLetter(
       'raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason },
     );

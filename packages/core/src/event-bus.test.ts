@@ -18,6 +18,7 @@ import {
   type Logger,
   type SubscribeOptions,
 } from './event-bus.js';
+import type { LogMethod } from './logger.js';
 import { MemoryTransport, type MemoryTransportOptions } from './memory-transport.js';
 import { collectEvents } from './testing/collect.js';
 import { FakeClock } from './testing/fake-clock.js';
@@ -88,7 +89,7 @@ function gate(): { promise: Promise<void>; open: () => void } {
   return { promise, open };
 }
 
-type LogMock = Mock<(message: string, details?: Record<string, unknown>) => void>;
+type LogMock = Mock<LogMethod>;
 
 function quietLogger(): Logger & { warn: LogMock; error: LogMock } {
   return { warn: vi.fn<Logger['warn']>(), error: vi.fn<Logger['error']>() };
@@ -771,6 +772,47 @@ describe('EventBus publish', () => {
       expect(transport.publishCalls.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 3 }]);
       expect(bus.stats()).toMatchObject({ published: 2, publishFailed: 1 });
       expect(bus.stats().backpressure.droppedEvents).toBe(1);
+      await bus.close();
+    });
+
+    it('logs that the queue is filling up at most once per interval, counting the warnings held back', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport({ memory: { clock } });
+      transport.manual = true;
+      const logger = quietLogger();
+      const bus = makeBus(
+        {
+          clock,
+          logger,
+          publishConcurrency: 1,
+          backpressure: { maxQueueSize: 2, warningThreshold: 0.5 },
+        },
+        transport,
+      );
+      const crossings: number[] = [];
+      bus.on('backpressureWarning', (stats) => crossings.push(stats.currentQueueSize));
+      await bus.connect();
+      const fill = async (): Promise<void> => {
+        // One at the transport, one waiting: the queue crosses its threshold once.
+        const published = [bus.publish('a.b', { n: 1 }), bus.publish('a.b', { n: 2 })];
+        await waitFor(() => transport.pending.length === 1);
+        transport.confirmNext();
+        await waitFor(() => transport.pending.length === 1);
+        transport.confirmNext();
+        await Promise.all(published);
+      };
+
+      for (let i = 0; i < 5; i++) await fill();
+      expect(crossings).toHaveLength(5);
+      const queueWarnings = (): unknown[][] =>
+        logger.warn.mock.calls.filter((call) => String(call[1]).includes('filling up'));
+      expect(queueWarnings()).toHaveLength(1);
+
+      clock.advance(5000);
+      await fill();
+      expect(queueWarnings()).toHaveLength(2);
+      expect(queueWarnings()[1]?.[0]).toMatchObject({ suppressedWarnings: 4 });
+      expect(String(queueWarnings()[1]?.[1])).toContain('4 more such warnings held back');
       await bus.close();
     });
 
@@ -2051,7 +2093,7 @@ describe('EventBus stats and listeners', () => {
     await waitFor(() => transport.deadLetterQueue.size === 1);
 
     expect(errors).toEqual([{ code: ErrorCode.TRANSPORT, subscription: 'jobs' }]);
-    expect(logger.error.mock.calls[0]?.[1]).toMatchObject({
+    expect(logger.error.mock.calls[0]?.[0]).toMatchObject({
       code: ErrorCode.TRANSPORT,
       subscription: 'jobs',
     });
@@ -2323,7 +2365,7 @@ describe('EventBus and transport background errors', () => {
     const logged: string[] = [];
     const bus = new EventBus({
       transport,
-      logger: { warn: () => undefined, error: (message) => logged.push(message) },
+      logger: { warn: () => undefined, error: (_details, message) => logged.push(message) },
     });
     transport.fail(new ConnectionError('reclaim failed'));
     expect(logged).toEqual(['reclaim failed']);

@@ -31,6 +31,7 @@ import {
   WatchtowerError,
 } from './errors.js';
 import { clearEncoding, primeEncoding, writeEvent } from './codec.js';
+import { consoleLogger, toBusLog, WarningLimiter, type BusLog, type Logger } from './logger.js';
 import { assertEvent, createEventAt, type Event, type EventMetadataInput } from './event.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
 import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
@@ -54,7 +55,6 @@ import { TRANSPORT_OPTION_KEYS } from './transport.js';
 import {
   checkOptionKeys,
   clockOption,
-  describeValue,
   integerOption,
   numberOption,
   recordOption,
@@ -70,23 +70,12 @@ import {
 } from './bus-subscription.js';
 
 export type { EventBusCounters, EventHandler, HandlerContext } from './bus-subscription.js';
+export { consoleLogger, type Logger } from './logger.js';
 import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
 import { Deadline, TIMED_OUT, within } from './transport-kit/timing.js';
 
 /** How payloads that fail their schema are treated. */
 export type ValidationMode = 'strict' | 'warn' | 'ignore';
-
-/** Where the bus reports what it cannot throw to a caller. */
-export interface Logger {
-  warn(message: string, details?: Record<string, unknown>): void;
-  error(message: string, details?: Record<string, unknown>): void;
-}
-
-/** Writes warnings and errors to the console. */
-export const consoleLogger: Logger = {
-  warn: (message, details) => console.warn(`[watchtower] ${message}`, details ?? ''),
-  error: (message, details) => console.error(`[watchtower] ${message}`, details ?? ''),
-};
 
 /** Per-subscription options of {@link EventBus.subscribe}. */
 export interface SubscribeOptions {
@@ -301,6 +290,9 @@ const AN_OPTIONS_OBJECT = 'an options object';
 
 const NON_NEGATIVE = { min: 0 } as const;
 
+/** How often at most the bus logs that the publish queue is filling up. */
+const QUEUE_WARNING_INTERVAL_MS = 5000;
+
 /** Where an {@link EventBus} is in its life. */
 type BusPhase = 'idle' | 'connecting' | 'open' | 'closing' | 'closed';
 
@@ -359,7 +351,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   readonly #publishConcurrency: number;
   readonly #subscriptionDefaults: NonNullable<EventBusOptions['subscriptionDefaults']>;
   readonly #closeTimeoutMs: number;
-  readonly #logger: Logger;
+  readonly #logger: BusLog;
+  /** "The publish queue is filling up" at most once per interval. */
+  readonly #queueWarnings: WarningLimiter;
   readonly #clock: Clock;
   readonly #emitter = new Emitter<EventBusEvents>();
   readonly #subscriptions = new Set<BusSubscription>();
@@ -426,7 +420,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       NON_NEGATIVE,
     );
     this.#clock = clockOption('clock', options.clock ?? systemClock);
-    this.#logger = loggerOption(options.logger ?? consoleLogger);
+    this.#logger = toBusLog(options.logger ?? consoleLogger);
+    this.#queueWarnings = new WarningLimiter(this.#clock, QUEUE_WARNING_INTERVAL_MS);
     this.#subscriptionDefaults =
       recordOption('subscriptionDefaults', options.subscriptionDefaults, AN_OPTIONS_OBJECT) ?? {};
     // Checked here so that a bad default fails at construction, not at the first subscribe.
@@ -452,7 +447,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       entry.reject(error);
     });
     this.#queue.on('warning', (stats) => {
-      this.#logger.warn('publish queue is filling up', { ...stats, fillRatio: stats.fillRatio() });
+      const suppressed = this.#queueWarnings.take();
+      if (suppressed !== undefined) {
+        const more = suppressed === 0 ? '' : ` (${suppressed} more such warnings held back)`;
+        this.#logger.warn(
+          { ...stats, fillRatio: stats.fillRatio(), suppressedWarnings: suppressed },
+          `the publish queue is filling up${more}`,
+        );
+      }
       this.#emitter.emit('backpressureWarning', stats);
     });
     this.#breaker.on('stateChange', (to, from) =>
@@ -682,7 +684,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     if (outcome.ok) return this.#enqueue(event);
     this.#counters.validationFailures++;
     if (this.#validation === 'strict') return Promise.reject(outcome.error);
-    this.#logger.warn(outcome.error.message, { eventId: event.id, type: event.type });
+    this.#logger.warn({ eventId: event.id, type: event.type }, outcome.error.message);
     return this.#enqueue(event);
   }
 
@@ -878,6 +880,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       needsValidation: this.#catalog !== undefined && this.#validation !== 'ignore',
       counters: this.#counters,
       reportError: (error, context) => this.#reportError(error, context),
+      log: this.#logger,
       emitDeadLetter: (letter) => this.#emitter.emit('deadLetter', letter),
       validateConsumed: (event) => this.#validateConsumed(event),
     };
@@ -886,7 +889,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   #reportError(error: unknown, context: { subscription?: string; eventId?: string }): void {
     const wrapped = toWatchtowerError(error);
     if (this.#emitter.hasListeners('error')) this.#emitter.emit('error', wrapped, context);
-    else this.#logger.error(wrapped.message, { code: wrapped.code, ...context });
+    else this.#logger.error({ code: wrapped.code, ...context }, wrapped.message);
   }
 
   /** Synchronous schemas answer synchronously, so the consume fast path stays synchronous. */
@@ -911,7 +914,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     }
     this.#counters.validationFailures++;
     if (this.#validation === 'strict') return { error: outcome.error };
-    this.#logger.warn(outcome.error.message, { eventId: event.id, type: event.type });
+    this.#logger.warn({ eventId: event.id, type: event.type }, outcome.error.message);
     return { event };
   }
 
@@ -1038,23 +1041,6 @@ function resolveSubscribeOptions(
 }
 
 // ---- helpers ------------------------------------------------------------------------------
-
-/** The `logger` option: an object with `warn` and `error` functions. */
-function loggerOption(value: unknown): Logger {
-  const logger = value as Partial<Record<keyof Logger, unknown>> | null;
-  if (
-    typeof logger !== 'object' ||
-    logger === null ||
-    typeof logger.warn !== 'function' ||
-    typeof logger.error !== 'function'
-  ) {
-    throw configError(
-      'logger',
-      `must be a Logger with warn() and error(), got ${describeValue(value)}`,
-    );
-  }
-  return value as Logger;
-}
 
 /**
  * `runSchema`, with a schema that throws (a bug in a refinement, say) reported as a failed

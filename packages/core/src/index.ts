@@ -96,12 +96,9 @@ export type {
   InMemoryDeadLetterQueueOptions,
 } from './dead-letter-queue.js';
 
-export {
-  EventBus,
-  DEFAULT_EVENT_BUS_OPTIONS,
-  EVENT_BUS_OPTION_KEYS,
-  consoleLogger,
-} from './event-bus.js';
+export { consoleLogger } from './logger.js';
+export type { Logger, LogMethod, LogLevel } from './logger.js';
+export { EventBus, DEFAULT_EVENT_BUS_OPTIONS, EVENT_BUS_OPTION_KEYS } from './event-bus.js';
 export type {
   EventBusOptions,
   EventBusStats,
@@ -110,7 +107,6 @@ export type {
   EventFor,
   EventHandler,
   HandlerContext,
-  Logger,
   SubscribeOptions,
   ValidationMode,
 } from './event-bus.js';

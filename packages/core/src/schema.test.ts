@@ -2,6 +2,7 @@ import { describe, expect, expectTypeOf, it, vi, type Mock } from 'vitest';
 import { z } from 'zod';
 import { ErrorCode, isWatchtowerError, type ValidationError } from './errors.js';
 import { createEvent, type Event } from './event.js';
+import type { LogMethod } from './logger.js';
 import { EventBus, type EventBusOptions, type Logger, type ValidationMode } from './event-bus.js';
 import { MemoryBroker, MemoryTransport } from './memory-transport.js';
 import { defineEvents, runSchema, type MatchesPattern, type TypesMatching } from './schema.js';
@@ -34,7 +35,7 @@ interface OrderPlaced {
   total: number;
 }
 
-type LogMock = Mock<(message: string, details?: Record<string, unknown>) => void>;
+type LogMock = Mock<LogMethod>;
 
 function quietLogger(): Logger & { warn: LogMock; error: LogMock } {
   return { warn: vi.fn<Logger['warn']>(), error: vi.fn<Logger['error']>() };
@@ -260,7 +261,7 @@ describe('typed catalog (validation on publish)', () => {
 
     expect(wire.map((e) => e.payload)).toEqual([{ orderId: 'o1', total: -5 }, { x: 1 }]);
     expect(logger.warn).toHaveBeenCalledTimes(1);
-    expect(String(logger.warn.mock.calls[0]?.[0])).toContain('order.placed');
+    expect(String(logger.warn.mock.calls[0]?.[1])).toContain('order.placed');
     expect(bus.stats().validationFailures).toBe(1);
     await teardown(context);
   });

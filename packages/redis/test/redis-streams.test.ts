@@ -319,7 +319,7 @@ describe('Redis Streams guarantees', () => {
   it('logs what the transport cannot throw to a caller with the subscriber logger', async () => {
     const logged: string[] = [];
     const bus = subscriber({
-      logger: { warn: () => {}, error: (message) => logged.push(message) },
+      logger: { warn: () => {}, error: (_details, message) => logged.push(message) },
     });
     await bus.transport.publishToDlq(createEvent('audit.logged', {}), {
       message: 'x',
