@@ -5,3 +5,4 @@ export { FakeClock } from './testing/fake-clock.js';
 export { waitFor, type WaitForOptions } from './testing/wait-for.js';
 export { collectEvents, type EventCollector } from './testing/collect.js';
 export { thrown } from './testing/thrown.js';
+export { pauseProcess } from './testing/pause-process.js';

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { pauseProcess } from '@watchtower/core/testing';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -70,7 +71,10 @@ export class PrivateNatsServer {
    * as with a hung server or a dropped link. `resume()` lets it go on.
    */
   pause(): void {
-    this.#signal('SIGSTOP');
+    const child = this.#process;
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      pauseProcess(child.pid);
+    }
   }
 
   /** Lets a paused server go on (SIGCONT). */

@@ -7,6 +7,7 @@ import { delimiter, join } from 'node:path';
 import { vi } from 'vitest';
 import { Redis } from 'ioredis';
 import type { Delivery, TransportSubscription } from '@watchtower/core';
+import { pauseProcess } from '@watchtower/core/testing';
 
 /** The shared broker of the integration tests. */
 export const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -192,7 +193,7 @@ export class PrivateRedisServer {
   pause(): void {
     const pid = this.#process?.pid;
     if (pid === undefined) throw new Error('redis-server is not running');
-    process.kill(pid, 'SIGSTOP');
+    pauseProcess(pid);
   }
 
   /** Lets a paused server go on (SIGCONT). */
