@@ -28,6 +28,12 @@ const bus = new EventBus({
   source: 'quickstart',
   backpressure: { maxQueueSize: 100, strategy: 'block' },
   circuitBreaker: { failureThreshold: 5, resetTimeoutMs: 30_000 },
+  // The bus logs every dead letter at warn (a pino logger or `console` fit too); here each
+  // log line is printed on one line, without its details object.
+  logger: {
+    warn: (_details, message) => console.log(`  (bus log) ${message}`),
+    error: (_details, message) => console.log(`  (bus log, error) ${message}`),
+  },
 });
 
 /** Handler runs that returned, by subscription: `stats().handled` is their sum. */
