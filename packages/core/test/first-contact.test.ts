@@ -5,7 +5,15 @@
  * (`make test` builds before it tests).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +74,26 @@ describe('first contact', () => {
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
     expect(run.stdout).toContain('welcome ada@example.com');
+  });
+
+  it('tells what exists today: packages marked planned have no code, and npm installs name tarballs', () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const rows = [
+      ...readme.matchAll(/^\| \[?`@watchtower\/([a-z]+)`\]?[^|]*\|[^|]*\| *([^|]*?) *\|$/gm),
+    ];
+    expect(rows.length).toBeGreaterThanOrEqual(6);
+    for (const [, name, status] of rows) {
+      const exists = existsSync(join(root, 'packages', String(name), 'package.json'));
+      expect({ name, planned: String(status).startsWith('planned') }).toEqual({
+        name,
+        planned: !exists,
+      });
+    }
+    // Until the packages are published, an `npm install` of them is only the promise of later.
+    const installs = readme
+      .split(/(?<=[.:])\s/)
+      .filter((sentence) => /npm install[^`\n]*@watchtower\//.test(sentence));
+    for (const sentence of installs) expect(sentence).toMatch(/once they are on npm/i);
   });
 
   it('runs the demo, whose every line names its subscription and whose stats explain themselves', () => {
