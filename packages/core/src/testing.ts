@@ -6,3 +6,4 @@ export { waitFor, type WaitForOptions } from './testing/wait-for.js';
 export { collectEvents, type EventCollector } from './testing/collect.js';
 export { thrown } from './testing/thrown.js';
 export { pauseProcess } from './testing/pause-process.js';
+export { configErrorField, settlement } from './testing/outcomes.js';

@@ -1,5 +1,6 @@
 import { ErrorCode, isWatchtowerError, systemClock } from '@watchtower/core';
 import { FakeClock } from '@watchtower/core/testing';
+import { configErrorField as fieldOf } from '@watchtower/core/testing';
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_NATS_CONSUMER_OPTIONS,
@@ -8,15 +9,8 @@ import {
   type NatsConfig,
 } from './config.js';
 
-function configErrorField(config: unknown): string | undefined {
-  try {
-    resolveNatsConfig(config as Partial<NatsConfig>);
-  } catch (error) {
-    if (isWatchtowerError(error, ErrorCode.CONFIG)) return /`([^`]+)`/.exec(error.message)?.[1];
-    throw error;
-  }
-  return undefined;
-}
+const configErrorField = (config: unknown): string | undefined =>
+  fieldOf(() => resolveNatsConfig(config as Partial<NatsConfig>));
 
 describe('resolveNatsConfig', () => {
   it('applies the documented defaults', () => {

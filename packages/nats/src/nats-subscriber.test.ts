@@ -1,16 +1,7 @@
 import { ErrorCode, isWatchtowerError } from '@watchtower/core';
+import { configErrorField } from '@watchtower/core/testing';
 import { describe, expect, it } from 'vitest';
 import { NatsSubscriber, type NatsSubscriberOptions } from './nats-subscriber.js';
-
-function configErrorField(create: () => unknown): string | undefined {
-  try {
-    create();
-  } catch (error) {
-    if (isWatchtowerError(error, ErrorCode.CONFIG)) return /`([^`]+)`/.exec(error.message)?.[1];
-    throw error;
-  }
-  return undefined;
-}
 
 const quiet = { logger: { warn: () => undefined, error: () => undefined } };
 

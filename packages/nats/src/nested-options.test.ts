@@ -1,4 +1,4 @@
-import { ErrorCode, isWatchtowerError } from '@watchtower/core';
+import { configErrorField } from '@watchtower/core/testing';
 import { describe, expect, it } from 'vitest';
 import { resolveNatsConfig, type NatsConfig } from './config.js';
 import { NatsSubscriber } from './nats-subscriber.js';
@@ -7,16 +7,6 @@ import { NatsSubscriber } from './nats-subscriber.js';
  * An options object given as something else (a number, a string, an array, null) is a CONFIG
  * error naming the field, never read as "no options" and replaced by the defaults.
  */
-
-function configErrorField(make: () => unknown): string | undefined {
-  try {
-    make();
-  } catch (error) {
-    if (isWatchtowerError(error, ErrorCode.CONFIG)) return /`([^`]+)`/.exec(error.message)?.[1];
-    throw error;
-  }
-  return undefined;
-}
 
 const NOT_OBJECTS: [string, unknown][] = [
   ['a number', 5],

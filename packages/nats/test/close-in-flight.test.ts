@@ -1,3 +1,4 @@
+import { settlement } from '@watchtower/core/testing';
 import {
   ErrorCode,
   createEvent,
@@ -37,13 +38,6 @@ afterEach(async () => {
 /** Lets pending I/O callbacks run once; waits for nothing in particular. */
 const ioTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function outcome(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => 'resolved',
-    (error: unknown) => error,
-  );
-}
-
 function expectClosed(error: unknown): void {
   expect(isWatchtowerError(error, ErrorCode.CLOSED)).toBe(true);
   expect((error as { retryable: boolean }).retryable).toBe(false);
@@ -67,8 +61,8 @@ describe('NATS: a publish in flight when close() cuts it off', () => {
     await transport.publish(createEvent('work.item', { n: 0 }));
 
     server.pause();
-    const published = outcome(transport.publish(createEvent('work.item', { n: 1 })));
-    const deadLettered = outcome(transport.publishToDlq(createEvent('work.item', {}), reason));
+    const published = settlement(transport.publish(createEvent('work.item', { n: 1 })));
+    const deadLettered = settlement(transport.publishToDlq(createEvent('work.item', {}), reason));
     await ioTurn();
     await transport.close({ timeoutMs: CLOSE_TIMEOUT_MS });
 
@@ -85,7 +79,7 @@ describe('NATS: a publish in flight when close() cuts it off', () => {
     await bus.publish('work.item', { n: 0 });
 
     server.pause();
-    const publishes = [1, 2, 3].map((n) => outcome(bus.publish('work.item', { n })));
+    const publishes = [1, 2, 3].map((n) => settlement(bus.publish('work.item', { n })));
     await ioTurn();
     const started = performance.now();
     await bus.close({ timeoutMs: CLOSE_TIMEOUT_MS });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, isWatchtowerError } from '../errors.js';
+import { configErrorField as configField } from '../testing/outcomes.js';
 import { thrown } from '../testing/thrown.js';
 import {
   checkConsumeDlqOptions,
@@ -10,12 +11,6 @@ import {
   checkSubscribeOptions,
   rejection,
 } from './option-checks.js';
-
-function configField(fn: () => unknown): string | undefined {
-  const error = thrown(fn);
-  if (!isWatchtowerError(error, ErrorCode.CONFIG)) throw error;
-  return /`([^`]+)`/.exec(error.message)?.[1];
-}
 
 const ALL = ['new', 'earliest', 'sequence', 'time'] as const;
 
