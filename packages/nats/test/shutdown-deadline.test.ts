@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import {
   ErrorCode,
@@ -79,17 +80,59 @@ async function busyTransport(mode: NatsMode) {
   });
   // Goes on publishing while the server stops answering, until close.
   let publishing = true;
+  let started = 0;
+  let settled = 0;
   const publisher = (async () => {
     for (let i = 0; publishing; i++) {
+      started++;
       await created.publish(createEvent('work.item', { i })).catch(() => undefined);
+      settled++;
       await new Promise((resolve) => setImmediate(resolve));
     }
   })();
+  /**
+   * Resolves once a publish is outstanding at the paused server: one written since `since`
+   * publishes had started (core), or one whose answer never came (JetStream).
+   */
+  const publishedInto = (since: number): Promise<unknown> =>
+    waitFor(() => started > since || started > settled, {
+      message: 'a publish went to the paused server',
+    });
   const stopPublishing = async (): Promise<void> => {
     publishing = false;
     await publisher;
   };
-  return { transport: created, plain, group, dlq, loops, stopPublishing };
+  return {
+    transport: created,
+    plain,
+    group,
+    dlq,
+    loops,
+    stopPublishing,
+    publishedInto,
+    started: () => started,
+  };
+}
+
+/**
+ * True when some TCP connection to `port` on this host is established (Linux `/proc/net/tcp`;
+ * elsewhere, true at once): the client's connect reached the kernel of a paused server.
+ */
+function connectedTo(port: number): boolean {
+  let table: string;
+  try {
+    table = readFileSync('/proc/net/tcp', 'utf8');
+  } catch {
+    return true;
+  }
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return table
+    .split('\n')
+    .slice(1)
+    .some((row) => {
+      const [, local, , state] = row.trim().split(/\s+/);
+      return local?.endsWith(`:${hex}`) === true && state === '01';
+    });
 }
 
 async function elapsedMs(work: () => Promise<unknown>): Promise<number> {
@@ -122,9 +165,10 @@ const UNSUBSCRIBE_BOUND_MS = REQUEST_TIMEOUT_MS + SLACK_MS;
 describe.each<NatsMode>(['core', 'jetstream'])('shutdown deadline (%s)', (mode) => {
   it('close({ timeoutMs }) resolves in time when the server stops answering', async () => {
     const busy = await busyTransport(mode);
+    const atPause = busy.started();
     server.pause();
-    // Let the paused server hold some of what was written to it.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The paused server holds something written to it.
+    await busy.publishedInto(atPause);
     await expectClosedWithin(busy.transport, CLOSE_BOUND_MS);
     await busy.stopPublishing();
     await Promise.all(busy.loops);
@@ -169,7 +213,7 @@ describe('shutdown deadline (connecting)', () => {
       (error: unknown) => error,
     );
     // The TCP connection is accepted by the kernel; the server never says hello.
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await waitFor(() => connectedTo(server.port), { message: 'the client connected to the port' });
     const elapsed = await elapsedMs(() => created.close({ timeoutMs: CLOSE_TIMEOUT_MS }));
     expect(elapsed).toBeLessThan(CLOSE_BOUND_MS);
     server.resume();
