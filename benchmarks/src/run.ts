@@ -3,6 +3,7 @@ import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
 import { natsScenarios, removeNatsLeftovers } from './nats.js';
 import { redisScenarios, removeRedisLeftovers } from './redis.js';
+import { userLevelScenarios } from './user-level.js';
 
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
@@ -25,6 +26,12 @@ const registry: Record<string, () => Promise<Scenario[]>> = {
   redis: async () => {
     await removeRedisLeftovers();
     return redisScenarios(scale);
+  },
+  // What a user gets: the README's code with defaults beside the raw clients (NATS and Redis).
+  user: async () => {
+    await removeNatsLeftovers();
+    await removeRedisLeftovers();
+    return userLevelScenarios(scale);
   },
 };
 

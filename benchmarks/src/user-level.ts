@@ -1,0 +1,435 @@
+/**
+ * The user-level group: the code a user writes from the READMEs (`NatsSubscriber`,
+ * `RedisSubscriber`, `EventBus` on the memory transport, every option at its default, a
+ * synchronous handler, a `group` where the broker has one) beside the raw client doing the same
+ * work with the same payload: JSON of a ~200-byte object out, `JSON.parse` and the handler in,
+ * the same acks. Unlike the transport-level groups, the raw side does not use Watchtower's
+ * codec, so the rows show everything Watchtower adds per event: the envelope, the bus, the
+ * transport.
+ *
+ * Every scenario publishes and consumes in one process over two connections (a publishing
+ * service and a consuming one), driven the same way on both sides: at most `WINDOW` publishes
+ * outstanding, then a turn of I/O. Each event's latency is from its publish call to its
+ * handler. The CPU time is the whole process's (publisher and consumer), per event.
+ *
+ * Names are unique per run (subject prefix, stream, key prefix), the only options that differ
+ * from the defaults; everything created is deleted.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  type JsMsg,
+} from '@nats-io/jetstream';
+import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
+import {
+  EventBus,
+  MemoryTransport,
+  defineEvents,
+  type Event,
+  type EventCatalog,
+} from '@watchtower/core';
+import { NatsSubscriber } from '@watchtower/nats';
+import { RedisSubscriber } from '@watchtower/redis';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import { countdown, now, startTimer, type Measurement, type Scenario } from './harness.js';
+
+const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const TYPE = 'user.created';
+/** Publishes outstanding at most, as a service that awaits its publishes in batches. */
+const WINDOW = 100;
+/** The Redis transport's default `maxLen`, which the raw side trims to as well. */
+const REDIS_MAX_LEN = 100_000;
+
+/** The payload of every event: ~200 bytes of JSON. */
+export interface UserCreated {
+  id: string;
+  email: string;
+  name: string;
+  plan: string;
+  country: string;
+  signedUpAt: string;
+  tags: string[];
+  n: number;
+}
+
+export const userPayload = (n: number): UserCreated => ({
+  id: `user-${n}`,
+  email: 'ada.lovelace@analytical-engines.example.com',
+  name: 'Ada Lovelace',
+  plan: 'professional',
+  country: 'GB',
+  signedUpAt: '2026-11-22T10:00:00.123Z',
+  tags: ['early-adopter', 'newsletter', 'beta'],
+  n,
+});
+
+export const userSchema = z.object({
+  id: z.string(),
+  email: z.string(),
+  name: z.string(),
+  plan: z.string(),
+  country: z.string(),
+  signedUpAt: z.string(),
+  tags: z.array(z.string()),
+  n: z.number().int(),
+});
+
+/** The catalog of the zod scenarios, typed loosely so one bus factory serves both. */
+const catalog: EventCatalog = defineEvents({ [TYPE]: userSchema });
+
+const quietLogger = { warn: () => undefined, error: () => undefined };
+const decoder = new TextDecoder();
+const encode = (value: unknown): Buffer => Buffer.from(JSON.stringify(value), 'utf8');
+const parse = (bytes: Uint8Array): unknown => JSON.parse(decoder.decode(bytes));
+
+/**
+ * What both sides of a run share: the publish times by event number, the latencies, and the
+ * count of handled events. `handle` is the handler's work (the same on both sides).
+ */
+class Probe {
+  readonly sentAt: Float64Array;
+  readonly latenciesUs: number[] = [];
+  readonly arrivals;
+
+  constructor(
+    readonly count: number,
+    what: string,
+  ) {
+    this.sentAt = new Float64Array(count);
+    this.arrivals = countdown(count, 120_000, what);
+  }
+
+  handle(payload: UserCreated): void {
+    this.latenciesUs.push((now() - (this.sentAt[payload.n] as number)) * 1000);
+    this.arrivals.tick();
+  }
+}
+
+/**
+ * The load driver of every scenario: `send(i)` for each event, at most `WINDOW` outstanding
+ * (their promises, where the client returns one, awaited together), then a turn of I/O. Times
+ * from the first publish to the last handler call.
+ */
+async function drive(
+  probe: Probe,
+  send: (i: number) => Promise<unknown> | void,
+): Promise<Measurement> {
+  const stop = startTimer();
+  let batch: Promise<unknown>[] = [];
+  for (let i = 0; i < probe.count; i++) {
+    probe.sentAt[i] = now();
+    const sent = send(i);
+    if (sent !== undefined) batch.push(sent);
+    if (i % WINDOW === WINDOW - 1) {
+      if (batch.length > 0) await Promise.all(batch);
+      batch = [];
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+  await Promise.all(batch);
+  await probe.arrivals.done;
+  const { elapsedMs, cpuUs } = stop();
+  return { n: probe.count, elapsedMs, cpuUs, latenciesUs: probe.latenciesUs };
+}
+
+/**
+ * The raw client with the one setting Watchtower gives its own connections: no stack captured
+ * per request (`noAsyncTraces`), which otherwise costs the raw side several µs per JetStream
+ * publish and would flatter the ratios.
+ */
+const rawConnect = (): Promise<NatsConnection> =>
+  connect({ servers: NATS_URL, noAsyncTraces: true });
+
+const id = (): string => randomBytes(4).toString('hex');
+
+// ---- NATS -------------------------------------------------------------------------------
+
+interface NatsNames {
+  prefix: string;
+  subject: string;
+  stream: string;
+  dlqStream: string;
+}
+
+function natsNames(): NatsNames {
+  const suffix = id();
+  const prefix = `bench_${suffix}.events`;
+  return {
+    prefix,
+    subject: `${prefix}.${TYPE}`,
+    stream: `BENCH_${suffix}`,
+    dlqStream: `BENCH_${suffix}_DLQ`,
+  };
+}
+
+/** A `NatsSubscriber` as the README writes it; only the names are the run's own. */
+function natsBus(mode: 'core' | 'jetstream', n: NatsNames, validated = false): NatsSubscriber {
+  return new NatsSubscriber({
+    servers: NATS_URL,
+    mode,
+    subjectPrefix: n.prefix,
+    dlqPrefix: `${n.prefix}_dlq`,
+    stream: { name: n.stream },
+    dlq: { streamName: n.dlqStream },
+    logger: quietLogger,
+    ...(validated ? { events: catalog } : {}),
+  });
+}
+
+async function dropNatsStreams(n: NatsNames): Promise<void> {
+  const nc = await connect({ servers: NATS_URL });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for (const stream of [n.stream, n.dlqStream])
+      await jsm.streams.delete(stream).catch(() => false);
+  } finally {
+    await nc.close();
+  }
+}
+
+async function rawNatsCore(count: number, validated: boolean): Promise<Measurement> {
+  const n = natsNames();
+  const [pub, sub] = await Promise.all([rawConnect(), rawConnect()]);
+  const probe = new Probe(count, 'raw NATS core events');
+  sub.subscribe(n.subject, {
+    callback: (_error, msg: Msg) => {
+      const payload = parse(msg.data);
+      probe.handle((validated ? userSchema.parse(payload) : payload) as UserCreated);
+    },
+  });
+  await sub.flush();
+  const measured = await drive(probe, (i) => {
+    const payload = userPayload(i);
+    if (validated) userSchema.parse(payload);
+    pub.publish(n.subject, encode(payload));
+  });
+  await Promise.all([pub.close(), sub.close()]);
+  return measured;
+}
+
+async function watchtowerNatsCore(count: number, validated: boolean): Promise<Measurement> {
+  const n = natsNames();
+  const pub = natsBus('core', n, validated);
+  const sub = natsBus('core', n, validated);
+  const probe = new Probe(count, 'watchtower NATS core events');
+  await sub.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated));
+  await pub.connect();
+  const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
+  await Promise.all([pub.close(), sub.close()]);
+  return measured;
+}
+
+async function rawJetStream(count: number): Promise<Measurement> {
+  const n = natsNames();
+  const [pub, sub] = await Promise.all([rawConnect(), rawConnect()]);
+  const jsm = await jetstreamManager(pub);
+  await jsm.streams.add({ name: n.stream, subjects: [`${n.prefix}.>`] });
+  await jsm.consumers.add(n.stream, {
+    durable_name: 'bench',
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.New,
+    filter_subject: n.subject,
+  });
+  const probe = new Probe(count, 'raw JetStream events');
+  const consumer = await jetstream(sub).consumers.get(n.stream, 'bench');
+  const messages = await consumer.consume({
+    callback: (msg: JsMsg) => {
+      probe.handle(parse(msg.data) as UserCreated);
+      msg.ack();
+    },
+  });
+  const js = jetstream(pub);
+  // With a message id, as Watchtower publishes (the stream drops a republished one).
+  const measured = await drive(probe, (i) =>
+    js.publish(n.subject, encode(userPayload(i)), { msgID: randomUUID() }),
+  );
+  await messages.close();
+  await Promise.all([pub.close(), sub.close()]);
+  await dropNatsStreams(n);
+  return measured;
+}
+
+async function watchtowerJetStream(count: number): Promise<Measurement> {
+  const n = natsNames();
+  const pub = natsBus('jetstream', n);
+  const sub = natsBus('jetstream', n);
+  const probe = new Probe(count, 'watchtower JetStream events');
+  await sub.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated), {
+    group: 'bench',
+  });
+  await pub.connect();
+  const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
+  await Promise.all([pub.close(), sub.close()]);
+  await dropNatsStreams(n);
+  return measured;
+}
+
+// ---- Redis Streams ------------------------------------------------------------------------
+
+function redisPrefix(): string {
+  return `bench-${id()}`;
+}
+
+async function dropRedisKeys(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  try {
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+  } finally {
+    await redis.quit();
+  }
+}
+
+type ReadReply = Array<[string, Array<[string, string[]]>]> | null;
+
+async function rawRedis(count: number): Promise<Measurement> {
+  const prefix = redisPrefix();
+  const key = `${prefix}:${TYPE}`;
+  const pub = new Redis(REDIS_URL);
+  const sub = new Redis(REDIS_URL);
+  await pub.xgroup('CREATE', key, 'bench', '$', 'MKSTREAM');
+  const probe = new Probe(count, 'raw Redis events');
+  let reading = true;
+  const reader = (async () => {
+    while (reading) {
+      const reply = (await sub.xreadgroup(
+        'GROUP',
+        'bench',
+        'c1',
+        'COUNT',
+        100,
+        'BLOCK',
+        100,
+        'STREAMS',
+        key,
+        '>',
+      )) as ReadReply;
+      const entries = reply?.[0]?.[1];
+      if (entries === undefined || entries.length === 0) continue;
+      const ids: string[] = [];
+      for (const [entryId, fields] of entries) {
+        probe.handle(JSON.parse(fields[1] as string) as UserCreated);
+        ids.push(entryId);
+      }
+      void sub.xack(key, 'bench', ...ids);
+    }
+  })();
+  const measured = await drive(probe, (i) =>
+    pub.xadd(key, 'MAXLEN', '~', REDIS_MAX_LEN, '*', 'event', JSON.stringify(userPayload(i))),
+  );
+  reading = false;
+  await reader;
+  await Promise.all([pub.quit(), sub.quit()]);
+  await dropRedisKeys(prefix);
+  return measured;
+}
+
+async function watchtowerRedis(count: number): Promise<Measurement> {
+  const prefix = redisPrefix();
+  const pub = new RedisSubscriber({ url: REDIS_URL, prefix, logger: quietLogger });
+  const sub = new RedisSubscriber({ url: REDIS_URL, prefix, logger: quietLogger });
+  const probe = new Probe(count, 'watchtower Redis events');
+  await sub.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated), {
+    group: 'bench',
+  });
+  await pub.connect();
+  const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
+  await Promise.all([pub.close(), sub.close()]);
+  await dropRedisKeys(prefix);
+  return measured;
+}
+
+// ---- memory -------------------------------------------------------------------------------
+
+/** The same hand-over on a bare EventEmitter: publish the payload, the handler gets it. */
+function rawMemory(count: number): Promise<Measurement> {
+  const emitter = new EventEmitter();
+  const probe = new Probe(count, 'EventEmitter events');
+  emitter.on(TYPE, (payload: UserCreated) => probe.handle(payload));
+  return drive(probe, (i) => {
+    emitter.emit(TYPE, userPayload(i));
+  });
+}
+
+async function watchtowerMemory(
+  count: number,
+  copy: 'codec' | 'reference' | undefined,
+): Promise<Measurement> {
+  const bus = new EventBus({
+    transport: new MemoryTransport(copy === undefined ? {} : { copy }),
+    logger: quietLogger,
+  });
+  const probe = new Probe(count, 'memory events');
+  await bus.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated));
+  const measured = await drive(probe, (i) => bus.publish(TYPE, userPayload(i)));
+  await bus.close();
+  return measured;
+}
+
+/** The zod schema alone, run as the bus runs it with a catalog: once on publish, once on consume. */
+function safeParseAlone(count: number): Measurement {
+  const stop = startTimer();
+  let failed = 0;
+  for (let i = 0; i < count; i++) {
+    const payload = userPayload(i);
+    if (!userSchema.safeParse(payload).success) failed++;
+    if (!userSchema.safeParse(payload).success) failed++;
+  }
+  const { elapsedMs, cpuUs } = stop();
+  if (failed > 0) throw new Error('the zod benchmark payload fails its schema');
+  return { n: count, elapsedMs, cpuUs };
+}
+
+export function userLevelScenarios(scale: number): Scenario[] {
+  const at = (count: number): number => Math.max(WINDOW, Math.round(count * scale));
+  return [
+    {
+      name: 'user: NatsSubscriber core publish -> handler',
+      transport: 'nats',
+      raw: () => rawNatsCore(at(100_000), false),
+      watchtower: () => watchtowerNatsCore(at(100_000), false),
+    },
+    {
+      // The raw side runs the same zod schema on both ends, as the bus does with a catalog.
+      name: 'user: NatsSubscriber core, zod catalog',
+      transport: 'nats',
+      raw: () => rawNatsCore(at(100_000), true),
+      watchtower: () => watchtowerNatsCore(at(100_000), true),
+    },
+    {
+      name: 'user: zod safeParse alone, twice per event',
+      transport: 'zod',
+      watchtower: () => Promise.resolve(safeParseAlone(at(200_000))),
+    },
+    {
+      name: 'user: NatsSubscriber jetstream publish + consume + ack',
+      transport: 'nats',
+      raw: () => rawJetStream(at(20_000)),
+      watchtower: () => watchtowerJetStream(at(20_000)),
+    },
+    {
+      name: 'user: RedisSubscriber group publish + consume + XACK',
+      transport: 'redis',
+      raw: () => rawRedis(at(50_000)),
+      watchtower: () => watchtowerRedis(at(50_000)),
+    },
+    {
+      name: 'user: EventBus memory publish -> handler',
+      transport: 'memory',
+      raw: () => rawMemory(at(500_000)),
+      watchtower: () => watchtowerMemory(at(500_000), undefined),
+    },
+    {
+      name: "user: EventBus memory, copy: 'reference'",
+      transport: 'memory',
+      raw: () => rawMemory(at(1_000_000)),
+      watchtower: () => watchtowerMemory(at(1_000_000), 'reference'),
+    },
+  ];
+}
