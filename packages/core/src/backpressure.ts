@@ -182,6 +182,11 @@ export class BackpressureController<T> {
     }
   }
 
+  /** The oldest waiting item, left in place; `undefined` when none waits. */
+  peek(): T | undefined {
+    return this.#queue.peek();
+  }
+
   /**
    * Removes and returns the oldest waiting item, or `undefined` when none waits. Its slot is
    * free at once: the first blocked `admit` (if any) is let in.

@@ -19,12 +19,14 @@ import {
 } from './errors.js';
 import type { Event } from './event.js';
 import type { CompiledPattern } from './pattern.js';
-import type { RetryPolicy } from './retry-policy.js';
+import { isRetryableError, type RetryPolicy } from './retry-policy.js';
 import type { BusLog } from './logger.js';
 import { deadLetterReason, failureCode } from './transport-kit/dead-letter-record.js';
-import { repeat } from './transport-kit/timing.js';
+import { reduceDeadLetter } from './transport-kit/reduced-dead-letter.js';
+import { repeat, type AbortScope } from './transport-kit/timing.js';
 import type {
   DeadLetter,
+  DeadLetterReason,
   Delivery,
   EventDelivery,
   StartPosition,
@@ -64,6 +66,22 @@ export interface EventBusCounters {
   validationFailures: number;
   /** Deliveries whose bytes did not decode. */
   malformed: number;
+  /**
+   * Events whose type does not match the subscription they arrived on (a producer published
+   * them where they do not belong): dead-lettered with code `MISROUTED`.
+   */
+  misrouted: number;
+  /**
+   * Dead letters stored in reduced form (reason, ids, size, the start of the body) because
+   * the full record could never be stored (too large for the broker, say).
+   */
+  deadLettersReduced: number;
+  /**
+   * Dead-letter writes that failed for good: the delivery was handed back for a later try
+   * (after a growing delay), or lost where the transport cannot deliver it again. Each is
+   * also reported on the bus's `error` listeners.
+   */
+  deadLetterFailures: number;
 }
 
 /** What a handler learns about the delivery besides the event. */
@@ -86,8 +104,8 @@ export type ConsumedCheck = { event: Event } | { error: ValidationError };
 export interface SubscriptionHost {
   readonly transport: Transport;
   readonly clock: Clock;
-  /** Aborts when the bus closes: ends retry waits. */
-  readonly closeSignal: AbortSignal;
+  /** Aborts when the bus closes: ends retry waits (a signal of its own per wait). */
+  readonly closeScope: AbortScope;
   /** Retries writes that must not be given up easily (dead letters). */
   readonly writeRetry: RetryPolicy;
   readonly needsValidation: boolean;
@@ -138,6 +156,9 @@ const UNSEEN_DELIVERIES = 2;
 
 /** The handler finished without throwing. */
 const DONE = Symbol('done');
+
+/** No pattern of the subscription matches the event's type. */
+const NO_PATTERN = -1;
 
 /** The handler threw, rejected or timed out. */
 class Failed {
@@ -315,12 +336,23 @@ export class BusSubscription implements SubscriptionHandle {
         delivery,
       );
     }
-    if (!this.#isOwnedBy(index, delivery.event.type)) {
-      this.#ackQuietly(delivery, false);
-      return undefined;
+    const owner = this.#ownerOf(delivery.event.type);
+    if (owner !== index) {
+      if (owner !== NO_PATTERN) {
+        // An earlier pattern of this subscription has the event: handled once, there.
+        this.#ackQuietly(delivery, false);
+        return undefined;
+      }
+      bus.counters.misrouted++;
+      return this.#guard(
+        this.#deadLetter(delivery, delivery.event, this.#misrouted(delivery), delivery.attempt),
+        delivery,
+      );
     }
     const attempt = delivery.attempt;
-    if (attempt > this.#maxDeliveries) {
+    if (attempt > this.#maxDeliveries || this.#unwritten.has(delivery.event.id)) {
+      // Past its attempts (or its dead letter could not be written before): only the dead
+      // letter is left to do.
       // Running it again would loop for good if it is what stops the consumer (a poison event).
       const id = delivery.event.id;
       const failure = this.#unwritten.get(id) ?? this.#unsettledTooOften(attempt);
@@ -423,16 +455,26 @@ export class BusSubscription implements SubscriptionHandle {
   }
 
   /**
-   * The delivery belongs to the first pattern that matches its type; later patterns of the
-   * same subscription ack it, so an event is handled once. Transports that over-deliver
-   * (AMQP `#` also matches zero tokens) are filtered here too.
+   * The index of the first pattern that matches `type`, which handles the event (later
+   * patterns of the same subscription ack their copy, so it is handled once), or
+   * {@link NO_PATTERN} when none does: the event came where it does not belong.
    */
-  #isOwnedBy(index: number, type: string): boolean {
+  #ownerOf(type: string): number {
     const patterns = this.#patterns;
-    if (!(patterns[index] as CompiledPattern).matches(type)) return false;
-    for (let i = 0; i < index; i++)
-      if ((patterns[i] as CompiledPattern).matches(type)) return false;
-    return true;
+    for (let i = 0; i < patterns.length; i++)
+      if ((patterns[i] as CompiledPattern).matches(type)) return i;
+    return NO_PATTERN;
+  }
+
+  #misrouted(delivery: EventDelivery): WatchtowerError {
+    const patterns = this.#patterns.map((p) => `"${p.source}"`).join(', ');
+    return new WatchtowerError(
+      ErrorCode.MISROUTED,
+      `event type "${delivery.event.type}" arrived on ${delivery.origin}, which the ` +
+        `subscription's pattern ${patterns} does not match: its producer published it where ` +
+        'it does not belong',
+      { retryable: false },
+    );
   }
 
   /**
@@ -481,7 +523,7 @@ export class BusSubscription implements SubscriptionHandle {
         return;
       }
       try {
-        await sleep(this.#bus.clock, delayMs, this.#bus.closeSignal);
+        await this.#bus.closeScope.run((signal) => sleep(this.#bus.clock, delayMs, signal));
       } catch {
         await this.#deadLetter(delivery, event, failure, attempt);
         return;
@@ -533,8 +575,13 @@ export class BusSubscription implements SubscriptionHandle {
   }
 
   /**
-   * Writes the dead letter, then acks. When the write fails the delivery is handed back
-   * (nack) so it is dead-lettered on a later attempt: it is never acked unwritten.
+   * Writes the dead letter, then acks. A write that fails for a reason that may pass (the
+   * broker is away) is retried with the bus's publish retry policy; one that can never succeed
+   * as it is (too large, refused) is written again in reduced form (reason, ids, size, the
+   * start of the body). When neither is stored the delivery is never acked unwritten: it is
+   * handed back after the subscription's retry delay for its attempt number, which grows
+   * with every try (exponential, with jitter), and reported on the bus's `error` listeners;
+   * where the transport cannot deliver it again it is reported as lost.
    */
   async #deadLetter(
     delivery: Delivery,
@@ -550,27 +597,35 @@ export class BusSubscription implements SubscriptionHandle {
       subscription: this.name,
       clock: bus.clock,
     });
+    const eventId = 'raw' in subject ? undefined : subject.id;
+    let stored: DeadLetter;
     try {
-      await bus.writeRetry.execute(() => bus.transport.publishToDlq(subject, reason), {
-        signal: bus.closeSignal,
-      });
+      stored = await this.#writeDeadLetter(subject, reason, delivery.origin);
     } catch (error) {
-      bus.reportError(error, {
-        subscription: this.name,
-        ...('raw' in subject ? {} : { eventId: subject.id }),
-      });
-      // Handed back past its last attempt, it comes again over the limit: it is then
-      // dead-lettered with this failure, not run again.
-      if (!('raw' in subject)) this.#rememberUnwritten(subject.id, failure);
-      await this.#settleQuietly(
-        delivery.nack({ delayMs: this.#options.retry.delayFor(1) }),
-        delivery,
+      bus.counters.deadLetterFailures++;
+      if (eventId !== undefined) this.#rememberUnwritten(eventId, failure);
+      const what =
+        eventId === undefined
+          ? `undecodable bytes from ${delivery.origin}`
+          : `${(subject as Event).type} ${eventId}`;
+      const delayMs = this.#options.retry.delayFor(Math.max(1, attempts));
+      const fate = this.#redelivery
+        ? `it is handed back and tried again in ${Math.round(delayMs)} ms`
+        : `the ${bus.transport.info.name} transport cannot deliver it again, so it is lost`;
+      bus.reportError(
+        new WatchtowerError(
+          toWatchtowerError(error).code,
+          `the dead letter of ${what} could not be written (${describeError(error)}); ${fate}`,
+          { cause: error },
+        ),
+        { subscription: this.name, ...(eventId === undefined ? {} : { eventId }) },
       );
+      await this.#settleQuietly(delivery.nack({ delayMs }), delivery);
       return;
     }
+    if (eventId !== undefined) this.#unwritten.delete(eventId);
     bus.counters.deadLettered++;
     const type = 'raw' in subject ? subject.origin : subject.type;
-    const eventId = 'raw' in subject ? undefined : subject.id;
     bus.log.warn(
       {
         type,
@@ -578,13 +633,36 @@ export class BusSubscription implements SubscriptionHandle {
         code: reason.code,
         attempts,
         subscription: this.name,
+        ...(stored.reason.reduced === undefined ? {} : { reduced: true }),
       },
-      `dead-lettered ${eventId === undefined ? `undecodable bytes from ${type}` : `${type} ${eventId}`} after ${attempts} attempt(s): ${reason.message}`,
+      `dead-lettered ${eventId === undefined ? `undecodable bytes from ${type}` : `${type} ${eventId}`} after ${attempts} attempt(s): ${reason.message}` +
+        (stored.reason.reduced === undefined
+          ? ''
+          : ` (stored reduced: ${stored.reason.reduced.why})`),
     );
-    bus.emitDeadLetter(
-      'raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason },
-    );
+    bus.emitDeadLetter(stored);
     await delivery.ack();
+  }
+
+  /** Stores the dead letter, whole or else reduced; rejects when neither could be stored. */
+  async #writeDeadLetter(
+    subject: Event | { raw: Uint8Array; origin: string },
+    reason: DeadLetterReason,
+    origin: string,
+  ): Promise<DeadLetter> {
+    const bus = this.#bus;
+    try {
+      await bus.closeScope.run((signal) =>
+        bus.writeRetry.execute(() => bus.transport.publishToDlq(subject, reason), { signal }),
+      );
+      return 'raw' in subject ? { raw: subject.raw, reason } : { event: subject, reason };
+    } catch (error) {
+      if (isRetryableError(error) || bus.closeScope.aborted) throw error;
+      const reduced = reduceDeadLetter({ subject, reason, origin, refusal: error });
+      await bus.transport.publishToDlq(reduced.message, reduced.reason);
+      bus.counters.deadLettersReduced++;
+      return { raw: reduced.message.raw, reason: reduced.reason };
+    }
   }
 
   async #settleQuietly(settling: Promise<void>, delivery: Delivery): Promise<void> {

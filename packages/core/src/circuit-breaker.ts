@@ -8,6 +8,7 @@ import { systemClock, type Clock } from './clock.js';
 import { Emitter } from './emitter.js';
 import {
   CircuitOpenError,
+  describeError,
   ErrorCode,
   configError,
   isWatchtowerError,
@@ -148,6 +149,8 @@ export class CircuitBreaker {
   #totalRequests = 0;
   #rejectedRequests = 0;
   #lastFailureAt: number | undefined;
+  /** The last failure that counted: the `cause` of every `CIRCUIT_OPEN` error. */
+  #lastFailure: unknown;
   #lastStateChangeAt: number;
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
@@ -229,12 +232,14 @@ export class CircuitBreaker {
       this.#releaseTrial();
       if (counts) {
         this.#lastFailureAt = this.#clock.now();
+        this.#lastFailure = error;
         this.#transition('open');
       }
       return;
     }
     if (!counts) return;
     this.#lastFailureAt = this.#clock.now();
+    this.#lastFailure = error;
     this.#successCount = 0;
     this.#failureCount++;
     if (this.#failureCount >= this.#options.failureThreshold) this.#transition('open');
@@ -263,6 +268,16 @@ export class CircuitBreaker {
     listener: (...args: CircuitBreakerEvents[K]) => void,
   ): () => void {
     return this.#emitter.on(name, listener);
+  }
+
+  /**
+   * Ends the wait of an open circuit now: the circuit goes half-open, and trial calls decide
+   * (`successThreshold` successes close it, a failure opens it again for `resetTimeoutMs`).
+   * For when the cause of the failures is known to be gone (a transport reports that its
+   * connection is back). Does nothing unless the circuit is open.
+   */
+  halfOpen(): void {
+    if (this.#state === 'open') this.#transition('half-open');
   }
 
   /**
@@ -298,9 +313,13 @@ export class CircuitBreaker {
           0;
     throw new CircuitOpenError(
       this.#state === 'open'
-        ? `${this.#options.name} is open; retry after ${retryAfterMs} ms`
+        ? `${this.#options.name} is open; retry after ${retryAfterMs} ms` +
+            (this.#lastFailure === undefined
+              ? ''
+              : ` (last failure: ${describeError(this.#lastFailure)})`)
         : `${this.#options.name} is half-open and its trial calls are all in use`,
       retryAfterMs,
+      this.#lastFailure === undefined ? undefined : { cause: this.#lastFailure },
     );
   }
 

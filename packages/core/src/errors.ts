@@ -35,6 +35,11 @@ export const ErrorCode = {
   ABORTED: 'ABORTED',
   /** The transport does not offer what was asked (see `info.capabilities`). */
   UNSUPPORTED: 'UNSUPPORTED',
+  /**
+   * An event arrived on a subject, stream or queue its type does not belong to (a producer's
+   * mistake); carried in dead-letter reasons.
+   */
+  MISROUTED: 'MISROUTED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

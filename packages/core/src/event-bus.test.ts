@@ -22,9 +22,10 @@ import type { LogMethod } from './logger.js';
 import { MemoryTransport, type MemoryTransportOptions } from './memory-transport.js';
 import { collectEvents } from './testing/collect.js';
 import { FakeClock } from './testing/fake-clock.js';
-import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
+import { CLOSE_MARGIN_MS, type TransportErrorEvents } from './transport-kit/lifecycle.js';
 import { waitFor } from './testing/wait-for.js';
 import type {
+  ConnectionChange,
   ConsumeDlqOptions,
   DeadLetter,
   DeadLetterHandler,
@@ -137,8 +138,13 @@ class TestTransport implements Transport {
   /** How many next dead-letter writes fail. */
   dlqFailures = 0;
   dlqWrites = 0;
+  /** When set, every dead-letter write whose body is larger than this is refused for good. */
+  dlqMaxBytes: number | undefined;
+  /** Rewrites each delivered event (a producer that published it on the wrong subject). */
+  deliverAs: ((event: Event) => Event) | undefined;
   inFlight = 0;
   maxInFlight = 0;
+  readonly connectionListeners = new Set<(change: ConnectionChange) => void>();
 
   constructor(
     options: {
@@ -201,6 +207,26 @@ class TestTransport implements Transport {
     });
   }
 
+  on<K extends keyof TransportErrorEvents>(
+    name: K,
+    listener: (...args: TransportErrorEvents[K]) => void,
+  ): () => void {
+    if (name !== 'connection') return this.inner.on(name, listener);
+    const onChange = listener as (change: ConnectionChange) => void;
+    this.connectionListeners.add(onChange);
+    return () => this.connectionListeners.delete(onChange);
+  }
+
+  /** Reports the connection lost, as a broker transport does when its socket drops. */
+  loseConnection(): void {
+    const error = new ConnectionError('socket closed by the broker');
+    for (const listener of this.connectionListeners) listener({ state: 'lost', error });
+  }
+
+  restoreConnection(): void {
+    for (const listener of this.connectionListeners) listener({ state: 'restored' });
+  }
+
   /** Confirms the oldest pending publish. */
   confirmNext(): void {
     const next = this.pending[0];
@@ -229,6 +255,17 @@ class TestTransport implements Transport {
 
   publishToDlq(message: Event | MalformedMessage, reason: DeadLetterReason): Promise<void> {
     this.dlqWrites++;
+    const size =
+      'raw' in message && message.raw instanceof Uint8Array
+        ? message.raw.byteLength
+        : encodeEventBytes(message as Event).byteLength;
+    if (this.dlqMaxBytes !== undefined && size > this.dlqMaxBytes) {
+      return Promise.reject(
+        new WatchtowerError(ErrorCode.TRANSPORT, `record of ${size} bytes exceeds the maximum`, {
+          retryable: false,
+        }),
+      );
+    }
     if (this.dlqFailures > 0) {
       this.dlqFailures--;
       return Promise.reject(
@@ -284,7 +321,7 @@ class TestTransport implements Transport {
       },
     };
     return delivery.kind === 'event'
-      ? { kind: 'event', event: delivery.event, ...common }
+      ? { kind: 'event', event: this.deliverAs?.(delivery.event) ?? delivery.event, ...common }
       : { kind: 'malformed', raw: delivery.raw, error: delivery.error, ...common };
   }
 }
@@ -407,7 +444,11 @@ describe('EventBus publish', () => {
     transport.requireConnect = true;
     transport.connectFailures = 1;
     const bus = makeBus(
-      { clock, retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 } },
+      {
+        clock,
+        retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 },
+        circuitBreaker: { failureThreshold: 100 },
+      },
       transport,
     );
 
@@ -2112,11 +2153,309 @@ describe('EventBus stats and listeners', () => {
 
 // ---- options ----------------------------------------------------------------------------
 
+describe('EventBus dead letters that cannot be written', () => {
+  const failing = (): never => {
+    throw new NonRetryableError('handler refused it');
+  };
+
+  it('dead-letters an event whose type does not match the subscription it arrived on as MISROUTED', async () => {
+    const transport = new TestTransport();
+    transport.deliverAs = (event) => ({ ...event, type: 'order.placed' });
+    const bus = makeBus({}, transport);
+    const handled: string[] = [];
+    await bus.subscribe('user.*', (event) => void handled.push(event.type), { name: 'users' });
+    await bus.publish('user.created', { id: 1 });
+    await waitFor(() => bus.stats().deadLettered === 1);
+    const letter = transport.deadLetterQueue.list()[0];
+    expect(letter?.event?.type).toBe('order.placed');
+    expect(letter?.reason).toMatchObject({ code: ErrorCode.MISROUTED, subscription: 'users' });
+    expect(letter?.reason.message).toContain('"user.*"');
+    expect(handled).toEqual([]);
+    expect(bus.stats()).toMatchObject({ misrouted: 1, deadLettered: 1, handled: 0 });
+    await bus.close();
+  });
+
+  it('writes a reduced dead letter when the full record can never be stored', async () => {
+    const transport = new TestTransport();
+    transport.dlqMaxBytes = 2048;
+    const bus = makeBus({}, transport);
+    const letters: DeadLetter[] = [];
+    bus.on('deadLetter', (letter) => letters.push(letter));
+    await bus.subscribe('big.one', failing, { name: 'big', retry: { maxAttempts: 1 } });
+    const event = createEvent('big.one', { blob: 'x'.repeat(10_000) }, { correlationId: 'c-1' });
+    await bus.publish(event);
+    await waitFor(() => transport.deadLetterQueue.size === 1);
+    const stored = transport.deadLetterQueue.list()[0];
+    expect(stored?.event).toBeUndefined();
+    expect(stored?.raw?.byteLength).toBe(1024);
+    expect(new TextDecoder().decode(stored?.raw)).toContain(event.id);
+    expect(stored?.reason).toMatchObject({
+      code: ErrorCode.NON_RETRYABLE,
+      originalType: 'big.one',
+      reduced: {
+        eventId: event.id,
+        correlationId: 'c-1',
+        keptBytes: 1024,
+        origin: 'big.one',
+      },
+    });
+    expect(stored?.reason.reduced?.originalBytes).toBeGreaterThan(10_000);
+    expect(stored?.reason.reduced?.why).toContain('exceeds the maximum');
+    expect(letters[0]?.reason.reduced).toBeDefined();
+    // One refused full write, one reduced: no loop.
+    expect(transport.dlqWrites).toBe(2);
+    expect(transport.settlements.map((s) => s.action)).toEqual(['ack']);
+    expect(bus.stats()).toMatchObject({ deadLettered: 1, deadLettersReduced: 1 });
+    await bus.close();
+  });
+
+  it('hands back a delivery whose dead letter fails with a delay that grows with each try', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport({ memory: { clock } });
+    transport.dlqFailures = 1_000_000;
+    const bus = makeBus({ clock, retry: { maxAttempts: 1 } }, transport);
+    const errors: string[] = [];
+    bus.on('error', (error) => errors.push(error.message));
+    await bus.subscribe('job.run', failing, {
+      retry: { maxAttempts: 1, minDelayMs: 100, maxDelayMs: 60_000, jitter: 0 },
+    });
+    await bus.publish('job.run', {});
+    for (let i = 0; i < 6; i++) {
+      await waitFor(() => transport.settlements.length === i + 1);
+      await clock.advanceAsync(transport.settlements[i]?.delayMs ?? 0);
+    }
+    const delays = transport.settlements.slice(0, 6).map((s) => s.delayMs);
+    expect(transport.settlements.every((s) => s.action === 'nack')).toBe(true);
+    expect(delays).toEqual([100, 200, 400, 800, 1600, 3200]);
+    // Each try writes the dead letter straight away: the handler ran once.
+    expect(bus.stats().handlerFailures).toBe(1);
+    expect(bus.stats().deadLetterFailures).toBeGreaterThanOrEqual(6);
+    expect(errors[0]).toContain('could not be written');
+    expect(errors[0]).toContain('tried again in 100 ms');
+    await bus.close();
+  });
+
+  it('backs off on undecodable bytes whose dead letter fails, as for events', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport({ memory: { clock } });
+    transport.dlqFailures = 1_000_000;
+    const bus = makeBus({ clock, retry: { maxAttempts: 1 } }, transport);
+    bus.on('error', () => undefined);
+    await bus.subscribe('raw.in', () => undefined, {
+      retry: { maxAttempts: 3, minDelayMs: 50, maxDelayMs: 60_000, jitter: 0 },
+    });
+    await transport.inner.publishRaw('raw.in', new Uint8Array([0xff, 0x00]));
+    for (let i = 0; i < 4; i++) {
+      await waitFor(() => transport.settlements.length === i + 1);
+      await clock.advanceAsync(transport.settlements[i]?.delayMs ?? 0);
+    }
+    expect(transport.settlements.slice(0, 4).map((s) => s.delayMs)).toEqual([50, 100, 200, 400]);
+    expect(bus.stats().deadLettered).toBe(0);
+    expect(bus.stats().deadLetterFailures).toBeGreaterThanOrEqual(4);
+    await bus.close();
+  });
+
+  it('reports as lost what can be neither dead-lettered nor delivered again', async () => {
+    const transport = new TestTransport({ capabilities: { redelivery: false } });
+    transport.dlqFailures = 1_000_000;
+    const bus = makeBus({ retry: { maxAttempts: 1 } }, transport);
+    const errors: string[] = [];
+    bus.on('error', (error) => errors.push(error.message));
+    await bus.subscribe('job.run', failing, { retry: { maxAttempts: 1 } });
+    await bus.publish('job.run', {});
+    await waitFor(() => errors.length === 1);
+    expect(errors[0]).toContain('cannot deliver it again, so it is lost');
+    expect(bus.stats().deadLetterFailures).toBe(1);
+    await bus.close();
+  });
+});
+
+describe('EventBus and the connection of its transport', () => {
+  const transportError = (): WatchtowerError =>
+    new WatchtowerError(ErrorCode.TRANSPORT, 'broker went away', { retryable: true });
+
+  it('rejects a publish the transport never confirms with TIMEOUT after publishTimeoutMs', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    transport.manual = true;
+    const bus = makeBus({ clock, publishTimeoutMs: 1000 }, transport);
+    await bus.connect();
+    const publish = track(bus.publish('a.b', {}));
+    await clock.advanceAsync(999);
+    expect(publish.state).toBe('pending');
+    await clock.advanceAsync(101);
+    expect(publish.state).toBe('rejected');
+    expect(codeOf(publish.error)).toBe(ErrorCode.TIMEOUT);
+    expect(String(publish.error)).toContain('publishTimeoutMs (1000 ms)');
+    expect(bus.stats()).toMatchObject({ publishFailed: 1, publishesInFlight: 0 });
+    // The transport confirming it later changes nothing for the caller.
+    transport.confirmNext();
+    await clock.advanceAsync(0);
+    expect(bus.stats().published).toBe(0);
+    await bus.close();
+  });
+
+  it('holds new publishes while the connection is lost and sends them when it is back', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus({ clock }, transport);
+    await bus.connect();
+    transport.loseConnection();
+    const publishes = [track(bus.publish('a.b', { n: 1 })), track(bus.publish('a.b', { n: 2 }))];
+    await clock.advanceAsync(5000);
+    expect(transport.publishCalls).toHaveLength(0);
+    expect(bus.stats().backpressure.currentQueueSize).toBe(2);
+    transport.restoreConnection();
+    await clock.advanceAsync(0);
+    expect(publishes.map((p) => p.state)).toEqual(['resolved', 'resolved']);
+    expect(transport.confirmed.map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }]);
+    await bus.close();
+  });
+
+  it('rejects publishes still held at publishTimeoutMs with TIMEOUT caused by the lost connection', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus({ clock, publishTimeoutMs: 2000 }, transport);
+    await bus.connect();
+    transport.loseConnection();
+    const publish = track(bus.publish('a.b', {}));
+    await clock.advanceAsync(2200);
+    expect(codeOf(publish.error)).toBe(ErrorCode.TIMEOUT);
+    expect(String(publish.error)).toContain('connection is lost (socket closed by the broker)');
+    expect(codeOf((publish.error as Error).cause)).toBe(ErrorCode.CONNECTION);
+    expect(bus.stats().backpressure.currentQueueSize).toBe(0);
+    transport.restoreConnection();
+    await clock.advanceAsync(0);
+    expect(transport.publishCalls).toHaveLength(0);
+    await bus.close();
+  });
+
+  it('waits for the connection before retrying a failed publish, however long the outage', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus({ clock, retry: fastRetry, publishTimeoutMs: 60_000 }, transport);
+    await bus.connect();
+    transport.publishFailures.push(transportError());
+    const publish = track(bus.publish('a.b', {}));
+    transport.loseConnection();
+    await clock.advanceAsync(30_000);
+    // One attempt, then no retry burnt while nothing could be reached.
+    expect(transport.publishCalls).toHaveLength(1);
+    expect(publish.state).toBe('pending');
+    transport.restoreConnection();
+    await clock.advanceAsync(10);
+    expect(publish.state).toBe('resolved');
+    expect(transport.publishCalls).toHaveLength(2);
+    await bus.close();
+  });
+
+  it('puts an open circuit half-open as soon as the transport reports the connection back', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus(
+      {
+        clock,
+        retry: { maxAttempts: 1 },
+        circuitBreaker: { failureThreshold: 2, resetTimeoutMs: 60_000, successThreshold: 1 },
+      },
+      transport,
+    );
+    await bus.connect();
+    transport.publishFailures.push(transportError(), transportError());
+    await rejection(bus.publish('a.b', {}));
+    await rejection(bus.publish('a.b', {}));
+    expect(bus.circuitBreakerStats().state).toBe('open');
+    const refused = await rejection(bus.publish('a.b', {}));
+    expect(codeOf(refused)).toBe(ErrorCode.CIRCUIT_OPEN);
+    // The last failure behind the open circuit is its cause, and named in the message.
+    expect((refused as Error).cause).toBeInstanceOf(WatchtowerError);
+    expect(((refused as Error).cause as Error).message).toBe('broker went away');
+    expect(String(refused)).toContain('last failure: broker went away');
+
+    transport.loseConnection();
+    transport.restoreConnection();
+    expect(bus.circuitBreakerStats().state).toBe('half-open');
+    await bus.publish('a.b', { trial: true });
+    expect(bus.circuitBreakerStats().state).toBe('closed');
+    await bus.close();
+  });
+
+  it('adds no listener per retrying publish to a shared signal (no MaxListeners warning)', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus(
+      {
+        clock,
+        retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 100, jitter: 0 },
+        circuitBreaker: { failureThreshold: 100 },
+      },
+      transport,
+    );
+    await bus.connect();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      for (let i = 0; i < 40; i++) transport.publishFailures.push(transportError());
+      const publishes = Array.from({ length: 40 }, (_, n) => track(bus.publish('a.b', { n })));
+      await clock.advanceAsync(50);
+      await new Promise((resolve) => setImmediate(resolve));
+      await clock.advanceAsync(500);
+      expect(publishes.every((p) => p.state === 'resolved')).toBe(true);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+    }
+    await bus.close();
+  });
+
+  it('keeps trying the first connect for connectWaitMs, with backoff', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    transport.connectFailures = 3;
+    const bus = makeBus({ clock, connectWaitMs: 30_000 }, transport);
+    const connected = track(bus.connect());
+    await clock.advanceAsync(29_000);
+    expect(connected.state).toBe('resolved');
+    expect(transport.connectCalls).toBe(4);
+    await bus.close();
+  });
+
+  it('fails the first connect with CONNECTION once connectWaitMs has passed', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    transport.connectFailures = 1_000;
+    const bus = makeBus({ clock, connectWaitMs: 10_000 }, transport);
+    const connected = track(bus.connect());
+    await clock.advanceAsync(9_000);
+    expect(connected.state).toBe('pending');
+    await clock.advanceAsync(1_000);
+    expect(connected.state).toBe('rejected');
+    expect(codeOf(connected.error)).toBe(ErrorCode.CONNECTION);
+    expect(String(connected.error)).toContain('could not connect within connectWaitMs (10000 ms');
+    expect(((connected.error as Error).cause as Error).message).toBe('broker unreachable');
+    expect(transport.connectCalls).toBeGreaterThan(2);
+    await bus.close();
+  });
+
+  it('fails the first connect at once by default', async () => {
+    const transport = new TestTransport();
+    transport.connectFailures = 1;
+    const bus = makeBus({}, transport);
+    expect(codeOf(await rejection(bus.connect()))).toBe(ErrorCode.CONNECTION);
+    expect(transport.connectCalls).toBe(1);
+    await bus.close();
+  });
+});
+
 describe('EventBus options', () => {
   it('exports its defaults', () => {
     expect(DEFAULT_EVENT_BUS_OPTIONS).toEqual({
       validation: 'strict',
       publishConcurrency: 256,
+      publishTimeoutMs: 30_000,
+      connectWaitMs: 0,
       closeTimeoutMs: 10_000,
       concurrency: 1,
       timeoutMs: 30_000,
@@ -2340,9 +2679,14 @@ describe('EventBus and overlapping patterns in a group', () => {
 describe('EventBus and transport background errors', () => {
   class NoisyTransport extends MemoryTransport {
     readonly listeners = new Set<(error: WatchtowerError) => void>();
-    override on(_name: 'error', listener: (error: WatchtowerError) => void): () => void {
-      this.listeners.add(listener);
-      return () => this.listeners.delete(listener);
+    override on<K extends keyof TransportErrorEvents>(
+      name: K,
+      listener: (...args: TransportErrorEvents[K]) => void,
+    ): () => void {
+      if (name !== 'error') return super.on(name, listener);
+      const onError = listener as (error: WatchtowerError) => void;
+      this.listeners.add(onError);
+      return () => this.listeners.delete(onError);
     }
     fail(error: WatchtowerError): void {
       for (const listener of this.listeners) listener(error);

@@ -17,10 +17,11 @@ import {
   type CircuitBreakerStats,
   type CircuitState,
 } from './circuit-breaker.js';
-import { systemClock, type Clock } from './clock.js';
+import { sleep, systemClock, type Clock, type TimerHandle } from './clock.js';
 import { Emitter } from './emitter.js';
 import {
   ClosedError,
+  ConnectionError,
   ErrorCode,
   TimeoutError,
   ValidationError,
@@ -72,7 +73,15 @@ import {
 export type { EventBusCounters, EventHandler, HandlerContext } from './bus-subscription.js';
 export { consoleLogger, type Logger } from './logger.js';
 import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
-import { Deadline, TIMED_OUT, within } from './transport-kit/timing.js';
+import { RESOLVED } from './transport-kit/resolved.js';
+import {
+  AbortScope,
+  Backoff,
+  Deadline,
+  TIMED_OUT,
+  unrefTimer,
+  within,
+} from './transport-kit/timing.js';
 
 /** How payloads that fail their schema are treated. */
 export type ValidationMode = 'strict' | 'warn' | 'ignore';
@@ -169,6 +178,22 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
     'concurrency' | 'timeoutMs' | 'retry' | 'maxInFlight'
   >;
   /**
+   * How long a publish may take, from acceptance to the broker's confirmation, waits in the
+   * publish queue and retries included; then it rejects with `TIMEOUT` (whose `cause` is the
+   * connection error while the transport reports its connection lost). A publish that timed
+   * out may still reach the broker later (delivery is at least once). The same for every
+   * transport.
+   * @defaultValue 30000: rides through a broker restart, well inside common request timeouts
+   */
+  publishTimeoutMs?: number;
+  /**
+   * How long the first connect may keep trying, with exponential backoff and jitter, while
+   * the broker cannot be reached (a broker starting beside the service, as containers do).
+   * `0` fails at once with `CONNECTION`, so a wrong address shows up at the first call.
+   * @defaultValue 0
+   */
+  connectWaitMs?: number;
+  /**
    * How long `close()` waits for queued publishes and running handlers.
    * @defaultValue 10000
    */
@@ -183,6 +208,8 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
 export const DEFAULT_EVENT_BUS_OPTIONS = {
   validation: 'strict',
   publishConcurrency: 256,
+  publishTimeoutMs: 30_000,
+  connectWaitMs: 0,
   closeTimeoutMs: 10_000,
   concurrency: 1,
   timeoutMs: 30_000,
@@ -221,11 +248,15 @@ class PublishEntry {
   prev: PublishEntry | undefined = undefined;
   next: PublishEntry | undefined = undefined;
   inFlight = false;
+  /** Ends the retries of this publish when it times out or close() cuts it off. */
+  retry: AbortController | undefined = undefined;
 
   constructor(
     readonly event: Event,
     /** The event's wire text, written before admission; the transport's encode reuses it. */
     readonly text: string,
+    /** The publish-timeout sweep's tick at acceptance (see `EventBus#sweep`). */
+    readonly acceptedTick: number,
     readonly resolve: () => void,
     readonly reject: (error: unknown) => void,
   ) {}
@@ -270,6 +301,20 @@ class InFlightPublishes {
     return true;
   }
 
+  /** The entries accepted before `tick`, removed. */
+  takeAcceptedBefore(tick: number): PublishEntry[] {
+    const taken: PublishEntry[] = [];
+    for (let entry = this.#head; entry !== undefined;) {
+      const next = entry.next;
+      if (entry.acceptedTick < tick) {
+        this.delete(entry);
+        taken.push(entry);
+      }
+      entry = next;
+    }
+    return taken;
+  }
+
   /** Removes and returns every entry, oldest first. */
   takeAll(): PublishEntry[] {
     const all: PublishEntry[] = [];
@@ -293,6 +338,12 @@ const NON_NEGATIVE = { min: 0 } as const;
 /** How often at most the bus logs that the publish queue is filling up. */
 const QUEUE_WARNING_INTERVAL_MS = 5000;
 
+/** The longest step of the publish-timeout sweep: a publish times out at most this late. */
+const MAX_SWEEP_MS = 1000;
+
+/** Waits between tries of the first connect under `connectWaitMs`. */
+const CONNECT_BACKOFF = { baseMs: 100, maxMs: 5000 } as const;
+
 /** Where an {@link EventBus} is in its life. */
 type BusPhase = 'idle' | 'connecting' | 'open' | 'closing' | 'closed';
 
@@ -309,6 +360,8 @@ export const EVENT_BUS_OPTION_KEYS = [
   'retry',
   'publishConcurrency',
   'subscriptionDefaults',
+  'publishTimeoutMs',
+  'connectWaitMs',
   'closeTimeoutMs',
   'logger',
   'clock',
@@ -351,13 +404,30 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   readonly #publishConcurrency: number;
   readonly #subscriptionDefaults: NonNullable<EventBusOptions['subscriptionDefaults']>;
   readonly #closeTimeoutMs: number;
+  readonly #publishTimeoutMs: number;
+  readonly #connectWaitMs: number;
+  /** One step of the publish-timeout sweep, and how many steps make `publishTimeoutMs`. */
+  readonly #sweepMs: number;
+  readonly #sweepSteps: number;
+  /** Steps the sweep has made; each publish records the step it was accepted in. */
+  #tick = 0;
+  /** The sweep's next step; armed while publishes are accepted and unsettled. */
+  #sweepTimer: TimerHandle | undefined;
+  /**
+   * The transport reported its connection lost and has not reported it back: new publishes
+   * wait in the queue, and retries wait for the connection before they try again.
+   */
+  #connectionLost: WatchtowerError | undefined;
+  /** Retries waiting for the connection to come back. */
+  readonly #connectionWaiters = new Set<() => void>();
   readonly #logger: BusLog;
   /** "The publish queue is filling up" at most once per interval. */
   readonly #queueWarnings: WarningLimiter;
   readonly #clock: Clock;
   readonly #emitter = new Emitter<EventBusEvents>();
   readonly #subscriptions = new Set<BusSubscription>();
-  readonly #closeController = new AbortController();
+  /** Every wait of the bus (retries, connect backoff, dead-letter writes) ends at close. */
+  readonly #closeScope = new AbortScope();
   readonly #counters: EventBusCounters = {
     published: 0,
     publishFailed: 0,
@@ -368,6 +438,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     deadLettered: 0,
     validationFailures: 0,
     malformed: 0,
+    misrouted: 0,
+    deadLettersReduced: 0,
+    deadLetterFailures: 0,
   };
   /**
    * Where the bus is in its life. Publishes skip the connect step once it is `open`; from
@@ -384,7 +457,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    */
   readonly #inFlight = new InFlightPublishes();
   #flushed: (() => void) | undefined;
-  #removeTransportListener: (() => void) | undefined;
+  readonly #removeTransportListeners: (() => void)[] = [];
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: EventBusOptions<C>) {
@@ -417,6 +490,18 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     this.#closeTimeoutMs = numberOption(
       'closeTimeoutMs',
       options.closeTimeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.closeTimeoutMs,
+      NON_NEGATIVE,
+    );
+    this.#publishTimeoutMs = numberOption(
+      'publishTimeoutMs',
+      options.publishTimeoutMs ?? DEFAULT_EVENT_BUS_OPTIONS.publishTimeoutMs,
+      { above: 0 },
+    );
+    this.#sweepMs = Math.min(MAX_SWEEP_MS, Math.max(1, Math.ceil(this.#publishTimeoutMs / 10)));
+    this.#sweepSteps = Math.ceil(this.#publishTimeoutMs / this.#sweepMs);
+    this.#connectWaitMs = numberOption(
+      'connectWaitMs',
+      options.connectWaitMs ?? DEFAULT_EVENT_BUS_OPTIONS.connectWaitMs,
       NON_NEGATIVE,
     );
     this.#clock = clockOption('clock', options.clock ?? systemClock);
@@ -460,9 +545,13 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     this.#breaker.on('stateChange', (to, from) =>
       this.#emitter.emit('circuitStateChange', to, from),
     );
-    this.#removeTransportListener = this.transport.on?.('error', (error) =>
-      this.#reportError(error, {}),
+    const onError = this.transport.on?.('error', (error) => this.#reportError(error, {}));
+    const onConnection = this.transport.on?.('connection', (change) =>
+      change.state === 'lost' ? this.#lostConnection(change.error) : this.#restoredConnection(),
     );
+    for (const remove of [onError, onConnection]) {
+      if (remove !== undefined) this.#removeTransportListeners.push(remove);
+    }
   }
 
   /** True from the start of `close()`: nothing new is accepted. */
@@ -702,24 +791,31 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     }
     // Hot path: nothing waits ahead (so nothing is blocked either) and a send slot is free,
     // so the event goes straight out, in publish order, without an entry in the queue.
+    if (this.#sweepTimer === undefined) this.#armSweep();
+    const tick = this.#tick;
     if (
       this.#phase === 'open' &&
       this.#inFlight.size < this.#publishConcurrency &&
-      this.#queue.size === 0
+      this.#queue.size === 0 &&
+      this.#connectionLost === undefined
     ) {
       return new Promise<void>((resolve, reject) =>
-        this.#send(new PublishEntry(event, text, resolve, reject)),
+        this.#send(new PublishEntry(event, text, tick, resolve, reject)),
       );
     }
     return new Promise<void>((resolve, reject) => {
-      const admitted = this.#queue.admit(new PublishEntry(event, text, resolve, reject));
+      const admitted = this.#queue.admit(new PublishEntry(event, text, tick, resolve, reject));
       if (admitted === undefined) this.#pump();
       else admitted.then(() => this.#pump(), reject);
     });
   }
 
-  /** Hands waiting publishes to the transport while send slots are free. */
+  /**
+   * Hands waiting publishes to the transport while send slots are free and the connection is
+   * not reported lost.
+   */
   #pump(): void {
+    if (this.#connectionLost !== undefined) return;
     while (this.#inFlight.size < this.#publishConcurrency) {
       const entry = this.#queue.take();
       if (entry === undefined) return;
@@ -727,11 +823,118 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     }
   }
 
+  // ---- publish timeouts and the connection ---------------------------------------------
+
+  /**
+   * The publish-timeout sweep: one timer for all publishes, not one per publish. Each step
+   * counts a tick; a publish accepted `#sweepSteps` ticks ago has had `publishTimeoutMs` (at
+   * most one step more) and is rejected with `TIMEOUT`, waiting or in flight. The sweep runs
+   * only while publishes are unsettled and never keeps the process alive.
+   */
+  #armSweep(): void {
+    this.#sweepTimer = this.#clock.setTimeout(() => this.#sweep(), this.#sweepMs);
+    unrefTimer(this.#sweepTimer);
+  }
+
+  #sweep(): void {
+    this.#sweepTimer = undefined;
+    this.#tick++;
+    const acceptedBefore = this.#tick - this.#sweepSteps;
+    const expired = this.#inFlight.takeAcceptedBefore(acceptedBefore);
+    for (
+      let head = this.#queue.peek();
+      head !== undefined && head.acceptedTick < acceptedBefore;
+      head = this.#queue.peek()
+    ) {
+      expired.push(this.#queue.take() as PublishEntry);
+    }
+    for (const entry of expired) this.#timedOut(entry);
+    if (expired.length > 0) this.#finishedSome();
+    if (this.#inFlight.size > 0 || this.#queue.size > 0) this.#armSweep();
+  }
+
+  #timedOut(entry: PublishEntry): void {
+    const lost = this.#connectionLost;
+    const error = new TimeoutError(
+      `the publish of ${entry.event.type} ${entry.event.id} was not confirmed within ` +
+        `publishTimeoutMs (${this.#publishTimeoutMs} ms)` +
+        (lost === undefined
+          ? ''
+          : `: the ${this.transport.info.name} transport's connection is lost (${lost.message})`) +
+        '; it may still reach the broker',
+      this.#publishTimeoutMs,
+      lost === undefined ? undefined : { cause: lost },
+    );
+    entry.retry?.abort(error);
+    this.#counters.publishFailed++;
+    entry.reject(error);
+  }
+
+  #lostConnection(error: WatchtowerError | undefined): void {
+    this.#connectionLost =
+      error ?? new ConnectionError(`the ${this.transport.info.name} transport lost its connection`);
+  }
+
+  /**
+   * The transport is connected again: retries waiting for it go, the publish queue is sent,
+   * and an open circuit goes half-open so that trial calls decide at once, instead of
+   * refusing publishes for the rest of `resetTimeoutMs` after a short outage.
+   */
+  #restoredConnection(): void {
+    this.#connectionLost = undefined;
+    this.#breaker.halfOpen();
+    for (const wake of [...this.#connectionWaiters]) wake();
+    this.#pump();
+  }
+
+  /** Resolves once the connection is not reported lost; rejects when `signal` aborts. */
+  #connectionBack(signal: AbortSignal): Promise<void> {
+    if (this.#connectionLost === undefined) return RESOLVED;
+    return new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        this.#connectionWaiters.delete(done);
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = (): void => {
+        this.#connectionWaiters.delete(done);
+        reject(signal.reason);
+      };
+      this.#connectionWaiters.add(done);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** `transport.connect()`, tried again with backoff for up to `connectWaitMs`. */
+  async #connectTransport(): Promise<void> {
+    if (this.#connectWaitMs === 0) return this.transport.connect();
+    const deadline = new Deadline(this.#clock, this.#connectWaitMs);
+    const backoff = new Backoff(CONNECT_BACKOFF);
+    for (;;) {
+      try {
+        await this.transport.connect();
+        return;
+      } catch (error) {
+        const left = deadline.remaining();
+        if (!isRetryableError(error) || left <= 0 || this.#closed()) {
+          if (!isRetryableError(error) || this.#closed()) throw error;
+          throw new ConnectionError(
+            `the ${this.transport.info.name} transport could not connect within connectWaitMs ` +
+              `(${this.#connectWaitMs} ms, ${backoff.failures + 1} attempts): ${describeError(error)}`,
+            { cause: error },
+          );
+        }
+        const wait = Math.min(left, backoff.next());
+        await this.#closeScope.run((signal) => sleep(this.#clock, wait, signal));
+      }
+    }
+  }
+
   /** Connects once; also used while closing, to send what was accepted before. */
   #ensureConnected(): Promise<void> {
     if (this.#connecting === undefined) {
       if (this.#phase === 'idle') this.#phase = 'connecting';
-      this.#connecting = this.transport.connect().then(
+      this.#connecting = this.#connectTransport().then(
         () => {
           if (this.#phase === 'connecting') this.#phase = 'open';
         },
@@ -800,10 +1003,17 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
 
   /** The first attempt failed: retries per the policy, then settles. Never rejects. */
   async #sendFailed(entry: PublishEntry, firstError: unknown): Promise<void> {
+    if (!entry.inFlight) {
+      // Timed out or cut off by close() already: its caller has been told; no retry.
+      if (!isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) {
+        this.#breaker.recordFailure(firstError);
+      }
+      return;
+    }
     let failure: unknown;
     let failed = false;
     try {
-      await this.#retryPublish(entry.event, entry.text, firstError);
+      await this.#retryPublish(entry, firstError);
     } catch (error) {
       failed = true;
       failure = error;
@@ -824,23 +1034,36 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    */
   #finish(entry: PublishEntry): boolean {
     if (!this.#inFlight.delete(entry)) return false;
+    this.#finishedSome();
+    return true;
+  }
+
+  /** Send slots were freed: the next publishes go, and close() hears when all are done. */
+  #finishedSome(): void {
     this.#pump();
     if (this.#flushed !== undefined && this.#inFlight.size === 0 && this.#queue.size === 0) {
       this.#flushed();
     }
-    return true;
   }
 
-  /** Retries a failed first attempt per the policy; rejects with the final error. */
-  async #retryPublish(event: Event, text: string, firstError: unknown): Promise<void> {
+  /**
+   * Retries a failed first attempt per the policy; rejects with the final error. While the
+   * transport reports its connection lost, each retry first waits for it to come back (the
+   * publish timeout and close() bound the wait).
+   */
+  async #retryPublish(entry: PublishEntry, firstError: unknown): Promise<void> {
+    const { event, text } = entry;
     if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) throw firstError;
     this.#breaker.recordFailure(firstError);
     if (this.#retry.maxAttempts === 1 || !isRetryableError(firstError)) {
       throw toWatchtowerError(firstError);
     }
     // The first attempt already ran on the fast path; replaying its failure lets the policy
-    // count it and wait before the first real retry.
+    // count it and wait before the first real retry. Each retrying publish has its own
+    // signal (a shared one would collect a listener per retry).
     let replayed = false;
+    const retry = this.#closeScope.open();
+    entry.retry = retry;
     try {
       await this.#retry.execute(
         async () => {
@@ -848,6 +1071,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
             replayed = true;
             throw firstError;
           }
+          await this.#connectionBack(retry.signal);
           this.#breaker.acquire();
           try {
             await this.#transportPublish(event, text);
@@ -858,13 +1082,16 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           this.#breaker.recordSuccess();
         },
         {
-          signal: this.#closeController.signal,
+          signal: retry.signal,
           isRetryable: (error) =>
             !isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && isRetryableError(error),
         },
       );
     } catch (error) {
       throw toWatchtowerError(error);
+    } finally {
+      entry.retry = undefined;
+      this.#closeScope.release(retry);
     }
   }
 
@@ -875,7 +1102,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     return {
       transport: this.transport,
       clock: this.#clock,
-      closeSignal: this.#closeController.signal,
+      closeScope: this.#closeScope,
       writeRetry: this.#retry,
       needsValidation: this.#catalog !== undefined && this.#validation !== 'ignore',
       counters: this.#counters,
@@ -936,14 +1163,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       const flushed = await this.#waitFor((resolve) => (this.#flushed = resolve), remaining());
       this.#flushed = undefined;
       if (!flushed) {
-        this.#closeController.abort(
-          new ClosedError('the event bus closed before this publish was confirmed'),
-        );
+        const cutOff = new ClosedError('the event bus closed before this publish was confirmed');
+        this.#closeScope.abort(cutOff);
         for (const entry of this.#queue.close(new ClosedError('the event bus is closed'))) {
           this.#counters.publishFailed++;
           entry.reject(new ClosedError('the event bus closed before this event was sent'));
         }
         for (const entry of this.#inFlight.takeAll()) {
+          entry.retry?.abort(cutOff);
           this.#counters.publishFailed++;
           entry.reject(
             new ClosedError('the event bus closed before the transport confirmed this publish'),
@@ -963,8 +1190,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     }
 
     // 3. Close the transport.
-    if (!this.#closeController.signal.aborted)
-      this.#closeController.abort(new ClosedError('the event bus is closed'));
+    this.#closeScope.abort(new ClosedError('the event bus is closed'));
     try {
       const left = remaining();
       const closed = await within(
@@ -983,7 +1209,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     } catch (error) {
       failures.push(error);
     }
-    this.#removeTransportListener?.();
+    for (const remove of this.#removeTransportListeners) remove();
+    if (this.#sweepTimer !== undefined) this.#clock.clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = undefined;
     this.#emitter.removeAll();
     if (failures.length > 0) throw toWatchtowerError(failures[0]);
   }

@@ -59,11 +59,13 @@ export type {
   MalformedDelivery,
   DeadLetter,
   DeadLetterReason,
+  ReducedDeadLetter,
   DeadLetterHandler,
   MalformedMessage,
   ConsumeDlqOptions,
   SubscriptionHandle,
   CloseOptions,
+  ConnectionChange,
 } from './transport.js';
 
 export { systemClock, sleep } from './clock.js';

@@ -17,7 +17,6 @@ import {
   configError,
   describeError,
   toWatchtowerError,
-  type WatchtowerError,
 } from './errors.js';
 import { assertEventType, type Event } from './event.js';
 import { checkClock, checkInteger, checkOneOf, rejectUnknownOptions } from './options.js';
@@ -30,7 +29,7 @@ import {
 import { isMalformedMessage } from './transport-kit/dead-letter-record.js';
 import { DeliveryBuffer } from './transport-kit/delivery-buffer.js';
 import { Fifo } from './transport-kit/fifo.js';
-import { TransportLifecycle } from './transport-kit/lifecycle.js';
+import { TransportLifecycle, type TransportErrorEvents } from './transport-kit/lifecycle.js';
 import {
   checkConsumeDlqOptions,
   checkNackOptions,
@@ -397,7 +396,10 @@ export class MemoryTransport implements Transport {
    * Failures no caller can be told about: a `consumeDlq` handler that threw (`HANDLER_FAILED`;
    * the letter stays in the queue). The `EventBus` reports them on its own listeners.
    */
-  on(name: 'error', listener: (error: WatchtowerError) => void): () => void {
+  on<K extends keyof TransportErrorEvents>(
+    name: K,
+    listener: (...args: TransportErrorEvents[K]) => void,
+  ): () => void {
     return this.#life.on(name, listener);
   }
 

@@ -38,6 +38,11 @@ export {
   type CloseSteps,
 } from './transport-kit/lifecycle.js';
 export {
+  reduceDeadLetter,
+  REDUCED_BODY_BYTES,
+  type ReduceInput,
+} from './transport-kit/reduced-dead-letter.js';
+export {
   TIMED_OUT,
   within,
   withTimeout,
@@ -49,6 +54,7 @@ export {
   repeat,
   unrefTimer,
   Backoff,
+  AbortScope,
   type BackoffOptions,
 } from './transport-kit/timing.js';
 export { TurnBatcher, type BatchSchedule } from './transport-kit/turn-batcher.js';

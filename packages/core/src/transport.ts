@@ -174,6 +174,27 @@ export interface DeadLetterReason {
   originalType: string;
   /** The subscription (pattern or group) that gave up on it. */
   subscription?: string;
+  /** Set when the full record could not be stored and this reduced one was written instead. */
+  reduced?: ReducedDeadLetter;
+}
+
+/**
+ * What a reduced dead letter keeps of the original: it is stored as bytes (`raw`), the start
+ * of the original record, never as an event to replay.
+ */
+export interface ReducedDeadLetter {
+  /** Why the full record could not be stored (the broker's refusal). */
+  why: string;
+  /** Size of the full record's body in bytes. */
+  originalBytes: number;
+  /** Bytes of it kept in `raw`. */
+  keptBytes: number;
+  /** The event's id, where it was an event. */
+  eventId?: string;
+  /** The event's correlation id, where it had one. */
+  correlationId?: string;
+  /** Where the original arrived (subject, stream, queue): it may still be there. */
+  origin: string;
 }
 
 /** Bytes that could not be decoded, bound for the dead-letter queue. */
@@ -235,12 +256,29 @@ export interface Transport {
   /** Graceful and idempotent: drains, then closes connections. */
   close(options?: CloseOptions): Promise<void>;
   /**
-   * Optional: failures of background work that no caller can be told about (a blocking read,
-   * a reclaim, an ack that did not go out). The `EventBus` listens and reports them on its
-   * own `error` listeners or logger. Returns a function that removes the listener.
+   * Optional listeners; each call returns a function that removes the listener.
+   *
+   * - `error`: failures of background work that no caller can be told about (a blocking read,
+   *   a reclaim, an ack that did not go out). The `EventBus` reports them on its own `error`
+   *   listeners or logger.
+   * - `connection`: the connection to the broker was lost, or is back after a reconnect (never
+   *   fired for the first connect, nor by `close()`). While it is lost the bus holds new
+   *   publishes in its queue and waits before retrying; when it is back the bus puts its
+   *   publish circuit breaker half-open, so trial calls decide at once instead of after
+   *   `resetTimeoutMs`.
    */
   on?(name: 'error', listener: (error: WatchtowerError) => void): () => void;
+  on?(name: 'connection', listener: (change: ConnectionChange) => void): () => void;
 }
+
+/** A change of a transport's connection, as reported to `on('connection')`. */
+export type ConnectionChange =
+  | {
+      readonly state: 'lost';
+      /** What the client reported, where it said anything. */
+      readonly error?: WatchtowerError;
+    }
+  | { readonly state: 'restored' };
 
 /**
  * The option names of each call of the contract. Transports refuse any other key (a misspelt

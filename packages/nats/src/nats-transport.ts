@@ -341,6 +341,11 @@ export class NatsTransport implements Transport {
       switch (status.type) {
         case 'disconnect':
           this.#state = 'disconnected';
+          this.#life.connectionLost(
+            new ConnectionError(`the connection to the NATS server at ${status.server} was lost`, {
+              cause: this.#lastError,
+            }),
+          );
           break;
         case 'reconnecting':
           this.#state = 'reconnecting';
@@ -350,6 +355,7 @@ export class NatsTransport implements Transport {
           // A broker restarted without its storage has lost the streams: put them back
           // before the consumers look for them.
           this.#restoreTopology('after a reconnect');
+          this.#life.connectionRestored();
           break;
         case 'error':
           this.#lastError = status.error;

@@ -246,6 +246,16 @@ export class RedisTransport implements Transport {
       dropConnection(client);
       throw mapRedisError(lastError ?? error, `connect to ${describeTarget(this.config)}`);
     }
+    // The publishing connection speaks for the transport: 'close' after it was ready is a
+    // lost connection (ioredis then reconnects), 'ready' again is the way back.
+    client.on('close', () =>
+      this.#life.connectionLost(
+        new ConnectionError(`the connection to ${describeTarget(this.config)} was lost`, {
+          cause: this.#lastError,
+        }),
+      ),
+    );
+    client.on('ready', () => this.#life.connectionRestored());
     if (this.config.staleGroupMs === 0 || this.#life.closed) return;
     const { prefix, dlqStream, staleGroupMs, clock } = this.config;
     this.#sweeper = new StaleGroupSweeper({

@@ -8,7 +8,7 @@ import { Buffer } from 'node:buffer';
 import type { Clock } from '../clock.js';
 import { ErrorCode, describeError } from '../errors.js';
 import type { Event } from '../event.js';
-import type { DeadLetterReason, MalformedMessage } from '../transport.js';
+import type { DeadLetterReason, MalformedMessage, ReducedDeadLetter } from '../transport.js';
 
 /** What a dead letter's reason is made of. */
 export interface DeadLetterReasonInput {
@@ -72,7 +72,29 @@ export function readDeadLetterReason(value: unknown): DeadLetterReason | undefin
   }
   const reason: DeadLetterReason = { message, code, attempts, failedAt, originalType };
   if (typeof subscription === 'string') reason.subscription = subscription;
+  const reduced = readReduced(r['reduced']);
+  if (reduced !== undefined) reason.reduced = reduced;
   return reason;
+}
+
+function readReduced(value: unknown): ReducedDeadLetter | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { why, originalBytes, keptBytes, origin, eventId, correlationId } = value as Record<
+    string,
+    unknown
+  >;
+  if (
+    typeof why !== 'string' ||
+    typeof originalBytes !== 'number' ||
+    typeof keptBytes !== 'number' ||
+    typeof origin !== 'string'
+  ) {
+    return undefined;
+  }
+  const reduced: ReducedDeadLetter = { why, originalBytes, keptBytes, origin };
+  if (typeof eventId === 'string') reduced.eventId = eventId;
+  if (typeof correlationId === 'string') reduced.correlationId = correlationId;
+  return reduced;
 }
 
 /**

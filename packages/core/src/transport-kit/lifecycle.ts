@@ -14,7 +14,7 @@ import type { Clock } from '../clock.js';
 import { Emitter } from '../emitter.js';
 import { ClosedError, type WatchtowerError } from '../errors.js';
 import { checkNumber, rejectUnknownOptions } from '../options.js';
-import { TRANSPORT_OPTION_KEYS, type CloseOptions } from '../transport.js';
+import { TRANSPORT_OPTION_KEYS, type CloseOptions, type ConnectionChange } from '../transport.js';
 import { RESOLVED } from './resolved.js';
 import { Deadline, TIMED_OUT, within } from './timing.js';
 
@@ -46,6 +46,12 @@ export type TransportErrorEvents = {
    * Nothing is reported after `close()`.
    */
   error: [error: WatchtowerError];
+  /**
+   * The connection was lost, or is back after a reconnect
+   * ({@link TransportLifecycle.connectionLost}, {@link TransportLifecycle.connectionRestored}).
+   * Nothing is reported after `close()` begins.
+   */
+  connection: [change: ConnectionChange];
 };
 
 /** The steps of a transport's close, given the deadline they share. */
@@ -65,6 +71,8 @@ export class TransportLifecycle {
   #connecting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #silenced = false;
+  /** Between `connectionLost()` and `connectionRestored()`. */
+  #linkLost = false;
 
   constructor(options: TransportLifecycleOptions) {
     this.#options = options;
@@ -118,6 +126,7 @@ export class TransportLifecycle {
   /** The connection was given up without `close()` (reconnects ran out): the next `connect()` starts afresh. */
   lost(): void {
     if (this.#phase === 'open' || this.#phase === 'connecting') this.#phase = 'idle';
+    this.#linkLost = false;
     this.#connecting = undefined;
   }
 
@@ -201,6 +210,32 @@ export class TransportLifecycle {
     listener: (...args: TransportErrorEvents[K]) => void,
   ): () => void {
     return this.#emitter.on(name, listener);
+  }
+
+  /**
+   * The client lost its connection to the broker: tells the `connection` listeners once, until
+   * {@link TransportLifecycle.connectionRestored}. Ignored before the first connect
+   * succeeded and from `close()` on.
+   */
+  connectionLost(error?: WatchtowerError): void {
+    if (this.#phase !== 'open' || this.#linkLost) return;
+    this.#linkLost = true;
+    this.#emitter.emit(
+      'connection',
+      error === undefined ? { state: 'lost' } : { state: 'lost', error },
+    );
+  }
+
+  /** Connected again after {@link TransportLifecycle.connectionLost}: tells the listeners. */
+  connectionRestored(): void {
+    if (this.#phase !== 'open' || !this.#linkLost) return;
+    this.#linkLost = false;
+    this.#emitter.emit('connection', { state: 'restored' });
+  }
+
+  /** True between `connectionLost()` and `connectionRestored()`. */
+  get isConnectionLost(): boolean {
+    return this.#linkLost;
   }
 
   /** Tells the `error` listeners, unless `close()` has silenced them. */

@@ -120,6 +120,53 @@ export class Deadline {
 }
 
 /**
+ * Signals that all abort together, each its own: for many waits at once that must end when
+ * one thing does (a close). Giving them all one shared signal would add a listener to it per
+ * wait, and Node warns about a leak past ten. `open()` hands out a controller, `release()`
+ * forgets it when its wait is over, `abort()` aborts those still open and every later one.
+ */
+export class AbortScope {
+  readonly #open = new Set<AbortController>();
+  #reason: unknown;
+  #aborted = false;
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  /** A new controller, aborted already when the scope is. */
+  open(): AbortController {
+    const controller = new AbortController();
+    if (this.#aborted) controller.abort(this.#reason);
+    else this.#open.add(controller);
+    return controller;
+  }
+
+  release(controller: AbortController): void {
+    this.#open.delete(controller);
+  }
+
+  /** Runs `work` with a signal of the scope, released when it settles. */
+  async run<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const controller = this.open();
+    try {
+      return await work(controller.signal);
+    } finally {
+      this.release(controller);
+    }
+  }
+
+  /** Aborts every open signal with `reason`, and every one opened later. Idempotent. */
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    for (const controller of this.#open) controller.abort(reason);
+    this.#open.clear();
+  }
+}
+
+/**
  * A wait that can be cut short: a read loop pauses after a failure, or waits for room, and
  * `wake()` (new work, or stop) ends the pause at once. One pause at a time.
  */
