@@ -1,0 +1,104 @@
+/**
+ * Standard Webhooks signatures: what is signed (`{id}.{timestamp}.{body}`), the
+ * `webhook-signature` header of `v1` (HMAC-SHA256) and `v1a` (ed25519) signatures, the check
+ * of one against secrets and public keys in constant time, and the legacy
+ * `X-Watchtower-Signature` header of the Rust library (HMAC of the body alone, sent only).
+ */
+import { Buffer } from 'node:buffer';
+import { createHmac, sign, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
+
+/** Header names of the Standard Webhooks scheme (lower case, as Node gives them). */
+export const HEADER_ID = 'webhook-id';
+export const HEADER_TIMESTAMP = 'webhook-timestamp';
+export const HEADER_SIGNATURE = 'webhook-signature';
+/** The Rust library's header: `sha256=<hex HMAC-SHA256 of the body>`. */
+export const HEADER_LEGACY = 'x-watchtower-signature';
+
+/** The keys a sender signs with. */
+export interface SigningKeys {
+  /** HMAC keys of `whsec_` secrets: one `v1` signature each. */
+  readonly secrets: readonly Buffer[];
+  /** ed25519 private keys of `whsk_` keys: one `v1a` signature each. */
+  readonly signingKeys: readonly KeyObject[];
+  /** The raw secret of the legacy header, or undefined to send none. */
+  readonly legacySecret: Buffer | undefined;
+}
+
+/** The keys a receiver checks against. */
+export interface VerifyingKeys {
+  readonly secrets: readonly Buffer[];
+  readonly publicKeys: readonly KeyObject[];
+}
+
+/** The bytes that are signed: `{id}.{timestamp}.{body}`. */
+export function signedContent(id: string, timestamp: number, body: Uint8Array): Buffer {
+  const head = Buffer.from(`${id}.${timestamp}.`);
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * The headers of one signed request: `webhook-id`, `webhook-timestamp` (seconds) and
+ * `webhook-signature`, a space-separated list of `v1,<base64>` and `v1a,<base64>` (one per key,
+ * so that a receiver still holding the old secret during a rotation verifies too), and the
+ * legacy header when a legacy secret is given.
+ */
+export function signatureHeaders(
+  id: string,
+  timestamp: number,
+  body: Uint8Array,
+  keys: SigningKeys,
+): Record<string, string> {
+  const content = signedContent(id, timestamp, body);
+  const signatures: string[] = [];
+  for (const secret of keys.secrets) {
+    signatures.push(`v1,${createHmac('sha256', secret).update(content).digest('base64')}`);
+  }
+  for (const key of keys.signingKeys) {
+    signatures.push(`v1a,${sign(null, content, key).toString('base64')}`);
+  }
+  const headers: Record<string, string> = {
+    [HEADER_ID]: id,
+    [HEADER_TIMESTAMP]: String(timestamp),
+    [HEADER_SIGNATURE]: signatures.join(' '),
+  };
+  if (keys.legacySecret !== undefined) {
+    headers[HEADER_LEGACY] =
+      `sha256=${createHmac('sha256', keys.legacySecret).update(body).digest('hex')}`;
+  }
+  return headers;
+}
+
+/**
+ * True when one of the signatures in `header` matches: a `v1` one the HMAC of one of
+ * `keys.secrets`, or a `v1a` one made by the private half of one of `keys.publicKeys`.
+ * Compares in constant time; entries of other versions and malformed entries are skipped.
+ */
+export function hasValidSignature(
+  id: string,
+  timestamp: number,
+  body: Uint8Array,
+  header: string,
+  keys: VerifyingKeys,
+): boolean {
+  const content = signedContent(id, timestamp, body);
+  let expected: Buffer[] | undefined;
+  for (const entry of header.split(' ')) {
+    const comma = entry.indexOf(',');
+    if (comma <= 0) continue;
+    const version = entry.slice(0, comma);
+    const signature = Buffer.from(entry.slice(comma + 1), 'base64');
+    if (version === 'v1') {
+      expected ??= keys.secrets.map((secret) =>
+        createHmac('sha256', secret).update(content).digest(),
+      );
+      for (const mac of expected) {
+        if (mac.length === signature.length && timingSafeEqual(mac, signature)) return true;
+      }
+    } else if (version === 'v1a' && signature.length === 64) {
+      for (const key of keys.publicKeys) {
+        if (verify(null, content, key, signature)) return true;
+      }
+    }
+  }
+  return false;
+}
