@@ -1,0 +1,365 @@
+/**
+ * The hub against real sockets: routing by pattern between Watchtower clients and raw `ws`
+ * clients, the Rust-format bare event frame, garbage, authentication and authorization, the
+ * per-connection limits (payload, slow consumer, rate), health and close.
+ */
+import { request } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  createEvent,
+  isWatchtowerError,
+  type Delivery,
+  type Event,
+  type TransportSubscription,
+} from '@watchtower/core';
+import { collectEvents, settlement, waitFor } from '@watchtower/core/testing';
+import {
+  CLOSE_CODES,
+  WebSocketHub,
+  WebSocketSubscriber,
+  type WebSocketTransport,
+} from '../src/index.js';
+import { FAST_CLIENT, RawClient, connectClient, rustEventJson, startHub } from './helpers.js';
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+function later<T extends { close(options?: { timeoutMs?: number }): Promise<void> }>(thing: T): T {
+  cleanups.push(() => thing.close({ timeoutMs: 1000 }));
+  return thing;
+}
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function hub(options: ConstructorParameters<typeof WebSocketHub>[0] = {}) {
+  return later(await startHub(options));
+}
+
+async function client(target: WebSocketHub, overrides = {}): Promise<WebSocketTransport> {
+  return later(await connectClient(target, overrides));
+}
+
+function subscriber(target: WebSocketHub, overrides = {}): WebSocketSubscriber {
+  return later(new WebSocketSubscriber({ url: target.url, ...FAST_CLIENT, ...overrides }));
+}
+
+async function raw(target: WebSocketHub | string, options = {}): Promise<RawClient> {
+  const url = typeof target === 'string' ? target : target.url;
+  const socket = await RawClient.open(url, options);
+  cleanups.push(() => socket.close());
+  return socket;
+}
+
+describe('routing', () => {
+  it('delivers each event only to the clients whose patterns match it', async () => {
+    const h = await hub();
+    const users = collectEvents();
+    const orders = collectEvents();
+    const everything = collectEvents();
+    const a = subscriber(h);
+    const b = subscriber(h);
+    const c = subscriber(h);
+    await a.subscribe('user.*', users.handler);
+    await b.subscribe('order.>', orders.handler);
+    await c.subscribe('>', everything.handler);
+    const publisher = subscriber(h);
+    await publisher.publish('user.created', { id: 1 });
+    await publisher.publish('order.line.added', { id: 2 });
+    await publisher.publish('user.profile.updated', { id: 3 });
+    await everything.waitForCount(3);
+    await orders.waitForCount(1);
+    await users.waitForCount(1);
+    // The last event reached `>`; by then the hub had routed the others too.
+    expect(users.events.map((e) => e.type)).toEqual(['user.created']);
+    expect(orders.events.map((e) => e.type)).toEqual(['order.line.added']);
+    expect(h.stats()).toMatchObject({ eventsIn: 3, eventsOut: 5 });
+  });
+
+  it('sends an event once per connection and gives it to every matching subscription of that client', async () => {
+    const h = await hub();
+    const transport = await client(h);
+    const first = await transport.subscribe('a.*');
+    const second = await transport.subscribe('a.b');
+    const publisher = await client(h);
+    const event = createEvent('a.b', { n: 1 });
+    await publisher.publish(event);
+    const one = await nextEvent(first);
+    const two = await nextEvent(second);
+    expect(one.id).toBe(event.id);
+    expect(two.id).toBe(event.id);
+    // Each subscription holds its own copy.
+    expect(one).not.toBe(two);
+    expect(h.stats().eventsOut).toBe(1);
+  });
+
+  it('stops routing to a subscription once it unsubscribes', async () => {
+    const h = await hub();
+    const transport = await client(h);
+    const subscription = await transport.subscribe('x.y');
+    expect(h.stats().subscriptions).toBe(1);
+    await subscription.unsubscribe();
+    await waitFor(() => h.stats().subscriptions === 0, { message: 'the hub forgetting it' });
+  });
+});
+
+describe('raw ws peers', () => {
+  it('takes a bare Rust-format event frame from a raw ws client as a publish and delivers it to a Watchtower subscriber', async () => {
+    const h = await hub();
+    const received = collectEvents();
+    const bus = subscriber(h);
+    await bus.subscribe('notification.sent', received.handler);
+    const rust = await raw(h);
+    rust.send(rustEventJson('notification.sent', { user_id: 456, channel: 'email' }));
+    const [event] = await received.waitForCount(1);
+    expect(event).toMatchObject({
+      type: 'notification.sent',
+      source: 'rust-service',
+      payload: { user_id: 456, channel: 'email' },
+    });
+    // No answer to a bare event that was taken: the Rust client expects none.
+    expect(rust.controls('ack')).toEqual([]);
+  });
+
+  it('sends a raw ws subscriber the Rust-format JSON of what a Watchtower client publishes', async () => {
+    const h = await hub();
+    const peer = await raw(h);
+    await peer.subscribe('s1', 'order.*');
+    const publisher = await client(h);
+    const event = createEvent('order.created', { id: 7 }, { correlationId: crypto.randomUUID() });
+    await publisher.publish(event);
+    await waitFor(() => peer.frames.some((f) => f.includes(event.id)));
+    const frame = JSON.parse(peer.frames.find((f) => f.includes(event.id)) as string) as {
+      metadata: Record<string, unknown>;
+      payload: unknown;
+    };
+    expect(frame.metadata).toMatchObject({
+      id: event.id,
+      event_type: 'order.created',
+      correlation_id: event.correlationId,
+    });
+    expect(frame.payload).toEqual({ id: 7 });
+  });
+
+  it('answers garbage with error frames and goes on serving that client and others', async () => {
+    const h = await hub();
+    const peer = await raw(h);
+    peer.send('not json at all');
+    peer.send('[1,2,3]');
+    peer.send({ metadata: { id: 1 }, payload: {} });
+    peer.send({ op: 'dance' });
+    peer.send({ op: 'publish', event: {} });
+    peer.socket.send(Buffer.from([0xff, 0xfe, 0x00]));
+    await waitFor(() => peer.controls('error').length === 6, { message: 'six error frames' });
+    expect(peer.controls('error').every((frame) => frame.code === 'SERIALIZATION')).toBe(true);
+    expect(h.stats().malformed).toBe(6);
+    // The same connection still works, and so does everyone else's.
+    await peer.subscribe('s1', 'still.alive');
+    const publisher = await client(h);
+    await publisher.publish(createEvent('still.alive', {}));
+    await waitFor(() => peer.frames.some((f) => f.includes('"still.alive"')));
+  });
+
+  it('acks a publish frame cumulatively and answers a refused one with its ref', async () => {
+    const h = await hub({
+      authorize: (_p, action, subject) => action !== 'publish' || subject !== 'no.way',
+    });
+    const peer = await raw(h);
+    const ok = (type: string) => JSON.parse(rustEventJson(type, {})) as unknown;
+    peer.send({ op: 'publish', ref: 1, event: ok('fine.one') });
+    peer.send({ op: 'publish', ref: 2, event: ok('no.way') });
+    peer.send({ op: 'publish', ref: 3, event: ok('fine.two') });
+    await waitFor(() => peer.controls('ack').some((frame) => frame.ref === 3));
+    expect(peer.controls('error')).toEqual([
+      expect.objectContaining({ ref: 2, code: 'FORBIDDEN', retryable: false }),
+    ]);
+  });
+});
+
+describe('authentication and authorization', () => {
+  it('refuses an unauthenticated client with HTTP 401 before the upgrade, and lets a client with the token in', async () => {
+    const h = await hub({
+      authenticate: (req) =>
+        req.headers.authorization === 'Bearer s3cret' ? { user: 'alice' } : undefined,
+    });
+    const refused = new (await import('../src/index.js')).WebSocketTransport({
+      url: h.url,
+      ...FAST_CLIENT,
+    });
+    later(refused);
+    const error = await settlement(refused.connect());
+    expect(isWatchtowerError(error, 'CONNECTION')).toBe(true);
+    expect((error as { retryable: boolean }).retryable).toBe(false);
+    expect(h.stats()).toMatchObject({ connections: 0, refusedConnections: 1 });
+    const allowed = await client(h, { authToken: 's3cret' });
+    expect((await allowed.healthCheck()).healthy).toBe(true);
+  });
+
+  it('refuses subscriptions and publishes that authorize does not allow, with FORBIDDEN', async () => {
+    const h = await hub({
+      authenticate: (req) => ({ role: req.headers['x-role'] }),
+      authorize: async (principal, action, subject) =>
+        (principal as { role: string }).role === 'admin' ||
+        (action === 'subscribe' && subject.startsWith('public.')),
+    });
+    const guest = await client(h, { headers: { 'x-role': 'guest' } });
+    await guest.subscribe('public.news');
+    const refusedSubscribe = await settlement(guest.subscribe('secret.>'));
+    expect(refusedSubscribe).toMatchObject({ code: 'TRANSPORT', retryable: false });
+    expect((refusedSubscribe as Error).message).toContain('FORBIDDEN');
+    const refusedPublish = await settlement(guest.publish(createEvent('public.news', {})));
+    expect((refusedPublish as Error).message).toContain('FORBIDDEN');
+    const admin = await client(h, { headers: { 'x-role': 'admin' } });
+    await admin.publish(createEvent('secret.plan', {}));
+  });
+});
+
+describe('limits', () => {
+  it('closes a client that sends a frame over maxPayload with 1009 and keeps serving others', async () => {
+    const h = await hub({ maxPayload: 1024 });
+    const big = await raw(h);
+    const other = await raw(h);
+    big.send(rustEventJson('big.one', { blob: 'x'.repeat(4096) }));
+    await waitFor(() => big.closeCode !== undefined, { message: 'the big client closed' });
+    expect(big.closeCode).toBe(CLOSE_CODES.messageTooBig);
+    await other.subscribe('s1', 'small.one');
+  });
+
+  it('cuts off a slow consumer with 1008 while the other clients go on receiving', async () => {
+    const h = await hub({ maxBufferedBytes: 64 * 1024 });
+    const slow = await raw(h);
+    await slow.subscribe('s1', 'flood.>');
+    const fast = subscriber(h);
+    const received = collectEvents();
+    await fast.subscribe('flood.>', received.handler);
+    // The slow client stops reading: its socket buffers fill, then the hub's send buffer.
+    (slow.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    const publisher = await client(h);
+    const payload = { blob: 'y'.repeat(8 * 1024) };
+    const total = 2000;
+    await Promise.all(
+      Array.from({ length: total }, (_, i) =>
+        publisher.publish(createEvent('flood.item', { i, ...payload })),
+      ),
+    );
+    await waitFor(() => h.stats().slowConsumersDisconnected === 1, {
+      message: 'the slow consumer cut off',
+    });
+    await received.waitForCount(total, { timeoutMs: 20_000 });
+    (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+    await waitFor(() => slow.closeCode !== undefined, { message: 'the slow client closed' });
+    expect(slow.closeCode).toBe(CLOSE_CODES.policyViolation);
+    expect(h.stats().connections).toBe(2);
+  });
+
+  it('drops events for a slow consumer under the drop policy and counts them, keeping it connected', async () => {
+    const h = await hub({ maxBufferedBytes: 64 * 1024, slowConsumer: 'drop' });
+    const slow = await raw(h);
+    await slow.subscribe('s1', 'flood.>');
+    (slow.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    const publisher = await client(h);
+    const payload = { blob: 'z'.repeat(8 * 1024) };
+    await Promise.all(
+      Array.from({ length: 2000 }, (_, i) =>
+        publisher.publish(createEvent('flood.item', { i, ...payload })),
+      ),
+    );
+    await waitFor(() => h.stats().dropped > 0, { message: 'dropped events' });
+    expect(h.stats()).toMatchObject({ connections: 2, slowConsumersDisconnected: 0 });
+    (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+  });
+
+  it('refuses publishes over the per-connection rate with RATE_LIMITED, retryable', async () => {
+    const h = await hub({ publishRate: { perSecond: 1, burst: 3 } });
+    const publisher = await client(h);
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 5 }, () => publisher.publish(createEvent('rated.event', {}))),
+    );
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(3);
+    const rejected = outcomes.filter((o) => o.status === 'rejected');
+    expect(rejected).toHaveLength(2);
+    expect((rejected[0] as PromiseRejectedResult).reason).toMatchObject({
+      code: 'TRANSPORT',
+      retryable: true,
+    });
+  });
+
+  it('refuses a connection over maxConnections with HTTP 503', async () => {
+    const h = await hub({ maxConnections: 1 });
+    await client(h);
+    const second = later(
+      new (await import('../src/index.js')).WebSocketTransport({ url: h.url, ...FAST_CLIENT }),
+    );
+    const error = await settlement(second.connect());
+    expect(isWatchtowerError(error, 'CONNECTION')).toBe(true);
+    expect((error as Error).message).toContain('503');
+  });
+});
+
+describe('health and close', () => {
+  it('serves its stats on the health endpoint, 200 while open and 503 once closed', async () => {
+    const h = new WebSocketHub({ port: 0 });
+    await h.start();
+    await client(h);
+    const url = h.url.replace('ws://', 'http://').replace('/events', '/health');
+    const first = await get(url);
+    expect(first.status).toBe(200);
+    expect(JSON.parse(first.body)).toMatchObject({ healthy: true, connections: 1 });
+    await h.close({ timeoutMs: 1000 });
+    expect(h.stats().state).toBe('closed');
+  });
+
+  it('closes every client with 1001 within its deadline, and the clients reconnect to a new hub on the port', async () => {
+    const h = await startHub();
+    const peer = await raw(h);
+    const transport = await client(h);
+    const received: Event[] = [];
+    const subscription = await transport.subscribe('after.restart');
+    void (async () => {
+      for await (const delivery of subscription) {
+        if (delivery.kind === 'event') received.push(delivery.event);
+        await delivery.ack();
+      }
+    })();
+    const port = h.port;
+    await h.close({ timeoutMs: 2000 });
+    await waitFor(() => peer.closeCode !== undefined);
+    expect(peer.closeCode).toBe(CLOSE_CODES.goingAway);
+    const again = await hub({ port });
+    await waitFor(() => again.stats().subscriptions === 1, { message: 'the client re-subscribed' });
+    const publisher = await client(again);
+    await publisher.publish(createEvent('after.restart', {}));
+    await waitFor(() => received.length === 1);
+    expect(transport.stats().reconnects).toBe(1);
+  });
+
+  it('returns from close within its deadline even when a client never answers the close', async () => {
+    const h = await startHub();
+    const peer = await raw(h);
+    // A peer that stops reading never sends its close frame back.
+    (peer.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    const started = Date.now();
+    await h.close({ timeoutMs: 300 });
+    expect(Date.now() - started).toBeLessThan(300 + 250 + 200);
+    expect(h.stats()).toMatchObject({ state: 'closed' });
+  });
+});
+
+async function nextEvent(subscription: TransportSubscription): Promise<Event> {
+  const result = await subscription[Symbol.asyncIterator]().next();
+  const delivery = result.value as Delivery;
+  await delivery.ack();
+  if (delivery.kind !== 'event') throw new Error('expected an event delivery');
+  return delivery.event;
+}
+
+function get(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    request(url, (response) => {
+      let body = '';
+      response.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+    })
+      .on('error', reject)
+      .end();
+  });
+}
