@@ -8,7 +8,8 @@ import { userLevelScenarios } from './user-level.js';
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
  * exist by default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run;
- * BENCH_ROUNDS (default 5) is how often each side of a scenario runs.
+ * BENCH_ROUNDS (default 5) is how often each side of a scenario runs; BENCH_ONLY keeps the
+ * scenarios whose name contains it.
  */
 const scale = Number(process.env['BENCH_SCALE'] ?? '1');
 if (!Number.isFinite(scale) || scale <= 0) throw new Error('BENCH_SCALE must be a positive number');
@@ -47,6 +48,8 @@ if (unknown.length > 0) {
 const scenarios: Scenario[] = [];
 for (const name of names)
   scenarios.push(...(await (registry[name] as () => Promise<Scenario[]>)()));
+const only = process.env['BENCH_ONLY'];
+const chosen = only === undefined ? scenarios : scenarios.filter((s) => s.name.includes(only));
 const outputFile = fileURLToPath(new URL('../results/latest.jsonl', import.meta.url));
-await runScenarios(scenarios, { outputFile, rounds });
+await runScenarios(chosen, { outputFile, rounds });
 console.log(`\nresults written to ${outputFile}`);

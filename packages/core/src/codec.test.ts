@@ -32,7 +32,7 @@ function rejection(decode: () => unknown): SerializationError {
 }
 
 describe('encodeEvent', () => {
-  it('writes the Rust wire format with exactly the metadata keys, in order, and null for absent fields', () => {
+  it('writes the Rust fields as Rust does (null for an absent source and correlation_id) and leaves out causation_id and headers the event does not have', () => {
     const event = createEvent(
       'user.created',
       { userId: 42 },
@@ -40,9 +40,24 @@ describe('encodeEvent', () => {
     );
     expect(encodeEvent(event)).toBe(
       '{"metadata":{"id":"0b6b2d5e-8f1a-4c3e-9d2b-5a7c1e4f6a80","event_type":"user.created",' +
-        '"timestamp":"2026-11-22T10:00:00.123Z","source":null,"correlation_id":null,' +
-        '"causation_id":null,"headers":{}},"payload":{"userId":42}}',
+        '"timestamp":"2026-11-22T10:00:00.123Z","source":null,"correlation_id":null},' +
+        '"payload":{"userId":42}}',
     );
+  });
+
+  it('writes causation_id and headers each only when it has a value', () => {
+    const base = { id: 'e-1', timestamp: '2026-11-22T10:00:00Z' };
+    const keysOf = (event: Event): string[] =>
+      Object.keys((JSON.parse(encodeEvent(event)) as { metadata: object }).metadata);
+    const keys = (metadata: Parameters<typeof createEvent>[2]): string[] =>
+      keysOf(createEvent('a', 1, metadata));
+    const rust = ['id', 'event_type', 'timestamp', 'source', 'correlation_id'];
+    expect(keys({ ...base, causationId: 'c-1' })).toEqual([...rust, 'causation_id']);
+    expect(keys({ ...base, headers: { k: 'v' } })).toEqual([...rust, 'headers']);
+    expect(keys({ ...base, headers: {} })).toEqual(rust);
+    // Headers without a plain prototype that hold nothing are left out as well.
+    const bare = Object.create(null) as Record<string, string>;
+    expect(keysOf({ ...createEvent('a', 1, base), headers: bare })).toEqual(rust);
   });
 
   it('writes every optional field and the headers when present', () => {
@@ -180,6 +195,118 @@ describe('decodeEvent round trip', () => {
       }),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('decodeEvent reads the envelope by its layout and agrees with a full parse', () => {
+  /** What the general path gives: the event of the parsed JSON, or that it is refused. */
+  function generic(text: string): Event | 'refused' {
+    let value: unknown;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return 'refused';
+    }
+    try {
+      return decodeEventFromValue(value);
+    } catch {
+      return 'refused';
+    }
+  }
+
+  function decoded(text: string): Event | 'refused' {
+    try {
+      return decodeEvent(text);
+    } catch (error) {
+      expect(isWatchtowerError(error, ErrorCode.SERIALIZATION)).toBe(true);
+      return 'refused';
+    }
+  }
+
+  const written = [
+    encodeEvent(full()),
+    encodeEvent(createEvent('user.created', { id: 'u-1', tags: ['a'] })),
+    encodeEvent(createEvent('a', null, { causationId: 'c', headers: { 'x-a': '1', 'x-b': '' } })),
+    '{"metadata":{"id":"550e8400-e29b-41d4-a716-446655440000","event_type":"order.placed",' +
+      '"timestamp":"2024-01-15T10:30:00.123456789Z","source":null,"correlation_id":null},' +
+      '"payload":{"order_id":"o-1","amount":129.5}}',
+  ];
+  // Characters that change the structure where they land: quotes, escapes, braces, separators,
+  // whitespace, the letters of null, digits, a control character.
+  const inserted = fc.constantFrom(...'"\\{}[],: \nnul1x\u0001'.split(''), '\\"', '\\u0041');
+  const mutation = fc.oneof(
+    fc.record({ kind: fc.constant('insert' as const), at: fc.nat(), text: inserted }),
+    fc.record({
+      kind: fc.constant('delete' as const),
+      at: fc.nat(),
+      length: fc.integer({ min: 1, max: 3 }),
+    }),
+  );
+
+  it('gives the same event or the same refusal as a full parse, for texts written by Watchtower and Rust and for every small change to them', () => {
+    let refused = 0;
+    let changedAndRead = 0;
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...written),
+        fc.array(mutation, { minLength: 0, maxLength: 3 }),
+        (base, changes) => {
+          let text = base;
+          for (const change of changes) {
+            const at = change.at % (text.length + 1);
+            text =
+              change.kind === 'insert'
+                ? text.slice(0, at) + change.text + text.slice(at)
+                : text.slice(0, at) + text.slice(at + change.length);
+          }
+          const outcome = decoded(text);
+          expect(outcome).toEqual(generic(text));
+          if (outcome === 'refused') refused++;
+          else if (text !== base) changedAndRead++;
+        },
+      ),
+      { numRuns: 5000 },
+    );
+    // Changes reach both outcomes: refused, and still an event (whitespace, a key added ...).
+    expect(refused).toBeGreaterThan(500);
+    expect(changedAndRead).toBeGreaterThan(500);
+  });
+
+  it('reads an escaped string, pretty-printed JSON and keys in another order like a full parse', () => {
+    for (const text of [
+      '{"metadata":{"id":"a\\"b","event_type":"a","timestamp":"2026-01-01T00:00:00Z","source":null,"correlation_id":null},"payload":1}',
+      '{ "metadata": {"id":"a","event_type":"a","timestamp":"2026-01-01T00:00:00Z","source":null,"correlation_id":null},"payload":1}',
+      '{"metadata":{"event_type":"a","id":"a","timestamp":"2026-01-01T00:00:00Z"},"payload":1}',
+      '{"metadata":{"id":"a","event_type":"a","timestamp":"2026-01-01T00:00:00Z","source":null,"correlation_id":null},"payload":{"a":1},"extra":{"b":2}}',
+      '{"metadata":{"id":"a","event_type":"a","timestamp":"2026-01-01T00:00:00Z","source":null,"correlation_id":null,"headers":{"k":"v\\n"}},"payload":1}',
+    ]) {
+      expect(decodeEvent(text)).toEqual(generic(text));
+    }
+  });
+
+  it('takes the NATS-style headers only when the body has no headers map', () => {
+    const fromTransport = (): Record<string, string> => ({ traceparent: 't' });
+    const without = encodeEvent(createEvent('a', 1));
+    const withHeaders = encodeEvent(createEvent('a', 1, { headers: { k: 'v' } }));
+    expect(decodeEvent(without, fromTransport).headers).toEqual({ traceparent: 't' });
+    expect(decodeEvent(withHeaders, fromTransport).headers).toEqual({ k: 'v' });
+  });
+
+  it('reads RFC 3339 UTC timestamps by their layout and gives any other date form to Date.parse', () => {
+    const at = (timestamp: string): string =>
+      `{"metadata":{"id":"a","event_type":"a","timestamp":${JSON.stringify(timestamp)},"source":null,"correlation_id":null},"payload":1}`;
+    for (const timestamp of [
+      '2026-01-01T00:00:00Z',
+      '2026-01-01T00:00:00.123456789+00:00',
+      '2026-01-01T01:00:00+01:00',
+      'Thu, 01 Jan 2026 00:00:00 GMT',
+      '2026-01-01',
+    ]) {
+      expect(decodeEvent(at(timestamp)).timestamp).toBe(timestamp);
+    }
+    for (const timestamp of ['', 'yesterday', '2026-13-45T99:99:99Z']) {
+      rejection(() => decodeEvent(at(timestamp)));
+    }
   });
 });
 

@@ -28,7 +28,6 @@ describe('dead-letter records', () => {
             timestamp: event.timestamp,
             source: null,
             correlation_id: null,
-            causation_id: null,
             headers: { traceparent: 't' },
           },
           payload: { id: 1 },

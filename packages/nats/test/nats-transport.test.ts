@@ -165,7 +165,6 @@ describe.each<NatsMode>(['core', 'jetstream'])('NatsTransport (%s)', (mode) => {
           timestamp: event.timestamp,
           source: null,
           correlation_id: null,
-          causation_id: null,
           headers: { traceparent: '00-abc-def-01' },
         },
         payload: { id: 1 },
