@@ -62,7 +62,7 @@ import {
   readDeadLetter,
   type AmqpDelivery,
 } from './deliveries.js';
-import { mapAmqpError } from './map-error.js';
+import { amqpReplyCode, mapAmqpError } from './map-error.js';
 import { Publisher } from './publisher.js';
 import {
   QueueConsumer,
@@ -217,7 +217,7 @@ export class RabbitMQTransport implements Transport {
         await this.#establish();
       } catch (error) {
         if (!this.#life.closed) this.#state = 'idle';
-        throw this.#mapError(error, `connect to ${this.#target()}`);
+        throw this.#connectError(error, `connect to ${this.#target()}`);
       }
     });
   }
@@ -229,6 +229,16 @@ export class RabbitMQTransport implements Transport {
 
   #mapError(error: unknown, context: string): WatchtowerError {
     return mapAmqpError(error, context, this.#life.closed);
+  }
+
+  /**
+   * A failed connect: what the broker refused with a reply code keeps its mapping (a topology
+   * declared before with other arguments); anything else kept the connection from opening.
+   */
+  #connectError(error: unknown, context: string): WatchtowerError {
+    const mapped = this.#mapError(error, context);
+    if (mapped.code !== ErrorCode.TRANSPORT || amqpReplyCode(error) !== undefined) return mapped;
+    return new ConnectionError(mapped.message, { cause: error });
   }
 
   /** Opens a connection, the publish channel and the topology, and restores the consumers. */
@@ -356,7 +366,7 @@ export class RabbitMQTransport implements Transport {
         await this.#establish();
       } catch (error) {
         if (this.#life.closed) return;
-        const failed = this.#mapError(error, `reconnect to ${this.#target()}`);
+        const failed = this.#connectError(error, `reconnect to ${this.#target()}`);
         this.#lastError = failed;
         if (!failed.retryable && failed.code !== ErrorCode.CONNECTION) this.#life.report(failed);
         continue;
