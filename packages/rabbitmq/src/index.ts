@@ -1,9 +1,5 @@
 export { RabbitMQTransport } from './rabbitmq-transport.js';
-export type {
-  RabbitMQTransportEvents,
-  RabbitMQConnectionState,
-  ConnectionChange,
-} from './rabbitmq-transport.js';
+export type { RabbitMQTransportEvents, RabbitMQConnectionState } from './rabbitmq-transport.js';
 export { DEFAULT_RABBITMQ_CONFIG, RABBITMQ_CONFIG_KEYS, resolveRabbitMQConfig } from './config.js';
 export type {
   RabbitMQConfig,

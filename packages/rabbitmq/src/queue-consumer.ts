@@ -159,6 +159,11 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
       for (const binding of bindings) {
         await channel.bindQueue(queue, this.#host.exchange, binding.routingKey, binding.args);
       }
+      if (this.#channel !== undefined) {
+        // Opened meanwhile by the reconnect (or a restore): that channel consumes.
+        channel.close().catch(() => undefined);
+        return;
+      }
       this.#channel = channel;
       this.#delays = new Set();
       const { consumerTag } = await channel.consume(queue, (message) =>

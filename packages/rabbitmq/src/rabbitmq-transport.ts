@@ -33,7 +33,6 @@ import {
 } from '@watchtower/core';
 import {
   Backoff,
-  Emitter,
   DeadLetterConsumer,
   SourceSubscription,
   TransportLifecycle,
@@ -118,9 +117,7 @@ export type ConnectionChange =
  * connection is lost and when it is back after a reconnect. Nothing is reported after
  * `close()`.
  */
-export type RabbitMQTransportEvents = TransportErrorEvents & {
-  connection: [change: ConnectionChange];
-};
+export type RabbitMQTransportEvents = TransportErrorEvents;
 
 const SUBSCRIBE_RULES = {
   startFrom: ['new'],
@@ -156,7 +153,6 @@ export class RabbitMQTransport implements Transport {
   /** The validated configuration, defaults filled in. */
   readonly config: ResolvedRabbitMQConfig;
   readonly #life: TransportLifecycle;
-  readonly #events = new Emitter<Pick<RabbitMQTransportEvents, 'connection'>>();
   readonly #publisher: Publisher;
   readonly #consumers = new Set<ManagedConsumer>();
   readonly #dlqConsumers = new Set<DeadLetterConsumer>();
@@ -198,10 +194,7 @@ export class RabbitMQTransport implements Transport {
     name: K,
     listener: (...args: RabbitMQTransportEvents[K]) => void,
   ): () => void {
-    if (name === 'connection') {
-      return this.#events.on('connection', listener as (change: ConnectionChange) => void);
-    }
-    return this.#life.on('error', listener as (error: WatchtowerError) => void);
+    return this.#life.on(name, listener);
   }
 
   /**
@@ -329,7 +322,7 @@ export class RabbitMQTransport implements Transport {
     this.#lastError = lost;
     this.#state = 'reconnecting';
     this.#life.report(lost);
-    this.#events.emit('connection', { state: 'lost', error: lost });
+    this.#life.connectionLost(lost);
     this.#reconnect();
   }
 
@@ -371,7 +364,7 @@ export class RabbitMQTransport implements Transport {
         if (!failed.retryable && failed.code !== ErrorCode.CONNECTION) this.#life.report(failed);
         continue;
       }
-      this.#events.emit('connection', { state: 'restored' });
+      this.#life.connectionRestored();
       return;
     }
   }
@@ -396,19 +389,22 @@ export class RabbitMQTransport implements Transport {
         maxMs: this.config.reconnectMaxMs,
       });
       while (!this.#life.closed && !consumer.stopping && !consumer.open) {
-        const model = this.#model;
-        // Without a connection the reconnect restores every consumer.
-        if (model === undefined) return;
-        try {
-          await consumer.openOn(model);
-          return;
-        } catch (error) {
-          this.#life.report(this.#mapError(error, `consume from ${consumer.queue}`));
-        }
+        // Waits first: a channel closed with its connection hears of it before the
+        // connection's own close, and then the reconnect restores every consumer.
         try {
           await sleep(this.config.clock, backoff.next(), this.#life.signal);
         } catch {
           return;
+        }
+        const model = this.#model;
+        if (model === undefined || consumer.open) return;
+        try {
+          await consumer.openOn(model);
+          return;
+        } catch (error) {
+          if (this.#model === model) {
+            this.#life.report(this.#mapError(error, `consume from ${consumer.queue}`));
+          }
         }
       }
     })();

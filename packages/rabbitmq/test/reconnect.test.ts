@@ -5,20 +5,16 @@
  * and giving the connection up after `reconnectAttempts`.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createEvent, type Delivery, type Event } from '@watchtower/core';
+import { createEvent, type ConnectionChange, type Delivery, type Event } from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
-import {
-  RabbitMQSubscriber,
-  RabbitMQTransport,
-  type ConnectionChange,
-  type RabbitMQConfig,
-} from '../src/index.js';
+import { RabbitMQSubscriber, RabbitMQTransport, type RabbitMQConfig } from '../src/index.js';
 import {
   AMQP_URL,
   TcpProxy,
   closeConnectionsNamed,
   deleteTopology,
   uniqueName,
+  withRawChannel,
 } from './helpers.js';
 
 const FAST = { reconnectBaseMs: 20, reconnectMaxMs: 200 } as const;
@@ -117,6 +113,24 @@ describe('reconnect', () => {
     expect(outcomes.filter((o) => o.status === 'rejected')).toEqual([]);
     await waitFor(() => seen.size === 10_000, { timeoutMs: 60_000, message: 'all 10000 events' });
   }, 120_000);
+
+  it('consumes again, from a queue declared anew, after the queue was deleted under it', async () => {
+    const b = bus('consumer');
+    const seen = await collect(b, 'deleted.queue');
+    await b.publish('deleted.queue', { n: 1 });
+    await waitFor(() => seen.has(1));
+    await withRawChannel(async (channel) => {
+      await channel.deleteQueue(`${exchange}.group.g.deleted.queue`);
+    });
+    // The broker cancels the consumer; the transport declares, binds and consumes again.
+    await waitFor(
+      async () => {
+        await b.publish('deleted.queue', { n: 2 });
+        return seen.has(2);
+      },
+      { timeoutMs: 10_000, intervalMs: 200, message: 'an event after the queue came back' },
+    );
+  });
 
   it('holds publishes while the broker cannot be reached and confirms them once it is back; an aborted one rejects', async () => {
     const t = transport();
