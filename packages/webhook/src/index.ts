@@ -12,3 +12,25 @@ export type { WebhookSigner, WebhookSigningOptions } from './signer.js';
 export { generateWebhookSecret, generateWebhookKeyPair } from './keys.js';
 export { WebhookVerificationError, WebhookDeliveryError, WEBHOOK_REJECTIONS } from './errors.js';
 export type { WebhookRejection, DeliveryFailureKind } from './errors.js';
+export {
+  WebhookClient,
+  DEFAULT_WEBHOOK_CLIENT_OPTIONS,
+  WEBHOOK_CLIENT_OPTION_KEYS,
+} from './webhook-client.js';
+export type {
+  WebhookClientOptions,
+  WebhookRateLimit,
+  DeliveryReceipt,
+  DeliveryReport,
+  WebhookEndpointStats,
+  ReplayReport,
+} from './webhook-client.js';
+export type { WebhookEndpoint } from './endpoint.js';
+export { MemoryWebhookDeadLetterStore } from './dead-letters.js';
+export type {
+  WebhookDeadLetter,
+  NewWebhookDeadLetter,
+  WebhookDeadLetterStore,
+  MemoryWebhookDeadLetterStoreOptions,
+} from './dead-letters.js';
+export { isPrivateAddress } from './address-guard.js';
