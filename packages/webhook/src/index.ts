@@ -34,3 +34,5 @@ export type {
   MemoryWebhookDeadLetterStoreOptions,
 } from './dead-letters.js';
 export { isPrivateAddress } from './address-guard.js';
+export { RedisWebhookDeadLetterStore } from './redis-dead-letters.js';
+export type { RedisWebhookDeadLetterStoreOptions } from './redis-dead-letters.js';
