@@ -73,6 +73,7 @@ import {
 export type { EventBusCounters, EventHandler, HandlerContext } from './bus-subscription.js';
 export { consoleLogger, type Logger } from './logger.js';
 import { CLOSE_MARGIN_MS } from './transport-kit/lifecycle.js';
+import { Fifo } from './transport-kit/fifo.js';
 import { RESOLVED } from './transport-kit/resolved.js';
 import {
   AbortScope,
@@ -420,6 +421,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   #connectionLost: WatchtowerError | undefined;
   /** Retries waiting for the connection to come back. */
   readonly #connectionWaiters = new Set<() => void>();
+  /** Publishes waiting for the half-open circuit's trial calls to decide. */
+  readonly #awaitingTrial = new Fifo<PublishEntry>();
   readonly #logger: BusLog;
   /** "The publish queue is filling up" at most once per interval. */
   readonly #queueWarnings: WarningLimiter;
@@ -799,9 +802,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#queue.size === 0 &&
       this.#connectionLost === undefined
     ) {
-      return new Promise<void>((resolve, reject) =>
-        this.#send(new PublishEntry(event, text, tick, resolve, reject)),
-      );
+      return this.#sendAtOnce(event, text, tick);
     }
     return new Promise<void>((resolve, reject) => {
       const admitted = this.#queue.admit(new PublishEntry(event, text, tick, resolve, reject));
@@ -984,11 +985,95 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#breaker.acquire();
       sent = this.#transportPublish(entry.event, entry.text);
     } catch (error) {
-      void this.#sendFailed(entry, error);
+      this.#notSent(entry, error);
       return;
     }
+    this.#settleWith(entry, sent);
+  }
+
+  /**
+   * A publish the breaker refused, or whose transport threw at once. While the circuit is
+   * half-open its trial calls decide: a publish that finds every trial slot taken waits for
+   * their outcome instead of failing, so the publishes held through an outage do not all
+   * fail with `CIRCUIT_OPEN` the moment the connection is back.
+   */
+  #notSent(entry: PublishEntry, error: unknown): void {
+    if (isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && this.#breaker.state === 'half-open') {
+      this.#awaitingTrial.push(entry);
+      return;
+    }
+    void this.#sendFailed(entry, error);
+  }
+
+  /** A publish the breaker let through has its outcome: waiting publishes may go now. */
+  #afterOutcome(): void {
+    if (this.#awaitingTrial.size > 0) this.#sendAwaiting();
+  }
+
+  #sendAwaiting(): void {
+    for (let entry = this.#awaitingTrial.peek(); entry !== undefined; ) {
+      if (entry.inFlight && this.#breaker.state === 'half-open' && !this.#breaker.admits()) return;
+      this.#awaitingTrial.shift();
+      // Timed out or cut off by close() while it waited: its caller has been told.
+      if (entry.inFlight) {
+        let sent: Promise<void>;
+        try {
+          this.#breaker.acquire();
+          sent = this.#transportPublish(entry.event, entry.text);
+        } catch (error) {
+          void this.#sendFailed(entry, error);
+          entry = this.#awaitingTrial.peek();
+          continue;
+        }
+        this.#settleWith(entry, sent);
+      }
+      entry = this.#awaitingTrial.peek();
+    }
+  }
+
+  /**
+   * {@link #send} on the hot path (open, a slot free, nothing queued), where the entry is
+   * made only when something is left to wait for: a transport that answers with a promise
+   * already seen to resolve (core NATS and memory publishes share one) is done at once,
+   * without an entry, a reaction or a microtask.
+   */
+  #sendAtOnce(event: Event, text: string, tick: number): Promise<void> {
+    let sent: Promise<void>;
+    try {
+      this.#breaker.acquire();
+      sent = this.#publishNow(event, text);
+    } catch (error) {
+      return new Promise<void>((resolve, reject) => {
+        const entry = new PublishEntry(event, text, tick, resolve, reject);
+        this.#inFlight.add(entry);
+        this.#notSent(entry, error);
+      });
+    }
+    if (sent === this.#resolvedSend) {
+      this.#breaker.recordSuccess();
+      this.#afterOutcome();
+      this.#counters.published++;
+      return RESOLVED;
+    }
+    return new Promise<void>((resolve, reject) => {
+      const entry = new PublishEntry(event, text, tick, resolve, reject);
+      this.#inFlight.add(entry);
+      this.#settleWith(entry, sent);
+    });
+  }
+
+  /**
+   * The last promise a transport publish returned that resolved. A promise never changes its
+   * state once settled, so a publish that returns this one again has succeeded.
+   */
+  #resolvedSend: Promise<void> | undefined;
+
+  #settleWith(entry: PublishEntry, sent: Promise<void>): void {
     sent.then(
-      () => this.#sent(entry),
+      () => {
+        this.#resolvedSend = sent;
+        this.#sent(entry);
+      },
       (error: unknown) => this.#sendFailed(entry, error),
     );
   }
@@ -996,28 +1081,39 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   #sent(entry: PublishEntry): void {
     // Recorded even for a publish close() cut off: every acquire() gets its outcome.
     this.#breaker.recordSuccess();
+    this.#afterOutcome();
     if (!this.#finish(entry)) return;
     this.#counters.published++;
     entry.resolve();
   }
 
-  /** The first attempt failed: retries per the policy, then settles. Never rejects. */
+  /**
+   * The first attempt failed: retries per the policy, then settles. Never rejects. The
+   * breaker hears one outcome per publish it let through, after the retries: a blip that a
+   * retry rides out (a broker just back, its streams not yet ready) is not a failure.
+   */
   async #sendFailed(entry: PublishEntry, firstError: unknown): Promise<void> {
-    if (!entry.inFlight) {
-      // Timed out or cut off by close() already: its caller has been told; no retry.
-      if (!isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) {
-        this.#breaker.recordFailure(firstError);
-      }
+    if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) {
+      // Refused by the breaker: nothing was sent, and there is no outcome to record.
+      if (!this.#finish(entry)) return;
+      this.#counters.publishFailed++;
+      entry.reject(firstError);
       return;
     }
-    let failure: unknown;
-    let failed = false;
-    try {
-      await this.#retryPublish(entry, firstError);
-    } catch (error) {
-      failed = true;
-      failure = error;
+    let failure: unknown = firstError;
+    let failed = true;
+    // Timed out or cut off by close() already (its caller has been told): no retry.
+    if (entry.inFlight) {
+      try {
+        await this.#retryPublish(entry, firstError);
+        failed = false;
+      } catch (error) {
+        failure = error;
+      }
     }
+    if (failed) this.#breaker.recordFailure(failure);
+    else this.#breaker.recordSuccess();
+    this.#afterOutcome();
     if (!this.#finish(entry)) return;
     if (failed) {
       this.#counters.publishFailed++;
@@ -1053,8 +1149,6 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    */
   async #retryPublish(entry: PublishEntry, firstError: unknown): Promise<void> {
     const { event, text } = entry;
-    if (isWatchtowerError(firstError, ErrorCode.CIRCUIT_OPEN)) throw firstError;
-    this.#breaker.recordFailure(firstError);
     if (this.#retry.maxAttempts === 1 || !isRetryableError(firstError)) {
       throw toWatchtowerError(firstError);
     }
@@ -1072,20 +1166,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
             throw firstError;
           }
           await this.#connectionBack(retry.signal);
-          this.#breaker.acquire();
-          try {
-            await this.#transportPublish(event, text);
-          } catch (error) {
-            this.#breaker.recordFailure(error);
-            throw error;
-          }
-          this.#breaker.recordSuccess();
+          await this.#transportPublish(event, text);
         },
-        {
-          signal: retry.signal,
-          isRetryable: (error) =>
-            !isWatchtowerError(error, ErrorCode.CIRCUIT_OPEN) && isRetryableError(error),
-        },
+        { signal: retry.signal },
       );
     } catch (error) {
       throw toWatchtowerError(error);
