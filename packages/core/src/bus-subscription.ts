@@ -350,7 +350,10 @@ export class BusSubscription implements SubscriptionHandle {
       );
     }
     const attempt = delivery.attempt;
-    if (attempt > this.#maxDeliveries || this.#unwritten.has(delivery.event.id)) {
+    if (
+      attempt > this.#maxDeliveries ||
+      (this.#unwritten.size > 0 && this.#unwritten.has(delivery.event.id))
+    ) {
       // Past its attempts (or its dead letter could not be written before): only the dead
       // letter is left to do.
       // Running it again would loop for good if it is what stops the consumer (a poison event).
