@@ -123,11 +123,7 @@ export class WebSocketSubscriber<C extends EventCatalog = EventCatalog> extends 
 }
 
 export { WEBSOCKET_TRANSPORT_INFO } from './client-transport.js';
-export type {
-  WebSocketClientStats,
-  WebSocketConnectionChange,
-  WebSocketTransportEvents,
-} from './client-transport.js';
+export type { WebSocketClientStats, WebSocketTransportEvents } from './client-transport.js';
 export { DEFAULT_WEBSOCKET_CONFIG } from './config.js';
 export type { WebSocketClientConfig, WebSocketProtocol } from './config.js';
 export { CLOSE_CODES, HUB_ERROR_CODES } from './protocol.js';

@@ -39,6 +39,7 @@ import {
   type TransportSubscribeOptions,
   type TransportSubscription,
   type CloseOptions,
+  type ConnectionChange,
   type TimerHandle,
 } from '@watchtower/core';
 import {
@@ -99,16 +100,12 @@ export interface ClientSocket {
 /** Opens a socket to `url`; it reports to `handlers`. */
 export type SocketFactory = (url: string, handlers: SocketHandlers) => ClientSocket;
 
-/** A change of the connection, as `on('connection')` reports it. */
-export type WebSocketConnectionChange =
-  { readonly state: 'lost'; readonly error?: WatchtowerError } | { readonly state: 'restored' };
-
 /** Listener map of the client's `on()`. */
 export type WebSocketTransportEvents = {
   /** Background failures: a dropped event of a full subscription, a frame the client could not use. */
   error: [error: WatchtowerError];
   /** The connection was lost, or is back after a reconnect (not the first connect, nor `close()`). */
-  connection: [change: WebSocketConnectionChange];
+  connection: [change: ConnectionChange];
 };
 
 /** A plain snapshot from `stats()`. */
@@ -245,7 +242,7 @@ export class WebSocketClientTransport implements Transport {
     if (name === 'error') {
       return this.#life.on('error', listener as (error: WatchtowerError) => void);
     }
-    return this.#events.on('connection', listener as (change: WebSocketConnectionChange) => void);
+    return this.#events.on('connection', listener as (change: ConnectionChange) => void);
   }
 
   /**

@@ -3,11 +3,7 @@ export type { WebSocketConfig, WebSocketTlsOptions } from './websocket-transport
 export { WebSocketSubscriber } from './websocket-subscriber.js';
 export type { WebSocketSubscriberOptions } from './websocket-subscriber.js';
 export { WEBSOCKET_TRANSPORT_INFO } from './client-transport.js';
-export type {
-  WebSocketClientStats,
-  WebSocketConnectionChange,
-  WebSocketTransportEvents,
-} from './client-transport.js';
+export type { WebSocketClientStats, WebSocketTransportEvents } from './client-transport.js';
 export { DEFAULT_WEBSOCKET_CONFIG, resolveClientConfig } from './config.js';
 export type { WebSocketClientConfig, WebSocketProtocol, ResolvedClientConfig } from './config.js';
 export { WebSocketHub } from './hub.js';

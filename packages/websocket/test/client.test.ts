@@ -14,18 +14,14 @@ import {
   InMemoryDeadLetterQueue,
   createEvent,
   isWatchtowerError,
+  type ConnectionChange,
   type DeadLetter,
   type Delivery,
   type Event,
   type TransportSubscription,
 } from '@watchtower/core';
 import { settlement, waitFor } from '@watchtower/core/testing';
-import {
-  WebSocketHub,
-  WebSocketTransport,
-  type WebSocketConfig,
-  type WebSocketConnectionChange,
-} from '../src/index.js';
+import { WebSocketHub, WebSocketTransport, type WebSocketConfig } from '../src/index.js';
 import { FAST_CLIENT, rustEventJson, startHub } from './helpers.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -131,6 +127,35 @@ describe("protocol 'plain' against a raw ws echo server", () => {
   });
 });
 
+describe('subscriptions', () => {
+  it('drops events beyond maxInFlight for a consumer that does not keep up, and reports BACKPRESSURE_DROPPED', async () => {
+    const h = await hub();
+    const client = transport({ url: h.url });
+    const errors: string[] = [];
+    client.on('error', (error) => errors.push(error.code));
+    await client.connect();
+    await client.subscribe('burst.*', { maxInFlight: 2 });
+    const publisher = transport({ url: h.url });
+    for (let i = 0; i < 5; i++) await publisher.publish(createEvent('burst.event', { i }));
+    await waitFor(() => client.stats().dropped === 3, { message: 'three dropped' });
+    expect(errors).toEqual([
+      'BACKPRESSURE_DROPPED',
+      'BACKPRESSURE_DROPPED',
+      'BACKPRESSURE_DROPPED',
+    ]);
+  });
+
+  it('closes its socket with 1000 on close()', async () => {
+    const echo = await server();
+    const client = transport({ url: echo.url, protocol: 'plain' });
+    await client.connect();
+    await client.close({ timeoutMs: 1000 });
+    await waitFor(() => echo.closeCodes.length === 1);
+    expect(echo.closeCodes).toEqual([1000]);
+    expect((await client.healthCheck()).state).toBe('closed');
+  });
+});
+
 describe('maxMessageSize', () => {
   it('refuses a publish over the limit before sending it, not retryable', async () => {
     const echo = await server();
@@ -163,7 +188,7 @@ describe('keepalive', () => {
       pingIntervalMs: 50,
       pongTimeoutMs: 100,
     });
-    const changes: WebSocketConnectionChange[] = [];
+    const changes: ConnectionChange[] = [];
     client.on('connection', (change) => changes.push(change));
     await client.connect();
     await waitFor(() => changes.some((c) => c.state === 'lost'), {
@@ -184,7 +209,7 @@ describe('keepalive', () => {
       pingIntervalMs: 10,
       pongTimeoutMs: 500,
     });
-    const changes: WebSocketConnectionChange[] = [];
+    const changes: ConnectionChange[] = [];
     client.on('connection', (change) => changes.push(change));
     await client.connect();
     await waitFor(() => pings >= 10, { message: 'ten pings answered' });

@@ -234,16 +234,8 @@ describe('limits', () => {
     // The slow client stops reading: its socket buffers fill, then the hub's send buffer.
     (slow.socket as unknown as { _socket: { pause(): void } })._socket.pause();
     const publisher = await client(h);
-    const payload = { blob: 'y'.repeat(8 * 1024) };
-    const total = 2000;
-    await Promise.all(
-      Array.from({ length: total }, (_, i) =>
-        publisher.publish(createEvent('flood.item', { i, ...payload })),
-      ),
-    );
-    await waitFor(() => h.stats().slowConsumersDisconnected === 1, {
-      message: 'the slow consumer cut off',
-    });
+    const total = await flood(publisher, () => h.stats().slowConsumersDisconnected === 1);
+    expect(h.stats().slowConsumersDisconnected).toBe(1);
     await received.waitForCount(total, { timeoutMs: 20_000 });
     (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
     await waitFor(() => slow.closeCode !== undefined, { message: 'the slow client closed' });
@@ -257,13 +249,8 @@ describe('limits', () => {
     await slow.subscribe('s1', 'flood.>');
     (slow.socket as unknown as { _socket: { pause(): void } })._socket.pause();
     const publisher = await client(h);
-    const payload = { blob: 'z'.repeat(8 * 1024) };
-    await Promise.all(
-      Array.from({ length: 2000 }, (_, i) =>
-        publisher.publish(createEvent('flood.item', { i, ...payload })),
-      ),
-    );
-    await waitFor(() => h.stats().dropped > 0, { message: 'dropped events' });
+    await flood(publisher, () => h.stats().dropped > 0);
+    expect(h.stats().dropped).toBeGreaterThan(0);
     expect(h.stats()).toMatchObject({ connections: 2, slowConsumersDisconnected: 0 });
     (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
   });
@@ -292,6 +279,37 @@ describe('limits', () => {
     const error = await settlement(second.connect());
     expect(isWatchtowerError(error, 'CONNECTION')).toBe(true);
     expect((error as Error).message).toContain('503');
+  });
+});
+
+describe('keepalive and the server side', () => {
+  it('drops a client that stops answering its pings', async () => {
+    const h = await hub({ pingIntervalMs: 30 });
+    const silent = await raw(h, { autoPong: false });
+    await waitFor(() => silent.closeCode !== undefined, { message: 'the silent client dropped' });
+    expect(h.stats()).toMatchObject({ keepaliveTimeouts: 1, connections: 0 });
+  });
+
+  it('routes events that the server itself publishes, and refuses a bad type with VALIDATION', async () => {
+    const h = await hub();
+    const peer = await raw(h);
+    await peer.subscribe('s1', 'server.*');
+    await h.publish(createEvent('server.notice', { text: 'hello' }));
+    await waitFor(() => peer.frames.some((f) => f.includes('"server.notice"')));
+    const bad = { ...createEvent('server.notice', {}), type: 'bad type' };
+    expect(await settlement(h.publish(bad))).toMatchObject({
+      code: 'VALIDATION',
+    });
+  });
+
+  it('refuses a subscription over maxSubscriptionsPerConnection and an invalid pattern', async () => {
+    const h = await hub({ maxSubscriptionsPerConnection: 1 });
+    const transport = await client(h);
+    await transport.subscribe('one.*');
+    expect(await settlement(transport.subscribe('two.*'))).toMatchObject({ code: 'VALIDATION' });
+    const peer = await raw(h);
+    peer.send({ op: 'subscribe', id: 'bad', pattern: 'a..b' });
+    await waitFor(() => peer.controls('error').some((frame) => frame.id === 'bad'));
   });
 });
 
@@ -343,6 +361,24 @@ describe('health and close', () => {
     expect(h.stats()).toMatchObject({ state: 'closed' });
   });
 });
+
+/**
+ * Publishes 8 KiB events in batches until `done()` (a paused reader's kernel buffers take
+ * megabytes first), at most 400 MiB; returns how many were published.
+ */
+async function flood(publisher: WebSocketTransport, done: () => boolean): Promise<number> {
+  const payload = { blob: 'f'.repeat(8 * 1024) };
+  let sent = 0;
+  while (!done() && sent < 50_000) {
+    await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        publisher.publish(createEvent('flood.item', { i: sent + i, ...payload })),
+      ),
+    );
+    sent += 200;
+  }
+  return sent;
+}
 
 async function nextEvent(subscription: TransportSubscription): Promise<Event> {
   const result = await subscription[Symbol.asyncIterator]().next();
