@@ -271,6 +271,19 @@ export class CircuitBreaker {
   }
 
   /**
+   * True when a call would be let through now (closed, or half-open with a trial slot free),
+   * without counting it as a request: for a caller that holds work back while trial calls
+   * decide.
+   */
+  admits(): boolean {
+    this.#refresh();
+    if (this.#state === 'closed') return true;
+    return (
+      this.#state === 'half-open' && this.#halfOpenInFlight < this.#options.halfOpenMaxConcurrent
+    );
+  }
+
+  /**
    * Ends the wait of an open circuit now: the circuit goes half-open, and trial calls decide
    * (`successThreshold` successes close it, a failure opens it again for `resetTimeoutMs`).
    * For when the cause of the failures is known to be gone (a transport reports that its

@@ -738,25 +738,63 @@ describe('EventBus publish', () => {
       await bus.close();
     });
 
-    it('counts every failed retry attempt towards opening the circuit', async () => {
+    it('counts each publish once, after its retries, towards opening the circuit', async () => {
       const clock = new FakeClock();
       const transport = new TestTransport();
-      for (let i = 0; i < 10; i++) transport.publishFailures.push(new ConnectionError('down'));
       const bus = makeBus(
         {
           clock,
-          retry: { maxAttempts: 6, strategy: 'fixed', minDelayMs: 10, jitter: 0 },
-          circuitBreaker: { failureThreshold: 3 },
+          retry: { maxAttempts: 3, strategy: 'fixed', minDelayMs: 10, jitter: 0 },
+          circuitBreaker: { failureThreshold: 2 },
         },
         transport,
       );
-
-      const published = track(bus.publish('a.b', {}));
+      // Fails twice, then goes through on its last retry: a success for the breaker.
+      transport.publishFailures.push(new ConnectionError('down'), new ConnectionError('down'));
+      const recovered = track(bus.publish('a.b', { n: 1 }));
       await clock.advanceAsync(1_000);
-      await published.promise;
+      expect(recovered.state).toBe('resolved');
+      expect(bus.circuitBreakerStats()).toMatchObject({ state: 'closed', failureCount: 0 });
 
-      expect(codeOf(published.error)).toBe(ErrorCode.CIRCUIT_OPEN);
-      expect(transport.publishCalls).toHaveLength(3);
+      // Two publishes that fail on every attempt open it.
+      for (let i = 0; i < 6; i++) transport.publishFailures.push(new ConnectionError('down'));
+      const failed = [track(bus.publish('a.b', { n: 2 })), track(bus.publish('a.b', { n: 3 }))];
+      await clock.advanceAsync(1_000);
+      expect(failed.map((p) => codeOf(p.error))).toEqual([
+        ErrorCode.CONNECTION,
+        ErrorCode.CONNECTION,
+      ]);
+      expect(transport.publishCalls).toHaveLength(9);
+      expect(bus.circuitBreakerStats().state).toBe('open');
+      expect(codeOf(await rejection(bus.publish('a.b', { n: 4 })))).toBe(ErrorCode.CIRCUIT_OPEN);
+      await bus.close();
+    });
+
+    it('lets publishes wait for the trial calls of a half-open circuit instead of failing them', async () => {
+      const clock = new FakeClock();
+      const transport = new TestTransport();
+      const bus = makeBus(
+        {
+          clock,
+          retry: { maxAttempts: 1 },
+          circuitBreaker: { failureThreshold: 1, resetTimeoutMs: 1000, successThreshold: 1 },
+        },
+        transport,
+      );
+      transport.publishFailures.push(new ConnectionError('down'));
+      await rejection(bus.publish('a.b', { n: 0 }));
+      await clock.advanceAsync(1000);
+      expect(bus.circuitBreakerStats().state).toBe('half-open');
+      transport.manual = true;
+      const publishes = [1, 2, 3].map((n) => track(bus.publish('a.b', { n })));
+      await clock.advanceAsync(0);
+      // One trial goes out; the others wait for its outcome.
+      expect(transport.pending).toHaveLength(1);
+      transport.manual = false;
+      transport.confirmNext();
+      await clock.advanceAsync(0);
+      expect(publishes.map((p) => p.state)).toEqual(['resolved', 'resolved', 'resolved']);
+      expect(bus.circuitBreakerStats().state).toBe('closed');
       await bus.close();
     });
   });

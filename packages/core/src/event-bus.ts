@@ -1011,7 +1011,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   #sendAwaiting(): void {
-    for (let entry = this.#awaitingTrial.peek(); entry !== undefined; ) {
+    for (let entry = this.#awaitingTrial.peek(); entry !== undefined;) {
       if (entry.inFlight && this.#breaker.state === 'half-open' && !this.#breaker.admits()) return;
       this.#awaitingTrial.shift();
       // Timed out or cut off by close() while it waited: its caller has been told.

@@ -21,7 +21,7 @@ describe('resolveNatsConfig', () => {
       subjectPrefix: 'watchtower.events',
       dlqPrefix: 'dlq',
       maxReconnectAttempts: -1,
-      reconnectTimeWaitMs: 2000,
+      reconnectTimeWaitMs: 500,
       reconnectJitterMs: 100,
       requestTimeoutMs: 5000,
       pendingLimit: 65_536,

@@ -192,7 +192,10 @@ export interface NatsConfig {
    * @defaultValue `-1`
    */
   maxReconnectAttempts: number;
-  /** Wait between reconnect attempts to one server. @defaultValue `2000` */
+  /**
+   * Wait between reconnect attempts to one server: a server that is back is found within
+   * this (plus the jitter). @defaultValue `500`
+   */
   reconnectTimeWaitMs: number;
   /** Random extra wait added to each reconnect wait. @defaultValue `100` */
   reconnectJitterMs: number;
@@ -231,7 +234,7 @@ export const DEFAULT_NATS_CONFIG = {
   dlqPrefix: 'dlq',
   name: 'watchtower',
   maxReconnectAttempts: -1,
-  reconnectTimeWaitMs: 2000,
+  reconnectTimeWaitMs: 500,
   reconnectJitterMs: 100,
   connectTimeoutMs: 20_000,
   requestTimeoutMs: 5000,

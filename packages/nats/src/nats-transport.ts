@@ -354,8 +354,12 @@ export class NatsTransport implements Transport {
           this.#state = 'connected';
           // A broker restarted without its storage has lost the streams: put them back
           // before the consumers look for them.
-          this.#restoreTopology('after a reconnect');
-          this.#life.connectionRestored();
+          // Back once the streams are there again (publishes would find no responders before).
+          void this.#restoreTopology('after a reconnect').then(() => {
+            if (this.#link?.nc === nc && this.#state === 'connected') {
+              this.#life.connectionRestored();
+            }
+          });
           break;
         case 'error':
           this.#lastError = status.error;
@@ -395,9 +399,11 @@ export class NatsTransport implements Transport {
    * Puts the streams back in the background (they were found missing). When a restore is
    * already under way, its starter reports how it ends.
    */
-  #restoreTopology(why: string): void {
+  /** Recreates the streams in the background; resolves (never rejects) once that is done. */
+  #restoreTopology(why: string): Promise<void> {
     const jsm = this.#link?.jetstream?.jsm;
-    if (this.#topology !== undefined || jsm === undefined) return;
+    if (jsm === undefined) return RESOLVED;
+    if (this.#topology !== undefined) return this.#topology.then(ignore, ignore);
     const operation = `recreate the streams ${why}`;
     const restoring = this.#ensureTopology(jsm).catch((error: unknown) => {
       this.#lastError = error;
@@ -411,6 +417,7 @@ export class NatsTransport implements Transport {
         : mapNatsError(error, `${operation}${jetStreamHint(error)}`, this.config.requestTimeoutMs);
     });
     this.#life.track(restoring, operation);
+    return restoring.then(ignore, ignore);
   }
 
   /**
@@ -1068,4 +1075,8 @@ function deliverPolicy(start: StartPosition): Partial<ConsumerConfig> {
   if ('sequence' in start)
     return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start.sequence };
   return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: start.time.toISOString() };
+}
+
+function ignore(): void {
+  // Settled either way: only the end matters here.
 }
