@@ -1,6 +1,6 @@
 import { Buffer } from 'node:buffer';
 import { describe, expect, it, vi } from 'vitest';
-import { ErrorCode, compilePattern, createEvent, encodeEvent } from '@watchtower/core';
+import { ErrorCode, createEvent, encodeEvent } from '@watchtower/core';
 import { toDeadLetter, toDelivery } from './deliveries.js';
 import type { EntryHandle } from './group-consumer.js';
 
@@ -12,12 +12,9 @@ const handle: EntryHandle = {
 const b = (text: string | Uint8Array): Buffer => Buffer.from(text);
 
 describe('toDelivery', () => {
-  const pattern = compilePattern('user.*');
-
   it('decodes the event field into an event delivery', () => {
     const event = createEvent('user.created', { a: 1 });
     const delivery = toDelivery(
-      pattern,
       { key: 'p:user.created', id: '1-0', attempt: 2, fields: [b('event'), b(encodeEvent(event))] },
       handle,
     );
@@ -26,7 +23,6 @@ describe('toDelivery', () => {
 
   it('turns bytes that do not decode into a malformed delivery carrying the bytes', () => {
     const delivery = toDelivery(
-      pattern,
       {
         key: 'p:user.created',
         id: '1-0',
@@ -43,7 +39,6 @@ describe('toDelivery', () => {
 
   it('turns an entry without an event field into a malformed delivery', () => {
     const delivery = toDelivery(
-      pattern,
       { key: 'p:user.created', id: '1-0', attempt: 1, fields: [b('data'), b('x')] },
       handle,
     );
@@ -51,20 +46,19 @@ describe('toDelivery', () => {
     expect(delivery?.kind === 'malformed' && delivery.error.message).toMatch(/no `event` field/);
   });
 
-  it('returns nothing for an event the pattern does not match, so it is acked unseen', () => {
+  it('delivers an event found in the stream of another type, for the bus to dead-letter', () => {
     const event = createEvent('order.created', {});
-    expect(
-      toDelivery(
-        pattern,
-        {
-          key: 'p:user.created',
-          id: '1-0',
-          attempt: 1,
-          fields: [b('event'), b(encodeEvent(event))],
-        },
-        handle,
-      ),
-    ).toBeUndefined();
+    const delivery = toDelivery(
+      {
+        key: 'p:user.created',
+        id: '1-0',
+        attempt: 1,
+        fields: [b('event'), b(encodeEvent(event))],
+      },
+      handle,
+    );
+    expect(delivery.kind === 'event' && delivery.event.type).toBe('order.created');
+    expect(delivery.origin).toBe('p:user.created');
   });
 });
 

@@ -8,7 +8,6 @@ import { Buffer } from 'node:buffer';
 import {
   SerializationError,
   decodeEvent,
-  type CompiledPattern,
   type DeadLetter,
   type DeadLetterReason,
   type Event,
@@ -69,14 +68,14 @@ export class RedisMalformedDelivery implements MalformedDelivery {
 }
 
 /**
- * Builds the delivery of a stream entry: the event, a malformed delivery for bytes that do not
- * decode, or `undefined` (ack it unseen) for an event whose type the pattern does not match.
+ * Builds the delivery of a stream entry: the event, or a malformed delivery for bytes that do
+ * not decode. An event whose type does not belong to its stream is delivered as it is: the bus
+ * dead-letters it as misrouted (acking it unseen would hide a producer's mistake).
  */
 export function toDelivery(
-  pattern: CompiledPattern,
   entry: ConsumedEntry,
   handle: EntryHandle,
-): RedisEventDelivery | RedisMalformedDelivery | undefined {
+): RedisEventDelivery | RedisMalformedDelivery {
   const value = fieldValue(entry.fields);
   if (value === undefined) {
     const raw = describeFields(entry.fields);
@@ -96,9 +95,7 @@ export function toDelivery(
         : new SerializationError(String(error), value, { cause: error });
     return new RedisMalformedDelivery(value, failure, entry.attempt, entry.key, handle);
   }
-  return pattern.matches(event.type)
-    ? new RedisEventDelivery(event, entry.attempt, entry.key, handle)
-    : undefined;
+  return new RedisEventDelivery(event, entry.attempt, entry.key, handle);
 }
 
 /**

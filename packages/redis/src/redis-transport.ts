@@ -401,7 +401,7 @@ export class RedisTransport implements Transport {
         startId,
         laterStartId,
       },
-      (entry, handle) => toDelivery(compiled, entry, handle),
+      toDelivery,
       // Breaking out of `for await` unsubscribes (the subscription exists by then).
       () => this.#life.track(subscription.unsubscribe(), `unsubscribe from ${pattern}`),
     );

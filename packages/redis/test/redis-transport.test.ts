@@ -349,7 +349,7 @@ describe('RedisTransport subscribe', () => {
     );
   });
 
-  it('acks entries whose event type the pattern does not match instead of leaving them pending', async () => {
+  it('delivers an entry whose event type does not belong to its stream, for the bus to dead-letter', async () => {
     const t = transport();
     const sub = await t.subscribe('user.created', { group: 'g' });
     const { deliveries } = ackAll(sub);
@@ -366,9 +366,13 @@ describe('RedisTransport subscribe', () => {
     });
     await ctx.redis.xadd(key, '*', 'event', stray);
     await t.publish(eventOf('user.created'));
-    await eventually(() => expect(deliveries).toHaveLength(1));
+    await eventually(() => expect(deliveries).toHaveLength(2));
     await eventually(async () => expect((await ctx.redis.xpending(key, 'g'))[0]).toBe(0));
-    expect(deliveries[0]?.kind === 'event' && deliveries[0].event.type).toBe('user.created');
+    expect(deliveries.map((d) => (d.kind === 'event' ? d.event.type : d.kind))).toEqual([
+      'order.created',
+      'user.created',
+    ]);
+    expect(deliveries[0]?.origin).toBe(key);
   });
 
   it('starts a new group at the beginning of the stream with startFrom: earliest', async () => {
