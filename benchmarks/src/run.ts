@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
 import { natsScenarios, removeNatsLeftovers } from './nats.js';
+import { rabbitmqScenarios } from './rabbitmq.js';
 import { redisScenarios, removeRedisLeftovers } from './redis.js';
 import { userLevelScenarios } from './user-level.js';
 
@@ -28,6 +29,8 @@ const registry: Record<string, () => Promise<Scenario[]>> = {
     await removeRedisLeftovers();
     return redisScenarios(scale);
   },
+  // Transport-level and user-level RabbitMQ scenarios, beside raw amqplib.
+  rabbitmq: () => Promise.resolve(rabbitmqScenarios(scale)),
   // What a user gets: the README's code with defaults beside the raw clients (NATS and Redis).
   user: async () => {
     await removeNatsLeftovers();

@@ -14,7 +14,6 @@ import {
   assertEventType,
   configError,
   encodeEvent,
-  isWatchtowerError,
   sleep,
   type CloseOptions,
   type ConsumeDlqOptions,
@@ -444,14 +443,17 @@ export class RabbitMQTransport implements Transport {
     } catch (error) {
       return Promise.reject(error);
     }
-    const { messageTtlMs, mandatory, exchange } = this.config;
+    const { messageTtlMs, mandatory, exchange, exchangeType } = this.config;
     const publishOptions: Options.Publish = {
       persistent: true,
       mandatory,
       messageId: event.id,
       contentType: 'application/json',
-      type: event.type,
-      headers: { ...event.headers, [TYPE_HEADER]: event.type },
+      // The event's own headers; the type too where a headers exchange routes on it.
+      headers:
+        exchangeType === 'headers'
+          ? { ...event.headers, [TYPE_HEADER]: event.type }
+          : event.headers,
     };
     if (messageTtlMs !== null) publishOptions.expiration = String(messageTtlMs);
     const send = (): Promise<void> =>
@@ -467,12 +469,12 @@ export class RabbitMQTransport implements Transport {
     return send();
   }
 
+  /**
+   * Hands `message` to the publisher. What is outstanding when `close()` ends is rejected
+   * there with `CLOSED` (`failAll`), so no error needs mapping here.
+   */
   #send(message: Parameters<Publisher['publish']>[0]): Promise<void> {
-    return this.#publisher.publish(message).catch((error: unknown) => {
-      throw this.#life.closed && !isWatchtowerError(error, ErrorCode.ABORTED)
-        ? this.#life.closedError('publish')
-        : error;
-    });
+    return this.#publisher.publish(message);
   }
 
   // -----------------------------------------------------------------------------------------------
