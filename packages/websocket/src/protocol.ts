@@ -9,22 +9,16 @@
  */
 import { decodeEventFromValue, type Event } from '@watchtower/core';
 
-/** Close codes the client and the hub use (RFC 6455 section 7.4 and the 4000 range). */
+/** Close codes the client and the hub use (RFC 6455 section 7.4). */
 export const CLOSE_CODES = {
   /** Closed on purpose: `close()`. */
   normal: 1000,
   /** The hub is shutting down. */
   goingAway: 1001,
-  /** A frame that breaks the protocol in a way the connection cannot go on from. */
-  protocolError: 1002,
   /** A policy was broken: a slow consumer cut off, a publish rate far over its limit. */
   policyViolation: 1008,
   /** A frame larger than `maxMessageSize` / `maxPayload`. */
   messageTooBig: 1009,
-  /** The hub is full (`maxConnections`). */
-  tryAgainLater: 1013,
-  /** The peer did not answer a ping within `pongTimeoutMs`. */
-  keepaliveTimeout: 4000,
 } as const;
 
 /** A client asks for the events matching `pattern`; `id` names the subscription on this connection. */
