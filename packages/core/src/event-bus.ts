@@ -37,7 +37,7 @@ import { assertEvent, createEventAt, type Event, type EventMetadataInput } from 
 import { compilePattern, patternsOverlap, type CompiledPattern } from './pattern.js';
 import { RetryPolicy, isRetryableError, type RetryPolicyOptions } from './retry-policy.js';
 import {
-  runSchema,
+  runPayloadSchema,
   type EventCatalog,
   type SchemaInput,
   type SchemaOutcome,
@@ -600,7 +600,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#counters.validationFailures++;
       return Promise.reject(schema);
     }
-    const outcome = checkPayload(schema, event.payload, `payload of "${event.type}"`);
+    const outcome = checkPayload(schema, event.payload, event.type);
     if (outcome instanceof Promise)
       return outcome.then((settled) => this.#afterValidation(event, settled));
     return this.#afterValidation(event, outcome);
@@ -1210,7 +1210,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#counters.validationFailures++;
       return { error: schema };
     }
-    const outcome = checkPayload(schema, event.payload, `payload of "${event.type}"`);
+    const outcome = checkPayload(schema, event.payload, event.type);
     return outcome instanceof Promise
       ? outcome.then((settled) => this.#afterConsumedCheck(event, settled))
       : this.#afterConsumedCheck(event, outcome);
@@ -1354,27 +1354,34 @@ function resolveSubscribeOptions(
 // ---- helpers ------------------------------------------------------------------------------
 
 /**
- * `runSchema`, with a schema that throws (a bug in a refinement, say) reported as a failed
+ * `runPayloadSchema`, with a schema that throws (a bug in a refinement, say) reported as a failed
  * validation: publish then rejects with `VALIDATION` instead of throwing, and a consumed
  * event is dead-lettered instead of being left unsettled.
  */
 function checkPayload(
   schema: StandardSchemaV1,
   value: unknown,
-  what: string,
+  type: string,
 ): SchemaOutcome | Promise<SchemaOutcome> {
-  const thrown = (error: unknown): SchemaOutcome => ({
-    ok: false,
-    error: new ValidationError(`${what}: the schema threw: ${describeError(error)}`, [], {
-      cause: error,
-    }),
-  });
   try {
-    const outcome = runSchema(schema, value, what);
-    return outcome instanceof Promise ? outcome.catch(thrown) : outcome;
+    const outcome = runPayloadSchema(schema, value, type);
+    return outcome instanceof Promise
+      ? outcome.catch((error: unknown) => schemaThrew(error, type))
+      : outcome;
   } catch (error) {
-    return thrown(error);
+    return schemaThrew(error, type);
   }
+}
+
+function schemaThrew(error: unknown, type: string): SchemaOutcome {
+  return {
+    ok: false,
+    error: new ValidationError(
+      `payload of "${type}": the schema threw: ${describeError(error)}`,
+      [],
+      { cause: error },
+    ),
+  };
 }
 
 /**

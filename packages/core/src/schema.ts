@@ -65,16 +65,46 @@ export function runSchema(
   value: unknown,
   what: string,
 ): SchemaOutcome | Promise<SchemaOutcome> {
-  const result = schema['~standard'].validate(value);
-  return result instanceof Promise
-    ? result.then((settled) => toOutcome(settled, what))
-    : toOutcome(result, what);
+  return run(schema, value, what, undefined);
 }
 
-function toOutcome(result: StandardSchemaResult<unknown>, what: string): SchemaOutcome {
+/**
+ * {@link runSchema} of the payload of an event of type `type`, for the `EventBus`: the name in
+ * its error (`payload of "type"`) is written only when the payload fails, not for every event.
+ */
+export function runPayloadSchema(
+  schema: StandardSchemaV1,
+  value: unknown,
+  type: string,
+): SchemaOutcome | Promise<SchemaOutcome> {
+  return run(schema, value, undefined, type);
+}
+
+/** What an error calls the value: `what`, or else the payload of an event of type `type`. */
+function nameOf(what: string | undefined, type: string | undefined): string {
+  return what ?? `payload of "${String(type)}"`;
+}
+
+function run(
+  schema: StandardSchemaV1,
+  value: unknown,
+  what: string | undefined,
+  type: string | undefined,
+): SchemaOutcome | Promise<SchemaOutcome> {
+  const result = schema['~standard'].validate(value);
+  return result instanceof Promise
+    ? result.then((settled) => toOutcome(settled, what, type))
+    : toOutcome(result, what, type);
+}
+
+function toOutcome(
+  result: StandardSchemaResult<unknown>,
+  what: string | undefined,
+  type: string | undefined,
+): SchemaOutcome {
   return result.issues === undefined
     ? { ok: true, value: result.value }
-    : { ok: false, error: toValidationError(result.issues, what) };
+    : { ok: false, error: toValidationError(result.issues, nameOf(what, type)) };
 }
 
 function toValidationError(
