@@ -7,6 +7,7 @@
 import { ClosedError, ErrorCode, isWatchtowerError, type Clock } from '@watchtower/core';
 import { request, type Dispatcher } from 'undici';
 import { WebhookDeliveryError } from './errors.js';
+import { HEADER_DUPLICATE } from './signature.js';
 
 /** What one request needs. */
 export interface AttemptRequest {
@@ -22,7 +23,10 @@ export interface AttemptRequest {
 
 const TIMED_OUT = Symbol('timed out');
 
-/** Sends one POST; resolves with the 2xx status, rejects with a mapped error. */
+/**
+ * Sends one POST; resolves with the 2xx status (or 409 from a receiver that says it handled
+ * this id already), rejects with a mapped error.
+ */
 export async function attempt(req: AttemptRequest): Promise<number> {
   const controller = new AbortController();
   const timer = req.clock.setTimeout(() => controller.abort(TIMED_OUT), req.timeoutMs);
@@ -41,6 +45,7 @@ export async function attempt(req: AttemptRequest): Promise<number> {
     await res.body.dump({ limit: 64 * 1024 });
     const status = res.statusCode;
     if (status >= 200 && status < 300) return status;
+    if (status === 409 && res.headers[HEADER_DUPLICATE] === '1') return status;
     throw statusError(req, status, retryAfterHeader(res.headers['retry-after']));
   } catch (error) {
     if (error instanceof WebhookDeliveryError) throw error;

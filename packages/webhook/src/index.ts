@@ -36,3 +36,12 @@ export type {
 export { isPrivateAddress } from './address-guard.js';
 export { RedisWebhookDeadLetterStore } from './redis-dead-letters.js';
 export type { RedisWebhookDeadLetterStoreOptions } from './redis-dead-letters.js';
+export {
+  WebhookTransport,
+  WEBHOOK_CAPABILITIES,
+  WEBHOOK_TRANSPORT_CONFIG_KEYS,
+} from './webhook-transport.js';
+export type { WebhookTransportConfig, WebhookTransportReceiver } from './webhook-transport.js';
+export { WebhookSubscriber } from './webhook-subscriber.js';
+export type { WebhookSubscriberOptions } from './webhook-subscriber.js';
+export type { DeliverOptions } from './webhook-client.js';

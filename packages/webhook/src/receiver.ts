@@ -34,6 +34,7 @@ import {
   HEADER_ID,
   HEADER_SIGNATURE,
   HEADER_TIMESTAMP,
+  HEADER_DUPLICATE,
   hasValidSignature,
   type VerifyingKeys,
 } from './signature.js';
@@ -183,7 +184,33 @@ type IdState = { readonly state: 'handling' | 'handled'; readonly expiresAt: num
  * `secrets` nor `publicKeys` is given.
  */
 export function createWebhookReceiver(options: WebhookReceiverOptions): WebhookReceiver {
-  rejectUnknownOptions(options, RECEIVER_OPTION_KEYS, 'createWebhookReceiver');
+  return buildReceiver(options, 'createWebhookReceiver', undefined);
+}
+
+/** What a dispatch did with a verified request: the status to answer, and whether it is done. */
+export interface DispatchOutcome {
+  readonly status: number;
+  readonly text?: string;
+  /** True: remember the id as handled (a replay is refused); false: let a retry in. */
+  readonly handled: boolean;
+}
+
+/** Takes a verified request in place of the handlers of `on()` (the webhook transport's way). */
+export type Dispatch = (
+  verified: VerifiedWebhook,
+  req: IncomingMessage,
+) => Promise<DispatchOutcome>;
+
+/**
+ * The receiver, with `dispatch` in place of the handlers of `on()` when given. `what` names
+ * the options object in errors.
+ */
+export function buildReceiver(
+  options: WebhookReceiverOptions,
+  what: string,
+  custom: Dispatch | undefined,
+): WebhookReceiver {
+  rejectUnknownOptions(options, RECEIVER_OPTION_KEYS, what);
   const keys: VerifyingKeys = {
     secrets: listOption('secrets', options.secrets).map((value, i) =>
       parseWebhookSecret(`secrets[${i}]`, value),
@@ -212,6 +239,31 @@ export function createWebhookReceiver(options: WebhookReceiverOptions): WebhookR
   const handlers = new Set<{ pattern: CompiledPattern; handler: WebhookHandler }>();
   const stats = { accepted: 0, rejected: {} as Record<string, number>, handlerFailures: 0 };
   let evictedIds = 0;
+
+  const runHandlers: Dispatch = async (verified, req) => {
+    const event = decodeWebhookEvent(verified.body);
+    const context: WebhookContext = {
+      id: verified.id,
+      timestamp: verified.timestamp,
+      headers: req.headers,
+    };
+    for (const { pattern, handler } of [...handlers]) {
+      if (!pattern.matches(event.type)) continue;
+      try {
+        await handler(event, context);
+      } catch (error) {
+        onError?.(error, event);
+        const final = isWatchtowerError(error, ErrorCode.NON_RETRYABLE);
+        return {
+          status: final ? 422 : 500,
+          text: final ? 'not processable' : 'handler failed',
+          handled: false,
+        };
+      }
+    }
+    return { status: 204, handled: true };
+  };
+  const dispatch = custom ?? runHandlers;
 
   const remember = (id: string, state: IdState['state'], timestamp: number): void => {
     if (!ids.has(id) && ids.size >= maxIds) {
@@ -281,47 +333,30 @@ export function createWebhookReceiver(options: WebhookReceiverOptions): WebhookR
     const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8' };
     if (error.reason === 'in-progress') headers['retry-after'] = '1';
     if (error.reason === 'body-too-large') headers['connection'] = 'close';
+    // Tells a Watchtower sender that this is a delivery already made, not a failure.
+    if (error.reason === 'replayed') headers[HEADER_DUPLICATE] = '1';
     respond(res, error.status, error.message, headers);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    let verified: VerifiedWebhook | undefined;
+    let claimed: string | undefined;
     try {
       const body = await readBody(req, maxBodyBytes);
-      verified = check(req.headers, body);
-      let event: Event;
-      try {
-        event = decodeEvent(verified.body);
-      } catch (error) {
-        throw new WebhookVerificationError(
-          'not-an-event',
-          'the body is signed but is not a Watchtower event',
-          { cause: error },
-        );
-      }
+      const verified = check(req.headers, body);
       remember(verified.id, 'handling', verified.timestamp);
-      const context: WebhookContext = {
-        id: verified.id,
-        timestamp: verified.timestamp,
-        headers: req.headers,
-      };
-      for (const { pattern, handler } of [...handlers]) {
-        if (!pattern.matches(event.type)) continue;
-        try {
-          await handler(event, context);
-        } catch (error) {
-          ids.delete(verified.id);
-          stats.handlerFailures++;
-          onError?.(error, event);
-          const final = isWatchtowerError(error, ErrorCode.NON_RETRYABLE);
-          respond(res, final ? 422 : 500, final ? 'not processable' : 'handler failed');
-          return;
-        }
+      claimed = verified.id;
+      const outcome = await dispatch(verified, req);
+      if (outcome.handled) {
+        remember(verified.id, 'handled', verified.timestamp);
+        stats.accepted++;
+      } else {
+        ids.delete(verified.id);
+        stats.handlerFailures++;
       }
-      remember(verified.id, 'handled', verified.timestamp);
-      stats.accepted++;
-      respond(res, 204, '');
+      claimed = undefined;
+      respond(res, outcome.status, outcome.text ?? '');
     } catch (error) {
+      if (claimed !== undefined) ids.delete(claimed);
       if (error instanceof WebhookVerificationError) refuse(res, error);
       else respond(res, 500, error instanceof WebhookConfigError ? error.message : 'error');
     }
@@ -354,6 +389,23 @@ export function createWebhookReceiver(options: WebhookReceiverOptions): WebhookR
     evictedIds,
   });
   return receiver;
+}
+
+/**
+ * The event in a verified body.
+ *
+ * @throws {@link WebhookVerificationError} `not-an-event` (400) when it is not one.
+ */
+export function decodeWebhookEvent(body: Uint8Array): Event {
+  try {
+    return decodeEvent(body);
+  } catch (error) {
+    throw new WebhookVerificationError(
+      'not-an-event',
+      'the body is signed but is not a Watchtower event',
+      { cause: error },
+    );
+  }
 }
 
 /** A server set up wrong (a parsed body where the raw one is needed): answered 500. */

@@ -11,6 +11,11 @@ import { createHmac, sign, timingSafeEqual, verify, type KeyObject } from 'node:
 export const HEADER_ID = 'webhook-id';
 export const HEADER_TIMESTAMP = 'webhook-timestamp';
 export const HEADER_SIGNATURE = 'webhook-signature';
+/**
+ * Sent by our receiver with a 409 for an id it handled already: the sender counts the delivery
+ * as made (a retry or a redelivery from a durable queue after its answer was lost).
+ */
+export const HEADER_DUPLICATE = 'x-watchtower-duplicate';
 /** The Rust library's header: `sha256=<hex HMAC-SHA256 of the body>`. */
 export const HEADER_LEGACY = 'x-watchtower-signature';
 

@@ -79,7 +79,7 @@ export interface WebhookClientOptions {
    * request, the first included; `strategy`, `minDelayMs`, `maxDelayMs`, `factor`, `jitter`).
    * @defaultValue `{ maxAttempts: 5, minDelayMs: 1000, maxDelayMs: 60000, factor: 2, jitter: 0.5 }`
    */
-  retry?: Omit<RetryPolicyOptions, 'clock'>;
+  deliveryRetry?: Omit<RetryPolicyOptions, 'clock'>;
   /**
    * Longest `Retry-After` honoured, in ms. An endpoint that asks for a longer wait has the
    * event dead-lettered at once (replay it later) rather than holding it.
@@ -93,7 +93,7 @@ export interface WebhookClientOptions {
    * other than 408/429 do not count. `false`: no breaker.
    * @defaultValue core's defaults (5 failures, 60 s open, 2 trial successes)
    */
-  circuitBreaker?: Omit<CircuitBreakerOptions, 'clock' | 'name' | 'isFailure'> | false;
+  endpointCircuitBreaker?: Omit<CircuitBreakerOptions, 'clock' | 'name' | 'isFailure'> | false;
   /** Rate limit of each endpoint. @defaultValue none */
   rateLimit?: WebhookRateLimit;
   /**
@@ -134,9 +134,9 @@ export interface WebhookClientOptions {
 export const WEBHOOK_CLIENT_OPTION_KEYS = [
   'endpoints',
   'timeoutMs',
-  'retry',
+  'deliveryRetry',
   'maxRetryAfterMs',
-  'circuitBreaker',
+  'endpointCircuitBreaker',
   'rateLimit',
   'maxConcurrentPerEndpoint',
   'connections',
@@ -150,7 +150,7 @@ export const WEBHOOK_CLIENT_OPTION_KEYS = [
 /** The defaults of {@link WebhookClientOptions}. */
 export const DEFAULT_WEBHOOK_CLIENT_OPTIONS = Object.freeze({
   timeoutMs: 10_000,
-  retry: Object.freeze({
+  deliveryRetry: Object.freeze({
     maxAttempts: 5,
     minDelayMs: 1000,
     maxDelayMs: 60_000,
@@ -173,6 +173,17 @@ export interface DeliveryReceipt {
   readonly status: number;
   /** Requests made, the successful one included. */
   readonly attempts: number;
+}
+
+/** Options of {@link WebhookClient.deliver}. */
+export interface DeliverOptions {
+  /**
+   * A delivery cut off by `close()` is not dead-lettered: `deliver` rejects with `CLOSED`
+   * instead, once the other endpoints are done, and the caller keeps the event (as the durable
+   * queue of `WebhookTransport` does: the event stays unacked in the broker).
+   * @defaultValue false
+   */
+  keepOnClose?: boolean;
 }
 
 /** What {@link WebhookClient.deliver} did for one event. */
@@ -208,7 +219,7 @@ export interface WebhookEndpointStats {
   readonly waiting: number;
   readonly lastStatus: number | undefined;
   readonly lastError: string | undefined;
-  /** The URL's circuit breaker; undefined with `circuitBreaker: false`. */
+  /** The URL's circuit breaker; undefined with `endpointCircuitBreaker: false`. */
   readonly circuit: CircuitBreakerStats | undefined;
 }
 
@@ -268,7 +279,7 @@ export class WebhookClient {
     const d = DEFAULT_WEBHOOK_CLIENT_OPTIONS;
     this.#clock = clockOption('clock', options.clock ?? systemClock);
     this.#timeoutMs = numberOption('timeoutMs', options.timeoutMs ?? d.timeoutMs, { above: 0 });
-    const retry = objectOption('retry', options.retry, [
+    const retry = objectOption('deliveryRetry', options.deliveryRetry, [
       'strategy',
       'maxAttempts',
       'minDelayMs',
@@ -277,7 +288,7 @@ export class WebhookClient {
       'jitter',
       'random',
     ]);
-    this.#retry = new RetryPolicy({ ...d.retry, ...retry, clock: this.#clock });
+    this.#retry = new RetryPolicy({ ...d.deliveryRetry, ...retry, clock: this.#clock });
     this.#maxRetryAfterMs = numberOption(
       'maxRetryAfterMs',
       options.maxRetryAfterMs ?? d.maxRetryAfterMs,
@@ -285,14 +296,13 @@ export class WebhookClient {
         min: 0,
       },
     );
-    if (options.circuitBreaker === false) this.#breakerOptions = false;
+    if (options.endpointCircuitBreaker === false) this.#breakerOptions = false;
     else {
-      this.#breakerOptions = objectOption('circuitBreaker', options.circuitBreaker, [
-        'failureThreshold',
-        'resetTimeoutMs',
-        'halfOpenMaxConcurrent',
-        'successThreshold',
-      ]);
+      this.#breakerOptions = objectOption(
+        'endpointCircuitBreaker',
+        options.endpointCircuitBreaker,
+        ['failureThreshold', 'resetTimeoutMs', 'halfOpenMaxConcurrent', 'successThreshold'],
+      );
       // Checked now, not at the first endpoint: CircuitBreaker names the field.
       new CircuitBreaker({ ...this.#breakerOptions, clock: this.#clock });
     }
@@ -386,15 +396,22 @@ export class WebhookClient {
   }
 
   /**
-   * Delivers `event` to every enabled endpoint whose patterns match its type, all at once.
+   * Delivers `event` to every enabled endpoint whose patterns match its type, all at once
+   * (signed with `webhook-id` = the event id, so receivers can drop repeats).
    * Resolves when each endpoint has accepted it or its dead letter is stored; never rejects for
    * an endpoint's failure. Rejects with `CLOSED` after `close()`, and with the store's error
    * when a dead letter could not be stored (the delivery is then not given up silently: the
    * caller must keep the event).
    */
-  deliver(event: Event): Promise<DeliveryReport> {
+  deliver(event: Event, options: DeliverOptions = {}): Promise<DeliveryReport> {
     if (this.#life.closed) return Promise.reject(this.#life.closedError('deliver'));
-    return this.#track(this.#deliver(event));
+    try {
+      rejectUnknownOptions(options, ['keepOnClose'], 'deliver options');
+      if (options.keepOnClose !== undefined) booleanOption('keepOnClose', options.keepOnClose);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#track(this.#deliver(event, options.keepOnClose === true));
   }
 
   /**
@@ -557,9 +574,10 @@ export class WebhookClient {
     return promise;
   }
 
-  async #deliver(event: Event): Promise<DeliveryReport> {
+  async #deliver(event: Event, keepOnClose: boolean): Promise<DeliveryReport> {
     const body = Buffer.from(encodeEvent(event));
     const report: DeliveryReport = { delivered: [], deadLettered: [] };
+    let cutOff: WatchtowerError | undefined;
     const targets = [...this.#endpoints.values()].filter(
       ({ config }) => config.enabled && config.patterns.some((p) => p.matches(event.type)),
     );
@@ -569,6 +587,10 @@ export class WebhookClient {
           report.delivered.push(await this.#send(state, event, body, undefined));
         } catch (error) {
           const failure = toWatchtowerError(error);
+          if (keepOnClose && failure.code === ErrorCode.CLOSED) {
+            cutOff = failure;
+            return;
+          }
           const letterId = await this.#store.add(this.#letter(state, event, failure));
           report.deadLettered.push({
             endpointId: state.config.id,
@@ -579,6 +601,7 @@ export class WebhookClient {
         }
       }),
     );
+    if (cutOff !== undefined) throw cutOff;
     return report;
   }
 

@@ -32,7 +32,7 @@ async function endpoint(
 function client(options: WebhookClientOptions): WebhookClient {
   const c = new WebhookClient({
     allowPrivateAddresses: true,
-    retry: { maxAttempts: 2, minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
+    deliveryRetry: { maxAttempts: 2, minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
     ...options,
   });
   cleanups.push(() => c.close({ timeoutMs: 1000 }));
@@ -160,7 +160,7 @@ describe('WebhookClient dead letters and replay', () => {
     const ep = await endpoint(() => (healthy ? 200 : 500));
     const other = await endpoint(() => 200);
     const c = client({
-      circuitBreaker: false,
+      endpointCircuitBreaker: false,
       endpoints: [
         { url: ep.url, secret, id: 'crm' },
         { url: other.url, secret, id: 'erp' },
@@ -229,7 +229,7 @@ describe('WebhookClient dead letters and replay', () => {
     const server = await listen(receiver);
     cleanups.push(() => server.close());
     const c = client({
-      circuitBreaker: { failureThreshold: 5, resetTimeoutMs: 0 },
+      endpointCircuitBreaker: { failureThreshold: 5, resetTimeoutMs: 0 },
       endpoints: [
         { url: broken.url, secret, id: 'broken' },
         ...healthy.map((ep, i) => ({ url: ep.url, secret, id: `ok-${i}` })),

@@ -26,7 +26,7 @@ async function endpoint(
 function client(options: WebhookClientOptions): WebhookClient {
   const c = new WebhookClient({
     allowPrivateAddresses: true,
-    retry: { minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
+    deliveryRetry: { minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
     ...options,
   });
   cleanups.push(() => c.close({ timeoutMs: 1000 }));
@@ -75,7 +75,7 @@ describe('WebhookClient retries', () => {
     const ep = await endpoint((_, i) => [408, 429, 503][i % 3] as number);
     const c = client({
       endpoints: [{ url: ep.url, secret }],
-      retry: { maxAttempts: 4, minDelayMs: 1, jitter: 0 },
+      deliveryRetry: { maxAttempts: 4, minDelayMs: 1, jitter: 0 },
     });
     const report = await c.deliver(event());
     expect(ep.requests).toHaveLength(4);
@@ -90,7 +90,7 @@ describe('WebhookClient retries', () => {
     await closed.close();
     const c2 = client({
       endpoints: [{ url: deadUrl, secret }],
-      retry: { maxAttempts: 3, minDelayMs: 1 },
+      deliveryRetry: { maxAttempts: 3, minDelayMs: 1 },
     });
     const report2 = await c2.deliver(event());
     expect(report2.deadLettered[0]?.error).toMatchObject({
@@ -108,7 +108,7 @@ describe('WebhookClient retries', () => {
     const c = client({
       clock,
       endpoints: [{ url: ep.url, secret }],
-      retry: { minDelayMs: 10, jitter: 0 },
+      deliveryRetry: { minDelayMs: 10, jitter: 0 },
     });
     const delivery = c.deliver(event());
     // The backoff alone would retry after 10 ms; the endpoint asked for 3 s.
@@ -153,7 +153,7 @@ describe('WebhookClient retries', () => {
       clock,
       timeoutMs: 5000,
       endpoints: [{ url: ep.url, secret }],
-      retry: { maxAttempts: 1 },
+      deliveryRetry: { maxAttempts: 1 },
     });
     const delivery = c.deliver(event());
     await waitFor(() => ep.requests.length === 1);
@@ -171,8 +171,8 @@ describe('WebhookClient circuit breaker per URL', () => {
     const good = await endpoint(() => 200);
     const c = client({
       clock,
-      retry: { maxAttempts: 1 },
-      circuitBreaker: { failureThreshold: 3, resetTimeoutMs: 30_000, successThreshold: 2 },
+      deliveryRetry: { maxAttempts: 1 },
+      endpointCircuitBreaker: { failureThreshold: 3, resetTimeoutMs: 30_000, successThreshold: 2 },
       endpoints: [
         { url: bad.url, secret },
         { url: good.url, secret },
@@ -197,8 +197,8 @@ describe('WebhookClient circuit breaker per URL', () => {
   it('does not count 4xx answers as circuit failures', async () => {
     const ep = await endpoint(() => 422);
     const c = client({
-      retry: { maxAttempts: 1 },
-      circuitBreaker: { failureThreshold: 2 },
+      deliveryRetry: { maxAttempts: 1 },
+      endpointCircuitBreaker: { failureThreshold: 2 },
       endpoints: [{ url: ep.url, secret }],
     });
     for (let i = 0; i < 4; i++) await c.deliver(event());
@@ -306,7 +306,7 @@ describe('WebhookClient private-address guard', () => {
   it('refuses a host name that resolves to a private address when connecting, without retrying', async () => {
     const ep = await endpoint();
     const url = ep.url.replace('127.0.0.1', 'localhost');
-    const c = new WebhookClient({ endpoints: [{ url, secret }], retry: { minDelayMs: 1 } });
+    const c = new WebhookClient({ endpoints: [{ url, secret }], deliveryRetry: { minDelayMs: 1 } });
     cleanups.push(() => c.close());
     const report = await c.deliver(event());
     expect(report.deadLettered[0]?.error).toMatchObject({
@@ -360,9 +360,9 @@ describe('WebhookClient options', () => {
     const url = 'https://example.com/hook';
     const cases: [WebhookClientOptions, string][] = [
       [{ timeoutMs: 0 }, 'timeoutMs'],
-      [{ retry: { maxAttempts: 0 } }, 'maxAttempts'],
-      [{ retry: { clock: new FakeClock() } as never }, 'retry.clock'],
-      [{ circuitBreaker: { failureThreshold: 0 } }, 'failureThreshold'],
+      [{ deliveryRetry: { maxAttempts: 0 } }, 'maxAttempts'],
+      [{ deliveryRetry: { clock: new FakeClock() } as never }, 'deliveryRetry.clock'],
+      [{ endpointCircuitBreaker: { failureThreshold: 0 } }, 'failureThreshold'],
       [{ rateLimit: { perSecond: 0 } }, 'rateLimit.perSecond'],
       [{ rateLimit: { perSecond: 5, burst: 0 } }, 'rateLimit.burst'],
       [{ maxConcurrentPerEndpoint: 0 }, 'maxConcurrentPerEndpoint'],
