@@ -196,6 +196,8 @@ export class WebSocketClientTransport implements Transport {
   #pongTimer: TimerHandle | undefined;
   #socketClosed: (() => void) | undefined;
   #reconnects = 0;
+  /** A reconnect loop is running. */
+  #reconnecting = false;
   #published = 0;
   #received = 0;
   #dropped = 0;
@@ -456,8 +458,16 @@ export class WebSocketClientTransport implements Transport {
           if (!current()) return;
           opened = true;
           clock.clearTimeout(timer);
+          if (this.#life.closed) {
+            // close() came while this attempt was under way: let go of what it opened.
+            this.#generation++;
+            socket?.terminate();
+            reject(this.#life.closedError('connect'));
+            return;
+          }
           this.#socket = socket;
-          this.#link = 'up';
+          // A reconnect is up for new publishes only once re-subscribed and the held ones sent.
+          if (!reconnecting) this.#link = 'up';
           this.#startKeepalive();
           resolve();
         },
@@ -522,8 +532,12 @@ export class WebSocketClientTransport implements Transport {
       // The subscription stays: it is sent again after the reconnect.
       request.resolve();
     }
+    // A connection lost while reconnecting (during re-subscribing) leaves the loop to go on.
+    if (this.#reconnecting) return;
+    this.#reconnecting = true;
     this.#events.emit('connection', { state: 'lost', error });
-    this.#life.track(this.#reconnect(), 'reconnect');
+    const loop = this.#reconnect().finally(() => (this.#reconnecting = false));
+    this.#life.track(loop, 'reconnect');
   }
 
   async #reconnect(): Promise<void> {
@@ -534,20 +548,27 @@ export class WebSocketClientTransport implements Transport {
       if (maxReconnectAttempts !== -1 && backoff.failures >= maxReconnectAttempts) break;
       await this.#pause.sleep(backoff.next());
       if (this.#life.closed) return;
+      let generation = -1;
       try {
         await this.#dial(true);
+        generation = this.#generation;
         await this.#resubscribe();
       } catch (error) {
         last = mapSocketError(error, `reconnect to ${this.config.url}`);
-        if (this.#link === 'up') {
-          // The socket opened but re-subscribing failed: drop it and try again.
-          this.#dropSocket();
-          this.#link = 'reconnecting';
-        }
+        // The socket may have opened and re-subscribing failed: drop it and try again.
+        if (this.#socket !== undefined) this.#dropSocket();
         if (!last.retryable) break;
         continue;
       }
       if (this.#life.closed) return;
+      if (this.#socket === undefined || this.#generation !== generation) {
+        // The new connection dropped while re-subscribing.
+        last = new ConnectionError(
+          `the connection to ${this.config.url} dropped while re-subscribing`,
+        );
+        continue;
+      }
+      this.#link = 'up';
       this.#reconnects++;
       this.#flushWaiting();
       this.#events.emit('connection', { state: 'restored' });
@@ -594,7 +615,7 @@ export class WebSocketClientTransport implements Transport {
     for (;;) {
       const generation = this.#generation;
       const pending = [...this.#subscriptions.values()].filter((s) => s.sentOn !== generation);
-      if (pending.length === 0 || this.#link !== 'up') return;
+      if (pending.length === 0 || this.#socket === undefined) return;
       await this.#sendSubscriptions(pending, generation);
     }
   }
@@ -665,6 +686,12 @@ export class WebSocketClientTransport implements Transport {
     return new Promise<void>((resolve, reject) => {
       const timer = clock.setTimeout(() => {
         this.#requests.delete(id);
+        try {
+          // The hub may take it later: tell it not to route to a subscription given up on.
+          socket.send(frameText({ op: 'unsubscribe', id }));
+        } catch {
+          // The connection is going anyway.
+        }
         reject(
           new WatchtowerError(
             ErrorCode.TIMEOUT,
