@@ -67,13 +67,15 @@ export function toNatsHeaders(headers: Record<string, string>): MsgHdrs | undefi
 
 /**
  * The message's NATS headers as event headers, for a body without a headers map (Rust and raw
- * publishers may set `traceparent` only as a header). A Watchtower body carries its headers
- * itself (and mirrors them into NATS headers), so these are not even parsed then. `Nats-*`
- * headers are the server's own; of a repeated header the last value counts.
+ * publishers may set `traceparent` only as a header; a Watchtower body without one has no
+ * event headers, and its message none but the server's). A body with a headers map carries its
+ * headers itself (and mirrors them into NATS headers), so these are not even parsed then.
+ * `Nats-*` headers are the server's own; of a repeated header the last value counts.
  */
 function eventHeadersOf(msg: {
   readonly headers?: MsgHdrs | undefined;
 }): Record<string, string> | undefined {
+  if (onlyServerHeaders(msg)) return undefined;
   const natsHeaders = msg.headers;
   if (natsHeaders === undefined) return undefined;
   const out: Record<string, string> = {};
@@ -83,6 +85,51 @@ function eventHeadersOf(msg: {
     if (last !== undefined) out[name] = last;
   }
   return out;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+
+/**
+ * True when the message's header block is known to hold no header but `Nats-*` ones (every
+ * JetStream message of a Watchtower publisher carries `Nats-Msg-Id`), told from its bytes
+ * without decoding it: the client parses a header block into a map on first access, which
+ * costs a JetStream delivery more than the rest of its decoding. Reads the client's message
+ * fields (`_msg.hdr`, `_rdata`, as @nats-io/nats-core 3 has them); where they are not there,
+ * false, and the headers are read the documented way.
+ */
+function onlyServerHeaders(msg: object): boolean {
+  const inner = ((msg as { msg?: unknown }).msg ?? msg) as {
+    _msg?: { hdr?: unknown };
+    _rdata?: unknown;
+  };
+  const length = inner._msg?.hdr;
+  const bytes = inner._rdata;
+  if (typeof length !== 'number' || !(bytes instanceof Uint8Array) || length > bytes.length) {
+    return false;
+  }
+  // `NATS/1.0[ status]\r\n`, then `Name: value\r\n` lines, then an empty line.
+  let at = 0;
+  while (at < length && bytes[at] !== LF) at++;
+  for (at++; at < length;) {
+    if (bytes[at] === CR) return true; // the empty line: the end of the block
+    if (!isNatsPrefix(bytes, at, length)) return false;
+    while (at < length && bytes[at] !== LF) at++;
+    at++;
+  }
+  return true;
+}
+
+/** True when `bytes` at `at` begin with `nats-`, in any case. */
+function isNatsPrefix(bytes: Uint8Array, at: number, end: number): boolean {
+  if (at + 5 > end) return false;
+  return (
+    ((bytes[at] as number) | 0x20) === 0x6e &&
+    ((bytes[at + 1] as number) | 0x20) === 0x61 &&
+    ((bytes[at + 2] as number) | 0x20) === 0x74 &&
+    ((bytes[at + 3] as number) | 0x20) === 0x73 &&
+    bytes[at + 4] === 0x2d
+  );
 }
 
 /**

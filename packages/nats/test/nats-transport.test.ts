@@ -202,6 +202,37 @@ describe.each<NatsMode>(['core', 'jetstream'])('NatsTransport (%s)', (mode) => {
     });
   });
 
+  it('takes event headers from NATS headers beside the server ones, and none from server headers alone, when the body has no headers map', async () => {
+    const { transport, names } = await connected();
+    const { deliveries } = await collect(transport, 'order.>');
+    const nc = await resources.raw();
+    const body = (id: string): string =>
+      JSON.stringify({
+        metadata: {
+          id,
+          event_type: 'order.placed',
+          timestamp: '2026-11-22T10:00:00Z',
+          source: null,
+          correlation_id: null,
+        },
+        payload: 1,
+      });
+    const serverOnly = natsHeaders();
+    serverOnly.set('Nats-Msg-Id', 'm-1');
+    const mixed = natsHeaders();
+    mixed.set('NATS-Msg-Id', 'm-2');
+    mixed.set('traceparent', '00-mixed-01');
+    mixed.set('nats-expected-stream', names.stream);
+    nc.publish(`${names.subjectPrefix}.order.placed`, body('e-1'), { headers: serverOnly });
+    nc.publish(`${names.subjectPrefix}.order.placed`, body('e-2'), { headers: mixed });
+    await nc.flush();
+    await waitFor(() => deliveries.length === 2);
+    expect(eventsOf(deliveries).map((event) => event.headers)).toEqual([
+      {},
+      { traceparent: '00-mixed-01' },
+    ]);
+  });
+
   it('hands malformed bytes over as a malformed delivery and keeps the subscription running', async () => {
     const { transport, names } = await connected();
     const { deliveries } = await collect(transport, 'bad.*');
