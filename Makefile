@@ -20,13 +20,15 @@ BROKERS := $(strip \
 COMPOSE ?= docker compose
 
 VITEST_REPORT := node_modules/.cache/watchtower/vitest-report.json
+FAULTS_REPORT := node_modules/.cache/watchtower/faults-report.json
 
 .PHONY: help install build lint format typecheck check-packages brokers test test-run \
-  demo bench examples services-up services-down
+  test-faults demo bench examples services-up services-down
 
 help:
 	@echo 'make demo            install, build, run the quickstart (no broker needed)'
 	@echo 'make test            install, build, lint, typecheck, publint/attw, every test'
+	@echo 'make test-faults     the fault suite alone (private brokers killed, consumers SIGKILLed)'
 	@echo 'make build           build every package (tsup: ESM + CJS + .d.ts)'
 	@echo 'make lint            eslint (type-aware) and prettier --check'
 	@echo 'make format          prettier --write'
@@ -61,16 +63,28 @@ check-packages: build
 brokers:
 	$(if $(BROKERS),bash scripts/ensure-brokers.sh $(BROKERS),@echo 'no broker transport yet: no broker needed')
 
-test: install build lint typecheck check-packages brokers test-run
+test: install build lint typecheck check-packages brokers test-run test-faults
 
 # Vitest prints its own summary; the last line repeats the totals as plain "N passed, N failed".
 test-run:
 	@mkdir -p $(dir $(VITEST_REPORT))
 	@rm -f $(VITEST_REPORT)
 	@status=0; \
-	  pnpm exec vitest run --reporter=default --reporter=json \
-	    --outputFile.json=$(VITEST_REPORT) || status=$$?; \
+	  pnpm exec vitest run --project unit --project integration --reporter=default \
+	    --reporter=json --outputFile.json=$(VITEST_REPORT) || status=$$?; \
 	  node scripts/test-summary.mjs $(VITEST_REPORT); \
+	  exit $$status
+
+# The fault suite runs after the others, alone on the machine: it kills private brokers and
+# SIGKILLs consumer processes under load (about a minute). Its consumer processes run the
+# sources with tsx and import the built core, hence `build`.
+test-faults: build
+	@mkdir -p $(dir $(FAULTS_REPORT))
+	@rm -f $(FAULTS_REPORT)
+	@status=0; \
+	  pnpm exec vitest run --project faults --reporter=default --reporter=json \
+	    --outputFile.json=$(FAULTS_REPORT) || status=$$?; \
+	  node scripts/test-summary.mjs $(FAULTS_REPORT); \
 	  exit $$status
 
 # `pnpm run demo` builds only what the quickstart depends on, so the demo starts quickly.

@@ -24,4 +24,17 @@ export const projects: TestProjectConfiguration[] = [
       hookTimeout: 30_000,
     },
   },
+  {
+    extends: true,
+    test: {
+      // The fault suite (`make test-faults`): private brokers killed and consumer processes
+      // SIGKILLed under load, one file at a time.
+      name: 'faults',
+      include: ['packages/*/test/**/*.faults.ts'],
+      environment: 'node',
+      fileParallelism: false,
+      testTimeout: 240_000,
+      hookTimeout: 30_000,
+    },
+  },
 ];

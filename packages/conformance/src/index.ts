@@ -46,3 +46,11 @@ export {
   refusesMisspeltOptionsWithConfig,
   reportsHealthAndRefusesWorkAfterClose,
 } from './cases/lifecycle.js';
+export { runFaultRun, describeFaultRun, faultConsumerCommand } from './fault-run.js';
+export type {
+  FaultBroker,
+  FaultPublisher,
+  FaultRunOptions,
+  FaultRunResult,
+  FaultStep,
+} from './fault-run.js';

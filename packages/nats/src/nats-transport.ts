@@ -512,7 +512,7 @@ export class NatsTransport implements Transport {
     } catch (error) {
       // No stream answered: it was deleted, or the broker lost its storage. Put it back so
       // that a retry (the EventBus retries TRANSPORT errors) succeeds.
-      if (isNoResponders(error)) this.#restoreTopology('after a publish found none');
+      if (isNoResponders(error)) void this.#restoreTopology('after a publish found none');
       throw mapNatsError(error, `publish to ${subject}`, this.config.requestTimeoutMs);
     }
   }
@@ -889,7 +889,7 @@ export class NatsTransport implements Transport {
         );
       }
     } catch (error) {
-      if (isNoResponders(error)) this.#restoreTopology('after a dead letter found none');
+      if (isNoResponders(error)) void this.#restoreTopology('after a dead letter found none');
       throw mapNatsError(error, `publish dead letter to ${subject}`, requestTimeoutMs);
     }
   }
