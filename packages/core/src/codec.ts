@@ -21,8 +21,20 @@ const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
 
 const quote = JSON.stringify;
 
+/** What JSON.stringify would escape in a string: quotes, backslashes, controls, surrogates. */
+// eslint-disable-next-line no-control-regex -- control characters are what JSON escapes
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * A string as JSON. Ids and names rarely hold anything to escape: those are quoted as they
+ * are, about twice as fast as JSON.stringify for a UUID; the rest go through JSON.stringify.
+ */
+function quoteString(value: string): string {
+  return NEEDS_ESCAPE.test(value) ? quote(value) : `"${value}"`;
+}
+
 function optional(value: string | undefined): string {
-  return value === undefined ? 'null' : quote(value);
+  return value === undefined ? 'null' : quoteString(value);
 }
 
 // Events published together share a timestamp string (createEvent gives the same one within a
@@ -125,9 +137,9 @@ export function writeEvent(event: Event): string {
   // A template is ~25% faster than stringifying a freshly built envelope object. Every string
   // goes through JSON.stringify, so even an event built by hand cannot break the JSON.
   const causation =
-    event.causationId === undefined ? '' : `,"causation_id":${quote(event.causationId)}`;
+    event.causationId === undefined ? '' : `,"causation_id":${quoteString(event.causationId)}`;
   return (
-    `{"metadata":{"id":${quote(event.id)},"event_type":${quoteType(event.type)},` +
+    `{"metadata":{"id":${quoteString(event.id)},"event_type":${quoteType(event.type)},` +
     `"timestamp":${quoteTimestamp(event.timestamp)},"source":${optional(event.source)},` +
     `"correlation_id":${optional(event.correlationId)}${causation}` +
     `${headers === undefined ? '' : `,"headers":${headers}`}},"payload":${payload ?? 'null'}}`
