@@ -815,8 +815,9 @@ export class WebSocketClientTransport implements Transport {
       }
     }
     const parsed = parseFrame(text);
-    if (parsed.kind === 'event') {
-      this.#dispatch(parsed.event, text);
+    if (parsed.kind === 'event' || parsed.kind === 'publish') {
+      // A publish frame from a server is an echo of a client's (a relay): its event counts.
+      this.#dispatch(parsed.event, parsed.text);
     } else if (parsed.kind === 'control') {
       this.#control(parsed.op, parsed.frame);
     } else {

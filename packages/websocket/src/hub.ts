@@ -40,6 +40,7 @@ import {
   repeat,
   type Deadline,
 } from '@watchtower/core/transport-kit';
+import { sendCorked } from './corked-send.js';
 import { frameError } from './map-error.js';
 import {
   resolveHubConfig,
@@ -96,6 +97,8 @@ interface Connection {
   alive: boolean;
   tokens: number;
   refilledAt: number;
+  /** Highest publish ref received. */
+  lastRef: number;
   /** Highest publish ref taken and not yet acked. */
   ackRef: number;
   ackScheduled: boolean;
@@ -446,6 +449,7 @@ export class WebSocketHub {
       alive: true,
       tokens: this.config.publishRate?.burst ?? 0,
       refilledAt: this.config.clock.now(),
+      lastRef: -1,
       ackRef: -1,
       ackScheduled: false,
       answers: new Fifo(),
@@ -494,7 +498,16 @@ export class WebSocketHub {
     const parsed = parseFrame(text);
     if (parsed.kind === 'event') {
       // A bare event, as the Rust client sends: a publish without an answer unless refused.
-      this.#publishFrom(connection, undefined, parsed.event, text);
+      this.#publishFrom(connection, undefined, parsed.event, parsed.text);
+      return;
+    }
+    if (parsed.kind === 'publish') {
+      if (parsed.ref <= connection.lastRef) {
+        this.#malformed(connection, 'a publish needs a ref above the last one');
+        return;
+      }
+      connection.lastRef = parsed.ref;
+      this.#publishFrom(connection, parsed.ref, parsed.event, parsed.text);
       return;
     }
     if (parsed.kind === 'malformed') {
@@ -531,10 +544,11 @@ export class WebSocketHub {
 
   #onPublishFrame(connection: Connection, frame: Record<string, unknown>): void {
     const ref = frame.ref;
-    if (!isRef(ref) || ref <= connection.ackRef) {
+    if (!isRef(ref) || ref <= connection.lastRef) {
       this.#malformed(connection, 'a publish needs a ref: an integer >= 0 above the last one');
       return;
     }
+    connection.lastRef = ref;
     let event: Event;
     try {
       event = decodeEventFromValue(frame.event);
@@ -646,6 +660,8 @@ export class WebSocketHub {
     if (routes.length === 0) return;
     const seq = ++this.#routeSeq;
     const { maxBufferedBytes, slowConsumer } = this.config;
+    // UTF-8 once, however many connections it goes to.
+    const frame = Buffer.from(text, 'utf8');
     for (let i = 0; i < routes.length; i++) {
       const connection = (routes[i] as Route).connection;
       if (connection.routed === seq || connection.cutOff) continue;
@@ -659,7 +675,7 @@ export class WebSocketHub {
         this.#cutOff(connection);
         continue;
       }
-      socket.send(text);
+      sendCorked(socket, frame);
       this.#counters.eventsOut++;
     }
   }
@@ -731,7 +747,7 @@ export class WebSocketHub {
 
   #reply(connection: Connection, frame: HubControlFrame): void {
     if (connection.socket.readyState !== connection.socket.OPEN) return;
-    connection.socket.send(frameText(frame));
+    sendCorked(connection.socket, frameText(frame));
   }
 
   // --- subscriptions --------------------------------------------------------------------

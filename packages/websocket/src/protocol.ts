@@ -7,7 +7,7 @@
  * top-level `metadata` object is an event. Everything else is a control frame with an `op`.
  * The README documents the frames; this file is what they are.
  */
-import { decodeEventFromValue, type Event } from '@watchtower/core';
+import { decodeEvent, decodeEventFromValue, type Event } from '@watchtower/core';
 
 /** Close codes the client and the hub use (RFC 6455 section 7.4). */
 export const CLOSE_CODES = {
@@ -94,16 +94,49 @@ export const HUB_ERROR_CODES = {
 
 /** What one frame's text is. Never throws. */
 export type ParsedFrame =
-  | { readonly kind: 'event'; readonly event: Event }
+  /** An event; `text` is its JSON as it arrived, to be sent on as it is. */
+  | { readonly kind: 'event'; readonly event: Event; readonly text: string }
+  /** A publish frame in the layout this package writes, read without parsing the envelope. */
+  | { readonly kind: 'publish'; readonly ref: number; readonly event: Event; readonly text: string }
   | { readonly kind: 'control'; readonly op: string; readonly frame: Record<string, unknown> }
   | { readonly kind: 'malformed'; readonly problem: string; readonly value: unknown };
+
+const EVENT_START = '{"metadata":';
+/** The start of a publish frame as {@link publishFrameText} writes it. */
+const PUBLISH_START = /^\{"op":"publish","ref":(\d{1,15}),"event":/;
 
 /**
  * Reads a frame's text once: an event in the wire format, a control frame (an object with a
  * string `op`), or malformed (not JSON, or an object that is neither). An event that fails
  * the codec's checks is malformed with the codec's message.
+ *
+ * The two frames that carry events have fast paths: a bare event goes straight to core's
+ * decoder (which scans the envelope as writers lay it out), and a publish frame in the layout
+ * of {@link publishFrameText} has its event cut out and decoded the same way, so the hub
+ * forwards the event's text without writing it again. Any other layout takes the general path.
  */
 export function parseFrame(text: string): ParsedFrame {
+  if (text.startsWith(EVENT_START)) {
+    try {
+      return { kind: 'event', event: decodeEvent(text), text };
+    } catch (error) {
+      return { kind: 'malformed', problem: (error as Error).message, value: parsed(text) };
+    }
+  }
+  const publish = PUBLISH_START.exec(text);
+  if (publish !== null && text.endsWith('}')) {
+    const eventText = text.slice(publish[0].length, -1);
+    try {
+      return {
+        kind: 'publish',
+        ref: Number(publish[1]),
+        event: decodeEvent(eventText),
+        text: eventText,
+      };
+    } catch {
+      // Not the layout it looked like, or a bad event: the general path says which.
+    }
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -118,9 +151,17 @@ export function parseFrame(text: string): ParsedFrame {
     return { kind: 'control', op, frame: value as Record<string, unknown> };
   }
   try {
-    return { kind: 'event', event: decodeEventFromValue(value, text) };
+    return { kind: 'event', event: decodeEventFromValue(value, text), text };
   } catch (error) {
     return { kind: 'malformed', problem: (error as Error).message, value };
+  }
+}
+
+function parsed(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
   }
 }
 

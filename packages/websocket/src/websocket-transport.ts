@@ -23,6 +23,7 @@ import {
   type SocketFactory,
   type SocketHandlers,
 } from './client-transport.js';
+import { sendCorked } from './corked-send.js';
 import { UpgradeRefusedError } from './map-error.js';
 
 /** TLS settings of a `wss://` connection, handed to Node's `tls.connect`. */
@@ -132,7 +133,7 @@ function openNodeSocket(
   });
   ws.on('close', (code, reason) => handlers.close(code, reason.toString('utf8')));
   return {
-    send: (text) => ws.send(text),
+    send: (text) => sendCorked(ws, text),
     close: (code, reason) => ws.close(code, reason),
     terminate: () => ws.terminate(),
     ping: () => {
