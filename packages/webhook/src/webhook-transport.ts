@@ -60,6 +60,7 @@ import {
   rejectUnknownOptions,
   stringOption,
   throwIfAborted,
+  within,
   type TransportErrorEvents,
 } from '@watchtower/core/transport-kit';
 import {
@@ -172,15 +173,15 @@ export const WEBHOOK_CAPABILITIES: Readonly<TransportCapabilities> = Object.free
 
 type Outcome = 'ack' | 'retry' | 'drop';
 
+/** Of a close's time, what is kept for answering senders whose deliveries were not settled. */
+const ANSWER_MARGIN_MS = 50;
+
 function checkTransport(field: string, value: unknown): void {
   if (value === undefined) return;
-  const t = value;
-  if (
-    typeof t?.publish !== 'function' ||
-    typeof t.subscribe !== 'function' ||
-    typeof t.connect !== 'function' ||
-    typeof t.publishToDlq !== 'function'
-  ) {
+  const methods = ['publish', 'subscribe', 'connect', 'publishToDlq', 'consumeDlq', 'close'];
+  const record =
+    typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+  if (methods.some((name) => typeof record[name] !== 'function')) {
     throw configError(field, 'must be a Transport (a RedisTransport, a NatsTransport ...)');
   }
 }
@@ -221,6 +222,8 @@ export class WebhookTransport implements Transport {
   readonly #subscriptions = new Set<ReceivingSubscription>();
   readonly #pending = new Set<Promise<void>>();
   readonly #room = new Set<() => void>();
+  /** Requests of the own server not yet answered. */
+  readonly #requests = new Set<Promise<void>>();
   #server: Server | undefined;
   #receiverUrl: string | undefined;
   #queueSubscription: TransportSubscription | undefined;
@@ -304,7 +307,11 @@ export class WebhookTransport implements Transport {
     }
     if (this.#listen !== undefined && this.receiver !== undefined) {
       const handler = this.receiver;
-      const server = createServer((req, res) => void handler(req, res));
+      const server = createServer((req, res) => {
+        const answered = handler(req, res);
+        this.#requests.add(answered);
+        void answered.finally(() => this.#requests.delete(answered));
+      });
       this.#server = server;
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -584,9 +591,15 @@ export class WebhookTransport implements Transport {
         if (this.#queueSubscription !== undefined)
           await deadline.within(this.#queueSubscription.unsubscribe());
         await deadline.within(Promise.allSettled([...this.#pending]));
+        // Handlers get the time left but a little, which the 503 answers to their senders need.
         const received = [...this.#subscriptions].map((sub) => sub.buffer.whenIdle());
-        await deadline.within(Promise.allSettled(received));
+        await within(
+          this.#life.clock,
+          deadline.remaining() - Math.min(ANSWER_MARGIN_MS, deadline.remaining() / 2),
+          Promise.allSettled(received),
+        );
         this.#cutReceived();
+        await deadline.within(Promise.allSettled([...this.#requests]));
         await this.client.close({ timeoutMs: deadline.remaining() });
         if (this.#queueLoop !== undefined) await deadline.within(this.#queueLoop);
         await Promise.allSettled(
@@ -597,7 +610,9 @@ export class WebhookTransport implements Transport {
       },
       () => {
         this.#cutReceived();
-        this.#server?.closeAllConnections();
+        // After this turn, so that the 503 answers just written go out first.
+        const server = this.#server;
+        setImmediate(() => server?.closeAllConnections());
         void this.client.close({ timeoutMs: 0 }).catch(() => undefined);
         for (const t of this.#owned()) void t.close({ timeoutMs: 0 }).catch(() => undefined);
       },
