@@ -25,13 +25,17 @@ export interface Outgoing {
   readonly signal?: AbortSignal | undefined;
 }
 
-interface Pending extends Outgoing {
-  resolve(): void;
-  reject(error: unknown): void;
-  tag: number;
-  returned: boolean;
-  done: boolean;
-  onAbort: (() => void) | undefined;
+/** A publish sent or waiting: a class, so that every one has the same shape (one hidden class). */
+class Pending {
+  tag = 0;
+  returned = false;
+  done = false;
+  onAbort: (() => void) | undefined = undefined;
+  constructor(
+    readonly message: Outgoing,
+    readonly resolve: () => void,
+    readonly reject: (error: unknown) => void,
+  ) {}
 }
 
 /** Publishes, sent and waiting, over one confirm channel at a time. */
@@ -106,15 +110,7 @@ export class Publisher {
   publish(message: Outgoing): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     return new Promise<void>((resolve, reject) => {
-      const entry: Pending = {
-        ...message,
-        resolve,
-        reject,
-        tag: 0,
-        returned: false,
-        done: false,
-        onAbort: undefined,
-      };
+      const entry = new Pending(message, resolve, reject);
       const { signal } = message;
       if (signal !== undefined) {
         entry.onAbort = () => this.#abort(entry, signal);
@@ -154,11 +150,12 @@ export class Publisher {
     entry.tag = this.#nextTag++;
     this.#unconfirmed.set(entry.tag, entry);
     try {
+      const { message } = entry;
       this.#writable = channel.publish(
-        entry.exchange,
-        entry.routingKey,
-        entry.content,
-        entry.options,
+        message.exchange,
+        message.routingKey,
+        message.content,
+        message.options,
       );
     } catch {
       // The channel closed under us (its close event follows and detaches): sent again then.
@@ -190,7 +187,7 @@ export class Publisher {
         entry,
         new WatchtowerError(
           ErrorCode.TRANSPORT,
-          `${entry.what}: the broker refused the message (nack)`,
+          `${entry.message.what}: the broker refused the message (nack)`,
           {
             retryable: true,
           },
@@ -201,7 +198,7 @@ export class Publisher {
         entry,
         new WatchtowerError(
           ErrorCode.TRANSPORT,
-          `${entry.what}: unroutable, no queue is bound for routing key ${JSON.stringify(entry.routingKey)} on ${JSON.stringify(entry.exchange)} (mandatory)`,
+          `${entry.message.what}: unroutable, no queue is bound for routing key ${JSON.stringify(entry.message.routingKey)} on ${JSON.stringify(entry.message.exchange)} (mandatory)`,
           { retryable: false },
         ),
       );
@@ -214,7 +211,7 @@ export class Publisher {
   #onReturn(message: Message): void {
     const id: unknown = message.properties.messageId;
     for (const entry of this.#unconfirmed.values()) {
-      if (!entry.returned && entry.options.messageId === id) {
+      if (!entry.returned && entry.message.options.messageId === id) {
         entry.returned = true;
         return;
       }
@@ -226,13 +223,17 @@ export class Publisher {
     // Still waiting: it is never sent. Sent: the broker may have it; the caller stops waiting.
     this.#waiting.removeFirst((e) => e === entry);
     const reason: unknown = signal.reason;
-    this.#settle(entry, isWatchtowerError(reason) ? reason : abortError(signal, entry.what));
+    this.#settle(
+      entry,
+      isWatchtowerError(reason) ? reason : abortError(signal, entry.message.what),
+    );
   }
 
   #settle(entry: Pending, error: unknown): void {
     if (!entry.done) {
       entry.done = true;
-      if (entry.onAbort !== undefined) entry.signal?.removeEventListener('abort', entry.onAbort);
+      if (entry.onAbort !== undefined)
+        entry.message.signal?.removeEventListener('abort', entry.onAbort);
       if (error === undefined) entry.resolve();
       else entry.reject(error);
     }
