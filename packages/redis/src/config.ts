@@ -81,6 +81,17 @@ export interface RedisConfig {
    */
   dlqMaxLen?: number | null;
   /**
+   * Makes a publish idempotent by event id for this long, in milliseconds: each `XADD` runs in
+   * a script that first sets `{stream}:id:{event id}` with `SET NX PX`, and skips the write
+   * when the key is there. A publish sent again (the client resending a write whose reply was
+   * lost with the connection, a retry of the bus, a caller publishing the same event twice)
+   * is then stored once, across restarts of an append-only Redis too. It costs a key per
+   * event for the window and a script call instead of a plain `XADD`; `0` writes plain
+   * `XADD`s, and a republish can be stored twice (delivery is at least once either way).
+   * @defaultValue 0
+   */
+  dedupeWindowMs?: number;
+  /**
    * Trim with `MAXLEN ~` (whole radix-tree nodes, cheap; the stream may stay up to about one
    * node, 100 entries by default, above the bound) instead of the exact `MAXLEN =`.
    * @defaultValue true
@@ -202,6 +213,7 @@ export const REDIS_CONFIG_KEYS = [
   'prefix',
   'dlqStream',
   'maxLen',
+  'dedupeWindowMs',
   'dlqMaxLen',
   'approximateTrim',
   'blockMs',
@@ -241,6 +253,7 @@ export const DEFAULT_REDIS_CONFIG = Object.freeze({
   maxLen: 100_000,
   dlqMaxLen: 100_000,
   approximateTrim: true,
+  dedupeWindowMs: 0,
   blockMs: 2000,
   count: 100,
   maxInFlight: 256,
@@ -267,6 +280,7 @@ export interface ResolvedRedisConfig {
   readonly maxLen: number | null;
   readonly dlqMaxLen: number | null;
   readonly approximateTrim: boolean;
+  readonly dedupeWindowMs: number;
   readonly blockMs: number;
   readonly count: number;
   readonly maxInFlight: number;
@@ -382,7 +396,7 @@ function resolveKeys(
 
 function resolveTrimming(
   config: RedisConfig,
-): Pick<ResolvedRedisConfig, 'maxLen' | 'dlqMaxLen' | 'approximateTrim'> {
+): Pick<ResolvedRedisConfig, 'maxLen' | 'dlqMaxLen' | 'approximateTrim' | 'dedupeWindowMs'> {
   const d = DEFAULT_REDIS_CONFIG;
   return {
     maxLen: trimLengthOption('maxLen', config.maxLen === undefined ? d.maxLen : config.maxLen),
@@ -391,6 +405,7 @@ function resolveTrimming(
       config.dlqMaxLen === undefined ? d.dlqMaxLen : config.dlqMaxLen,
     ),
     approximateTrim: booleanOption('approximateTrim', config.approximateTrim ?? d.approximateTrim),
+    dedupeWindowMs: redisInteger('dedupeWindowMs', config.dedupeWindowMs ?? d.dedupeWindowMs, 0),
   };
 }
 

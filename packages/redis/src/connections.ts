@@ -7,6 +7,7 @@
 import { CLOSE_MARGIN_MS } from '@watchtower/core/transport-kit';
 import { Cluster, Redis, type ClusterNode, type RedisOptions } from 'ioredis';
 import type { ResolvedRedisConfig } from './config.js';
+import { XADD_ONCE, XADD_ONCE_COMMAND } from './publish-batcher.js';
 
 /** A standalone connection or a cluster. */
 export type RedisClient = Redis | Cluster;
@@ -54,7 +55,7 @@ export function createClient(config: ResolvedRedisConfig, name: string): RedisCl
       autoPipeliningIgnoredCommands: withCallExcluded(config.redis.autoPipeliningIgnoredCommands),
       lazyConnect: true,
     };
-    return new Redis(config.url, options);
+    return withScripts(new Redis(config.url, options));
   }
   const url = new URL(config.url);
   const urlOptions: RedisOptions = {};
@@ -64,19 +65,29 @@ export function createClient(config: ResolvedRedisConfig, name: string): RedisCl
   const nodes: ClusterNode[] = cluster.nodes ?? [
     { host: url.hostname, port: url.port === '' ? 6379 : Number(url.port) },
   ];
-  return new Cluster(nodes, {
-    ...cluster.options,
-    autoPipeliningIgnoredCommands: withCallExcluded(cluster.options?.autoPipeliningIgnoredCommands),
-    lazyConnect: true,
-    redisOptions: {
-      connectionName: name,
-      disconnectTimeout: DROP_TIMEOUT_MS,
-      retryStrategy: reconnectDelay,
-      ...urlOptions,
-      ...config.redis,
-      ...cluster.options?.redisOptions,
-    },
-  });
+  return withScripts(
+    new Cluster(nodes, {
+      ...cluster.options,
+      autoPipeliningIgnoredCommands: withCallExcluded(
+        cluster.options?.autoPipeliningIgnoredCommands,
+      ),
+      lazyConnect: true,
+      redisOptions: {
+        connectionName: name,
+        disconnectTimeout: DROP_TIMEOUT_MS,
+        retryStrategy: reconnectDelay,
+        ...urlOptions,
+        ...config.redis,
+        ...cluster.options?.redisOptions,
+      },
+    }),
+  );
+}
+
+/** Defines the transport's scripts on `client` (sent with `EVALSHA`, loaded when missing). */
+function withScripts<C extends RedisClient>(client: C): C {
+  client.defineCommand(XADD_ONCE_COMMAND, { numberOfKeys: 2, lua: XADD_ONCE });
+  return client;
 }
 
 /**

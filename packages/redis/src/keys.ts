@@ -16,6 +16,15 @@ export function streamKey(prefix: string, type: string): string {
   return `${prefix}:${type}`;
 }
 
+/**
+ * The sorted set of event ids lately written to the stream of `type`, when publishes are
+ * deduplicated (`dedupeWindowMs`). No event type holds a `:`, so no stream can take this key;
+ * it carries the prefix's hash tag, so it lives in the stream's slot.
+ */
+export function dedupeKey(prefix: string, type: string): string {
+  return `${prefix}:${type}:ids`;
+}
+
 /** The default dead-letter stream of a prefix. */
 export function defaultDlqKey(prefix: string): string {
   return `${prefix}:dlq`;

@@ -14,6 +14,8 @@ import type { RedisClient } from './connections.js';
  */
 export interface PublishTarget {
   readonly key: string;
+  /** The sorted set of the ids written to `key` lately, when writes are deduplicated. */
+  readonly dedupeKey: string;
   /** True until a publish to it has announced it (always false with announcements off). */
   unannounced: boolean;
 }
@@ -21,6 +23,8 @@ export interface PublishTarget {
 interface QueuedXadd {
   readonly target: PublishTarget;
   readonly body: string;
+  /** The event's id: the key of the write, when writes are deduplicated. */
+  readonly id: string;
   /** This publish announces its stream (the first to it, or the first after a failed one). */
   readonly announce: boolean;
   readonly resolve: () => void;
@@ -37,6 +41,32 @@ export interface Announcing {
    */
   readonly failed: (error: unknown, key: string) => void;
 }
+
+/** The name under which {@link XADD_ONCE} is defined on every connection of the transport. */
+export const XADD_ONCE_COMMAND = 'watchtowerXaddOnce';
+
+/**
+ * `XADD` unless the event id was written to the stream within the window: KEYS[1] the stream,
+ * KEYS[2] a sorted set of ids scored by when they expire (one key per stream, trimmed as it
+ * goes, expiring as a whole when the stream is idle); ARGV[1] the id, ARGV[2] the window in
+ * ms, the rest the `XADD` arguments. Returns the entry id, or false for a write already made.
+ */
+export const XADD_ONCE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local expires = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if expires and tonumber(expires) > now then return false end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return redis.call('XADD', KEYS[1], unpack(ARGV, 3))
+`;
+
+/** A connection or pipeline with {@link XADD_ONCE} defined on it. */
+type WithXaddOnce = Record<
+  typeof XADD_ONCE_COMMAND,
+  (key: string, dedupeKey: string, id: string, windowMs: number, ...args: RedisValue[]) => unknown
+>;
 
 /**
  * Sends the `XADD`s of one turn of promise work ({@link TurnBatcher}) together, as one
@@ -67,12 +97,15 @@ export class PublishBatcher {
    * @param head - the arguments between the key and the body: `[MAXLEN, ~, n,] *, event`.
    * @param mapError - what a publish rejects with, from the driver's error for its key.
    * @param announcing - where first publishes announce their stream; `undefined`: nowhere.
+   * @param dedupeWindowMs - writes are made once per event id within this window (`0`: plain
+   *   `XADD`s); the connection must have {@link XADD_ONCE} defined.
    */
   constructor(
     private readonly client: () => RedisClient,
     private readonly head: readonly RedisValue[],
     private readonly mapError: (error: unknown, key: string) => unknown,
     private readonly announcing: Announcing | undefined,
+    private readonly dedupeWindowMs = 0,
   ) {}
 
   /**
@@ -80,13 +113,26 @@ export class PublishBatcher {
    * when it has not been announced yet. Resolves when Redis has the entry; rejects with
    * `mapError` of the driver's error for this command.
    */
-  xadd(target: PublishTarget, body: string): Promise<void> {
+  xadd(target: PublishTarget, body: string, id: string): Promise<void> {
     const announce = target.unannounced;
     // One publish announces; should it fail, the next one does.
     if (announce) target.unannounced = false;
     return new Promise<void>((resolve, reject) => {
-      this.#turn.add({ target, body, announce, resolve, reject });
+      this.#turn.add({ target, body, id, announce, resolve, reject });
     });
+  }
+
+  /** The write of `item` on `on` (the connection, or a pipeline of it). */
+  #write(on: RedisClient | ReturnType<RedisClient['pipeline']>, item: QueuedXadd): unknown {
+    if (this.dedupeWindowMs === 0) return on.xadd(item.target.key, ...this.head, item.body);
+    return (on as unknown as WithXaddOnce)[XADD_ONCE_COMMAND](
+      item.target.key,
+      item.target.dedupeKey,
+      item.id,
+      this.dedupeWindowMs,
+      ...this.head,
+      item.body,
+    );
   }
 
   #fail(item: QueuedXadd, error: unknown): void {
@@ -108,7 +154,7 @@ export class PublishBatcher {
       const client = this.client();
       const only = batch.length === 1 ? (batch[0] as QueuedXadd) : undefined;
       if (only !== undefined && !only.announce) {
-        client.xadd(only.target.key, ...this.head, only.body).then(
+        (this.#write(client, only) as Promise<unknown>).then(
           () => only.resolve(),
           (error: unknown) => this.#fail(only, error),
         );
@@ -118,7 +164,7 @@ export class PublishBatcher {
       const announcing = this.announcing;
       for (const item of batch) {
         const { key } = item.target;
-        pipeline.xadd(key, ...this.head, item.body);
+        this.#write(pipeline, item);
         if (item.announce && announcing !== undefined) {
           pipeline.sadd(announcing.registry, key);
           pipeline.publish(announcing.registry, key);

@@ -71,7 +71,7 @@ import {
   type GroupConsumerOptions,
   type HandledItem,
 } from './group-consumer.js';
-import { scanPattern, streamKey, streamRegistryKey, typeOfKey } from './keys.js';
+import { dedupeKey, scanPattern, streamKey, streamRegistryKey, typeOfKey } from './keys.js';
 import { mapRedisError } from './map-error.js';
 import { PublishBatcher, type PublishTarget } from './publish-batcher.js';
 import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
@@ -175,7 +175,7 @@ export class RedisTransport implements Transport {
       () => this.#requireClient('XACK'),
       (error) => this.#life.report(error),
     );
-    const { maxLen, approximateTrim, prefix, announceStreams } = this.config;
+    const { maxLen, approximateTrim, prefix, announceStreams, dedupeWindowMs } = this.config;
     const registry = streamRegistryKey(prefix);
     this.#publishes = new PublishBatcher(
       () => this.#requireClient('XADD'),
@@ -191,10 +191,12 @@ export class RedisTransport implements Transport {
               this.#life.report(mapRedisError(error, `announce ${key} on ${registry}`)),
           }
         : undefined,
+      dedupeWindowMs,
     );
     // Forgotten with the memo past its bound: announced again then, which is harmless.
     this.#streamKeys = new BoundedMemo((type) => ({
       key: streamKey(prefix, type),
+      dedupeKey: dedupeKey(prefix, type),
       unannounced: announceStreams,
     }));
     this.#announcements = announceStreams
@@ -336,9 +338,9 @@ export class RedisTransport implements Transport {
     }
     // Not async: a connected publish hands back the batcher's promise, one promise per event.
     if (this.#life.phase !== 'open') {
-      return this.connect().then(() => this.#publishes.xadd(target, body));
+      return this.connect().then(() => this.#publishes.xadd(target, body, event.id));
     }
-    return this.#publishes.xadd(target, body);
+    return this.#publishes.xadd(target, body, event.id);
   }
 
   // -----------------------------------------------------------------------------------------------

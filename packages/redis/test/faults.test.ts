@@ -120,6 +120,42 @@ describe('RedisSubscriber and a broker that is down', () => {
     }
   });
 
+  it('stores a republished event once with dedupeWindowMs, across a restart of the server', async () => {
+    ctx = new TestContext();
+    const bus = subscriber({ url: server.url, dedupeWindowMs: 60_000 });
+    const event = createEvent('order.paid', { n: 1 });
+    await bus.publish(event);
+    // Sent again, as a client resends a write whose reply was lost, or a caller retries.
+    await bus.publish(event);
+    await server.kill();
+    await server.startProcess();
+    await bus.publish(event);
+    // In one pipeline too.
+    const other = createEvent('order.paid', { n: 2 });
+    await Promise.all([bus.publish(other), bus.publish(event), bus.publish(other)]);
+    const raw = rawClient(server.url);
+    try {
+      const entries = await raw.xrange(streamKey(ctx.prefix, 'order.paid'), '-', '+');
+      expect(entries).toHaveLength(2);
+    } finally {
+      raw.disconnect();
+    }
+  });
+
+  it('stores a republished event twice without dedupeWindowMs (at least once)', async () => {
+    ctx = new TestContext();
+    const bus = subscriber({ url: server.url });
+    const event = createEvent('order.paid', { n: 1 });
+    await bus.publish(event);
+    await bus.publish(event);
+    const raw = rawClient(server.url);
+    try {
+      expect(await raw.xlen(streamKey(ctx.prefix, 'order.paid'))).toBe(2);
+    } finally {
+      raw.disconnect();
+    }
+  });
+
   it('holds publishes while the broker restarts and confirms every one after it, once', async () => {
     ctx = new TestContext();
     const bus = subscriber({ url: server.url });
