@@ -5,7 +5,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
+import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -153,6 +155,30 @@ describe('subscriptions', () => {
     await waitFor(() => echo.closeCodes.length === 1);
     expect(echo.closeCodes).toEqual([1000]);
     expect((await client.healthCheck()).state).toBe('closed');
+  });
+});
+
+describe('close', () => {
+  it('keeps its deadline when the hub stops reading: the unconfirmed publish rejects with CLOSED', async () => {
+    // The hub on a server of the test's, which sees the TCP socket of each upgrade too.
+    const http = createHttpServer();
+    const hubSockets: Duplex[] = [];
+    http.on('upgrade', (_request, socket: Duplex) => hubSockets.push(socket));
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => http.close(() => resolve())));
+    const h = new WebSocketHub({ server: http });
+    await h.start();
+    cleanups.push(() => h.close({ timeoutMs: 1000 }));
+    const client = transport({ url: h.url, pingIntervalMs: 0 });
+    await client.connect();
+    // The hub reads nothing more from this client, so it acks nothing.
+    for (const socket of hubSockets) socket.pause();
+    const publish = settlement(client.publish(createEvent('never.acked', {})));
+    const started = Date.now();
+    await client.close({ timeoutMs: 300 });
+    expect(Date.now() - started).toBeLessThan(300 + 250 + 200);
+    expect(await publish).toMatchObject({ code: 'CLOSED' });
+    for (const socket of hubSockets) socket.resume();
   });
 });
 

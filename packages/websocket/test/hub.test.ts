@@ -3,7 +3,8 @@
  * clients, the Rust-format bare event frame, garbage, authentication and authorization, the
  * per-connection limits (payload, slow consumer, rate), health and close.
  */
-import { request } from 'node:http';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   createEvent,
@@ -314,16 +315,36 @@ describe('keepalive and the server side', () => {
 });
 
 describe('health and close', () => {
-  it('serves its stats on the health endpoint, 200 while open and 503 once closed', async () => {
-    const h = new WebSocketHub({ port: 0 });
-    await h.start();
+  it('serves its stats on its own health endpoint', async () => {
+    const h = await hub();
     await client(h);
-    const url = h.url.replace('ws://', 'http://').replace('/events', '/health');
-    const first = await get(url);
-    expect(first.status).toBe(200);
-    expect(JSON.parse(first.body)).toMatchObject({ healthy: true, connections: 1 });
+    const health = await get(h.url.replace('ws://', 'http://').replace('/events', '/health'));
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body)).toMatchObject({ healthy: true, state: 'open', connections: 1 });
+  });
+
+  it('embedded in a server, answers health through handleHealth: 200 while open, 503 once closed', async () => {
+    const h = new WebSocketHub({ server: createServer((req, res) => h.handleHealth(req, res)) });
+    const server = h.config.server as Server;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    await h.start();
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/anything`;
+    expect((await get(url)).status).toBe(200);
     await h.close({ timeoutMs: 1000 });
-    expect(h.stats().state).toBe('closed');
+    const after = await get(url);
+    expect(after.status).toBe(503);
+    expect(JSON.parse(after.body)).toMatchObject({ healthy: false, state: 'closed' });
+  });
+
+  it('takes permessage-deflate from a client that offers it', async () => {
+    const h = await hub({ perMessageDeflate: true });
+    const transport = await client(h, { perMessageDeflate: true });
+    const peer = await raw(h, { perMessageDeflate: true });
+    expect(peer.socket.extensions).toContain('permessage-deflate');
+    const seen = await transport.subscribe('zip.*');
+    await transport.publish(createEvent('zip.big', { text: 'z'.repeat(50_000) }));
+    expect((await nextEvent(seen)).payload).toEqual({ text: 'z'.repeat(50_000) });
   });
 
   it('closes every client with 1001 within its deadline, and the clients reconnect to a new hub on the port', async () => {
