@@ -131,8 +131,10 @@ export interface WebhookReceiverStats {
   accepted: number;
   /** Requests refused, by reason (`bad-signature`, `replayed`, ...). */
   rejected: Record<string, number>;
-  /** Handler runs that threw. */
+  /** Requests whose handlers threw (answered 500 or 422). */
   handlerFailures: number;
+  /** Verified events no handler was subscribed to (answered 422). */
+  unrouted: number;
   /** Ids remembered for replay protection now. */
   rememberedIds: number;
   /** Ids forgotten before their window ended because `maxRememberedIds` was reached. */
@@ -149,8 +151,9 @@ export interface WebhookReceiver {
   /**
    * Reads the body (limited by `maxBodyBytes`, or takes `req.rawBody` / a raw `req.body` a
    * framework read already), verifies it, runs the handlers whose pattern matches the event's
-   * type one after the other, and answers: 204 when they all succeeded (or none matched), 500
-   * when one threw (422 for a `NonRetryableError`), 400/401/409/413/503 when refused (see
+   * type one after the other, and answers: 204 when they all succeeded, 422 when none matched
+   * (so the sender dead-letters it rather than it being dropped unseen), 500 when one threw
+   * (422 for a `NonRetryableError`), 400/401/409/413/503 when refused (see
    * `WebhookVerificationError`). Never rejects.
    */
   (req: IncomingMessage, res: ServerResponse): Promise<void>;
@@ -193,6 +196,8 @@ export interface DispatchOutcome {
   readonly text?: string;
   /** True: remember the id as handled (a replay is refused); false: let a retry in. */
   readonly handled: boolean;
+  /** Nothing was subscribed to its type (counted apart from handler failures). */
+  readonly unrouted?: boolean;
 }
 
 /** Takes a verified request in place of the handlers of `on()` (the webhook transport's way). */
@@ -237,7 +242,12 @@ export function buildReceiver(
 
   const ids = new Map<string, IdState>();
   const handlers = new Set<{ pattern: CompiledPattern; handler: WebhookHandler }>();
-  const stats = { accepted: 0, rejected: {} as Record<string, number>, handlerFailures: 0 };
+  const stats = {
+    accepted: 0,
+    rejected: {} as Record<string, number>,
+    handlerFailures: 0,
+    unrouted: 0,
+  };
   let evictedIds = 0;
 
   const runHandlers: Dispatch = async (verified, req) => {
@@ -247,8 +257,12 @@ export function buildReceiver(
       timestamp: verified.timestamp,
       headers: req.headers,
     };
-    for (const { pattern, handler } of [...handlers]) {
-      if (!pattern.matches(event.type)) continue;
+    const matching = [...handlers].filter(({ pattern }) => pattern.matches(event.type));
+    if (matching.length === 0) {
+      // Never acked silently: the sender dead-letters it, where it can be seen and replayed.
+      return { status: 422, text: `no handler for ${event.type}`, handled: false, unrouted: true };
+    }
+    for (const { handler } of matching) {
       try {
         await handler(event, context);
       } catch (error) {
@@ -351,7 +365,8 @@ export function buildReceiver(
         stats.accepted++;
       } else {
         ids.delete(verified.id);
-        stats.handlerFailures++;
+        if (outcome.unrouted === true) stats.unrouted++;
+        else stats.handlerFailures++;
       }
       claimed = undefined;
       respond(res, outcome.status, outcome.text ?? '');
@@ -385,6 +400,7 @@ export function buildReceiver(
     accepted: stats.accepted,
     rejected: { ...stats.rejected },
     handlerFailures: stats.handlerFailures,
+    unrouted: stats.unrouted,
     rememberedIds: ids.size,
     evictedIds,
   });

@@ -299,6 +299,11 @@ export class WebhookTransport implements Transport {
     if (this.#queue !== undefined) {
       if (this.#queue !== this.#dlq) await this.#queue.connect();
       this.#queue.on?.('error', (error) => this.#life.report(error));
+      // The queue's connection is this transport's: the bus holds publishes while it is lost.
+      this.#queue.on?.('connection', (change) => {
+        if (change.state === 'lost') this.#life.connectionLost(change.error);
+        else this.#life.connectionRestored();
+      });
       this.#queueSubscription = await this.#queue.subscribe('>', {
         group: this.#queueGroup,
         maxInFlight: this.#maxPending,
@@ -479,9 +484,15 @@ export class WebhookTransport implements Transport {
     // Bytes that are no event go to one subscription, whose bus dead-letters them once.
     const chosen = event === undefined ? targets.slice(0, 1) : targets;
     if (chosen.length === 0) {
+      // Never acked silently: the sender dead-letters it, where it can be seen and replayed.
       return event === undefined
         ? { status: 400, text: 'not a Watchtower event', handled: false }
-        : { status: 204, handled: true };
+        : {
+            status: 422,
+            text: `no subscription for ${event.type}`,
+            handled: false,
+            unrouted: true,
+          };
     }
     if (chosen.some((sub) => sub.buffer.size + sub.buffer.handedOut >= sub.maxInFlight)) {
       return { status: 503, text: 'busy', handled: false };

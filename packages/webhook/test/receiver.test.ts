@@ -96,6 +96,7 @@ describe('createWebhookReceiver on node:http, called by raw undici', () => {
   it('refuses timestamps older or further ahead than the tolerance', async () => {
     const secret = generateWebhookSecret();
     const receiver = createWebhookReceiver({ secrets: secret, toleranceSeconds: 60 });
+    receiver.on('>', () => undefined);
     const url = await serve(receiver);
     const old = signed(secret, createEvent('a.b', {}), nowSeconds() - 120);
     const ahead = signed(secret, createEvent('a.b', {}), nowSeconds() + 120);
@@ -127,6 +128,19 @@ describe('createWebhookReceiver on node:http, called by raw undici', () => {
     expect(receiver.stats()).toMatchObject({ handlerFailures: 1, rejected: { replayed: 1 } });
   });
 
+  it('answers 422 for a verified event that no handler is subscribed to, so it is not dropped unseen', async () => {
+    const secret = generateWebhookSecret();
+    const receiver = createWebhookReceiver({ secrets: secret });
+    receiver.on('order.*', () => undefined);
+    const url = await serve(receiver);
+    const { body, headers } = signed(secret, createEvent('user.created', {}));
+    expect(await post(url, body, headers)).toEqual({
+      status: 422,
+      text: 'no handler for user.created',
+    });
+    expect(receiver.stats()).toMatchObject({ unrouted: 1, handlerFailures: 0, rememberedIds: 0 });
+  });
+
   it('answers 422 when a handler throws NonRetryableError', async () => {
     const secret = generateWebhookSecret();
     const receiver = createWebhookReceiver({ secrets: secret });
@@ -155,6 +169,7 @@ describe('createWebhookReceiver on node:http, called by raw undici', () => {
       secrets: [newSecret, oldSecret],
       publicKeys: pair.publicKey,
     });
+    receiver.on('>', () => undefined);
     const url = await serve(receiver);
     for (const keys of [
       { signingKey: pair.signingKey },
@@ -180,6 +195,7 @@ describe('createWebhookReceiver on node:http, called by raw undici', () => {
   it('takes a raw body a framework kept in req.body, and answers 500 for a parsed one', async () => {
     const secret = generateWebhookSecret();
     const receiver = createWebhookReceiver({ secrets: secret });
+    receiver.on('>', () => undefined);
     let parsed = false;
     const server = await listen(async (req, res) => {
       // What express.raw() or express.json() leave on the request before the route runs.

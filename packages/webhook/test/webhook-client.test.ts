@@ -285,6 +285,33 @@ describe('WebhookClient limits and fan-out', () => {
   });
 });
 
+describe('WebhookClient and a Watchtower receiver', () => {
+  it('counts the 409 of a receiver that handled the id already as delivered, and any other 409 as a failure', async () => {
+    const receiver = createWebhookReceiver({ secrets: secret });
+    let runs = 0;
+    receiver.on('>', () => void runs++);
+    const server: TestServer = await listen(receiver);
+    cleanups.push(() => server.close());
+    const plain = await endpoint(() => 409);
+    const c = client({
+      endpoints: [
+        { url: server.url, secret, id: 'receiver' },
+        { url: plain.url, secret, id: 'plain' },
+      ],
+    });
+    const e = event();
+    await c.deliver(e);
+    const again = await c.deliver(e);
+    expect(again.delivered).toEqual([
+      { endpointId: 'receiver', url: server.url, status: 409, attempts: 1 },
+    ]);
+    expect(again.deadLettered.map((d) => [d.endpointId, d.error.code])).toEqual([
+      ['plain', 'NON_RETRYABLE'],
+    ]);
+    expect(runs).toBe(1);
+  });
+});
+
 describe('WebhookClient private-address guard', () => {
   it('refuses a private address literal when the endpoint is added, unless allowed', () => {
     for (const url of [
