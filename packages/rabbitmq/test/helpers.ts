@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib';
+import { afterEach } from 'vitest';
 import { waitFor } from '@watchtower/core/testing';
 
 const run = promisify(execFile);
@@ -222,4 +223,28 @@ export class TcpProxy {
     this.cut();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
+}
+
+/**
+ * What the tests of one file create and the file's `afterEach` removes: `newExchange()` names a
+ * fresh exchange (its queues are deleted after the test), `closers` are run first.
+ */
+export function perTest(label: string): {
+  newExchange: () => string;
+  closers: (() => Promise<void>)[];
+} {
+  const exchanges: string[] = [];
+  const closers: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    await Promise.allSettled(closers.splice(0).map((close) => close()));
+    await deleteTopology(exchanges.splice(0));
+  });
+  return {
+    newExchange: () => {
+      const exchange = uniqueName(label);
+      exchanges.push(exchange);
+      return exchange;
+    },
+    closers,
+  };
 }

@@ -1,8 +1,8 @@
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createEvent, type Delivery } from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
 import { RabbitMQSubscriber, RabbitMQTransport } from '../src/index.js';
-import { AMQP_URL, deleteTopology, messageCount, takeMessages, uniqueName } from './helpers.js';
+import { AMQP_URL, messageCount, perTest, takeMessages } from './helpers.js';
 
 /*
  * Quorum queues and their `x-delivery-limit` beside the bus's `maxAttempts`. Which wins: the
@@ -12,19 +12,7 @@ import { AMQP_URL, deleteTopology, messageCount, takeMessages, uniqueName } from
  * when it is reached the broker dead-letters the message to the DLQ: it is never dropped.
  */
 
-const exchanges: string[] = [];
-const closers: (() => Promise<void>)[] = [];
-
-afterEach(async () => {
-  await Promise.allSettled(closers.splice(0).map((close) => close()));
-  await deleteTopology(exchanges.splice(0));
-});
-
-function newExchange(): string {
-  const exchange = uniqueName('qq');
-  exchanges.push(exchange);
-  return exchange;
-}
+const { newExchange, closers } = perTest('qq');
 
 it('lets the bus run all maxAttempts of a failing handler on a quorum queue whose delivery limit is 1', async () => {
   const exchange = newExchange();

@@ -4,7 +4,7 @@
  * garbage bytes, bounded retries counted exactly, every exchange type, `mandatory` returns,
  * overflow nacks and TTLs dead-lettered by the broker itself.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   createEvent,
   type DeadLetter,
@@ -19,28 +19,9 @@ import {
   type RabbitMQConfig,
   type RabbitMQSubscriberOptions,
 } from '../src/index.js';
-import {
-  AMQP_URL,
-  deleteTopology,
-  messageCount,
-  takeMessages,
-  uniqueName,
-  withRawChannel,
-} from './helpers.js';
+import { AMQP_URL, messageCount, perTest, takeMessages, withRawChannel } from './helpers.js';
 
-const exchanges: string[] = [];
-const closers: (() => Promise<void>)[] = [];
-
-afterEach(async () => {
-  await Promise.allSettled(closers.splice(0).map((close) => close()));
-  await deleteTopology(exchanges.splice(0));
-});
-
-function newExchange(): string {
-  const exchange = uniqueName('rmq');
-  exchanges.push(exchange);
-  return exchange;
-}
+const { newExchange, closers } = perTest('rmq');
 
 function subscriber(exchange: string, options: RabbitMQSubscriberOptions = {}): RabbitMQSubscriber {
   const bus = new RabbitMQSubscriber({
