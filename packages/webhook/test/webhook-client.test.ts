@@ -303,7 +303,7 @@ describe('WebhookClient and a Watchtower receiver', () => {
     await c.deliver(e);
     const again = await c.deliver(e);
     expect(again.delivered).toEqual([
-      { endpointId: 'receiver', url: server.url, status: 409, attempts: 1 },
+      { endpointId: 'receiver', url: `${server.url}/`, status: 409, attempts: 1 },
     ]);
     expect(again.deadLettered.map((d) => [d.endpointId, d.error.code])).toEqual([
       ['plain', 'NON_RETRYABLE'],
