@@ -262,7 +262,9 @@ export class WebSocketClientTransport implements Transport {
       checkPublishOptions(options);
       assertEventType(event.type);
       json = encodeEvent(event);
-      const size = exceedsSize(json, this.config.maxMessageSize - 64);
+      // The publish frame around the event takes at most 48 bytes (`ref` up to 15 digits).
+      const envelope = this.config.protocol === 'hub' ? 48 : 0;
+      const size = exceedsSize(json, this.config.maxMessageSize - envelope);
       if (size !== undefined) {
         throw new WatchtowerError(
           ErrorCode.TRANSPORT,

@@ -746,8 +746,14 @@ export class WebSocketHub {
   }
 
   #reply(connection: Connection, frame: HubControlFrame): void {
-    if (connection.socket.readyState !== connection.socket.OPEN) return;
-    sendCorked(connection.socket, frameText(frame));
+    const socket = connection.socket;
+    if (socket.readyState !== socket.OPEN || connection.cutOff) return;
+    // A client that publishes and never reads would pile up its answers here.
+    if (socket.bufferedAmount > this.config.maxBufferedBytes) {
+      this.#cutOff(connection);
+      return;
+    }
+    sendCorked(socket, frameText(frame));
   }
 
   // --- subscriptions --------------------------------------------------------------------

@@ -256,6 +256,19 @@ describe('limits', () => {
     (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
   });
 
+  it('disconnects a client whose answers pile up unread, under the drop policy too', async () => {
+    const h = await hub({ maxBufferedBytes: 64 * 1024, slowConsumer: 'drop' });
+    const peer = await raw(h);
+    (peer.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    // Each garbage frame is answered with an error frame that the client never reads.
+    for (let batch = 0; batch < 200 && h.stats().slowConsumersDisconnected === 0; batch++) {
+      for (let i = 0; i < 1000; i++) peer.send('garbage that is not json');
+      await new Promise<void>((resolve) => peer.socket.send('x', () => resolve()));
+      await waitFor(() => h.stats().malformed >= (batch + 1) * 1001);
+    }
+    expect(h.stats().slowConsumersDisconnected).toBe(1);
+  });
+
   it('refuses publishes over the per-connection rate with RATE_LIMITED, retryable', async () => {
     const h = await hub({ publishRate: { perSecond: 1, burst: 3 } });
     const publisher = await client(h);
