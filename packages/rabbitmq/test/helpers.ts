@@ -43,6 +43,11 @@ export async function withRawChannel<T>(
   }
 }
 
+/** Runs `rabbitmqctl` with `args` (for what a test arranges on the broker: a vhost). */
+export async function rabbitmqctl(args: readonly string[]): Promise<string> {
+  return (await run('rabbitmqctl', [...args])).stdout;
+}
+
 /** Queues of the broker whose names start with one of `prefixes`. */
 async function queuesStartingWith(prefixes: readonly string[]): Promise<string[]> {
   const { stdout } = await run('rabbitmqctl', ['list_queues', '-q', '--no-table-headers', 'name']);

@@ -19,7 +19,15 @@ import {
   type RabbitMQConfig,
   type RabbitMQSubscriberOptions,
 } from '../src/index.js';
-import { AMQP_URL, messageCount, perTest, takeMessages, withRawChannel } from './helpers.js';
+import {
+  AMQP_URL,
+  messageCount,
+  perTest,
+  rabbitmqctl,
+  takeMessages,
+  uniqueName,
+  withRawChannel,
+} from './helpers.js';
 
 const { newExchange, closers } = perTest('rmq');
 
@@ -349,5 +357,39 @@ describe('options', () => {
     await waitFor(async () => (await messageCount(queue)) === 6, { message: 'one more sent' });
     await Promise.all(taken.slice(1).map((delivery) => delivery?.ack()));
     await sub.unsubscribe();
+  });
+});
+
+describe('connection settings', () => {
+  it('connects to the vhost named in the URL, with the credentials of the URL', async () => {
+    const vhost = uniqueName('vhost');
+    await rabbitmqctl(['add_vhost', vhost]);
+    try {
+      await rabbitmqctl(['set_permissions', '-p', vhost, 'guest', '.*', '.*', '.*']);
+      const exchange = newExchange();
+      const url = new URL(AMQP_URL);
+      url.pathname = `/${encodeURIComponent(vhost)}`;
+      const t = transport(exchange, { url: url.toString() });
+      const sub = await t.subscribe('in.vhost');
+      await t.publish(createEvent('in.vhost', { n: 1 }));
+      const delivery = (await sub[Symbol.asyncIterator]().next()).value as Delivery;
+      expect(delivery.kind === 'event' && delivery.event.payload).toEqual({ n: 1 });
+      await delivery.ack();
+      // Declared in that vhost, not in the default one.
+      await expect(
+        withRawChannel((channel) => channel.checkExchange(exchange)),
+      ).rejects.toMatchObject({ code: 404 });
+      await t.close();
+    } finally {
+      await rabbitmqctl(['delete_vhost', vhost]);
+    }
+  });
+
+  it('refuses to connect with a wrong password: CONNECTION, and nothing is left open', async () => {
+    const url = new URL(AMQP_URL);
+    url.password = 'not-the-password';
+    const t = transport(newExchange(), { url: url.toString() });
+    await expect(t.connect()).rejects.toMatchObject({ code: 'CONNECTION' });
+    expect((await t.healthCheck()).healthy).toBe(false);
   });
 });
