@@ -14,6 +14,7 @@ import {
   resumesDeliveryAfterBrokerRestart,
   refusesMisspeltOptionsWithConfig,
   reportsHealthAndRefusesWorkAfterClose,
+  reportsTheConnectionAndConfirmsPublishesAcrossARestart,
 } from './cases/lifecycle.js';
 import {
   publishesAndDeliversEachEventIntact,
@@ -59,4 +60,5 @@ export const conformanceCases: readonly ConformanceCase[] = Object.freeze([
   holdsBackADelayedNack,
   refusesMisspeltOptionsWithConfig,
   reportsHealthAndRefusesWorkAfterClose,
+  reportsTheConnectionAndConfirmsPublishesAcrossARestart,
 ]);

@@ -45,6 +45,7 @@ export {
   resumesDeliveryAfterBrokerRestart,
   refusesMisspeltOptionsWithConfig,
   reportsHealthAndRefusesWorkAfterClose,
+  reportsTheConnectionAndConfirmsPublishesAcrossARestart,
 } from './cases/lifecycle.js';
 export { runFaultRun, describeFaultRun, faultConsumerCommand } from './fault-run.js';
 export type {

@@ -8,6 +8,8 @@
  * - deliveries buffered but never handed out go back on unsubscribe, unsettled ones on close;
  * - a lost ack means redelivery, never loss;
  * - background failures go to `on('error')`, and stop after close;
+ * - a lost and a restored connection go to `on('connection')`;
+ * - an event whose type does not match where it arrived is yielded (the bus dead-letters it);
  * - the transport dead-letters on its own only what the broker will not deliver again;
  * - `close({ timeoutMs })` and `unsubscribe()` keep their time limits whatever the broker does;
  * - time only through the injected `Clock`.

@@ -88,6 +88,51 @@ export const resumesDeliveryAfterBrokerRestart: ConformanceCase = {
 };
 
 /**
+ * A transport that reconnects says so: `on('connection')` reports `lost` when the broker goes
+ * and `restored` when it is back, and the bus, which holds publishes meanwhile, confirms every
+ * publish made during the outage once the connection is back, none refused. Where the broker
+ * keeps events (`persistence`), a group subscriber then receives every one of them.
+ */
+export const reportsTheConnectionAndConfirmsPublishesAcrossARestart: ConformanceCase = {
+  name: 'reports its connection lost and restored around a broker restart, and the bus confirms every publish made meanwhile',
+  requires: ['reconnect', 'restartBroker'],
+  run: async ({ newBus, restartBroker, type, timeoutMs }) => {
+    const sub = await newBus();
+    const seen = new Set<number>();
+    const { consumerGroups, persistence } = sub.transport.info.capabilities;
+    await sub.bus.subscribe(
+      type('outage'),
+      (event) => {
+        seen.add((event.payload as { n: number }).n);
+      },
+      consumerGroups ? { group: 'outage' } : {},
+    );
+    const pub = await newBus();
+    const changes: string[] = [];
+    expect(typeof pub.transport.on).toBe('function');
+    pub.transport.on?.('connection', (change) => changes.push(change.state));
+    await pub.bus.publish(type('outage'), { n: 0 });
+    await waitFor(() => seen.has(0), { timeoutMs });
+
+    const restarting = restartBroker();
+    await waitFor(() => changes.includes('lost'), { timeoutMs, message: 'connection lost' });
+    const during = Array.from({ length: 20 }, (_, i) =>
+      pub.bus.publish(type('outage'), { n: i + 1 }),
+    );
+    await restarting;
+    await Promise.all(during);
+    await waitFor(() => changes.includes('restored'), { timeoutMs, message: 'restored' });
+    expect(changes).toEqual(['lost', 'restored']);
+    expect(pub.bus.stats().publishFailed).toBe(0);
+    if (!persistence) return;
+    await waitFor(() => seen.size === 21, {
+      timeoutMs: timeoutMs * 3,
+      message: 'every publish made during the outage delivered',
+    });
+  },
+};
+
+/**
  * A JavaScript caller's typo is a `CONFIG` error naming the key, at every option-taking call
  * of the transport; the refused call has no effect.
  */
