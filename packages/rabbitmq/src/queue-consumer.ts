@@ -294,6 +294,16 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   }
 
   async #release(channel: Channel): Promise<void> {
+    try {
+      await this.#releaseSteps(channel);
+    } catch (error) {
+      // The channel went meanwhile (the connection dropped): the broker hands back what it
+      // held, and an exclusive queue goes with the connection; nothing is left to do.
+      if (this.#channel === channel) throw error;
+    }
+  }
+
+  async #releaseSteps(channel: Channel): Promise<void> {
     const tag = this.#consumerTag;
     if (tag !== undefined) await channel.cancel(tag);
     for (const item of this.buffer.drain()) {

@@ -224,8 +224,9 @@ export class RabbitMQTransport implements Transport {
   }
 
   /**
-   * A failed connect: what the broker refused with a reply code keeps its mapping (a topology
-   * declared before with other arguments); anything else kept the connection from opening.
+   * A failed or lost connection: what the broker refused or closed with a reply code keeps its
+   * mapping (a topology declared before with other arguments); anything else (a socket that
+   * closed, a handshake cut short) is `CONNECTION`.
    */
   #connectError(error: unknown, context: string): WatchtowerError {
     const mapped = this.#mapError(error, context);
@@ -317,7 +318,10 @@ export class RabbitMQTransport implements Transport {
     this.#publisher.detach();
     for (const consumer of this.#consumers) consumer.detach();
     if (this.#life.closed) return;
-    const lost = this.#mapError(error ?? new Error('the connection closed'), 'the AMQP connection');
+    const lost = this.#connectError(
+      error ?? new Error('the connection closed'),
+      'the AMQP connection was lost',
+    );
     this.#lastError = lost;
     this.#state = 'reconnecting';
     this.#life.report(lost);

@@ -132,6 +132,19 @@ describe('reconnect', () => {
     );
   });
 
+  it('unsubscribes cleanly while the connection drops under the cancel', async () => {
+    const t = transport({ unsubscribeTimeoutMs: 5000 });
+    const errors: string[] = [];
+    t.on('error', (error) => errors.push(`${error.code}: ${error.message}`));
+    const sub = await t.subscribe('cut.cancel', { group: 'g' });
+    proxy.pause();
+    const unsubscribing = sub.unsubscribe();
+    proxy.cut();
+    await unsubscribing;
+    // The lost connection is reported, and nothing about the unsubscribe.
+    expect(errors.filter((e) => !e.startsWith('CONNECTION'))).toEqual([]);
+  });
+
   it('holds publishes while the broker cannot be reached and confirms them once it is back; an aborted one rejects', async () => {
     const t = transport();
     const changes: ConnectionChange['state'][] = [];
