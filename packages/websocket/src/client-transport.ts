@@ -39,13 +39,11 @@ import {
   type TransportSubscribeOptions,
   type TransportSubscription,
   type CloseOptions,
-  type ConnectionChange,
   type TimerHandle,
 } from '@watchtower/core';
 import {
   Backoff,
   DeliveryBuffer,
-  Emitter,
   Fifo,
   Pause,
   RESOLVED,
@@ -58,6 +56,7 @@ import {
   rejection,
   repeat,
   type Deadline,
+  type TransportErrorEvents,
 } from '@watchtower/core/transport-kit';
 import type { ResolvedClientConfig } from './config.js';
 import { frameError, lostConnection, mapSocketError } from './map-error.js';
@@ -100,13 +99,12 @@ export interface ClientSocket {
 /** Opens a socket to `url`; it reports to `handlers`. */
 export type SocketFactory = (url: string, handlers: SocketHandlers) => ClientSocket;
 
-/** Listener map of the client's `on()`. */
-export type WebSocketTransportEvents = {
-  /** Background failures: a dropped event of a full subscription, a frame the client could not use. */
-  error: [error: WatchtowerError];
-  /** The connection was lost, or is back after a reconnect (not the first connect, nor `close()`). */
-  connection: [change: ConnectionChange];
-};
+/**
+ * Listener map of the client's `on()`, the kit's: `error` for background failures (an event
+ * dropped for a full subscription, a frame the client could not use), `connection` when the
+ * connection is lost or back after a reconnect (not the first connect, nor `close()`).
+ */
+export type WebSocketTransportEvents = TransportErrorEvents;
 
 /** A plain snapshot from `stats()`. */
 export interface WebSocketClientStats {
@@ -175,7 +173,6 @@ export class WebSocketClientTransport implements Transport {
   readonly config: ResolvedClientConfig;
   readonly #openSocket: SocketFactory;
   readonly #life: TransportLifecycle;
-  readonly #events = new Emitter<Pick<WebSocketTransportEvents, 'connection'>>();
   readonly #subscriptions = new Map<string, ClientSubscription>();
   readonly #index = new PatternIndex<ClientSubscription>();
   readonly #requests = new Map<string, PendingRequest>();
@@ -241,10 +238,7 @@ export class WebSocketClientTransport implements Transport {
     name: K,
     listener: (...args: WebSocketTransportEvents[K]) => void,
   ): () => void {
-    if (name === 'error') {
-      return this.#life.on('error', listener as (error: WatchtowerError) => void);
-    }
-    return this.#events.on('connection', listener as (change: ConnectionChange) => void);
+    return this.#life.on(name, listener);
   }
 
   /**
@@ -537,7 +531,7 @@ export class WebSocketClientTransport implements Transport {
     // A connection lost while reconnecting (during re-subscribing) leaves the loop to go on.
     if (this.#reconnecting) return;
     this.#reconnecting = true;
-    this.#events.emit('connection', { state: 'lost', error });
+    this.#life.connectionLost(error);
     const loop = this.#reconnect().finally(() => (this.#reconnecting = false));
     this.#life.track(loop, 'reconnect');
   }
@@ -573,7 +567,7 @@ export class WebSocketClientTransport implements Transport {
       this.#link = 'up';
       this.#reconnects++;
       this.#flushWaiting();
-      this.#events.emit('connection', { state: 'restored' });
+      this.#life.connectionRestored();
       return;
     }
     if (this.#life.closed) return;
