@@ -24,9 +24,27 @@ const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex');
 
 const BASE64 = /^[A-Za-z0-9+/]+={0,2}$/;
 
-function decodeBase64(field: string, text: string, what: string): Buffer {
-  if (!BASE64.test(text)) throw configError(field, `must be ${what} (base64 after the prefix)`);
-  return Buffer.from(text, 'base64');
+/**
+ * The bytes of a key written as `prefix` + base64, when `accepts` their count.
+ *
+ * @throws `CONFIG` naming `field`, saying it must be `what`, for anything else.
+ */
+function keyBytes(
+  field: string,
+  value: unknown,
+  prefix: string,
+  what: string,
+  accepts: (size: number) => boolean,
+): Buffer {
+  if (typeof value !== 'string' || !value.startsWith(prefix)) {
+    throw configError(field, `must be ${what}`);
+  }
+  const text = value.slice(prefix.length);
+  const bytes = BASE64.test(text) ? Buffer.from(text, 'base64') : undefined;
+  if (bytes === undefined || !accepts(bytes.length)) {
+    throw configError(field, `must be ${what} (base64 after the prefix)`);
+  }
+  return bytes;
 }
 
 /**
@@ -36,13 +54,13 @@ function decodeBase64(field: string, text: string, what: string): Buffer {
  * @throws `CONFIG` naming `field` for anything else.
  */
 export function parseWebhookSecret(field: string, value: unknown): Buffer {
-  const what = 'a `whsec_` secret of 24 to 64 bytes';
-  if (typeof value !== 'string' || !value.startsWith(SECRET_PREFIX)) {
-    throw configError(field, `must be ${what}`);
-  }
-  const key = decodeBase64(field, value.slice(SECRET_PREFIX.length), what);
-  if (key.length < 24 || key.length > 64) throw configError(field, `must be ${what}`);
-  return key;
+  return keyBytes(
+    field,
+    value,
+    SECRET_PREFIX,
+    'a `whsec_` secret of 24 to 64 bytes',
+    (size) => size >= 24 && size <= 64,
+  );
 }
 
 /**
@@ -53,12 +71,13 @@ export function parseWebhookSecret(field: string, value: unknown): Buffer {
  * @throws `CONFIG` naming `field` for anything else.
  */
 export function parseSigningKey(field: string, value: unknown): KeyObject {
-  const what = 'a `whsk_` ed25519 key (32-byte seed or 64-byte seed and public key)';
-  if (typeof value !== 'string' || !value.startsWith(SIGNING_KEY_PREFIX)) {
-    throw configError(field, `must be ${what}`);
-  }
-  const bytes = decodeBase64(field, value.slice(SIGNING_KEY_PREFIX.length), what);
-  if (bytes.length !== 32 && bytes.length !== 64) throw configError(field, `must be ${what}`);
+  const bytes = keyBytes(
+    field,
+    value,
+    SIGNING_KEY_PREFIX,
+    'a `whsk_` ed25519 key (32-byte seed or 64-byte seed and public key)',
+    (size) => size === 32 || size === 64,
+  );
   const key = createPrivateKey({
     key: Buffer.concat([PKCS8_ED25519, bytes.subarray(0, 32)]),
     format: 'der',
@@ -76,12 +95,13 @@ export function parseSigningKey(field: string, value: unknown): KeyObject {
  * @throws `CONFIG` naming `field` for anything else.
  */
 export function parsePublicKey(field: string, value: unknown): KeyObject {
-  const what = 'a `whpk_` ed25519 public key (32 bytes)';
-  if (typeof value !== 'string' || !value.startsWith(PUBLIC_KEY_PREFIX)) {
-    throw configError(field, `must be ${what}`);
-  }
-  const bytes = decodeBase64(field, value.slice(PUBLIC_KEY_PREFIX.length), what);
-  if (bytes.length !== 32) throw configError(field, `must be ${what}`);
+  const bytes = keyBytes(
+    field,
+    value,
+    PUBLIC_KEY_PREFIX,
+    'a `whpk_` ed25519 public key (32 bytes)',
+    (size) => size === 32,
+  );
   return createPublicKey({
     key: Buffer.concat([SPKI_ED25519, bytes]),
     format: 'der',

@@ -1,56 +1,29 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createEvent, type Event } from '@watchtower/core';
 import { configErrorField } from '@watchtower/core/testing';
 import {
   MemoryWebhookDeadLetterStore,
   RedisWebhookDeadLetterStore,
-  WebhookClient,
   createWebhookReceiver,
   generateWebhookSecret,
   type NewWebhookDeadLetter,
-  type WebhookClientOptions,
 } from '../src/index.js';
-import { ScriptedEndpoint, listen, type ScriptedAnswer } from './helpers.js';
+import { REDIS_URL, idOf, listen, testResources } from './helpers.js';
 
-const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const secret = generateWebhookSecret();
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-});
-
-async function endpoint(
-  script?: (r: unknown, i: number) => ScriptedAnswer,
-): Promise<ScriptedEndpoint> {
-  const ep = await new ScriptedEndpoint(script).start();
-  cleanups.push(() => ep.close());
-  return ep;
-}
-
-function client(options: WebhookClientOptions): WebhookClient {
-  const c = new WebhookClient({
-    allowPrivateAddresses: true,
-    deliveryRetry: { maxAttempts: 2, minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
-    ...options,
-  });
-  cleanups.push(() => c.close({ timeoutMs: 1000 }));
-  return c;
-}
+const { defer, endpoint, client } = testResources();
 
 function redis(): Redis {
   const r = new Redis(REDIS_URL, { maxRetriesPerRequest: 3 });
-  cleanups.push(() => r.quit());
+  defer(() => r.quit());
   return r;
 }
 
 function uniqueKey(): string {
   return `test-webhook-dlq-${randomBytes(5).toString('hex')}`;
 }
-
-const idOf = (body: string): string =>
-  (JSON.parse(body) as { metadata: { id: string } }).metadata.id;
 
 function letter(event: Event, url = 'https://example.com/hook'): NewWebhookDeadLetter {
   return {
@@ -102,7 +75,7 @@ describe('RedisWebhookDeadLetterStore', () => {
     const id = await new RedisWebhookDeadLetterStore({ client: first, key }).add(written);
     await first.quit();
     const r = redis();
-    cleanups.push(() => r.del(key));
+    defer(() => r.del(key));
     const store = new RedisWebhookDeadLetterStore({ client: r, key });
     const [held] = await store.list();
     expect(held).toEqual({ ...written, id });
@@ -197,7 +170,7 @@ describe('WebhookClient dead letters and replay', () => {
   it('keeps dead letters in Redis across a restart of the client, and the new client replays them', async () => {
     const key = uniqueKey();
     const r = redis();
-    cleanups.push(() => r.del(key));
+    defer(() => r.del(key));
     let healthy = false;
     const ep = await endpoint(() => (healthy ? 200 : 503));
     const endpoints = [{ url: ep.url, secret, id: 'crm' }];
@@ -227,7 +200,7 @@ describe('WebhookClient dead letters and replay', () => {
     const verified: string[] = [];
     receiver.on('>', (e) => void verified.push(e.id));
     const server = await listen(receiver);
-    cleanups.push(() => server.close());
+    defer(() => server.close());
     const c = client({
       endpointCircuitBreaker: { failureThreshold: 5, resetTimeoutMs: 0 },
       endpoints: [

@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { afterEach } from 'vitest';
+import { WebhookClient, type WebhookClientOptions } from '../src/index.js';
 
 /** A node:http server on a random port of 127.0.0.1, closed by `close()`. */
 export interface TestServer {
@@ -102,4 +104,47 @@ export class ScriptedEndpoint {
   async close(): Promise<void> {
     await this.#server?.close();
   }
+}
+
+/** The shared Redis of the integration tests. */
+export const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+/** The event id in a request body of the Watchtower wire format. */
+export const idOf = (body: string): string =>
+  (JSON.parse(body) as { metadata: { id: string } }).metadata.id;
+
+/**
+ * What a test file's tests start and must stop: `defer` a cleanup, or start a
+ * {@link ScriptedEndpoint} that is closed after the test. Cleanups run after each test, last
+ * first.
+ */
+export function testResources(): {
+  defer: (cleanup: () => Promise<unknown>) => void;
+  /** A client for local endpoints with retries 1-5 ms apart, closed after the test. */
+  client: (options: WebhookClientOptions) => WebhookClient;
+  endpoint: (
+    script?: (r: ReceivedRequest, i: number) => ScriptedAnswer,
+  ) => Promise<ScriptedEndpoint>;
+} {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
+  });
+  return {
+    defer: (cleanup) => void cleanups.push(cleanup),
+    client: (options) => {
+      const client = new WebhookClient({
+        allowPrivateAddresses: true,
+        deliveryRetry: { minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
+        ...options,
+      });
+      cleanups.push(() => client.close({ timeoutMs: 1000 }));
+      return client;
+    },
+    endpoint: async (script) => {
+      const ep = await new ScriptedEndpoint(script).start();
+      cleanups.push(() => ep.close());
+      return ep;
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createEvent, type Event } from '@watchtower/core';
 import { FakeClock, configErrorField, settlement, waitFor } from '@watchtower/core/testing';
 import {
@@ -7,31 +7,10 @@ import {
   generateWebhookSecret,
   type WebhookClientOptions,
 } from '../src/index.js';
-import { ScriptedEndpoint, listen, type ScriptedAnswer, type TestServer } from './helpers.js';
+import { listen, testResources, type TestServer } from './helpers.js';
 
 const secret = generateWebhookSecret();
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-});
-
-async function endpoint(
-  script?: (r: unknown, i: number) => ScriptedAnswer,
-): Promise<ScriptedEndpoint> {
-  const ep = await new ScriptedEndpoint(script).start();
-  cleanups.push(() => ep.close());
-  return ep;
-}
-
-function client(options: WebhookClientOptions): WebhookClient {
-  const c = new WebhookClient({
-    allowPrivateAddresses: true,
-    deliveryRetry: { minDelayMs: 1, maxDelayMs: 5, jitter: 0 },
-    ...options,
-  });
-  cleanups.push(() => c.close({ timeoutMs: 1000 }));
-  return c;
-}
+const { defer, endpoint, client } = testResources();
 
 const event = (type = 'order.created'): Event => createEvent(type, { n: 1 });
 
@@ -248,8 +227,9 @@ describe('WebhookClient limits and fan-out', () => {
       ],
     });
     const delivery = c.deliver(event());
-    await waitFor(() => fast.requests.length === 1 && slow.requests.length === 1);
-    expect(c.stats()[fast.url]?.delivered).toBe(1);
+    // The fast endpoint's delivery completes while the slow one still holds its request.
+    await waitFor(() => c.stats()[fast.url]?.delivered === 1 && slow.requests.length === 1);
+    expect(slow.hung).toHaveLength(1);
     slow.script = () => 200;
     slow.release();
     expect((await delivery).delivered).toHaveLength(2);
@@ -277,7 +257,7 @@ describe('WebhookClient limits and fan-out', () => {
     const seen: Event[] = [];
     receiver.on('>', (e) => void seen.push(e));
     const server: TestServer = await listen(receiver);
-    cleanups.push(() => server.close());
+    defer(() => server.close());
     const c = client({ endpoints: [{ url: server.url, secret }] });
     const e = event();
     expect((await c.deliver(e)).delivered[0]?.status).toBe(204);
@@ -291,7 +271,7 @@ describe('WebhookClient and a Watchtower receiver', () => {
     let runs = 0;
     receiver.on('>', () => void runs++);
     const server: TestServer = await listen(receiver);
-    cleanups.push(() => server.close());
+    defer(() => server.close());
     const plain = await endpoint(() => 409);
     const c = client({
       endpoints: [
@@ -334,7 +314,7 @@ describe('WebhookClient private-address guard', () => {
     const ep = await endpoint();
     const url = ep.url.replace('127.0.0.1', 'localhost');
     const c = new WebhookClient({ endpoints: [{ url, secret }], deliveryRetry: { minDelayMs: 1 } });
-    cleanups.push(() => c.close());
+    defer(() => c.close());
     const report = await c.deliver(event());
     expect(report.deadLettered[0]?.error).toMatchObject({
       code: 'NON_RETRYABLE',

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { RedisTransport } from '@watchtower/redis';
@@ -12,26 +12,14 @@ import {
   generateWebhookSecret,
   type WebhookTransportConfig,
 } from '../src/index.js';
-import { ScriptedEndpoint, listen, nowSeconds, type ScriptedAnswer } from './helpers.js';
+import { REDIS_URL, idOf, listen, nowSeconds, testResources } from './helpers.js';
 
-const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const secret = generateWebhookSecret();
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => undefined);
-});
-
-async function endpoint(
-  script?: (r: unknown, i: number) => ScriptedAnswer,
-): Promise<ScriptedEndpoint> {
-  const ep = await new ScriptedEndpoint(script).start();
-  cleanups.push(() => ep.close());
-  return ep;
-}
+const { defer, endpoint } = testResources();
 
 async function transport(config: WebhookTransportConfig): Promise<WebhookTransport> {
   const t = new WebhookTransport({ allowPrivateAddresses: true, ...config });
-  cleanups.push(() => t.close({ timeoutMs: 1000 }));
+  defer(() => t.close({ timeoutMs: 1000 }));
   await t.connect();
   return t;
 }
@@ -44,9 +32,6 @@ async function postEvent(url: string, event: Event): Promise<number> {
   await res.body.dump();
   return res.statusCode;
 }
-
-const idOf = (body: string): string =>
-  (JSON.parse(body) as { metadata: { id: string } }).metadata.id;
 
 describe('WebhookTransport publishing', () => {
   it('resolves a publish once queued and delivers it in the background', async () => {
@@ -119,7 +104,7 @@ describe('WebhookTransport with a durable queue on Redis Streams', () => {
 
   it('delivers through the queue, and a delivery cut off by close stays queued for the next transport of the group', async () => {
     const prefix = `test-webhook-${randomBytes(5).toString('hex')}`;
-    cleanups.push(() => dropPrefix(prefix));
+    defer(() => dropPrefix(prefix));
     let up = false;
     const ep = await endpoint(() => (up ? 200 : 'hang'));
     const endpoints = [{ url: ep.url, secret, id: 'crm' }];
@@ -187,7 +172,7 @@ describe('WebhookTransport receiving', () => {
     const t = await transport({ receiver: { secrets: secret } });
     expect(t.receiverUrl).toBeUndefined();
     const server = await listen(t.receiver as NonNullable<typeof t.receiver>);
-    cleanups.push(() => server.close());
+    defer(() => server.close());
     const sub = await t.subscribe('>');
     const got = (async () => {
       for await (const d of sub) {
@@ -234,7 +219,7 @@ describe('WebhookTransport receiving', () => {
 describe('WebhookSubscriber', () => {
   it('publishes through one bus to the receiver of another, whose handler gets the event', async () => {
     const receiving = new WebhookSubscriber({ receiver: { port: 0, secrets: secret } });
-    cleanups.push(() => receiving.close());
+    defer(() => receiving.close());
     const seen: Event[] = [];
     await receiving.subscribe('invoice.*', (event) => void seen.push(event));
     const url = receiving.transport.receiverUrl as string;
@@ -243,7 +228,7 @@ describe('WebhookSubscriber', () => {
       endpoints: [{ url, secret, events: ['invoice.>'] }],
       retry: { maxAttempts: 2 },
     });
-    cleanups.push(() => sending.close());
+    defer(() => sending.close());
     await sending.publish('invoice.paid', { amount: 12 });
     await waitFor(() => seen.length === 1);
     expect(seen[0]).toMatchObject({ type: 'invoice.paid', payload: { amount: 12 } });
