@@ -145,6 +145,23 @@ describe('reconnect', () => {
     expect(errors.filter((e) => !e.startsWith('CONNECTION'))).toEqual([]);
   });
 
+  it('takes a broker that stopped answering for lost after two heartbeats, and reconnects once it answers again', async () => {
+    const t = transport({ heartbeatSeconds: 1, connectTimeoutMs: 1000 });
+    const changes: ConnectionChange['state'][] = [];
+    t.on('connection', (change) => changes.push(change.state));
+    const sub = await t.subscribe('held.beat', { group: 'g' });
+    proxy.pause();
+    await waitFor(() => changes.includes('lost'), { timeoutMs: 10_000, message: 'lost' });
+    expect((await t.healthCheck()).healthy).toBe(false);
+    proxy.resume();
+    await waitFor(() => changes.includes('restored'), { timeoutMs: 15_000, message: 'restored' });
+    await t.publish(createEvent('held.beat', { n: 1 }));
+    const delivery = (await sub[Symbol.asyncIterator]().next()).value as Delivery;
+    expect(delivery.kind === 'event' && delivery.event.payload).toEqual({ n: 1 });
+    await delivery.ack();
+    await sub.unsubscribe();
+  });
+
   it('holds publishes while the broker cannot be reached and confirms them once it is back; an aborted one rejects', async () => {
     const t = transport();
     const changes: ConnectionChange['state'][] = [];
