@@ -31,6 +31,7 @@ import {
   type WatchtowerError,
 } from '@watchtower/core';
 import {
+  AbortScope,
   TransportLifecycle,
   booleanOption,
   clockOption,
@@ -271,7 +272,7 @@ export class WebhookClient {
   readonly #agent: Agent;
   readonly #store: WebhookDeadLetterStore;
   /** Aborted when close() cuts off what is still in flight. */
-  readonly #cutOff = new AbortController();
+  readonly #cutOff = new AbortScope();
   readonly #inFlight = new Set<Promise<unknown>>();
 
   constructor(options: WebhookClientOptions = {}) {
@@ -645,17 +646,32 @@ export class WebhookClient {
     };
   }
 
-  /** Sends with retries. Rejects with the last error, its `attempts` set. */
-  async #send(
+  /**
+   * Sends with retries. Rejects with the last error, its `attempts` set. Each send waits on a
+   * signal of its own (from the close scope), so many sends add no listeners to one signal.
+   */
+  #send(
     state: EndpointState,
     event: Event,
     body: Buffer,
     callerSignal: AbortSignal | undefined,
   ): Promise<DeliveryReceipt> {
-    const signal =
-      callerSignal === undefined
-        ? this.#cutOff.signal
-        : AbortSignal.any([this.#cutOff.signal, callerSignal]);
+    return this.#cutOff.run((closing) =>
+      this.#sendUntil(
+        state,
+        event,
+        body,
+        callerSignal === undefined ? closing : AbortSignal.any([closing, callerSignal]),
+      ),
+    );
+  }
+
+  async #sendUntil(
+    state: EndpointState,
+    event: Event,
+    body: Buffer,
+    signal: AbortSignal,
+  ): Promise<DeliveryReceipt> {
     const { config } = state;
     for (let n = 1; ; n++) {
       try {
