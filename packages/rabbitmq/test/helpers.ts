@@ -7,7 +7,11 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createTlsServer } from 'node:tls';
 import { promisify } from 'node:util';
 import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { afterEach } from 'vitest';
@@ -133,27 +137,45 @@ export function takeMessages(queue: string, max = 1000): Promise<ConsumeMessage[
   });
 }
 
+/** Settings of a {@link TcpProxy}. */
+export interface TcpProxyOptions {
+  /** Terminate TLS with this key and certificate (PEM), speaking plain AMQP to the broker. */
+  readonly tls?: { readonly key: string; readonly cert: string };
+}
+
+/** One proxied connection: the client's socket, the broker's, and broker bytes not yet a frame. */
+interface Pair {
+  readonly client: Socket;
+  readonly upstream: Socket;
+  pending: Buffer;
+}
+
+/** AMQP frame: type (1), channel (2), size (4), payload (size), frame end 0xCE. */
+const FRAME_OVERHEAD = 8;
+
 /**
  * A TCP proxy between clients and the broker on a random local port. `cut()` destroys every
  * proxied connection (as a network failure or a broker restart does); `pause()` holds the
  * bytes both ways, so the broker seems to stop answering while the sockets stay open; new
- * connections are refused while `refusing`.
+ * connections are refused while `refusing`. What the broker sends is forwarded a whole AMQP
+ * frame at a time, so that `injectToClients()` can slip a frame of its own in between (a
+ * `connection.blocked` from the broker). With `tls` it terminates TLS (an `amqps://` broker).
  */
 export class TcpProxy {
   readonly #server: Server;
-  readonly #pairs = new Set<[Socket, Socket]>();
+  readonly #pairs = new Set<Pair>();
   #paused = false;
   refusing = false;
   port = 0;
 
-  private constructor(target: { host: string; port: number }) {
-    this.#server = createServer((client) => {
+  private constructor(target: { host: string; port: number }, options: TcpProxyOptions) {
+    const accept = (client: Socket): void => {
       if (this.refusing) {
         client.destroy();
         return;
       }
       const upstream = netConnect(target);
-      const pair: [Socket, Socket] = [client, upstream];
+      const pair: Pair = { client, upstream, pending: Buffer.alloc(0) };
       this.#pairs.add(pair);
       const drop = (): void => {
         this.#pairs.delete(pair);
@@ -162,26 +184,33 @@ export class TcpProxy {
       };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
+      upstream.on('data', (chunk: Buffer) => this.#fromBroker(pair, chunk));
       if (this.#paused) {
         client.pause();
         upstream.pause();
       } else {
         client.pipe(upstream);
-        upstream.pipe(client);
       }
-    });
+    };
+    this.#server =
+      options.tls === undefined
+        ? createServer(accept)
+        : createTlsServer({ key: options.tls.key, cert: options.tls.cert }, accept);
   }
 
   /** Starts a proxy to the broker of `url`. */
-  static async start(url = AMQP_URL): Promise<TcpProxy> {
+  static async start(url = AMQP_URL, options: TcpProxyOptions = {}): Promise<TcpProxy> {
     const parsed = new URL(url);
-    const proxy = new TcpProxy({ host: parsed.hostname, port: Number(parsed.port || 5672) });
+    const proxy = new TcpProxy(
+      { host: parsed.hostname, port: Number(parsed.port || 5672) },
+      options,
+    );
     await new Promise<void>((resolve) => proxy.#server.listen(0, '127.0.0.1', resolve));
     proxy.port = (proxy.#server.address() as { port: number }).port;
     return proxy;
   }
 
-  /** The broker URL through this proxy. */
+  /** The broker URL through this proxy (`amqps://` for a TLS proxy). */
   url(url = AMQP_URL): string {
     const parsed = new URL(url);
     parsed.hostname = '127.0.0.1';
@@ -194,9 +223,27 @@ export class TcpProxy {
     return this.#pairs.size;
   }
 
+  #fromBroker(pair: Pair, chunk: Buffer): void {
+    let buffer = pair.pending.length === 0 ? chunk : Buffer.concat([pair.pending, chunk]);
+    let whole = 0;
+    while (buffer.length - whole >= 7) {
+      const size = buffer.readUInt32BE(whole + 3);
+      if (buffer.length - whole < size + FRAME_OVERHEAD) break;
+      whole += size + FRAME_OVERHEAD;
+    }
+    if (whole > 0) pair.client.write(buffer.subarray(0, whole));
+    buffer = buffer.subarray(whole);
+    pair.pending = Buffer.from(buffer);
+  }
+
+  /** Sends `frame` to every client as if the broker had, between two whole frames. */
+  injectToClients(frame: Buffer): void {
+    for (const pair of this.#pairs) pair.client.write(frame);
+  }
+
   /** Destroys every proxied connection. */
   cut(): void {
-    for (const [client, upstream] of [...this.#pairs]) {
+    for (const { client, upstream } of [...this.#pairs]) {
       client.destroy();
       upstream.destroy();
     }
@@ -206,9 +253,8 @@ export class TcpProxy {
   /** Holds the bytes of every connection, open ones and new ones, until `resume()`. */
   pause(): void {
     this.#paused = true;
-    for (const [client, upstream] of this.#pairs) {
+    for (const { client, upstream } of this.#pairs) {
       client.unpipe(upstream);
-      upstream.unpipe(client);
       client.pause();
       upstream.pause();
     }
@@ -216,9 +262,8 @@ export class TcpProxy {
 
   resume(): void {
     this.#paused = false;
-    for (const [client, upstream] of this.#pairs) {
+    for (const { client, upstream } of this.#pairs) {
       client.pipe(upstream);
-      upstream.pipe(client);
       client.resume();
       upstream.resume();
     }
@@ -227,6 +272,53 @@ export class TcpProxy {
   async stop(): Promise<void> {
     this.cut();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/** A `connection.blocked` (class 10, method 60) or `connection.unblocked` (61) frame. */
+export function connectionBlockedFrame(reason: string | undefined): Buffer {
+  const method = Buffer.alloc(4);
+  method.writeUInt16BE(10, 0);
+  method.writeUInt16BE(reason === undefined ? 61 : 60, 2);
+  const args =
+    reason === undefined
+      ? Buffer.alloc(0)
+      : Buffer.concat([Buffer.from([Buffer.byteLength(reason)]), Buffer.from(reason)]);
+  const payload = Buffer.concat([method, args]);
+  const header = Buffer.alloc(7);
+  header.writeUInt8(1, 0);
+  header.writeUInt16BE(0, 1);
+  header.writeUInt32BE(payload.length, 3);
+  return Buffer.concat([header, payload, Buffer.from([0xce])]);
+}
+
+/** A self-signed key and certificate for `localhost` and 127.0.0.1, made with openssl. */
+export async function selfSignedCertificate(): Promise<{ key: string; cert: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'wt-tls-'));
+  try {
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+    ]);
+    return {
+      key: await readFile(join(dir, 'key.pem'), 'utf8'),
+      cert: await readFile(join(dir, 'cert.pem'), 'utf8'),
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
