@@ -30,6 +30,7 @@ import {
   encodeEvent,
   isValidPattern,
   toWatchtowerError,
+  type CloseOptions,
   type Event,
   type TransportSubscription,
 } from '@watchtower/core';
@@ -252,6 +253,12 @@ export class WebSocketHub {
    */
   async publish(event: Event): Promise<void> {
     this.#life.assertOpen('publish');
+    if (this.#life.phase !== 'open') {
+      throw new WatchtowerError(
+        ErrorCode.CLOSED,
+        'cannot publish: the WebSocket hub is not started',
+      );
+    }
     assertEventType(event.type);
     const refused = await this.#accept(event, encodeEvent(event));
     if (refused !== undefined) throw frameError({ ...refused });
@@ -278,7 +285,7 @@ export class WebSocketHub {
    * the hub made its own server, closes it. The bridge transport itself is the caller's to
    * close. Idempotent.
    */
-  close(options?: { timeoutMs?: number }): Promise<void> {
+  close(options?: CloseOptions): Promise<void> {
     return this.#life.close(
       options,
       (deadline) => this.#close(deadline),

@@ -304,6 +304,13 @@ describe('keepalive and the server side', () => {
     expect(h.stats()).toMatchObject({ keepaliveTimeouts: 1, connections: 0 });
   });
 
+  it('refuses a server-side publish before start with CLOSED', async () => {
+    const idle = new WebSocketHub({ port: 0 });
+    expect(await settlement(idle.publish(createEvent('too.early', {})))).toMatchObject({
+      code: 'CLOSED',
+    });
+  });
+
   it('routes events that the server itself publishes, and refuses a bad type with VALIDATION', async () => {
     const h = await hub();
     const peer = await raw(h);
