@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isWatchtowerError } from '@watchtower/core';
+import { expect } from 'vitest';
 
 /** A broker the run may kill and start again. */
 export interface FaultBroker {
@@ -179,6 +180,32 @@ export async function runFaultRun(options: FaultRunOptions): Promise<FaultRunRes
     await consumers.stopAll();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The events of one run of the suite. */
+export const FAULT_RUN_EVENTS = 20_000;
+
+/** The broker killed at 30 % and 65 % of the events, and started again 1.5 s later. */
+export const BROKER_KILLED_TWICE: readonly FaultStep[] = Object.freeze([
+  { at: 0.3, kind: 'restart-broker', downMs: 1500 },
+  { at: 0.65, kind: 'restart-broker', downMs: 1500 },
+]);
+
+/** The first consumer SIGKILLed at half of the events, and started again. */
+export const CONSUMER_KILLED: readonly FaultStep[] = Object.freeze([
+  { at: 0.5, kind: 'kill-consumer', consumer: 0 },
+]);
+
+/**
+ * Prints the run's counts and fails on any loss: every confirmed event handled, every publish
+ * settled (confirmed or rejected with a typed error).
+ */
+export function expectNothingLost(result: FaultRunResult): void {
+  console.log(describeFaultRun(result));
+  expect(result.lost).toEqual([]);
+  const rejected = Object.values(result.rejected).reduce((sum, count) => sum + count, 0);
+  expect(result.confirmed + rejected).toBe(result.events);
+  expect(result.handled).toBeGreaterThanOrEqual(result.confirmed);
 }
 
 /**

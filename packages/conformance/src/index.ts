@@ -47,7 +47,15 @@ export {
   reportsHealthAndRefusesWorkAfterClose,
   reportsTheConnectionAndConfirmsPublishesAcrossARestart,
 } from './cases/lifecycle.js';
-export { runFaultRun, describeFaultRun, faultConsumerCommand } from './fault-run.js';
+export {
+  runFaultRun,
+  describeFaultRun,
+  faultConsumerCommand,
+  expectNothingLost,
+  FAULT_RUN_EVENTS,
+  BROKER_KILLED_TWICE,
+  CONSUMER_KILLED,
+} from './fault-run.js';
 export type {
   FaultBroker,
   FaultPublisher,
