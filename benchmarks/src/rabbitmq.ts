@@ -196,7 +196,7 @@ async function watchtowerConsume(count: number): Promise<Measurement> {
   await arrivals.done;
   const { elapsedMs, cpuUs } = stop();
   await b.close();
-  await dropTopology(exchange, [`${exchange}.group.bench.${TYPE}`]);
+  await dropTopology(exchange, [`${exchange}.group.bench:${TYPE}`]);
   return { n: count, elapsedMs, cpuUs };
 }
 
@@ -255,7 +255,7 @@ async function watchtowerLatency(count: number): Promise<Measurement> {
   }
   const { elapsedMs, cpuUs } = stop();
   await Promise.all([pub.close(), sub.close()]);
-  await dropTopology(exchange, [`${exchange}.group.bench.${TYPE}`]);
+  await dropTopology(exchange, [`${exchange}.group.bench:${TYPE}`]);
   return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
@@ -361,7 +361,7 @@ async function watchtowerUser(count: number): Promise<Measurement> {
     'watchtower RabbitMQ events',
   );
   await Promise.all([pub.close(), sub.close()]);
-  await dropTopology(exchange, [`${exchange}.group.bench.${TYPE}`]);
+  await dropTopology(exchange, [`${exchange}.group.bench:${TYPE}`]);
   return measured;
 }
 

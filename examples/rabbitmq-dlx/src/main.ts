@@ -131,7 +131,7 @@ const reason = JSON.parse(String(headers['x-watchtower-reason'])) as { attempts:
 console.log(`  attempts: ${reason.attempts}`);
 
 await Promise.all([...workers, audit, publisher].map((bus) => bus.close()));
-for (const queue of [`${exchange}.group.billing.invoice.issued`, dlq])
+for (const queue of [`${exchange}.group.billing:invoice.issued`, dlq])
   await channel.deleteQueue(queue);
 for (const name of [exchange, `${exchange}.dlx`]) await channel.deleteExchange(name);
 await raw.close();

@@ -122,8 +122,9 @@ const SUBSCRIBE_RULES = {
   startFrom: ['new'],
   startFromHint: 'a RabbitMQ queue holds only what was published after it was bound',
   groupName: {
-    pattern: /^[A-Za-z0-9_.:-]{1,100}$/,
-    hint: 'at most 100 letters, digits and -_.:',
+    // No `:`: it separates the group from the pattern in the queue's name.
+    pattern: /^[A-Za-z0-9_.-]{1,100}$/,
+    hint: 'at most 100 letters, digits and -_.',
   },
 } as const;
 

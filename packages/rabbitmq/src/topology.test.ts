@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { configErrorField } from '@watchtower/core/testing';
-import { bindingFor, delayStepMs } from './topology.js';
+import { bindingFor, delayStepMs, groupQueueName } from './topology.js';
 
 describe('delayStepMs', () => {
   it('rounds a delay up to the next R10 step, never down and at most 26% up', () => {
@@ -43,5 +43,12 @@ describe('bindingFor', () => {
   it('refuses a wildcard on a direct exchange with CONFIG', () => {
     expect(configErrorField(() => bindingFor('a.*', 'direct'))).toBe('pattern');
     expect(bindingFor('a.b', 'direct')).toMatchObject({ routingKey: 'a.b', filter: false });
+  });
+});
+
+describe('groupQueueName', () => {
+  it('gives different groups and patterns different queues, dots in group names included', () => {
+    expect(groupQueueName('ex', 'a', 'b.c')).not.toBe(groupQueueName('ex', 'a.b', 'c'));
+    expect(groupQueueName('ex', 'billing', 'order.*')).toBe('ex.group.billing:order.*');
   });
 });

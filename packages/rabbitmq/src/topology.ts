@@ -37,9 +37,12 @@ export function dlqRoutingKey(type: string): string {
   return `dlq.${type}`;
 }
 
-/** The queue a group reads `pattern` from: one per group and pattern, shared by its members. */
+/**
+ * The queue a group reads `pattern` from: one per group and pattern, shared by its members.
+ * Neither a group name nor a pattern contains `:`, so no two pairs share a name.
+ */
 export function groupQueueName(exchange: string, group: string, pattern: string): string {
-  return `${exchange}.group.${group}.${pattern}`;
+  return `${exchange}.group.${group}:${pattern}`;
 }
 
 /** An exclusive queue of one subscription without a group. */

@@ -67,5 +67,5 @@ it('counts hand-backs with x-delivery-count and dead-letters, never drops, a mes
   const [letter] = await takeMessages(`${exchange}.dlq`);
   expect(letter?.properties.messageId).toBe(event.id);
   expect(letter?.properties.headers?.['x-death']?.[0]?.reason).toBe('delivery_limit');
-  expect(await messageCount(`${exchange}.group.workers.quorum.held`)).toBe(0);
+  expect(await messageCount(`${exchange}.group.workers:quorum.held`)).toBe(0);
 });

@@ -306,7 +306,7 @@ describe('publish outcomes', () => {
       .publish(createEvent('full.q', { n: 2 }))
       .catch((e: unknown) => e)) as WatchtowerError;
     expect(refused).toMatchObject({ code: 'TRANSPORT', retryable: true });
-    expect(await messageCount(`${exchange}.group.g.full.q`)).toBe(1);
+    expect(await messageCount(`${exchange}.group.g:full.q`)).toBe(1);
   });
 
   it('expires a message after messageTtlMs into the DLQ when nobody consumes it', async () => {
@@ -331,6 +331,10 @@ describe('options', () => {
       code: 'CONFIG',
       message: expect.stringContaining('startFrom') as unknown,
     });
+    await expect(t.subscribe('a.b', { group: 'billing:eu' })).rejects.toMatchObject({
+      code: 'CONFIG',
+      message: expect.stringContaining('group') as unknown,
+    });
     await expect(t.consumeDlq(() => undefined, { group: 'x' })).rejects.toMatchObject({
       code: 'CONFIG',
       message: expect.stringContaining('group') as unknown,
@@ -350,7 +354,7 @@ describe('options', () => {
     const taken: Delivery[] = [];
     for (let i = 0; i < 3; i++) taken.push((await iterator.next()).value as Delivery);
     // The broker holds the other 7 back (ready in the queue) until one is acked.
-    const queue = `${exchange}.group.g.batch.item`;
+    const queue = `${exchange}.group.g:batch.item`;
     await waitFor(async () => (await messageCount(queue)) === 7, { message: '7 held back' });
     expect(sub.tryNext?.()).toBeUndefined();
     await taken[0]?.ack();

@@ -120,7 +120,7 @@ describe('reconnect', () => {
     await b.publish('deleted.queue', { n: 1 });
     await waitFor(() => seen.has(1));
     await withRawChannel(async (channel) => {
-      await channel.deleteQueue(`${exchange}.group.g.deleted.queue`);
+      await channel.deleteQueue(`${exchange}.group.g:deleted.queue`);
     });
     // The broker cancels the consumer; the transport declares, binds and consumes again.
     await waitFor(
