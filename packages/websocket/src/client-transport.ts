@@ -53,6 +53,7 @@ import {
   checkNackOptions,
   checkPublishOptions,
   checkSubscribeOptions,
+  deadLetterReason,
   rejection,
   repeat,
   type Deadline,
@@ -147,6 +148,7 @@ type LinkState = 'down' | 'connecting' | 'up' | 'reconnecting';
 
 /** A publish sent or waiting to be sent. */
 interface OutgoingPublish {
+  readonly event: Event;
   readonly json: string;
   ref: number;
   settled: boolean;
@@ -273,6 +275,7 @@ export class WebSocketClientTransport implements Transport {
     }
     return new Promise<void>((resolve, reject) => {
       const outgoing: OutgoingPublish = {
+        event,
         json,
         ref: -1,
         settled: false,
@@ -574,16 +577,36 @@ export class WebSocketClientTransport implements Transport {
     this.#giveUp(last);
   }
 
-  /** Reconnecting ran out: everything waiting fails with `CONNECTION`; the next call starts afresh. */
+  /**
+   * Reconnecting ran out: everything waiting fails with `CONNECTION`, and the publishes that
+   * were held are kept in the dead-letter queue first, so that none is lost unseen; the next
+   * call starts afresh.
+   */
   #giveUp(last: WatchtowerError | undefined): void {
     this.#link = 'down';
     this.#life.lost();
     const error = new ConnectionError(
       `gave up reconnecting to ${this.config.url} after ${this.config.maxReconnectAttempts} attempts` +
-        (last === undefined ? '' : `: ${last.message}`),
+        (last === undefined ? '' : `: ${last.message}`) +
+        '; a publish that waited is kept in the dead-letter queue',
       { retryable: false, ...(last === undefined ? {} : { cause: last }) },
     );
-    for (const outgoing of this.#waiting.drain()) this.#settle(outgoing, error);
+    for (const outgoing of this.#waiting.drain()) {
+      if (outgoing.settled) continue;
+      const reason = deadLetterReason({
+        failure: error,
+        attempts: 1,
+        message: outgoing.event,
+        clock: this.config.clock,
+      });
+      this.#dlq.publishToDlq(outgoing.event, reason).then(
+        () => this.#settle(outgoing, error),
+        (failure: unknown) => {
+          this.#life.report(mapSocketError(failure, 'keep an unsent publish as a dead letter'));
+          this.#settle(outgoing, error);
+        },
+      );
+    }
     for (const subscription of [...this.#subscriptions.values()]) {
       this.#forget(subscription);
       subscription.buffer.fail(error);

@@ -279,6 +279,16 @@ describe('reconnect', () => {
     expect((error as Error).message).toContain('gave up reconnecting');
     expect(await iteration).toMatchObject({ code: 'CONNECTION' });
     expect(errors).toContain('CONNECTION');
+    // The publish that waited is kept as a dead letter, not lost unseen.
+    expect(client.deadLetterQueue.list()).toEqual([
+      expect.objectContaining({
+        event: expect.objectContaining({ type: 'gone.event' }) as unknown,
+        reason: expect.objectContaining({
+          code: 'CONNECTION',
+          originalType: 'gone.event',
+        }) as unknown,
+      }),
+    ]);
     expect((await client.healthCheck()).healthy).toBe(false);
   });
 
