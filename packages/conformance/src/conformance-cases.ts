@@ -3,6 +3,7 @@ import {
   goesOnDeliveringAfterHandlerFailures,
   deadLettersAfterRetriesWithTheReason,
   deadLettersMalformedBytes,
+  deadLettersAMisroutedEvent,
 } from './cases/dead-letters.js';
 import {
   keepsDeliveringToAGroupAfterAMemberLeaves,
@@ -61,4 +62,5 @@ export const conformanceCases: readonly ConformanceCase[] = Object.freeze([
   refusesMisspeltOptionsWithConfig,
   reportsHealthAndRefusesWorkAfterClose,
   reportsTheConnectionAndConfirmsPublishesAcrossARestart,
+  deadLettersAMisroutedEvent,
 ]);

@@ -38,6 +38,7 @@ export {
   goesOnDeliveringAfterHandlerFailures,
   deadLettersAfterRetriesWithTheReason,
   deadLettersMalformedBytes,
+  deadLettersAMisroutedEvent,
 } from './cases/dead-letters.js';
 export {
   closesSubscriptionsAndBusConcurrently,

@@ -4,7 +4,12 @@
  * subscription goes on delivering the rest.
  */
 import { expect } from 'vitest';
-import { NonRetryableError, createEvent, type DeadLetter } from '@watchtower/core';
+import {
+  NonRetryableError,
+  createEvent,
+  encodeEventBytes,
+  type DeadLetter,
+} from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
 import type { ConformanceCase } from '../harness.js';
 
@@ -106,6 +111,40 @@ export const deadLettersMalformedBytes: ConformanceCase = {
     expect(new TextDecoder().decode(letters[0]?.raw)).toBe('{"this is": not json');
     expect(letters[0]?.reason.code).toBe('SERIALIZATION');
     expect(sub.bus.stats().malformed).toBe(1);
+    expectNoBusErrors(sub, pub);
+  },
+};
+
+/**
+ * An event put where another type's events go (a producer's mistake) is dead-lettered with
+ * `MISROUTED`, not acked unseen, and the subscription goes on.
+ */
+export const deadLettersAMisroutedEvent: ConformanceCase = {
+  name: 'dead-letters an event found where another type belongs as MISROUTED, and goes on',
+  requires: ['publishRaw'],
+  run: async ({ newBus, newTransport, publishRaw, type, timeoutMs, expectNoBusErrors }) => {
+    const sub = await newBus();
+    const seen: string[] = [];
+    await sub.bus.subscribe(type('routed'), (event) => {
+      seen.push(event.type);
+    });
+    await newTransport();
+    const stray = createEvent(type('elsewhere'), { lost: false });
+    await publishRaw(type('routed'), encodeEventBytes(stray));
+    const pub = await newBus();
+    const valid = createEvent(type('routed'), { fine: true });
+    await pub.bus.publish(valid);
+    await waitFor(() => seen.length === 1 && sub.bus.stats().deadLettered >= 1, { timeoutMs });
+    const letters: DeadLetter[] = [];
+    const handle = await sub.transport.consumeDlq((letter) => {
+      letters.push(letter);
+    });
+    await waitFor(() => letters.length >= 1, { timeoutMs });
+    await handle.unsubscribe();
+    expect(letters[0]?.event?.id).toBe(stray.id);
+    expect(letters[0]?.reason.code).toBe('MISROUTED');
+    expect(seen).toEqual([type('routed')]);
+    expect(sub.bus.stats().misrouted).toBe(1);
     expectNoBusErrors(sub, pub);
   },
 };
