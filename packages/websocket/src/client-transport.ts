@@ -195,6 +195,8 @@ export class WebSocketClientTransport implements Transport {
   #pongTimer: TimerHandle | undefined;
   #socketClosed: (() => void) | undefined;
   #reconnects = 0;
+  /** Ends the connection attempt under way, if any. */
+  #abortDial: (() => void) | undefined;
   /** A reconnect loop is running. */
   #reconnecting = false;
   #published = 0;
@@ -433,11 +435,13 @@ export class WebSocketClientTransport implements Transport {
       let failure: unknown;
       let socket: ClientSocket | undefined;
       const resolve = (): void => {
+        this.#abortDial = undefined;
         // The first connect sends what waited for it; a reconnect does, once re-subscribed.
         if (!reconnecting) this.#flushWaiting();
         resolveOpen();
       };
       const reject = (error: unknown): void => {
+        this.#abortDial = undefined;
         if (this.#link === 'connecting') this.#link = 'down';
         rejectOpen(error);
       };
@@ -452,6 +456,14 @@ export class WebSocketClientTransport implements Transport {
         );
       }, connectTimeoutMs);
       const current = (): boolean => generation === this.#generation;
+      // close() ends an attempt under way at once, instead of waiting for connectTimeoutMs.
+      this.#abortDial = () => {
+        if (opened || !current()) return;
+        clock.clearTimeout(timer);
+        this.#generation++;
+        socket?.terminate();
+        reject(this.#life.closedError('connect'));
+      };
       const handlers: SocketHandlers = {
         open: () => {
           if (!current()) return;
@@ -748,6 +760,7 @@ export class WebSocketClientTransport implements Transport {
   }
 
   #dropSocket(): void {
+    this.#abortDial?.();
     const socket = this.#socket;
     this.#socket = undefined;
     this.#generation++;
@@ -973,6 +986,7 @@ export class WebSocketClientTransport implements Transport {
 
   async #close(deadline: Deadline): Promise<void> {
     this.#pause.wake();
+    this.#abortDial?.();
     const closed = this.#life.closedError('publish');
     for (const outgoing of this.#waiting.drain()) this.#settle(outgoing, closed);
     // Sent publishes get until the deadline for the hub's ack.

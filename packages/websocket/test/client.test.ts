@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -159,6 +160,27 @@ describe('subscriptions', () => {
 });
 
 describe('close', () => {
+  it('ends a connection attempt under way at once: connect rejects with CLOSED', async () => {
+    // A server that accepts TCP and never answers the upgrade.
+    const silent = createTcpServer((socket) => socket.on('error', () => undefined));
+    const held: Socket[] = [];
+    silent.on('connection', (socket) => held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const socket of held) socket.destroy();
+          silent.close(() => resolve());
+        }),
+    );
+    const { port } = silent.address() as AddressInfo;
+    const client = transport({ url: `ws://127.0.0.1:${port}/`, connectTimeoutMs: 60_000 });
+    const connecting = settlement(client.connect());
+    await waitFor(() => held.length === 1, { message: 'the TCP connection' });
+    await client.close({ timeoutMs: 5000 });
+    expect(await connecting).toMatchObject({ code: 'CLOSED' });
+  });
+
   it('keeps its deadline when the hub stops reading: the unconfirmed publish rejects with CLOSED', async () => {
     // The hub on a server of the test's, which sees the TCP socket of each upgrade too.
     const http = createHttpServer();
