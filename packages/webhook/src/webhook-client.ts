@@ -10,6 +10,7 @@
  * stored, a retry of a 4xx other than 408/429, or a wait that `close()` cannot end.
  */
 import { Buffer } from 'node:buffer';
+import { setMaxListeners } from 'node:events';
 import {
   CircuitBreaker,
   ClosedError,
@@ -31,7 +32,6 @@ import {
   type WatchtowerError,
 } from '@watchtower/core';
 import {
-  AbortScope,
   TransportLifecycle,
   booleanOption,
   clockOption,
@@ -51,7 +51,7 @@ import {
 } from './dead-letters.js';
 import { resolveEndpoint, type ResolvedEndpoint, type WebhookEndpoint } from './endpoint.js';
 import { WebhookDeliveryError } from './errors.js';
-import { attempt } from './http-attempt.js';
+import { AttemptAbort, attempt } from './http-attempt.js';
 import { Semaphore, TokenBucket } from './limits.js';
 import { signatureHeaders } from './signature.js';
 
@@ -271,8 +271,13 @@ export class WebhookClient {
   readonly #userAgent: string;
   readonly #agent: Agent;
   readonly #store: WebhookDeadLetterStore;
-  /** Aborted when close() cuts off what is still in flight. */
-  readonly #cutOff = new AbortScope();
+  /**
+   * Aborted when close() cuts off what is still in flight: ends the waits (backoff, slots, rate
+   * limit), which listen to it only while they wait.
+   */
+  readonly #closing = new AbortController();
+  /** The requests under way, each with its own abort switch, cut off by close(). */
+  readonly #attempts = new Set<AttemptAbort>();
   readonly #inFlight = new Set<Promise<unknown>>();
 
   constructor(options: WebhookClientOptions = {}) {
@@ -354,6 +359,8 @@ export class WebhookClient {
       pipelining: 1,
       ...(this.#allowPrivate ? {} : { connect: { lookup: guardedLookup } }),
     });
+    // Waits listen to it only while they wait, but many may wait at once (one per delivery).
+    setMaxListeners(0, this.#closing.signal);
     this.#life = new TransportLifecycle({
       name: 'the webhook client',
       clock: this.#clock,
@@ -514,13 +521,13 @@ export class WebhookClient {
       options,
       async (deadline) => {
         await deadline.within(Promise.allSettled([...this.#inFlight]));
-        this.#cutOff.abort(this.#life.closedError());
+        this.#cutOff();
         await Promise.allSettled([...this.#inFlight]);
         for (const state of this.#endpoints.values()) state.bucket?.stop();
         await this.#agent.destroy();
       },
       () => {
-        this.#cutOff.abort(this.#life.closedError());
+        this.#cutOff();
         void this.#agent.destroy().catch(() => undefined);
       },
     );
@@ -528,6 +535,13 @@ export class WebhookClient {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /** Ends every wait and every request under way with `CLOSED`. */
+  #cutOff(): void {
+    const reason = this.#life.closedError();
+    this.#closing.abort(reason);
+    for (const abort of this.#attempts) abort.abort(reason);
   }
 
   /** True once `close()` has started. */
@@ -646,23 +660,19 @@ export class WebhookClient {
     };
   }
 
-  /**
-   * Sends with retries. Rejects with the last error, its `attempts` set. Each send waits on a
-   * signal of its own (from the close scope), so many sends add no listeners to one signal.
-   */
+  /** Sends with retries. Rejects with the last error, its `attempts` set. */
   #send(
     state: EndpointState,
     event: Event,
     body: Buffer,
     callerSignal: AbortSignal | undefined,
   ): Promise<DeliveryReceipt> {
-    return this.#cutOff.run((closing) =>
-      this.#sendUntil(
-        state,
-        event,
-        body,
-        callerSignal === undefined ? closing : AbortSignal.any([closing, callerSignal]),
-      ),
+    const closing = this.#closing.signal;
+    return this.#sendUntil(
+      state,
+      event,
+      body,
+      callerSignal === undefined ? closing : AbortSignal.any([closing, callerSignal]),
     );
   }
 
@@ -752,6 +762,13 @@ export class WebhookClient {
       breaker?.acquire();
       state.requests++;
       let status: number;
+      const abort = new AttemptAbort();
+      if (signal.aborted) abort.abort(signal.reason);
+      const onAbort = (): void => abort.abort(signal.reason);
+      // The client's own close signal reaches `abort` through #attempts; a caller's, here.
+      const caller = signal === this.#closing.signal ? undefined : signal;
+      caller?.addEventListener('abort', onAbort, { once: true });
+      this.#attempts.add(abort);
       try {
         status = await attempt({
           url: config.url,
@@ -765,7 +782,7 @@ export class WebhookClient {
           timeoutMs: this.#timeoutMs,
           dispatcher: this.#agent,
           clock: this.#clock,
-          signal,
+          abort,
         });
       } catch (error) {
         breaker?.recordFailure(error);
@@ -777,6 +794,9 @@ export class WebhookClient {
           }
         }
         throw error;
+      } finally {
+        this.#attempts.delete(abort);
+        caller?.removeEventListener('abort', onAbort);
       }
       breaker?.recordSuccess();
       state.lastStatus = status;

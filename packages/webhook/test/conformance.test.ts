@@ -39,36 +39,44 @@ function freePort(): Promise<number> {
   });
 }
 
-describeTransportConformance({
-  name: 'webhook',
-  createTransport: async (namespace) => {
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}/`;
-    const group = receivers.get(namespace) ?? [];
-    receivers.set(namespace, group);
-    const transport = new WebhookTransport({
-      allowPrivateAddresses: true,
-      receiver: { port, secrets: secret },
-      deadLetterTransport: new MemoryTransport({ broker: dlqBroker(namespace) }),
-      deliveryRetry: { maxAttempts: 3, minDelayMs: 20, maxDelayMs: 100 },
-      endpoints: [...group.map((r) => r.url), url].map((u) => ({ url: u, secret, id: u })),
-    });
-    for (const other of group) other.transport.client.addEndpoint({ url, secret, id: url });
-    group.push({ url, transport });
-    return transport;
+describeTransportConformance(
+  {
+    name: 'webhook',
+    createTransport: async (namespace) => {
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}/`;
+      const group = receivers.get(namespace) ?? [];
+      receivers.set(namespace, group);
+      const transport = new WebhookTransport({
+        allowPrivateAddresses: true,
+        receiver: { port, secrets: secret },
+        deadLetterTransport: new MemoryTransport({ broker: dlqBroker(namespace) }),
+        deliveryRetry: { maxAttempts: 3, minDelayMs: 20, maxDelayMs: 100 },
+        endpoints: [...group.map((r) => r.url), url].map((u) => ({ url: u, secret, id: u })),
+      });
+      for (const other of group) other.transport.client.addEndpoint({ url, secret, id: url });
+      group.push({ url, transport });
+      return transport;
+    },
+    publishRaw: async (namespace, _type, bytes) => {
+      const signer = createWebhookSigner({ secret });
+      for (const { url } of receivers.get(namespace) ?? []) {
+        const id = `raw-${Math.random().toString(36).slice(2)}`;
+        const headers = signer.sign(id, Math.floor(Date.now() / 1000), bytes);
+        const res = await request(url, { method: 'POST', body: bytes, headers });
+        await res.body.dump();
+      }
+    },
+    cleanup: async (namespace) => {
+      receivers.delete(namespace);
+      dlqBrokers.delete(namespace);
+    },
+    timeoutMs: 5000,
   },
-  publishRaw: async (namespace, _type, bytes) => {
-    const signer = createWebhookSigner({ secret });
-    for (const { url } of receivers.get(namespace) ?? []) {
-      const id = `raw-${Math.random().toString(36).slice(2)}`;
-      const headers = signer.sign(id, Math.floor(Date.now() / 1000), bytes);
-      const res = await request(url, { method: 'POST', body: bytes, headers });
-      await res.body.dump();
-    }
+  {
+    skip: {
+      'dead-letters an event found where another type belongs as MISROUTED, and goes on':
+        'a receiver routes each request by the type of the event it carries, so no event can arrive where another type belongs (publishRaw has no address of its own to put it at)',
+    },
   },
-  cleanup: async (namespace) => {
-    receivers.delete(namespace);
-    dlqBrokers.delete(namespace);
-  },
-  timeoutMs: 5000,
-});
+);
