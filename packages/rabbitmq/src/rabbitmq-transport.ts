@@ -7,6 +7,7 @@
  * subscriptions, the dead-letter loop and option checks are the transport kit's. Nothing here
  * waits on the broker without a deadline or a way to be cut short by `close()`.
  */
+import { randomBytes } from 'node:crypto';
 import {
   ConnectionError,
   ErrorCode,
@@ -163,6 +164,8 @@ export class RabbitMQTransport implements Transport {
   #lastError: WatchtowerError | undefined;
   #reconnecting: Promise<void> | undefined;
   #queueSeq = 0;
+  /** Names this transport's own queues apart from those of others with its connection name. */
+  readonly #instance = randomBytes(3).toString('hex');
   #dlqSeq = 0;
 
   /** @throws a `CONFIG` error naming the first bad option. */
@@ -506,7 +509,7 @@ export class RabbitMQTransport implements Transport {
     const { exchange, durable } = this.config;
     const own = group === undefined;
     const queue = own
-      ? ownQueueName(exchange, this.config.connectionName, ++this.#queueSeq)
+      ? ownQueueName(exchange, this.config.connectionName, this.#instance, ++this.#queueSeq)
       : groupQueueName(exchange, group, pattern);
     const consumer: QueueConsumer<AmqpDelivery> = new QueueConsumer<AmqpDelivery>(this.#host, {
       queue,

@@ -45,9 +45,18 @@ export function groupQueueName(exchange: string, group: string, pattern: string)
   return `${exchange}.group.${group}:${pattern}`;
 }
 
-/** An exclusive queue of one subscription without a group. */
-export function ownQueueName(exchange: string, connection: string, seq: number): string {
-  return `${exchange}.own.${connection}.${seq}`;
+/**
+ * An exclusive queue of one subscription without a group: `instance` is random per transport,
+ * so that two transports with one connection name (the default names the process) never ask
+ * for the same exclusive queue.
+ */
+export function ownQueueName(
+  exchange: string,
+  connection: string,
+  instance: string,
+  seq: number,
+): string {
+  return `${exchange}.own.${connection}.${instance}.${seq}`;
 }
 
 /**
@@ -73,7 +82,8 @@ export function delayStepMs(delayMs: number): number {
 
 /** The delay queue of `queue` for the step `stepMs`. */
 export function delayQueueName(queue: string, stepMs: number): string {
-  return `${queue}.delay.${stepMs}`;
+  // `~` is in no pattern, group name or queue suffix: no delay queue is named as a queue.
+  return `${queue}~delay.${stepMs}`;
 }
 
 /**

@@ -365,6 +365,25 @@ describe('options', () => {
 });
 
 describe('connection settings', () => {
+  it('gives two transports with the same (default) connection name each a queue of its own', async () => {
+    const exchange = newExchange();
+    const first = new RabbitMQTransport({ url: AMQP_URL, exchange });
+    const second = new RabbitMQTransport({ url: AMQP_URL, exchange });
+    closers.push(
+      () => first.close({ timeoutMs: 2000 }),
+      () => second.close({ timeoutMs: 2000 }),
+    );
+    expect(first.config.connectionName).toBe(second.config.connectionName);
+    const subs = [await first.subscribe('twin.event'), await second.subscribe('twin.event')];
+    await first.publish(createEvent('twin.event', { n: 1 }));
+    for (const sub of subs) {
+      const delivery = (await sub[Symbol.asyncIterator]().next()).value as Delivery;
+      expect(delivery.kind === 'event' && delivery.event.payload).toEqual({ n: 1 });
+      await delivery.ack();
+      await sub.unsubscribe();
+    }
+  });
+
   it('connects to the vhost named in the URL, with the credentials of the URL', async () => {
     const vhost = uniqueName('vhost');
     await rabbitmqctl(['add_vhost', vhost]);
