@@ -319,9 +319,12 @@ export class RabbitMQTransport implements Transport {
   #onConnectionClose(model: ChannelModel, error: unknown): void {
     if (this.#model !== model) return;
     this.#model = undefined;
+    const wasUp = this.#state === 'connected';
     this.#publisher.detach();
     for (const consumer of this.#consumers) consumer.detach();
-    if (this.#life.closed) return;
+    // Lost while it was being opened: the connect (or the reconnect loop) that opens it fails
+    // and decides what comes next.
+    if (this.#life.closed || !wasUp) return;
     const lost = this.#connectError(
       error ?? new Error('the connection closed'),
       'the AMQP connection was lost',
