@@ -20,6 +20,7 @@ import {
   WatchtowerError,
   assertEventType,
   assertPattern,
+  compilePattern,
   configError,
   decodeEvent,
   encodeEvent,
@@ -39,6 +40,7 @@ import {
   type TransportSubscribeOptions,
   type TransportSubscription,
   type CloseOptions,
+  type CompiledPattern,
   type TimerHandle,
 } from '@watchtower/core';
 import {
@@ -166,6 +168,9 @@ interface PendingRequest {
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/** Ended subscriptions remembered while the hub has not confirmed them (a bound, in case it never does). */
+const MAX_RETIRING = 1024;
+
 /**
  * The client transport on a {@link SocketFactory}. `WebSocketTransport` (Node, `ws`) and the
  * browser build's `WebSocketTransport` (native `WebSocket`) are this class with their socket.
@@ -183,6 +188,8 @@ export class WebSocketClientTransport implements Transport {
   /** Waiting for the connection to come back, in publish order. */
   readonly #waiting = new Fifo<OutgoingPublish>();
   #confirmedWaiters: (() => void)[] = [];
+  /** Subscriptions ended here that the hub has not confirmed ended, by id. */
+  readonly #retiring = new Map<string, CompiledPattern>();
   readonly #pause: Pause;
   readonly #dlq: MemoryTransport;
   #link: LinkState = 'down';
@@ -530,6 +537,8 @@ export class WebSocketClientTransport implements Transport {
 
   #connectionLost(error: WatchtowerError): void {
     this.#link = 'reconnecting';
+    // The next connection starts with only the subscriptions that are left.
+    this.#retiring.clear();
     // What the hub never confirmed goes out again after the reconnect, first and in order.
     const resend = this.#unconfirmed.drain().filter((outgoing) => !outgoing.settled);
     if (resend.length > 0) {
@@ -877,8 +886,12 @@ export class WebSocketClientTransport implements Transport {
   }
 
   #dispatch(event: Event, text: string): void {
-    const matching = this.#index.match(event.type);
-    if (matching.length === 0) return;
+    let matching = this.#index.match(event.type);
+    if (matching.length === 0) {
+      const misrouted = this.#misrouted(event);
+      if (misrouted === undefined) return;
+      matching = [misrouted];
+    }
     this.#received++;
     for (let i = 0; i < matching.length; i++) {
       const subscription = matching[i] as ClientSubscription;
@@ -889,6 +902,29 @@ export class WebSocketClientTransport implements Transport {
         this.#life.report(subscription.droppedError(event.type));
       }
     }
+  }
+
+  /**
+   * An event that matches none of the subscriptions. With `'plain'` that is how subscriptions
+   * work: the server sends everything and they filter. From a hub it is a mistake (the hub
+   * routes by subscription), unless it is late for a subscription just ended: that is dropped,
+   * as it would have been a moment earlier. A mistake is handed to the oldest subscription, so
+   * that the bus dead-letters it as `MISROUTED` once instead of it vanishing.
+   */
+  #misrouted(event: Event): ClientSubscription | undefined {
+    if (this.config.protocol === 'plain') return undefined;
+    for (const pattern of this.#retiring.values())
+      if (pattern.matches(event.type)) return undefined;
+    const oldest: ClientSubscription | undefined = this.#subscriptions.values().next().value;
+    if (oldest === undefined) {
+      this.#life.report(
+        new WatchtowerError(
+          ErrorCode.TRANSPORT,
+          `${this.config.url} sent an event of ${event.type} (${event.id}) to a client with no subscription`,
+        ),
+      );
+    }
+    return oldest;
   }
 
   /**
@@ -924,6 +960,9 @@ export class WebSocketClientTransport implements Transport {
         return;
       case 'subscribed':
         this.#answer(frame.id, undefined);
+        return;
+      case 'unsubscribed':
+        if (typeof frame.id === 'string') this.#retiring.delete(frame.id);
         return;
       case 'pong':
         this.#alive();
@@ -975,6 +1014,11 @@ export class WebSocketClientTransport implements Transport {
     subscription.buffer.end();
     const socket = this.#socket;
     if (known && socket !== undefined && this.config.protocol === 'hub') {
+      // Until the hub says `unsubscribed`, events it sent for this one are late, not misrouted.
+      this.#retiring.set(subscription.id, compilePattern(subscription.pattern));
+      if (this.#retiring.size > MAX_RETIRING) {
+        this.#retiring.delete(this.#retiring.keys().next().value as string);
+      }
       try {
         socket.send(frameText({ op: 'unsubscribe', id: subscription.id }));
       } catch {

@@ -820,6 +820,7 @@ export class WebSocketHub {
       return;
     }
     this.#removeSubscription(connection, frame.id);
+    this.#reply(connection, { op: 'unsubscribed', id: frame.id });
   }
 
   #removeSubscription(connection: Connection, id: string): void {

@@ -56,6 +56,12 @@ export interface SubscribedFrame {
   readonly id: string;
 }
 
+/** The hub ended a subscription: nothing more comes for it. */
+export interface UnsubscribedFrame {
+  readonly op: 'unsubscribed';
+  readonly id: string;
+}
+
 /** The hub took every publish of this connection up to and including `ref` that got no `error`. */
 export interface AckFrame {
   readonly op: 'ack';
@@ -82,7 +88,8 @@ export interface PongFrame {
 }
 
 export type ClientControlFrame = SubscribeFrame | UnsubscribeFrame | PublishFrame | PingFrame;
-export type HubControlFrame = SubscribedFrame | AckFrame | ErrorFrame | PongFrame;
+export type HubControlFrame =
+  SubscribedFrame | UnsubscribedFrame | AckFrame | ErrorFrame | PongFrame;
 
 /** Error codes of the hub beside core's. */
 export const HUB_ERROR_CODES = {

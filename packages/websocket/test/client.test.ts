@@ -16,6 +16,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import {
   InMemoryDeadLetterQueue,
   createEvent,
+  encodeEvent,
   isWatchtowerError,
   type ConnectionChange,
   type DeadLetter,
@@ -156,6 +157,33 @@ describe('subscriptions', () => {
     await waitFor(() => echo.closeCodes.length === 1);
     expect(echo.closeCodes).toEqual([1000]);
     expect((await client.healthCheck()).state).toBe('closed');
+  });
+});
+
+describe('events that match no subscription', () => {
+  it('drops an event late for a subscription just ended, and hands a misrouted one to the oldest subscription', async () => {
+    // A stand-in hub that answers subscribes and leaves the rest to the test.
+    let peer: WebSocket | undefined;
+    const frames: Record<string, unknown>[] = [];
+    const fake = await server({}, (socket, data) => {
+      peer = socket;
+      const frame = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
+      frames.push(frame);
+      if (frame.op === 'subscribe') socket.send(JSON.stringify({ op: 'subscribed', id: frame.id }));
+    });
+    const client = transport({ url: fake.url });
+    await client.connect();
+    const kept = drain(await client.subscribe('kept.*'));
+    const ended = await client.subscribe('ended.*');
+    await ended.unsubscribe();
+    await waitFor(() => frames.some((f) => f.op === 'unsubscribe'));
+    const late = createEvent('ended.late', {});
+    peer?.send(encodeEvent(late));
+    peer?.send(JSON.stringify({ op: 'unsubscribed', id: frames.at(-1)?.id }));
+    const stray = createEvent('ended.stray', {});
+    peer?.send(encodeEvent(stray));
+    await waitFor(() => kept.length === 1, { message: 'the stray event' });
+    expect(events(kept).map((e) => e.id)).toEqual([stray.id]);
   });
 });
 
