@@ -1,3 +1,7 @@
+/**
+ * The signatures against the Standard Webhooks test vector and the `standardwebhooks` package,
+ * both ways: rotation, v1a, the legacy header, and keys that do not parse.
+ */
 import { Buffer } from 'node:buffer';
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';

@@ -1,3 +1,7 @@
+/**
+ * Dead letters: the memory store's bound, the Redis store against the shared Redis (its own
+ * key, deleted after), and replay through the client, up to 1000 events to 5 endpoints.
+ */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';

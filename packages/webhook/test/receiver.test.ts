@@ -1,8 +1,12 @@
+/**
+ * The receiver on a real node:http server, called by raw undici: what it dispatches, what it
+ * refuses and with which status, raw bodies kept by frameworks, and `verify()` on its own.
+ */
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { Webhook } from 'standardwebhooks';
 import { NonRetryableError, createEvent, encodeEvent, type Event } from '@watchtower/core';
-import { FakeClock, configErrorField } from '@watchtower/core/testing';
+import { FakeClock, configErrorField, waitFor } from '@watchtower/core/testing';
 import {
   WebhookVerificationError,
   createWebhookReceiver,
@@ -141,6 +145,31 @@ describe('createWebhookReceiver on node:http, called by raw undici', () => {
     expect(receiver.stats()).toMatchObject({ unrouted: 1, handlerFailures: 0, rememberedIds: 0 });
   });
 
+  it('answers 503 with Retry-After to a request whose id is being handled by another one', async () => {
+    const secret = generateWebhookSecret();
+    const receiver = createWebhookReceiver({ secrets: secret });
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let started = 0;
+    receiver.on('>', async () => {
+      started++;
+      await gate;
+    });
+    const url = await serve(receiver);
+    const { body, headers } = signed(secret, createEvent('a.b', {}));
+    const first = post(url, body, headers);
+    await waitFor(() => started === 1);
+    const res = await request(url, { method: 'POST', body, headers });
+    expect({ status: res.statusCode, retryAfter: res.headers['retry-after'] }).toEqual({
+      status: 503,
+      retryAfter: '1',
+    });
+    await res.body.dump();
+    open();
+    expect((await first).status).toBe(204);
+    expect(started).toBe(1);
+  });
+
   it('answers 422 when a handler throws NonRetryableError', async () => {
     const secret = generateWebhookSecret();
     const receiver = createWebhookReceiver({ secrets: secret });
@@ -258,6 +287,9 @@ describe('WebhookReceiver.verify', () => {
     const second = createWebhookSigner({ secret }).sign('b', 1_700_000_011, 'x');
     receiver.verify(second, 'x');
     expect(receiver.stats()).toMatchObject({ rememberedIds: 1, evictedIds: 0 });
+    // Full with an id still inside its window: the oldest is forgotten, and counted.
+    receiver.verify(createWebhookSigner({ secret }).sign('c', 1_700_000_011, 'x'), 'x');
+    expect(receiver.stats()).toMatchObject({ rememberedIds: 1, evictedIds: 1 });
   });
 
   it('refuses bad options with CONFIG naming the field', () => {

@@ -1,3 +1,7 @@
+/**
+ * The client against local node:http endpoints that answer as each test scripts: retries,
+ * Retry-After, 410, breakers, limits, fan-out, the private-address guard and close.
+ */
 import { describe, expect, it } from 'vitest';
 import { createEvent, type Event } from '@watchtower/core';
 import { FakeClock, configErrorField, settlement, waitFor } from '@watchtower/core/testing';

@@ -1,3 +1,7 @@
+/**
+ * The transport beyond the conformance suite: publish and its bound, close with deliveries in
+ * flight, the durable queue on the shared Redis, the receiving side, and WebhookSubscriber.
+ */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
