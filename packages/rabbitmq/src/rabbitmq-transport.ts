@@ -386,7 +386,9 @@ export class RabbitMQTransport implements Transport {
       { cause: this.#lastError },
     );
     this.#publisher.failAll(error);
+    // Their subscriptions end with the error; a later connect starts without them.
     for (const consumer of this.#consumers) consumer.fail(error);
+    this.#consumers.clear();
     this.#life.report(error);
     this.#life.lost();
   }

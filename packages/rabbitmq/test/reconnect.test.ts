@@ -191,7 +191,10 @@ describe('reconnect', () => {
 
   it('gives the connection up after reconnectAttempts: a waiting publish rejects with CONNECTION, and the next call connects afresh', async () => {
     const t = transport({ reconnectAttempts: 2 });
-    await t.connect();
+    const sub = await t.subscribe('lost.item', { group: 'g' });
+    const ended = (async () => {
+      for await (const delivery of sub) await delivery.ack();
+    })().catch((e: unknown) => e);
     const errors: string[] = [];
     t.on('error', (error) => errors.push(error.code));
     let waiting: Promise<unknown> | undefined;
@@ -209,6 +212,8 @@ describe('reconnect', () => {
     });
     expect((await t.healthCheck()).healthy).toBe(false);
     expect(errors).toContain('CONNECTION');
+    // The subscription ends with the same error.
+    expect(await ended).toMatchObject({ code: 'CONNECTION' });
     // While the broker still cannot be reached a publish connects afresh and fails at once.
     await expect(t.publish(createEvent('lost.item', {}))).rejects.toMatchObject({
       code: 'CONNECTION',
