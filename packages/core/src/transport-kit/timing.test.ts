@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCode, isWatchtowerError } from '../errors.js';
 import { FakeClock } from '../testing/fake-clock.js';
 import {
+  AbortScope,
   Backoff,
   Deadline,
   Pause,
@@ -194,5 +195,34 @@ describe('Backoff', () => {
     });
     expect(Math.min(...waits)).toBeLessThan(250);
     expect(Math.max(...waits)).toBeGreaterThan(750);
+  });
+});
+
+describe('AbortScope', () => {
+  it('aborts every open signal, and each one opened later, with the reason', () => {
+    const scope = new AbortScope();
+    const first = scope.open();
+    const released = scope.open();
+    scope.release(released);
+    const reason = new Error('closing');
+    scope.abort(reason);
+    expect(first.signal.aborted).toBe(true);
+    expect(first.signal.reason).toBe(reason);
+    // Released: no longer the scope's.
+    expect(released.signal.aborted).toBe(false);
+    const later = scope.open();
+    expect(later.signal.aborted).toBe(true);
+    expect(later.signal.reason).toBe(reason);
+  });
+
+  it('runs work with a signal of its own and forgets it when the work settles', async () => {
+    const scope = new AbortScope();
+    const seen: AbortSignal[] = [];
+    await scope.run(async (signal) => {
+      seen.push(signal);
+    });
+    scope.abort(new Error('late'));
+    expect(seen[0]?.aborted).toBe(false);
+    await expect(scope.run(async (signal) => signal.aborted)).resolves.toBe(true);
   });
 });
