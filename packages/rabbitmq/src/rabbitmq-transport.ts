@@ -446,7 +446,8 @@ export class RabbitMQTransport implements Transport {
         throwIfAborted(options.signal, 'the publish');
       }
       assertEventType(event.type);
-      if (Buffer.byteLength(event.type) > 255) {
+      // Event types are ASCII, so characters are bytes.
+      if (event.type.length > 255) {
         throw new ValidationError(
           `event type ${JSON.stringify(event.type)} is longer than an AMQP routing key (255 bytes)`,
           [{ message: 'longer than 255 bytes', path: ['type'] }],
