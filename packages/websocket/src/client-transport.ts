@@ -32,7 +32,6 @@ import {
   type Event,
   type HealthStatus,
   type MalformedMessage,
-  type NackOptions,
   type PublishOptions,
   type SubscriptionHandle,
   type Transport,
@@ -45,22 +44,20 @@ import {
 } from '@watchtower/core';
 import {
   Backoff,
-  DeliveryBuffer,
   Fifo,
   Pause,
   RESOLVED,
   SourceSubscription,
   TransportLifecycle,
   abortError,
-  checkNackOptions,
   checkPublishOptions,
   checkSubscribeOptions,
   deadLetterReason,
-  rejection,
   repeat,
   type Deadline,
   type TransportErrorEvents,
 } from '@watchtower/core/transport-kit';
+import { ClientDelivery, ClientSubscription } from './client-subscription.js';
 import type { ResolvedClientConfig } from './config.js';
 import { frameError, lostConnection, mapSocketError } from './map-error.js';
 import {
@@ -1089,77 +1086,4 @@ export class WebSocketClientTransport implements Transport {
 
 function closeReason(code: number, reason: string): Error {
   return new Error(`the connection closed with code ${code}${reason === '' ? '' : ` (${reason})`}`);
-}
-
-/** One local subscription: its pattern and the buffer its consumer iterates. */
-class ClientSubscription {
-  readonly buffer = new DeliveryBuffer<ClientDelivery>();
-  /** The socket generation this subscription was last sent on (hub mode). */
-  sentOn = -1;
-
-  constructor(
-    readonly id: string,
-    readonly pattern: string,
-    readonly limit: number,
-  ) {}
-
-  /** Buffers a delivery unless the consumer is `limit` behind; false when dropped. */
-  offer(delivery: ClientDelivery): boolean {
-    if (this.buffer.size >= this.limit) return false;
-    return this.buffer.push(delivery);
-  }
-
-  droppedError(type: string): WatchtowerError {
-    return new WatchtowerError(
-      ErrorCode.BACKPRESSURE_DROPPED,
-      `dropped an event of ${type} for subscription ${this.pattern}: ${this.buffer.size} deliveries wait for its consumer (pendingLimit / maxInFlight ${this.limit})`,
-      { retryable: false },
-    );
-  }
-}
-
-/** A delivered event (or malformed frame). At most once: nack cannot bring it back. */
-class ClientDelivery {
-  readonly kind: 'event' | 'malformed';
-  readonly attempt = 1;
-  readonly origin: string;
-  readonly event: Event;
-  readonly raw: Uint8Array;
-  readonly error: SerializationError;
-
-  constructor(
-    event: Event | undefined,
-    malformed: SerializationError | undefined,
-    private readonly subscription: ClientSubscription,
-  ) {
-    if (event !== undefined) {
-      this.kind = 'event';
-      this.event = event;
-      this.origin = event.type;
-      this.raw = undefined as unknown as Uint8Array;
-      this.error = undefined as unknown as SerializationError;
-    } else {
-      const error = malformed as SerializationError;
-      this.kind = 'malformed';
-      this.event = undefined as unknown as Event;
-      this.origin = `websocket subscription ${subscription.pattern}`;
-      this.raw = error.raw ?? new Uint8Array();
-      this.error = error;
-    }
-  }
-
-  ack(): Promise<void> {
-    this.subscription.buffer.settled(this);
-    return RESOLVED;
-  }
-
-  /** Settles the delivery; the event is not delivered again (the transport declares `redelivery: false`). */
-  nack(options?: NackOptions): Promise<void> {
-    if (options !== undefined) {
-      const refused = rejection(() => checkNackOptions(options));
-      if (refused !== undefined) return refused;
-    }
-    this.subscription.buffer.settled(this);
-    return RESOLVED;
-  }
 }
