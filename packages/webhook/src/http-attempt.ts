@@ -4,7 +4,7 @@
  * how long the endpoint asked to wait (`Retry-After`), or that the endpoint is gone (410).
  * The one place where undici's errors are mapped.
  */
-import { ClosedError, ErrorCode, isWatchtowerError, type Clock } from '@watchtower/core';
+import { ErrorCode, WatchtowerError, isWatchtowerError, type Clock } from '@watchtower/core';
 import { EventEmitter } from 'node:events';
 import { request, type Dispatcher } from 'undici';
 import { WebhookDeliveryError } from './errors.js';
@@ -125,10 +125,14 @@ function mapRequestError(req: AttemptRequest, error: unknown, signal: AttemptAbo
     );
   }
   if (signal.aborted) {
+    // Cut off by close() (a CLOSED reason) or by the caller's signal.
     const reason: unknown = signal.reason;
     return isWatchtowerError(reason)
       ? reason
-      : new ClosedError('the delivery was cut off', { cause: reason });
+      : new WatchtowerError(ErrorCode.ABORTED, `the request to ${url} was aborted`, {
+          cause: reason,
+          retryable: false,
+        });
   }
   // The guarded lookup fails the connection with our own error; undici wraps it or not.
   for (let cause: unknown = error; cause instanceof Error; cause = cause.cause) {

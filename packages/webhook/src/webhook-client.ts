@@ -15,6 +15,7 @@ import {
   CircuitBreaker,
   ClosedError,
   ErrorCode,
+  ValidationError,
   RetryPolicy,
   configError,
   encodeEvent,
@@ -33,6 +34,8 @@ import {
 } from '@watchtower/core';
 import {
   TransportLifecycle,
+  abortError,
+  checkPublishOptions,
   booleanOption,
   clockOption,
   deadLetterReason,
@@ -432,6 +435,11 @@ export class WebhookClient {
     options: { signal?: AbortSignal } = {},
   ): Promise<DeliveryReceipt> {
     if (this.#life.closed) return Promise.reject(this.#life.closedError('send'));
+    try {
+      checkPublishOptions(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     const state = this.#endpoints.get(endpointId);
     if (state === undefined)
       return Promise.reject(configError('endpointId', `is no endpoint: ${endpointId}`));
@@ -447,10 +455,7 @@ export class WebhookClient {
     this.#life.assertOpen('replay');
     const letter = await this.#store.get(letterId);
     if (letter === undefined) {
-      throw new WebhookDeliveryError(ErrorCode.VALIDATION, `no dead letter ${letterId}`, {
-        url: '',
-        kind: 'disabled',
-      });
+      throw new ValidationError(`the dead-letter store holds no letter ${letterId}`);
     }
     return this.#track(this.#replay(letter));
   }
@@ -718,17 +723,10 @@ export class WebhookClient {
 
   /** The error of a delivery cut off by close() or its caller, with the last failure as cause. */
   #cutOffError(signal: AbortSignal, last: unknown): WatchtowerError {
-    const reason: unknown = signal.reason;
-    if (isWatchtowerError(reason)) return new ClosedError(reason.message, { cause: last });
-    return new WebhookDeliveryError(
-      ErrorCode.ABORTED,
-      'the delivery was aborted',
-      {
-        url: '',
-        kind: 'network',
-      },
-      { cause: last, retryable: false },
-    );
+    if (this.#closing.signal.aborted) {
+      return new ClosedError(this.#life.closedError().message, { cause: last });
+    }
+    return abortError(signal, 'the delivery');
   }
 
   /** How long to wait before request `n + 1`, or undefined to give up. */

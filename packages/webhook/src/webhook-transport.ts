@@ -267,6 +267,8 @@ export class WebhookTransport implements Transport {
     this.#dlq = deadLetterTransport ?? queue ?? new MemoryTransport();
     const capabilities = {
       ...WEBHOOK_CAPABILITIES,
+      // Pending deliveries live in the queue's broker when there is one.
+      persistence: queue?.info.capabilities.persistence ?? false,
       nativeDlq: this.#dlq.info.capabilities.nativeDlq,
     };
     this.info = Object.freeze({ name: 'webhook', capabilities: Object.freeze(capabilities) });
@@ -548,26 +550,33 @@ export class WebhookTransport implements Transport {
     return delivery;
   }
 
+  /**
+   * Healthy while open (and while the queue is healthy, with `queue`); `details` name the
+   * endpoints disabled by a 410 or `enabled: false` and those whose circuit is open, and the
+   * deliveries pending in memory. Never rejects.
+   */
   async healthCheck(): Promise<HealthStatus> {
     if (this.#life.closed)
       return { healthy: false, state: 'closed', message: 'the webhook transport is closed' };
     if (this.#life.phase !== 'open')
       return { healthy: false, state: this.#life.phase, message: 'not connected' };
-    const disabled = Object.values(this.client.stats())
-      .filter((s) => !s.enabled)
-      .map((s) => s.id);
-    const open = Object.values(this.client.stats())
-      .filter((s) => s.circuit?.state === 'open')
-      .map((s) => s.id);
-    return {
-      healthy: true,
-      state: 'connected',
-      details: {
-        pendingDeliveries: this.#pending.size,
-        disabledEndpoints: disabled,
-        openCircuits: open,
-      },
+    const endpoints = Object.values(this.client.stats());
+    const details: Record<string, unknown> = {
+      pendingDeliveries: this.#pending.size,
+      disabledEndpoints: endpoints.filter((s) => !s.enabled).map((s) => s.id),
+      openCircuits: endpoints.filter((s) => s.circuit?.state === 'open').map((s) => s.id),
     };
+    if (this.#queue === undefined) return { healthy: true, state: 'connected', details };
+    const queue = await this.#queue.healthCheck();
+    details['queue'] = queue;
+    return queue.healthy
+      ? { healthy: true, state: 'connected', details }
+      : {
+          healthy: false,
+          state: queue.state,
+          message: `the delivery queue: ${queue.message ?? queue.state}`,
+          details,
+        };
   }
 
   /** Stores a dead letter of the receiving side: in the `queue` transport's DLQ, else in memory. */

@@ -146,6 +146,23 @@ describe('WebhookClient retries', () => {
   });
 });
 
+describe('WebhookClient.send', () => {
+  it('sends to one endpoint by id and stops, ABORTED, when its signal aborts', async () => {
+    const ep = await endpoint(() => 'hang');
+    const c = client({ endpoints: [{ url: ep.url, secret, id: 'crm' }] });
+    const controller = new AbortController();
+    const sending = settlement(c.send('crm', event(), { signal: controller.signal }));
+    await waitFor(() => ep.requests.length === 1);
+    controller.abort();
+    expect(await sending).toMatchObject({ code: 'ABORTED' });
+    expect(await c.deadLetters.size()).toBe(0);
+    await expect(c.send('nope', event())).rejects.toMatchObject({ code: 'CONFIG' });
+    await expect(c.send('crm', event(), { sginal: 1 } as never)).rejects.toMatchObject({
+      code: 'CONFIG',
+    });
+  });
+});
+
 describe('WebhookClient circuit breaker per URL', () => {
   it('opens after the threshold, rejects fast with CIRCUIT_OPEN, and recovers through half-open', async () => {
     const clock = new FakeClock(Date.now());

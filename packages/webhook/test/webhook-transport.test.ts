@@ -130,6 +130,11 @@ describe('WebhookTransport with a durable queue on Redis Streams', () => {
     await waitFor(() => second.client.stats()['crm']?.delivered === 1, { timeoutMs: 10_000 });
     expect(ep.requests.map((r) => idOf(r.body))).toEqual([e.id, e.id]);
     expect(await second.client.deadLetters.size()).toBe(0);
+    expect(second.info.capabilities.persistence).toBe(true);
+    expect(await second.healthCheck()).toMatchObject({
+      healthy: true,
+      details: { queue: { healthy: true } },
+    });
   });
 });
 
