@@ -130,7 +130,8 @@ export interface RabbitMQConfig {
   publishWindow?: number;
   /**
    * Prefetch of a subscription's channel when `TransportSubscribeOptions.maxInFlight` is not
-   * given (the bus gives its `concurrency`).
+   * given. Give `maxInFlight` equal to the subscription's `concurrency` for prefetch =
+   * concurrency (fair sharing of a group's queue among slow handlers).
    * @defaultValue 64
    */
   prefetch?: number;
