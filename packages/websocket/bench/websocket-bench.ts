@@ -72,6 +72,38 @@ async function rawRelay(): Promise<{ url: string; close(): Promise<void> }> {
   };
 }
 
+/**
+ * Publishes `count` events with at most WINDOW waiting for their acks, then waits for
+ * `delivered`; the result of a watchtower throughput scenario.
+ */
+async function timed(
+  scenario: string,
+  count: number,
+  publish: () => Promise<void>,
+  delivered: Promise<void>,
+): Promise<Result> {
+  const cpu = process.cpuUsage();
+  const started = performance.now();
+  let inFlight: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    inFlight.push(publish());
+    if (inFlight.length === WINDOW) {
+      await Promise.all(inFlight);
+      inFlight = [];
+    }
+  }
+  await Promise.all(inFlight);
+  await delivered;
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    scenario,
+    impl: 'watchtower',
+    n: count,
+    msgsPerSec: Math.round(count / seconds),
+    cpuUsPerEvent: cpuUs(cpu) / count,
+  };
+}
+
 async function rawThroughput(): Promise<void> {
   const relay = await rawRelay();
   const publisher = await open(relay.url);
@@ -124,26 +156,14 @@ async function watchtowerThroughput(): Promise<void> {
   const subscriber = new WebSocketTransport({ url: hub.url });
   const subscription = await subscriber.subscribe('bench.*');
   const consumed = consume(subscription, N);
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  let inFlight: Promise<void>[] = [];
-  for (let i = 0; i < N; i++) {
-    inFlight.push(publisher.publish(createEvent('bench.order', payload)));
-    if (inFlight.length === WINDOW) {
-      await Promise.all(inFlight);
-      inFlight = [];
-    }
-  }
-  await Promise.all(inFlight);
-  await consumed;
-  const seconds = (performance.now() - started) / 1000;
-  results.push({
-    scenario: 'client-hub-client throughput',
-    impl: 'watchtower',
-    n: N,
-    msgsPerSec: Math.round(N / seconds),
-    cpuUsPerEvent: cpuUs(cpu) / N,
-  });
+  results.push(
+    await timed(
+      'client-hub-client throughput',
+      N,
+      () => publisher.publish(createEvent('bench.order', payload)),
+      consumed,
+    ),
+  );
   await publisher.close();
   await subscriber.close();
   await hub.close();
@@ -163,26 +183,14 @@ async function busThroughput(): Promise<void> {
   await subscriber.subscribe('bench.*', () => {
     if (++received === N) done();
   });
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  let inFlight: Promise<void>[] = [];
-  for (let i = 0; i < N; i++) {
-    inFlight.push(publisher.publish('bench.order', payload));
-    if (inFlight.length === WINDOW) {
-      await Promise.all(inFlight);
-      inFlight = [];
-    }
-  }
-  await Promise.all(inFlight);
-  await all;
-  const seconds = (performance.now() - started) / 1000;
-  results.push({
-    scenario: 'user-level (EventBus) throughput',
-    impl: 'watchtower',
-    n: N,
-    msgsPerSec: Math.round(N / seconds),
-    cpuUsPerEvent: cpuUs(cpu) / N,
-  });
+  results.push(
+    await timed(
+      'user-level (EventBus) throughput',
+      N,
+      () => publisher.publish('bench.order', payload),
+      all,
+    ),
+  );
   await publisher.close();
   await subscriber.close();
   await hub.close();
@@ -260,26 +268,14 @@ async function fanOut(clients: number): Promise<void> {
   const subscription = await subscriber.subscribe('bench.*');
   const count = Math.min(N, 20_000);
   const consumed = consume(subscription, count);
-  const cpu = process.cpuUsage();
-  const started = performance.now();
-  let inFlight: Promise<void>[] = [];
-  for (let i = 0; i < count; i++) {
-    inFlight.push(publisher.publish(createEvent('bench.order', payload)));
-    if (inFlight.length === WINDOW) {
-      await Promise.all(inFlight);
-      inFlight = [];
-    }
-  }
-  await Promise.all(inFlight);
-  await consumed;
-  const seconds = (performance.now() - started) / 1000;
-  results.push({
-    scenario: `fan-out, ${clients} idle clients x 100 subscriptions`,
-    impl: 'watchtower',
-    n: count,
-    msgsPerSec: Math.round(count / seconds),
-    cpuUsPerEvent: cpuUs(cpu) / count,
-  });
+  results.push(
+    await timed(
+      `fan-out, ${clients} idle clients x 100 subscriptions`,
+      count,
+      () => publisher.publish(createEvent('bench.order', payload)),
+      consumed,
+    ),
+  );
   for (const socket of idle) socket.terminate();
   await publisher.close();
   await subscriber.close();
