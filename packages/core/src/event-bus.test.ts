@@ -2477,6 +2477,24 @@ describe('EventBus and the connection of its transport', () => {
     await bus.close();
   });
 
+  it('stops holding publishes when the transport gives its connection up', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus({ clock, retry: { maxAttempts: 1 } }, transport);
+    await bus.connect();
+    transport.loseConnection();
+    const held = track(bus.publish('a.b', {}));
+    await clock.advanceAsync(1000);
+    expect(transport.publishCalls).toHaveLength(0);
+    transport.publishFailures.push(new ConnectionError('not connected: given up'));
+    for (const listener of transport.connectionListeners) listener({ state: 'given-up' });
+    await clock.advanceAsync(0);
+    // Sent to the transport at once (which refuses it), not held until publishTimeoutMs.
+    expect(transport.publishCalls).toHaveLength(1);
+    expect(codeOf(held.error)).toBe(ErrorCode.CONNECTION);
+    await bus.close();
+  });
+
   it('fails the first connect at once by default', async () => {
     const transport = new TestTransport();
     transport.connectFailures = 1;

@@ -550,7 +550,9 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     );
     const onError = this.transport.on?.('error', (error) => this.#reportError(error, {}));
     const onConnection = this.transport.on?.('connection', (change) =>
-      change.state === 'lost' ? this.#lostConnection(change.error) : this.#restoredConnection(),
+      change.state === 'lost'
+        ? this.#lostConnection(change.error)
+        : this.#restoredConnection(change.state === 'restored'),
     );
     for (const remove of [onError, onConnection]) {
       if (remove !== undefined) this.#removeTransportListeners.push(remove);
@@ -877,13 +879,15 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   }
 
   /**
-   * The transport is connected again: retries waiting for it go, the publish queue is sent,
-   * and an open circuit goes half-open so that trial calls decide at once, instead of
+   * The transport is connected again (or gave the connection up): retries waiting for it go,
+   * the publish queue is sent, and (when it is back) an open circuit goes half-open so that trial calls decide at once, instead of
    * refusing publishes for the rest of `resetTimeoutMs` after a short outage.
    */
-  #restoredConnection(): void {
+  #restoredConnection(restored: boolean): void {
     this.#connectionLost = undefined;
-    this.#breaker.halfOpen();
+    // Given up: nothing is held for a connection that will not come back by itself; the next
+    // publish makes the transport connect afresh, or fail with CONNECTION.
+    if (restored) this.#breaker.halfOpen();
     for (const wake of [...this.#connectionWaiters]) wake();
     this.#pump();
   }

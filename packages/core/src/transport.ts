@@ -280,7 +280,12 @@ export type ConnectionChange =
       /** What the client reported, where it said anything. */
       readonly error?: WatchtowerError;
     }
-  | { readonly state: 'restored' };
+  | { readonly state: 'restored' }
+  /**
+   * The transport stopped trying to reconnect (its reconnect attempts ran out): nothing is
+   * held for it any more, and its next call connects afresh or fails with `CONNECTION`.
+   */
+  | { readonly state: 'given-up' };
 
 /**
  * The option names of each call of the contract. Transports refuse any other key (a misspelt

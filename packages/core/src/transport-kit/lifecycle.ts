@@ -125,9 +125,11 @@ export class TransportLifecycle {
 
   /** The connection was given up without `close()` (reconnects ran out): the next `connect()` starts afresh. */
   lost(): void {
+    const wasOpen = this.#phase === 'open';
     if (this.#phase === 'open' || this.#phase === 'connecting') this.#phase = 'idle';
     this.#linkLost = false;
     this.#connecting = undefined;
+    if (wasOpen) this.#emitter.emit('connection', { state: 'given-up' });
   }
 
   /** A connect under way, for `close()` to wait for (within its deadline). */
