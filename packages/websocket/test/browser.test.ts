@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEvent, type Event } from '@watchtower/core';
-import { collectEvents } from '@watchtower/core/testing';
+import { collectEvents, waitFor } from '@watchtower/core/testing';
 import { NatsSubscriber, NatsTransport } from '@watchtower/nats';
 import { WebSocketHub } from '../src/index.js';
 
@@ -170,6 +170,35 @@ describe('the browser build in headless Chromium', () => {
     const [reply] = await seenByService.waitForCount(1, { timeoutMs: 10_000 });
     expect((reply as Event).payload).toEqual({ orderId: 42, from: 'chromium' });
     expect(await livePage.evaluate(() => (globalThis as { errors?: string[] }).errors)).toEqual([]);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('reconnects the page after the hub restarts, re-subscribes and receives again', async (ctx) => {
+    if (skipReason !== undefined) ctx.skip(skipReason);
+    const livePage = page as Page;
+    const backend = service as NatsSubscriber;
+    // The page of the previous case is connected; the hub goes away (1001) and comes back.
+    await (hub as WebSocketHub).close({ timeoutMs: 2000 });
+    hub = new WebSocketHub({
+      server: server as Server,
+      bridge: { transport: bridge as NatsTransport },
+    });
+    await hub.start();
+    await waitFor(() => (hub as WebSocketHub).stats().subscriptions === 1, {
+      timeoutMs: 10_000,
+      message: 'the page re-subscribed',
+    });
+    const again = createEvent('order.created', { id: 43, item: 'chair' });
+    await backend.publish(again);
+    await livePage.waitForFunction(
+      () => (globalThis as { received?: unknown[] }).received?.length === 2,
+      undefined,
+      { timeout: 10_000 },
+    );
+    const received = await livePage.evaluate(
+      () => (globalThis as { received?: { id: string }[] }).received,
+    );
+    expect(received?.[1]?.id).toBe(again.id);
     expect(pageErrors).toEqual([]);
   });
 });
