@@ -9,13 +9,13 @@
  * only the kitchen publish `meal.*`: the counter's attempt is refused with FORBIDDEN.
  */
 import { isWatchtowerError } from '@watchtower/core';
-import { WebSocketHub, WebSocketSubscriber } from '@watchtower/websocket';
+import { WebSocketHub, WebSocketSubscriber, bearerToken } from '@watchtower/websocket';
 
 const tokens: Record<string, string> = { 'kitchen-token': 'kitchen', 'counter-token': 'counter' };
 
 await using hub = new WebSocketHub({
   port: 0,
-  authenticate: (request) => tokens[request.headers.authorization?.replace('Bearer ', '') ?? ''],
+  authenticate: (request) => tokens[bearerToken(request) ?? ''],
   authorize: (who, action, subject) =>
     action === 'subscribe' || !subject.startsWith('meal.') || who === 'kitchen',
 });

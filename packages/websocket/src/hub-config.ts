@@ -282,3 +282,21 @@ function resolveBridge(bridge: HubBridge | undefined): ResolvedHubConfig['bridge
   }
   return { transport, patterns: [...patterns] };
 }
+
+/**
+ * The bearer token of an upgrade request, for `authenticate`: the `Authorization: Bearer`
+ * header (what the Node client sends) or else the `access_token` query parameter (what the
+ * browser client sends, since a browser cannot set headers). `undefined` when there is none.
+ */
+export function bearerToken(request: IncomingMessage): string | undefined {
+  const header = request.headers.authorization;
+  if (typeof header === 'string' && /^bearer /i.test(header)) {
+    const token = header.slice('bearer '.length).trim();
+    if (token !== '') return token;
+  }
+  const url = request.url ?? '';
+  const query = url.indexOf('?');
+  if (query < 0) return undefined;
+  const token = new URLSearchParams(url.slice(query + 1)).get('access_token');
+  return token === null || token === '' ? undefined : token;
+}

@@ -8,7 +8,7 @@ export { DEFAULT_WEBSOCKET_CONFIG, resolveClientConfig } from './config.js';
 export type { WebSocketClientConfig, WebSocketProtocol, ResolvedClientConfig } from './config.js';
 export { WebSocketHub } from './hub.js';
 export type { WebSocketHubStats, WebSocketHubEvents } from './hub.js';
-export { DEFAULT_HUB_OPTIONS } from './hub-config.js';
+export { DEFAULT_HUB_OPTIONS, bearerToken } from './hub-config.js';
 export type {
   WebSocketHubOptions,
   Authenticate,

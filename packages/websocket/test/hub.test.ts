@@ -18,6 +18,7 @@ import {
   CLOSE_CODES,
   WebSocketHub,
   WebSocketSubscriber,
+  bearerToken,
   type WebSocketTransport,
 } from '../src/index.js';
 import { FAST_CLIENT, RawClient, connectClient, rustEventJson, startHub } from './helpers.js';
@@ -193,6 +194,15 @@ describe('authentication and authorization', () => {
     expect(h.stats()).toMatchObject({ connections: 0, refusedConnections: 1 });
     const allowed = await client(h, { authToken: 's3cret' });
     expect((await allowed.healthCheck()).healthy).toBe(true);
+  });
+
+  it('reads the token of either client with bearerToken: the header, else access_token', async () => {
+    const tokens: (string | undefined)[] = [];
+    const h = await hub({ authenticate: (req) => (tokens.push(bearerToken(req)), 'anyone') });
+    await client(h, { authToken: 'from-node' });
+    await raw(`${h.url}?access_token=from-browser`);
+    await raw(h);
+    expect(tokens).toEqual(['from-node', 'from-browser', undefined]);
   });
 
   it('refuses subscriptions and publishes that authorize does not allow, with FORBIDDEN', async () => {
