@@ -119,3 +119,41 @@ export {
   DEFAULT_MEMORY_TRANSPORT_OPTIONS,
 } from './memory-transport.js';
 export type { MemoryTransportOptions, MemoryBrokerOptions } from './memory-transport.js';
+
+export {
+  EventSystem,
+  createEventSystem,
+  ORIGIN_HEADER,
+  EVENT_TYPE_HEADER,
+  IDEMPOTENCY_KEY_HEADER,
+} from './event-system/event-system.js';
+export type {
+  SystemSubscribeOptions,
+  BatchEvent,
+  BatchOutcome,
+  EventSystemStats,
+  EventSystemHealth,
+} from './event-system/event-system.js';
+export { EventSystemBuilder, createEventSystemBuilder } from './event-system/builder.js';
+export type { OriginOptions } from './event-system/builder.js';
+export { canPublishBatch } from './event-system/config.js';
+export type {
+  EventSystemConfig,
+  RouteConfig,
+  RouteOptions,
+  BatchingOptions,
+  PublisherOptions,
+  ConsumerOptions,
+  PoisonHandler,
+  SystemBusOptions,
+} from './event-system/config.js';
+export { DEFAULT_RATE_LIMIT_OPTIONS } from './event-system/rate-limiter.js';
+export type { RateLimitOptions, RateLimitStrategy } from './event-system/rate-limiter.js';
+export {
+  MemoryIdempotencyStore,
+  DEFAULT_MEMORY_IDEMPOTENCY_OPTIONS,
+} from './event-system/idempotency.js';
+export type {
+  IdempotencyStore,
+  MemoryIdempotencyStoreOptions,
+} from './event-system/idempotency.js';

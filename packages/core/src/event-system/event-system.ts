@@ -1,0 +1,747 @@
+/**
+ * The `EventSystem`: one validated configuration over several transports, each behind its own
+ * `EventBus`. The publish path is: event factory -> schema -> route (highest priority first,
+ * then the default) -> wire form (topic, origin header or prefix) -> rate limits -> batch
+ * window or straight to the route's bus. The consume path reads the wire form back (original
+ * type, origin filter, content filter, schema, idempotency, rate limit) before the user's
+ * handler. Everything else (retries, circuit breaker, dead letters, acks) is the bus's, so this
+ * layer never acks what the bus would not. It never accepts an option it does not act on.
+ */
+import { systemClock, type Clock, type TimerHandle } from '../clock.js';
+import {
+  ClosedError,
+  ErrorCode,
+  ValidationError,
+  WatchtowerError,
+  configError,
+  describeError,
+  toWatchtowerError,
+} from '../errors.js';
+import {
+  EventBus,
+  type EventBusStats,
+  type EventFor,
+  type EventHandler,
+  type HandlerContext,
+  type SubscribeOptions,
+} from '../event-bus.js';
+import { createEventAt, type Event, type EventMetadataInput } from '../event.js';
+import { consoleLogger, toBusLog, type BusLog } from '../logger.js';
+import { functionOption, numberOption, objectOption, rejectUnknownOptions } from '../options.js';
+import { compilePattern, patternsOverlap, type CompiledPattern } from '../pattern.js';
+import {
+  runPayloadSchema,
+  type EventCatalog,
+  type SchemaInput,
+  type StandardSchemaV1,
+} from '../schema.js';
+import type { DeadLetter, HealthStatus, SubscriptionHandle, Transport } from '../transport.js';
+import {
+  resolveEventSystemConfig,
+  type BatchingOptions,
+  type EventSystemConfig,
+  type ResolvedConfig,
+  type ResolvedRoute,
+} from './config.js';
+import type { IdempotencyStore } from './idempotency.js';
+import {
+  RateLimiter,
+  resolveRateLimit,
+  type RateLimitOptions,
+  type RateLimiterCounters,
+  type ResolvedRateLimit,
+} from './rate-limiter.js';
+
+/** The header that carries the publishing service's origin. */
+export const ORIGIN_HEADER = 'origin';
+/**
+ * The header that carries an event's own type when the wire type differs (a route's `topic`,
+ * an origin prefix); subscribers read the event back under it.
+ */
+export const EVENT_TYPE_HEADER = 'event-type';
+/** The header a subscription's idempotency check reads before the event id. */
+export const IDEMPOTENCY_KEY_HEADER = 'idempotency-key';
+
+/** Options of {@link EventSystem.subscribe}: the bus's, and the system's own. */
+export interface SystemSubscribeOptions extends SubscribeOptions {
+  /**
+   * The origins whose events this subscription receives: a list, or `'*'` for all.
+   * @defaultValue the system's own origin (without one: every event)
+   */
+  origins?: readonly string[] | '*';
+  /** A content filter: events it returns false for are acked without running the handler. */
+  filter?: (event: Event) => boolean;
+  /** At most so many handler starts per interval (the wait counts in the handler's `timeoutMs`). */
+  rateLimit?: RateLimitOptions;
+  /**
+   * Skip (and ack) a delivery whose `idempotency-key` header, else event id, was handled
+   * within `ttlMs`. A handler that failed does not mark its key.
+   */
+  idempotency?: { store: IdempotencyStore; ttlMs: number };
+}
+
+const SYSTEM_SUBSCRIBE_KEYS = ['origins', 'filter', 'rateLimit', 'idempotency'] as const;
+const BUS_SUBSCRIBE_KEYS = [
+  'group',
+  'concurrency',
+  'timeoutMs',
+  'retry',
+  'maxInFlight',
+  'startFrom',
+  'signal',
+  'name',
+] as const satisfies readonly (keyof SubscribeOptions)[];
+
+/** One event of {@link EventSystem.publishBatch}. */
+export interface BatchEvent<T extends string = string, P = unknown> {
+  type: T;
+  payload: P;
+  metadata?: EventMetadataInput;
+}
+
+/** How one event of a batch ended. */
+export type BatchOutcome =
+  | { readonly type: string; readonly id: string | undefined; readonly ok: true }
+  | {
+      readonly type: string;
+      readonly id: string | undefined;
+      readonly ok: false;
+      readonly error: WatchtowerError;
+    };
+
+/** A snapshot from {@link EventSystem.stats}. */
+export interface EventSystemStats {
+  /** Publishes the transports confirmed. */
+  published: number;
+  /** Publishes that rejected (validation, rate limit, transport), after retries. */
+  publishFailed: number;
+  /** Batches sent (`publishBatch` calls and batching windows). */
+  batches: number;
+  /** Publishes and handler starts that waited for a rate-limit permit. */
+  rateLimitWaits: number;
+  /** Publishes and handler starts refused by a rate limit. */
+  rateLimitRejections: number;
+  /**
+   * Deliveries acked without running the handler because they were not for it: another
+   * origin, another type sharing the route's topic, or the subscription's `filter`.
+   */
+  filtered: number;
+  /** Deliveries acked without running the handler because their key was handled already. */
+  duplicates: number;
+  /** Poison-handler calls that threw or rejected (the dead letter was written). */
+  poisonHandlerFailures: number;
+  /** Each transport's bus. */
+  transports: Record<string, EventBusStats>;
+}
+
+/** What {@link EventSystem.health} reports. */
+export interface EventSystemHealth {
+  /** True when every transport is healthy. */
+  healthy: boolean;
+  transports: Record<string, HealthStatus>;
+}
+
+interface BatchEntry {
+  readonly bus: EventBus;
+  readonly wire: Event;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+type SystemPhase = 'open' | 'closing' | 'closed';
+
+let systemSubscriptionSeq = 0;
+
+/**
+ * Builds an {@link EventSystem} from one configuration object. Throws a `CONFIG` error naming
+ * the field, route or transport at fault; nothing is connected until the first use.
+ */
+export function createEventSystem<C extends EventCatalog = EventCatalog>(
+  config: EventSystemConfig<C>,
+): EventSystem<C> {
+  return new EventSystem(resolveEventSystemConfig(config));
+}
+
+/**
+ * Publish and subscribe across several transports by route, with origins, batching, rate
+ * limits and idempotency. Made by {@link createEventSystem} or the builder.
+ */
+export class EventSystem<C extends EventCatalog = EventCatalog> implements AsyncDisposable {
+  readonly #config: ResolvedConfig<C>;
+  readonly #buses = new Map<string, EventBus>();
+  readonly #clock: Clock;
+  readonly #logger: BusLog;
+  readonly #systemLimit: ResolvedRateLimit | undefined;
+  readonly #systemLimiters = new Map<string, RateLimiter>();
+  readonly #routeLimiters = new Map<ResolvedRoute, Map<string, RateLimiter>>();
+  readonly #subscriptionLimiters = new Set<RateLimiter>();
+  readonly #limitCounters: RateLimiterCounters = { waited: 0, rejected: 0 };
+  readonly #batching: Readonly<BatchingOptions> | undefined;
+  #pending: BatchEntry[] = [];
+  #batchTimer: TimerHandle | undefined;
+  #phase: SystemPhase = 'open';
+  #closing: Promise<void> | undefined;
+  readonly #counters = {
+    published: 0,
+    publishFailed: 0,
+    batches: 0,
+    filtered: 0,
+    duplicates: 0,
+    poisonHandlerFailures: 0,
+  };
+
+  /** Use {@link createEventSystem} or the builder; this takes a resolved configuration. */
+  constructor(config: ResolvedConfig<C>) {
+    this.#config = config;
+    this.#clock = config.clock ?? systemClock;
+    this.#logger = toBusLog(config.logger ?? consoleLogger);
+    this.#systemLimit = config.rateLimit;
+    this.#batching = config.batching;
+    for (const [name, transport] of config.transports) {
+      const bus = new EventBus({
+        ...config.bus,
+        transport,
+        // Schemas run in this layer, on the event's own type: the bus sees the wire type.
+        validation: 'ignore',
+        source: config.service,
+        clock: this.#clock,
+        logger: config.logger ?? consoleLogger,
+        ...(config.retry === undefined ? {} : { retry: config.retry }),
+      });
+      const poison = config.poisonHandler;
+      if (poison !== undefined) bus.on('deadLetter', (letter) => this.#poisoned(letter, poison));
+      this.#buses.set(name, bus);
+    }
+  }
+
+  /** The service's name, set as `source` on every event it publishes. */
+  get service(): string {
+    return this.#config.service;
+  }
+
+  /** The service's origin, if it has one. */
+  get origin(): string | undefined {
+    return this.#config.origin;
+  }
+
+  /** Connects every transport; called on first use anyway, early to surface errors early. */
+  async connect(): Promise<void> {
+    if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
+    await Promise.all([...this.#buses.values()].map((bus) => bus.connect()));
+  }
+
+  /**
+   * Publishes an event on the transport of its route. Resolves when that transport confirmed
+   * it (with batching: when its batch was confirmed); rejects with `VALIDATION` (type or
+   * payload), `BACKPRESSURE_FULL` (a rate limit with `onLimit: 'reject'`), `CLOSED`, or the
+   * bus's error after its retries.
+   */
+  publish<T extends keyof C & string>(
+    type: T,
+    payload: SchemaInput<C[T]>,
+    metadata?: EventMetadataInput,
+  ): Promise<void> {
+    return this.#publish(type, payload, metadata).catch((error: unknown) => {
+      this.#counters.publishFailed++;
+      throw toWatchtowerError(error);
+    });
+  }
+
+  /**
+   * Publishes several events together: each is checked and routed on its own, then all are
+   * handed to their transports in one turn, so that transports that batch (a Redis pipeline,
+   * one NATS flush) send them in one write. Each event stays an ordinary event on the wire.
+   * Resolves with one outcome per event, in order; never rejects for an event's failure.
+   */
+  async publishBatch<T extends keyof C & string>(
+    events: readonly BatchEvent<T, SchemaInput<C[T]>>[],
+  ): Promise<BatchOutcome[]> {
+    if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
+    const given: unknown = events;
+    if (!Array.isArray(given)) throw configError('events', 'must be an array of events');
+    const prepared = await Promise.all(
+      events.map((input) =>
+        this.#prepare(input.type, input.payload, input.metadata).then(
+          (ready) => ready,
+          (error: unknown) => toWatchtowerError(error),
+        ),
+      ),
+    );
+    if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
+    this.#counters.batches++;
+    const sent = prepared.map((ready) =>
+      ready instanceof WatchtowerError ? Promise.reject(ready) : ready.bus.publish(ready.wire),
+    );
+    const settled = await Promise.allSettled(sent);
+    return settled.map((result, index): BatchOutcome => {
+      const ready = prepared[index];
+      const type = String(events[index]?.type);
+      const id =
+        ready instanceof WatchtowerError || ready === undefined ? undefined : ready.wire.id;
+      if (result.status === 'fulfilled') {
+        this.#counters.published++;
+        return { type, id, ok: true };
+      }
+      this.#counters.publishFailed++;
+      return { type, id, ok: false, error: toWatchtowerError(result.reason) };
+    });
+  }
+
+  /**
+   * Calls `handler` for every event whose type matches `patterns`, from the transports of the
+   * routes those patterns can reach (and the default one), read back under its own type.
+   * Resolves once every transport subscription is live.
+   *
+   * @throws `CONFIG` for a bad option, or a `group` on a transport without consumer groups.
+   */
+  async subscribe<P extends string>(
+    patterns: P | readonly P[],
+    handler: EventHandler<EventFor<C, P>>,
+    options: SystemSubscribeOptions = {},
+  ): Promise<SubscriptionHandle> {
+    if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
+    rejectUnknownOptions(options, [...BUS_SUBSCRIBE_KEYS, ...SYSTEM_SUBSCRIBE_KEYS], 'subscribe()');
+    const list: readonly string[] = typeof patterns === 'string' ? [patterns] : patterns;
+    if (!Array.isArray(list) || list.length === 0) {
+      throw configError('patterns', 'give at least one event type or pattern');
+    }
+    const compiled = list.map((pattern: string) => compilePattern(pattern));
+    functionOption('handler', handler);
+    const { origins, filter, rateLimit, idempotency, ...busOptions } = options;
+    const allowed = this.#allowedOrigins(origins);
+    if (filter !== undefined) functionOption('filter', filter);
+    const idempotent = checkIdempotency(idempotency);
+    const name = options.name ?? list.join(',');
+    const group =
+      busOptions.group ??
+      (this.#config.groups ? `${this.#config.service}-${slug(name)}` : undefined);
+    const targets = this.#targets(compiled, allowed);
+    for (const transport of targets.keys()) {
+      if (group !== undefined && !this.#transport(transport).info.capabilities.consumerGroups) {
+        throw configError(
+          'group',
+          `"${list.join(', ')}" is read from transport "${transport}", which has no consumer groups`,
+        );
+      }
+    }
+    let limiter: RateLimiter | undefined;
+    if (rateLimit !== undefined) {
+      limiter = new RateLimiter(
+        resolveRateLimit('rateLimit', rateLimit, false),
+        this.#clock,
+        this.#limitCounters,
+        `the handler starts of "${name}"`,
+      );
+    }
+
+    const wrapped = this.#consumer(
+      compiled,
+      allowed,
+      filter,
+      limiter,
+      idempotent,
+      handler as EventHandler,
+    );
+    const handles: SubscriptionHandle[] = [];
+    try {
+      for (const [transport, wirePatterns] of targets) {
+        const bus = this.#buses.get(transport) as EventBus;
+        handles.push(
+          await bus.subscribe([...wirePatterns], wrapped, {
+            ...busOptions,
+            name,
+            ...(group === undefined ? {} : { group }),
+          }),
+        );
+      }
+    } catch (error) {
+      await Promise.allSettled(handles.map((handle) => handle.unsubscribe()));
+      limiter?.close(new ClosedError('the subscription could not start'));
+      throw error;
+    }
+    if (limiter !== undefined) this.#subscriptionLimiters.add(limiter);
+    let stopping: Promise<void> | undefined;
+    return {
+      id: `system-sub-${++systemSubscriptionSeq}`,
+      unsubscribe: () => {
+        stopping ??= Promise.all(handles.map((handle) => handle.unsubscribe())).then(() => {
+          if (limiter !== undefined) {
+            limiter.close(new ClosedError('the subscription is closed'));
+            this.#subscriptionLimiters.delete(limiter);
+          }
+        });
+        return stopping;
+      },
+    };
+  }
+
+  /** Counters of the system and a snapshot of each transport's bus. */
+  stats(): EventSystemStats {
+    const transports: Record<string, EventBusStats> = {};
+    for (const [name, bus] of this.#buses) transports[name] = bus.stats();
+    return {
+      ...this.#counters,
+      rateLimitWaits: this.#limitCounters.waited,
+      rateLimitRejections: this.#limitCounters.rejected,
+      transports,
+    };
+  }
+
+  /** Asks every transport; never rejects. */
+  async health(): Promise<EventSystemHealth> {
+    const names = [...this.#buses.keys()];
+    const statuses = await Promise.all([...this.#buses.values()].map((bus) => bus.healthCheck()));
+    const transports: Record<string, HealthStatus> = {};
+    names.forEach((name, index) => (transports[name] = statuses[index] as HealthStatus));
+    return { healthy: statuses.every((status) => status.healthy), transports };
+  }
+
+  /**
+   * Graceful and idempotent: refuses new publishes (`CLOSED`), sends the open batch, ends
+   * rate-limit waits with `CLOSED`, then closes every bus (each sends what it accepted and
+   * waits for its handlers, within `timeoutMs`). Every bus is closed even if one fails; the
+   * first failure rejects.
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    if (this.#closing !== undefined) return this.#closing;
+    this.#phase = 'closing';
+    this.#closing = this.#close(options).finally(() => {
+      this.#phase = 'closed';
+    });
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  // ---- publish path ---------------------------------------------------------------------
+
+  async #publish(
+    type: string,
+    payload: unknown,
+    metadata: EventMetadataInput | undefined,
+  ): Promise<void> {
+    if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
+    const { bus, wire } = await this.#prepare(type, payload, metadata);
+    if (this.#batching === undefined) {
+      await bus.publish(wire);
+    } else {
+      await new Promise<void>((resolve, reject) =>
+        this.#addToBatch({ bus, wire, resolve, reject }),
+      );
+    }
+    this.#counters.published++;
+  }
+
+  /** The event made, checked, routed, written in its wire form, and let through the limits. */
+  async #prepare(
+    type: string,
+    payload: unknown,
+    metadata: EventMetadataInput | undefined,
+  ): Promise<{ bus: EventBus; wire: Event }> {
+    const withSource =
+      metadata?.source === undefined ? { ...metadata, source: this.#config.service } : metadata;
+    const event = createEventAt(type, payload, withSource, this.#clock);
+    await this.#validate(event, 'publish');
+    const route = this.#route(event.type);
+    // Resolved config: without a default route, a `>` route matches every type.
+    const transport = route?.transport ?? this.#config.defaultTransport ?? '';
+    const wire = this.#toWire(event, route);
+    for (const limiter of this.#limitersFor(event.type, route)) {
+      const wait = limiter.acquire();
+      if (wait !== undefined) await wait;
+    }
+    if (this.#phase !== 'open')
+      throw new ClosedError('the event system closed while this publish waited');
+    return { bus: this.#buses.get(transport) as EventBus, wire };
+  }
+
+  /** The highest-priority route matching `type`; undefined means the default transport. */
+  #route(type: string): ResolvedRoute | undefined {
+    for (const route of this.#config.routes) if (route.pattern.matches(type)) return route;
+    return undefined;
+  }
+
+  #toWire(event: Event, route: ResolvedRoute | undefined): Event {
+    const { origin, originAsTopicPrefix } = this.#config;
+    const topic = route?.topic ?? event.type;
+    const wireType = originAsTopicPrefix ? `${origin as string}.${topic}` : topic;
+    if (origin === undefined && wireType === event.type) return event;
+    const headers = { ...event.headers };
+    if (origin !== undefined) headers[ORIGIN_HEADER] = origin;
+    if (wireType !== event.type) headers[EVENT_TYPE_HEADER] = event.type;
+    return { ...event, type: wireType, headers };
+  }
+
+  #limitersFor(type: string, route: ResolvedRoute | undefined): RateLimiter[] {
+    const limiters: RateLimiter[] = [];
+    if (this.#systemLimit !== undefined) {
+      limiters.push(this.#limiter(this.#systemLimiters, this.#systemLimit, type, 'the system'));
+    }
+    if (route?.rateLimit !== undefined) {
+      let byKey = this.#routeLimiters.get(route);
+      if (byKey === undefined)
+        this.#routeLimiters.set(route, (byKey = new Map<string, RateLimiter>()));
+      limiters.push(this.#limiter(byKey, route.rateLimit, type, `route ${route.label}`));
+    }
+    return limiters;
+  }
+
+  #limiter(
+    byKey: Map<string, RateLimiter>,
+    limit: ResolvedRateLimit,
+    type: string,
+    scope: string,
+  ): RateLimiter {
+    const key = limit.per === 'type' ? type : '';
+    let limiter = byKey.get(key);
+    if (limiter === undefined) {
+      const what =
+        limit.per === 'type' ? `the publishes of ${type} on ${scope}` : `the publishes of ${scope}`;
+      limiter = new RateLimiter(limit, this.#clock, this.#limitCounters, what);
+      byKey.set(key, limiter);
+    }
+    return limiter;
+  }
+
+  #addToBatch(entry: BatchEntry): void {
+    const batching = this.#batching as BatchingOptions;
+    this.#pending.push(entry);
+    if (this.#pending.length >= batching.maxSize) this.#flush();
+    else this.#batchTimer ??= this.#clock.setTimeout(() => this.#flush(), batching.maxWaitMs);
+  }
+
+  /**
+   * Sends the open batch: every event handed to its bus in one turn, each settling its own
+   * caller (the bus retries each per the retry policy). Never throws.
+   */
+  #flush(): void {
+    if (this.#batchTimer !== undefined) this.#clock.clearTimeout(this.#batchTimer);
+    this.#batchTimer = undefined;
+    const batch = this.#pending;
+    if (batch.length === 0) return;
+    this.#pending = [];
+    this.#counters.batches++;
+    for (const entry of batch) entry.bus.publish(entry.wire).then(entry.resolve, entry.reject);
+  }
+
+  // ---- consume path ---------------------------------------------------------------------
+
+  #allowedOrigins(
+    origins: SystemSubscribeOptions['origins'],
+  ): ReadonlySet<string> | '*' | undefined {
+    if (origins === '*') return '*';
+    if (origins === undefined) {
+      return this.#config.origin === undefined ? undefined : new Set([this.#config.origin]);
+    }
+    if (!Array.isArray(origins) || origins.length === 0) {
+      throw configError('origins', 'must be "*" or a non-empty array of origins');
+    }
+    const checked = (origins as readonly unknown[]).map((origin, index) => {
+      if (
+        typeof origin !== 'string' ||
+        origin.length === 0 ||
+        origin.includes('*') ||
+        origin.includes('>')
+      ) {
+        throw configError(`origins[${index}]`, 'must be an origin such as "eu.de"');
+      }
+      compilePattern(origin);
+      return origin;
+    });
+    return new Set(checked);
+  }
+
+  /**
+   * Where to read `patterns` from: for each route they can reach, its transport and topic (or
+   * the patterns themselves), and the default transport; with origin prefixes, one wire pattern
+   * per origin.
+   */
+  #targets(
+    patterns: readonly CompiledPattern[],
+    origins: ReadonlySet<string> | '*' | undefined,
+  ): Map<string, Set<string>> {
+    const targets = new Map<string, Set<string>>();
+    const add = (transport: string, topic: string): void => {
+      let set = targets.get(transport);
+      if (set === undefined) targets.set(transport, (set = new Set()));
+      for (const wire of this.#wirePatterns(topic, origins)) set.add(wire);
+    };
+    for (const pattern of patterns) {
+      for (const route of this.#config.routes) {
+        if (patternsOverlap(route.pattern, pattern))
+          add(route.transport, route.topic ?? pattern.source);
+      }
+      if (this.#config.defaultTransport !== undefined)
+        add(this.#config.defaultTransport, pattern.source);
+    }
+    return targets;
+  }
+
+  #wirePatterns(topic: string, origins: ReadonlySet<string> | '*' | undefined): string[] {
+    const { origin, originAsTopicPrefix } = this.#config;
+    if (!originAsTopicPrefix) return [topic];
+    if (origins === '*') {
+      // Origins of the system's own token count: `eu.de` reads `*.*.{topic}`.
+      const anyOrigin = (origin as string)
+        .split('.')
+        .map(() => '*')
+        .join('.');
+      return [`${anyOrigin}.${topic}`];
+    }
+    return [...(origins ?? [origin as string])].map((one) => `${one}.${topic}`);
+  }
+
+  /** The handler the buses run: the wire form read back, then the subscription's checks. */
+  #consumer(
+    patterns: readonly CompiledPattern[],
+    origins: ReadonlySet<string> | '*' | undefined,
+    filter: ((event: Event) => boolean) | undefined,
+    limiter: RateLimiter | undefined,
+    idempotency: { store: IdempotencyStore; ttlMs: number } | undefined,
+    handler: EventHandler,
+  ): EventHandler {
+    return async (wire: Event, context: HandlerContext): Promise<void> => {
+      const event = readBack(wire);
+      if (
+        !patterns.some((pattern) => pattern.matches(event.type)) ||
+        (origins !== undefined &&
+          origins !== '*' &&
+          !origins.has(wire.headers[ORIGIN_HEADER] ?? ''))
+      ) {
+        this.#counters.filtered++;
+        return;
+      }
+      if (filter !== undefined && !filter(event)) {
+        this.#counters.filtered++;
+        return;
+      }
+      const checked = await this.#validate(event, 'consume');
+      const key =
+        idempotency === undefined ? undefined : (event.headers[IDEMPOTENCY_KEY_HEADER] ?? event.id);
+      if (idempotency !== undefined && (await idempotency.store.seen(key as string))) {
+        this.#counters.duplicates++;
+        return;
+      }
+      if (limiter !== undefined) {
+        const wait = limiter.acquire();
+        if (wait !== undefined) await wait;
+      }
+      await handler(checked, context);
+      if (idempotency !== undefined) await idempotency.store.mark(key as string, idempotency.ttlMs);
+    };
+  }
+
+  /**
+   * Runs the catalog's schema of `event.type`. Resolves with the event (its payload as the
+   * schema output); rejects with `VALIDATION` in strict mode (on consume the bus then
+   * dead-letters it at once: a validation error is not retried).
+   */
+  async #validate(event: Event, side: 'publish' | 'consume'): Promise<Event> {
+    const { catalog, validationMode } = this.#config;
+    if (catalog === undefined || validationMode === 'ignore') return event;
+    const schema: StandardSchemaV1 | undefined = Object.hasOwn(catalog, event.type)
+      ? catalog[event.type]
+      : undefined;
+    let error: ValidationError;
+    if (schema === undefined) {
+      error = new ValidationError(
+        `unknown event type "${event.type}": it is not in the event catalog`,
+      );
+    } else {
+      let outcome;
+      try {
+        outcome = await runPayloadSchema(schema, event.payload, event.type);
+      } catch (thrown) {
+        outcome = {
+          ok: false as const,
+          error: new ValidationError(
+            `payload of "${event.type}": the schema threw: ${describeError(thrown)}`,
+          ),
+        };
+      }
+      if (outcome.ok) {
+        // Publish sends the payload as given; consumers get the schema's output.
+        return side === 'consume' && outcome.value !== event.payload
+          ? { ...event, payload: outcome.value }
+          : event;
+      }
+      error = outcome.error;
+    }
+    if (validationMode === 'strict') throw error;
+    this.#logger.warn({ eventId: event.id, type: event.type }, error.message);
+    return event;
+  }
+
+  #poisoned(
+    letter: DeadLetter,
+    handler: (event: Event | undefined, reason: DeadLetter['reason']) => unknown,
+  ): void {
+    const event = letter.event === undefined ? undefined : readBack(letter.event);
+    const failed = (error: unknown): void => {
+      this.#counters.poisonHandlerFailures++;
+      this.#logger.error(
+        { code: ErrorCode.HANDLER_FAILED, eventId: event?.id },
+        `the poison handler failed (the dead letter is stored): ${describeError(error)}`,
+      );
+    };
+    try {
+      const result = handler(event, letter.reason);
+      if (result instanceof Promise) result.catch(failed);
+    } catch (error) {
+      failed(error);
+    }
+  }
+
+  // ---- close ----------------------------------------------------------------------------
+
+  async #close(options: { timeoutMs?: number }): Promise<void> {
+    rejectUnknownOptions(options, ['timeoutMs'], 'close options');
+    if (options.timeoutMs !== undefined) numberOption('timeoutMs', options.timeoutMs, { min: 0 });
+    this.#flush();
+    const closed = new ClosedError('the event system is closed');
+    for (const limiters of [this.#systemLimiters, ...this.#routeLimiters.values()]) {
+      for (const limiter of limiters.values()) limiter.close(closed);
+    }
+    for (const limiter of this.#subscriptionLimiters) limiter.close(closed);
+    const results = await Promise.allSettled(
+      [...this.#buses.values()].map((bus) => bus.close(options)),
+    );
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed !== undefined) throw toWatchtowerError(failed.reason);
+  }
+
+  #transport(name: string): Transport {
+    return this.#config.transports.get(name) as Transport;
+  }
+}
+
+/** The event as its publisher made it: its own type, from the header when the wire type differs. */
+function readBack(wire: Event): Event {
+  const type = wire.headers[EVENT_TYPE_HEADER];
+  return type === undefined || type === wire.type ? wire : { ...wire, type };
+}
+
+function checkIdempotency(
+  value: SystemSubscribeOptions['idempotency'],
+): { store: IdempotencyStore; ttlMs: number } | undefined {
+  if (value === undefined) return undefined;
+  const options = objectOption('idempotency', value, ['store', 'ttlMs']);
+  const store = options.store as Partial<IdempotencyStore> | undefined;
+  if (typeof store?.seen !== 'function' || typeof store.mark !== 'function') {
+    throw configError('idempotency.store', 'must be an IdempotencyStore (seen and mark)');
+  }
+  return {
+    store: store as IdempotencyStore,
+    ttlMs: numberOption('idempotency.ttlMs', options.ttlMs, { above: 0 }),
+  };
+}
+
+/** A group name from a subscription name: tokens kept, wildcards spelt out. */
+function slug(name: string): string {
+  return name
+    .replaceAll('>', 'all')
+    .replaceAll('*', 'any')
+    .replaceAll(/[^A-Za-z0-9_-]+/g, '_');
+}
