@@ -180,6 +180,8 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #pending: BatchEntry[] = [];
   #batchTimer: TimerHandle | undefined;
   #phase: SystemPhase = 'open';
+  /** Publishes accepted and not yet handed to a bus or the batch window. */
+  readonly #preparing = new Set<Promise<unknown>>();
   #closing: Promise<void> | undefined;
   readonly #counters = {
     published: 0,
@@ -267,7 +269,6 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         ),
       ),
     );
-    if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
     this.#counters.batches++;
     const sent = prepared.map((ready) =>
       ready instanceof WatchtowerError ? Promise.reject(ready) : ready.bus.publish(ready.wire),
@@ -424,7 +425,8 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   ): Promise<void> {
     if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
     const { bus, wire } = await this.#prepare(type, payload, metadata);
-    if (this.#batching === undefined) {
+    // Accepted before close() began: it is sent, straight to the bus once the window is shut.
+    if (this.#batching === undefined || this.#phase !== 'open') {
       await bus.publish(wire);
     } else {
       await new Promise<void>((resolve, reject) =>
@@ -434,8 +436,23 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     this.#counters.published++;
   }
 
-  /** The event made, checked, routed, written in its wire form, and let through the limits. */
-  async #prepare(
+  /**
+   * The event made, checked, routed, written in its wire form, and let through the limits.
+   * `close()` waits for the prepares under way, so that what was accepted before it is sent.
+   */
+  #prepare(
+    type: string,
+    payload: unknown,
+    metadata: EventMetadataInput | undefined,
+  ): Promise<{ bus: EventBus; wire: Event }> {
+    const preparing = this.#prepareNow(type, payload, metadata);
+    this.#preparing.add(preparing);
+    const done = (): void => void this.#preparing.delete(preparing);
+    preparing.then(done, done);
+    return preparing;
+  }
+
+  async #prepareNow(
     type: string,
     payload: unknown,
     metadata: EventMetadataInput | undefined,
@@ -452,8 +469,6 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       const wait = limiter.acquire();
       if (wait !== undefined) await wait;
     }
-    if (this.#phase !== 'open')
-      throw new ClosedError('the event system closed while this publish waited');
     return { bus: this.#buses.get(transport) as EventBus, wire };
   }
 
@@ -705,6 +720,9 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       for (const limiter of limiters.values()) limiter.close(closed);
     }
     for (const limiter of this.#subscriptionLimiters) limiter.close(closed);
+    // Publishes accepted before close() go to their bus (the window is shut: straight there).
+    await Promise.allSettled([...this.#preparing]);
+    this.#flush();
     const results = await Promise.allSettled(
       [...this.#buses.values()].map((bus) => bus.close(options)),
     );
