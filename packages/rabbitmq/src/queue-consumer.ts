@@ -120,8 +120,6 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   readonly #options: QueueConsumerOptions<T>;
   #channel: Channel | undefined;
   #consumerTag: string | undefined;
-  /** Delay queues declared on the current channel. */
-  #delays = new Set<number>();
   #stopping: Promise<void> | undefined;
 
   constructor(host: QueueConsumerHost, options: QueueConsumerOptions<T>) {
@@ -165,7 +163,6 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
         return;
       }
       this.#channel = channel;
-      this.#delays = new Set();
       const { consumerTag } = await channel.consume(queue, (message) =>
         this.#onMessage(channel, message),
       );
@@ -260,8 +257,12 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
     this.#ackRaw(received);
   }
 
+  /**
+   * Declares the delay queue before every retry through it: a declare is what counts as use
+   * for its `x-expires` (a publish does not), so a queue in use never expires under a message
+   * (it lives `step` + a minute past its last declare, longer than any message waits in it).
+   */
   async #declareDelay(step: number): Promise<void> {
-    if (this.#delays.has(step)) return;
     const channel = this.#channel;
     if (channel === undefined) {
       throw new ConnectionError(`declare the delay queue of ${this.queue}: no channel`);
@@ -270,7 +271,6 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
       delayQueueName(this.queue, step),
       delayQueueOptions(this.queue, step, this.#options.durableDelays),
     );
-    this.#delays.add(step);
   }
 
   /**
@@ -355,7 +355,8 @@ function resendOptions(received: Received): Options.Publish {
   for (const key of BROKER_HEADERS) delete headers[key];
   headers[ATTEMPT_HEADER] = received.attempt + 1;
   headers[ROUTING_KEY_HEADER] = originOf(received.message);
-  const options: Options.Publish = { persistent: true, headers };
+  // Mandatory: a queue that is gone returns the copy, and the original goes back instead.
+  const options: Options.Publish = { persistent: true, mandatory: true, headers };
   if (properties.messageId !== undefined) options.messageId = properties.messageId as string;
   if (properties.contentType !== undefined) options.contentType = properties.contentType as string;
   if (properties.timestamp !== undefined) options.timestamp = properties.timestamp as number;

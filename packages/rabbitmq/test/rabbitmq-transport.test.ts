@@ -182,6 +182,30 @@ describe('dead letters', () => {
   });
 });
 
+describe('retries', () => {
+  it('declares the delay queue again for every retry: one deleted (or expired) under it loses nothing', async () => {
+    const exchange = newExchange();
+    const t = transport(exchange);
+    const sub = await t.subscribe('retry.item', { group: 'g' });
+    const iterator = sub[Symbol.asyncIterator]();
+    await t.publish(createEvent('retry.item', { n: 1 }));
+    const first = (await iterator.next()).value as Delivery;
+    await first.nack({ delayMs: 100 });
+    const second = (await iterator.next()).value as Delivery;
+    expect(second.attempt).toBe(2);
+    // Gone as an unused delay queue goes by its x-expires.
+    await withRawChannel(async (channel) => {
+      await channel.deleteQueue(`${exchange}.group.g:retry.item~delay.100`);
+    });
+    await second.nack({ delayMs: 100 });
+    const third = (await iterator.next()).value as Delivery;
+    expect(third.attempt).toBe(3);
+    expect(third.kind === 'event' && third.event.payload).toEqual({ n: 1 });
+    await third.ack();
+    await sub.unsubscribe();
+  });
+});
+
 describe('the wire format', () => {
   it('receives a Rust-format JSON message published with raw amqplib as an Event', async () => {
     const exchange = newExchange();
