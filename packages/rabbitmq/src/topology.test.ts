@@ -11,6 +11,9 @@ describe('delayStepMs', () => {
     }
     expect([100, 125, 160, 200, 250].map(delayStepMs)).toEqual([100, 125, 160, 200, 250]);
     expect(delayStepMs(0)).toBe(1);
+    // Within the 32-bit bound of x-message-ttl and x-expires, expiry included.
+    expect(delayStepMs(2 ** 40) + 60_000).toBeLessThanOrEqual(2 ** 31 - 1);
+    expect(delayStepMs(2 ** 31 - 70_000) + 60_000).toBeLessThanOrEqual(2 ** 31 - 1);
   });
 
   it('gives few distinct queues for the delays of exponential backoff', () => {

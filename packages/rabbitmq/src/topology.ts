@@ -67,14 +67,18 @@ export function ownQueueName(
  */
 const R10 = [1, 1.25, 1.6, 2, 2.5, 3.15, 4, 5, 6.3, 8] as const;
 
+/** The longest step: its TTL and expiry (step + a minute) stay within RabbitMQ's 32-bit limit. */
+const MAX_STEP_MS = 2 ** 31 - 1 - 60_000;
+
 /** The delay queue step `delayMs` is rounded up to, in milliseconds (at least 1). */
 export function delayStepMs(delayMs: number): number {
   if (delayMs <= 1) return 1;
+  if (delayMs >= MAX_STEP_MS) return MAX_STEP_MS;
   let decade = 10 ** Math.floor(Math.log10(delayMs));
   for (;;) {
     for (const step of R10) {
       const value = Math.ceil(step * decade);
-      if (value >= delayMs) return value;
+      if (value >= delayMs) return Math.min(value, MAX_STEP_MS);
     }
     decade *= 10;
   }
