@@ -310,7 +310,10 @@ export class WebhookTransport implements Transport {
         group: this.#queueGroup,
         maxInFlight: this.#maxPending,
       });
-      this.#queueLoop = this.#consumeQueue(this.#queueSubscription);
+      // Nobody awaits the loop but close(): a failure of the queue is reported, never unhandled.
+      this.#queueLoop = this.#consumeQueue(this.#queueSubscription).catch((error: unknown) => {
+        this.#life.report(toWatchtowerError(error, ErrorCode.CONNECTION));
+      });
     }
     if (this.#listen !== undefined && this.receiver !== undefined) {
       const handler = this.receiver;
@@ -610,16 +613,19 @@ export class WebhookTransport implements Transport {
             : new Promise<void>((resolve) => server.close(() => resolve()));
         if (this.#queueSubscription !== undefined)
           await deadline.within(this.#queueSubscription.unsubscribe());
-        await deadline.within(Promise.allSettled([...this.#pending]));
+        // Deliveries being sent and deliveries received settle side by side, in one deadline.
+        const sending = deadline.within(Promise.allSettled([...this.#pending]));
         // Handlers get the time left but a little, which the 503 answers to their senders need.
         const received = [...this.#subscriptions].map((sub) => sub.buffer.whenIdle());
-        await within(
+        const receiving = within(
           this.#life.clock,
           deadline.remaining() - Math.min(ANSWER_MARGIN_MS, deadline.remaining() / 2),
           Promise.allSettled(received),
-        );
-        this.#cutReceived();
-        await deadline.within(Promise.allSettled([...this.#requests]));
+        ).then(() => {
+          this.#cutReceived();
+          return deadline.within(Promise.allSettled([...this.#requests]));
+        });
+        await Promise.all([sending, receiving]);
         await this.client.close({ timeoutMs: deadline.remaining() });
         if (this.#queueLoop !== undefined) await deadline.within(this.#queueLoop);
         await Promise.allSettled(
