@@ -387,8 +387,8 @@ export function natsScenarios(scale: number): Scenario[] {
     {
       name: 'core publish -> handler',
       transport: 'nats',
-      raw: () => rawCoreThroughput(at(200_000)),
-      watchtower: () => watchtowerCoreThroughput(at(200_000)),
+      raw: () => rawCoreThroughput(at(100_000)),
+      watchtower: () => watchtowerCoreThroughput(at(100_000)),
     },
     {
       name: 'core latency publish -> handler (1 at a time)',
@@ -405,26 +405,26 @@ export function natsScenarios(scale: number): Scenario[] {
     {
       name: 'jetstream publish, 64 acks outstanding',
       transport: 'nats',
-      raw: () => rawJsPublish(at(50_000), 64),
-      watchtower: () => watchtowerJsPublish(at(50_000), 64),
+      raw: () => rawJsPublish(at(30_000), 64),
+      watchtower: () => watchtowerJsPublish(at(30_000), 64),
     },
     {
       name: 'jetstream consume + ack',
       transport: 'nats',
-      raw: () => rawJsConsume(at(150_000)),
-      watchtower: () => watchtowerJsConsume(at(150_000)),
+      raw: () => rawJsConsume(at(100_000)),
+      watchtower: () => watchtowerJsConsume(at(100_000)),
     },
     {
       name: 'core publish -> subscriber, transport only',
       transport: 'nats',
-      raw: () => rawCoreThroughput(at(200_000)),
-      watchtower: () => transportCoreThroughput(at(200_000)),
+      raw: () => rawCoreThroughput(at(100_000)),
+      watchtower: () => transportCoreThroughput(at(100_000)),
     },
     {
       name: 'jetstream consume + ack, transport only',
       transport: 'nats',
-      raw: () => rawJsConsume(at(150_000)),
-      watchtower: () => transportJsConsume(at(150_000)),
+      raw: () => rawJsConsume(at(100_000)),
+      watchtower: () => transportJsConsume(at(100_000)),
     },
   ];
 }

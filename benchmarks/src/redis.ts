@@ -309,14 +309,14 @@ export function redisScenarios(scale: number): Scenario[] {
       // sends the publishes of one event-loop turn as one pipeline of its own.
       name: 'redis publish, pipelined by 100',
       transport: 'redis',
-      raw: () => rawPublish(at(100_000), 100),
-      watchtower: () => watchtowerPublish(at(100_000), 100),
+      raw: () => rawPublish(at(50_000), 100),
+      watchtower: () => watchtowerPublish(at(50_000), 100),
     },
     {
       name: 'redis group consume + XACK',
       transport: 'redis',
-      raw: () => rawConsume(at(100_000)),
-      watchtower: () => watchtowerConsume(at(100_000)),
+      raw: () => rawConsume(at(50_000)),
+      watchtower: () => watchtowerConsume(at(50_000)),
     },
     {
       name: 'redis latency publish -> handler (1 at a time)',

@@ -54,5 +54,7 @@ for (const name of names)
 const only = process.env['BENCH_ONLY'];
 const chosen = only === undefined ? scenarios : scenarios.filter((s) => s.name.includes(only));
 const outputFile = fileURLToPath(new URL('../results/latest.jsonl', import.meta.url));
+const started = performance.now();
 await runScenarios(chosen, { outputFile, rounds });
-console.log(`\nresults written to ${outputFile}`);
+const seconds = Math.round((performance.now() - started) / 1000);
+console.log(`\nresults written to ${outputFile} (${seconds} s)`);

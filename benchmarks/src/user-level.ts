@@ -392,15 +392,15 @@ export function userLevelScenarios(scale: number): Scenario[] {
     {
       name: 'user: NatsSubscriber core publish -> handler',
       transport: 'nats',
-      raw: () => rawNatsCore(at(100_000), false),
-      watchtower: () => watchtowerNatsCore(at(100_000), false),
+      raw: () => rawNatsCore(at(60_000), false),
+      watchtower: () => watchtowerNatsCore(at(60_000), false),
     },
     {
       // The raw side runs the same zod schema on both ends, as the bus does with a catalog.
       name: 'user: NatsSubscriber core, zod catalog',
       transport: 'nats',
-      raw: () => rawNatsCore(at(100_000), true),
-      watchtower: () => watchtowerNatsCore(at(100_000), true),
+      raw: () => rawNatsCore(at(60_000), true),
+      watchtower: () => watchtowerNatsCore(at(60_000), true),
     },
     {
       name: 'user: zod safeParse alone, twice per event',
@@ -410,26 +410,26 @@ export function userLevelScenarios(scale: number): Scenario[] {
     {
       name: 'user: NatsSubscriber jetstream publish + consume + ack',
       transport: 'nats',
-      raw: () => rawJetStream(at(20_000)),
-      watchtower: () => watchtowerJetStream(at(20_000)),
+      raw: () => rawJetStream(at(15_000)),
+      watchtower: () => watchtowerJetStream(at(15_000)),
     },
     {
       name: 'user: RedisSubscriber group publish + consume + XACK',
       transport: 'redis',
-      raw: () => rawRedis(at(50_000)),
-      watchtower: () => watchtowerRedis(at(50_000)),
+      raw: () => rawRedis(at(30_000)),
+      watchtower: () => watchtowerRedis(at(30_000)),
     },
     {
       name: 'user: EventBus memory publish -> handler',
       transport: 'memory',
-      raw: () => rawMemory(at(500_000)),
-      watchtower: () => watchtowerMemory(at(500_000), undefined),
+      raw: () => rawMemory(at(200_000)),
+      watchtower: () => watchtowerMemory(at(200_000), undefined),
     },
     {
       name: "user: EventBus memory, copy: 'reference'",
       transport: 'memory',
-      raw: () => rawMemory(at(1_000_000)),
-      watchtower: () => watchtowerMemory(at(1_000_000), 'reference'),
+      raw: () => rawMemory(at(600_000)),
+      watchtower: () => watchtowerMemory(at(600_000), 'reference'),
     },
   ];
 }
