@@ -215,7 +215,13 @@ const BUS_KEYS = [
  * flush, AMQP confirms in one window, memory). A transport may also say so itself with a
  * `batchPublish: true` capability.
  */
-const BATCHING_TRANSPORTS: ReadonlySet<string> = new Set(['memory', 'redis', 'nats', 'rabbitmq']);
+const BATCHING_TRANSPORTS: ReadonlySet<string> = new Set([
+  'memory',
+  'redis',
+  'nats-core',
+  'nats-jetstream',
+  'rabbitmq',
+]);
 
 /** True when `transport` sends publishes made together as one write. */
 export function canPublishBatch(transport: Transport): boolean {
