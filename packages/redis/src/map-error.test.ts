@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ReplyError } from 'ioredis';
 import { MaxRetriesPerRequestError } from 'ioredis/built/errors/index.js';
 import { ErrorCode, NonRetryableError, isWatchtowerError } from '@watchtower/core';
-import { mapRedisError, replyCode } from './map-error.js';
+import { mapClusterWriteError, mapRedisError, replyCode } from './map-error.js';
 
 function reply(message: string): Error {
   return new (ReplyError as new (message: string) => Error)(message);
@@ -66,5 +66,26 @@ describe('mapRedisError', () => {
     const error = new NonRetryableError('no');
     expect(mapRedisError(error, 'x')).toBe(error);
     expect(isWatchtowerError(mapRedisError(new Error('e'), 'x'))).toBe(true);
+  });
+});
+
+describe('mapClusterWriteError', () => {
+  it('maps a cluster node connection that ended under an open transport to CONNECTION, retryable', () => {
+    const cause = new Error('Connection is closed.');
+    const mapped = mapClusterWriteError(cause, 'XADD k');
+    expect(mapped.code).toBe(ErrorCode.CONNECTION);
+    expect(mapped.retryable).toBe(true);
+    expect(mapped.cause).toBe(cause);
+  });
+
+  it('maps every other error as mapRedisError does', () => {
+    const wrongType = reply('WRONGTYPE Operation against a key holding the wrong kind of value');
+    expect(mapClusterWriteError(wrongType, 'XADD k')).toMatchObject({
+      code: ErrorCode.TRANSPORT,
+      retryable: false,
+    });
+    expect(mapClusterWriteError(reply('CLUSTERDOWN The cluster is down'), 'XADD k').code).toBe(
+      mapRedisError(reply('CLUSTERDOWN The cluster is down'), 'XADD k').code,
+    );
   });
 });

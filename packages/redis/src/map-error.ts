@@ -108,3 +108,17 @@ export function mapRedisError(error: unknown, context: string): WatchtowerError 
   }
   return new WatchtowerError(ErrorCode.TRANSPORT, message, options);
 }
+
+/**
+ * {@link mapRedisError} for a write (an event, a dead letter) made while the transport is open
+ * on a Redis Cluster. ioredis `Cluster` connects each node without a retryStrategy, so when a
+ * node fails the commands in flight on it reject with "Connection is closed." although the
+ * cluster goes on (a replica takes over): that is `CONNECTION`, retryable, not `CLOSED`.
+ */
+export function mapClusterWriteError(error: unknown, context: string): WatchtowerError {
+  const mapped = mapRedisError(error, context);
+  if (mapped.code !== ErrorCode.CLOSED) return mapped;
+  return new ConnectionError(`${mapped.message} (a cluster node's connection ended)`, {
+    cause: error,
+  });
+}

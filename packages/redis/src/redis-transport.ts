@@ -32,6 +32,7 @@ import {
   type TransportInfo,
   type TransportSubscribeOptions,
   type TransportSubscription,
+  type WatchtowerError,
 } from '@watchtower/core';
 import {
   BoundedMemo,
@@ -72,7 +73,7 @@ import {
   type HandledItem,
 } from './group-consumer.js';
 import { dedupeKey, scanPattern, streamKey, streamRegistryKey, typeOfKey } from './keys.js';
-import { mapRedisError } from './map-error.js';
+import { mapClusterWriteError, mapRedisError } from './map-error.js';
 import { PublishBatcher, type PublishTarget } from './publish-batcher.js';
 import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
 import { StreamAnnouncements } from './stream-announcements.js';
@@ -183,7 +184,7 @@ export class RedisTransport implements Transport {
         ? ['*', 'event']
         : ['MAXLEN', approximateTrim ? '~' : '=', maxLen, '*', 'event'],
       (error, key) =>
-        this.#life.closed ? this.#life.closedError('publish') : mapRedisError(error, `XADD ${key}`),
+        this.#life.closed ? this.#life.closedError('publish') : this.#writeError(error, key),
       announceStreams
         ? {
             registry,
@@ -650,8 +651,15 @@ export class RedisTransport implements Transport {
       if (dlqMaxLen === null) await client.xadd(key, '*', ...fields);
       else await client.xadd(key, 'MAXLEN', approximateTrim ? '~' : '=', dlqMaxLen, '*', ...fields);
     } catch (error) {
-      throw mapRedisError(error, `XADD ${key}`);
+      throw this.#life.closed ? mapRedisError(error, `XADD ${key}`) : this.#writeError(error, key);
     }
+  }
+
+  /** The error of an `XADD` to `key` that failed while the transport is open. */
+  #writeError(error: unknown, key: string): WatchtowerError {
+    return this.#client instanceof Cluster
+      ? mapClusterWriteError(error, `XADD ${key}`)
+      : mapRedisError(error, `XADD ${key}`);
   }
 
   /**
