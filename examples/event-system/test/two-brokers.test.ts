@@ -1,0 +1,138 @@
+/**
+ * The event system across two real transports at once: memory and NATS core on the local
+ * nats-server (`WATCHTOWER_NATS_URL`). One system publishes to both by route; subscribers on
+ * each receive exactly their own events, with origins, batching and idempotency. NATS core
+ * keeps nothing, so the test leaves no state behind; its subjects are its own.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  EventBus,
+  MemoryBroker,
+  MemoryIdempotencyStore,
+  MemoryTransport,
+  createEventSystemBuilder,
+  type EventSystem,
+} from '@watchtower/core';
+import { collectEvents, waitFor } from '@watchtower/core/testing';
+import { NatsTransport } from '@watchtower/nats';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const servers = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+const quiet = { warn: (): void => undefined, error: (): void => undefined };
+const closers: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  await Promise.allSettled(closers.splice(0).map((close) => close()));
+});
+
+function natsTransport(prefix: string): NatsTransport {
+  return new NatsTransport({
+    servers,
+    mode: 'core',
+    subjectPrefix: prefix,
+    dlqPrefix: `${prefix}-dlq`,
+  });
+}
+
+function system(
+  origin: string,
+  broker: MemoryBroker,
+  prefix: string,
+  batching = false,
+): EventSystem {
+  const builder = createEventSystemBuilder()
+    .withService('shop')
+    .withOrigin(origin)
+    .withTransport('orders', natsTransport(prefix))
+    .withTransport('local', new MemoryTransport({ broker }))
+    .withRoute('order.>', { transport: 'orders', topic: 'orders' })
+    .withDefaultTransport('local')
+    .withLogger(quiet);
+  if (batching) builder.withPublisher({ batching: { maxSize: 20, maxWaitMs: 5 } });
+  const made = builder.build();
+  closers.push(() => made.close());
+  return made;
+}
+
+describe('the event system over memory and NATS', () => {
+  it('publishes to both by route; each broker holds exactly its own events', async () => {
+    const prefix = `test.es.${randomUUID().slice(0, 8)}`;
+    const broker = new MemoryBroker();
+    const shop = system('eu.de', broker, prefix, true);
+    // Plain buses on each broker: what is on the wire there.
+    const onNats = new EventBus({ transport: natsTransport(prefix), logger: quiet });
+    const onMemory = new EventBus({ transport: new MemoryTransport({ broker }), logger: quiet });
+    closers.push(
+      () => onNats.close(),
+      () => onMemory.close(),
+    );
+    const natsWire = collectEvents();
+    const memoryWire = collectEvents();
+    await onNats.subscribe('>', natsWire.handler);
+    await onMemory.subscribe('>', memoryWire.handler);
+    const orders = collectEvents();
+    const mails = collectEvents();
+    await shop.subscribe('order.*', orders.handler);
+    await shop.subscribe('mail.sent', mails.handler);
+
+    const outcomes = await shop.publishBatch([
+      { type: 'order.placed', payload: { n: 1 } },
+      { type: 'mail.sent', payload: { n: 2 } },
+      { type: 'order.shipped', payload: { n: 3 } },
+    ]);
+    await Promise.all([
+      shop.publish('order.placed', { n: 4 }),
+      shop.publish('mail.sent', { n: 5 }),
+    ]);
+    expect(outcomes.every((outcome) => outcome.ok)).toBe(true);
+
+    await orders.waitForCount(3);
+    await mails.waitForCount(2);
+    await natsWire.waitForCount(3);
+    await memoryWire.waitForCount(2);
+    expect(natsWire.events.every((event) => event.type === 'orders')).toBe(true);
+    expect(natsWire.events.map((event) => event.headers['event-type'])).toEqual([
+      'order.placed',
+      'order.shipped',
+      'order.placed',
+    ]);
+    expect(memoryWire.events.map((event) => event.type)).toEqual(['mail.sent', 'mail.sent']);
+    expect(orders.events.map((event) => event.type)).toEqual([
+      'order.placed',
+      'order.shipped',
+      'order.placed',
+    ]);
+    expect(mails.events.map((event) => event.payload)).toEqual([{ n: 2 }, { n: 5 }]);
+    expect(shop.stats().transports['orders']?.published).toBe(3);
+    expect(shop.stats().transports['local']?.published).toBe(2);
+  });
+
+  it('keeps two origins apart on one NATS server unless a subscriber asks for both', async () => {
+    const prefix = `test.es.${randomUUID().slice(0, 8)}`;
+    const eu = system('eu.de', new MemoryBroker(), prefix);
+    const us = system('us.ca', new MemoryBroker(), prefix);
+    const euOwn = collectEvents();
+    const euAll = collectEvents();
+    await eu.subscribe('order.placed', euOwn.handler);
+    await eu.subscribe('order.placed', euAll.handler, { origins: '*' });
+    await us.publish('order.placed', { from: 'us' });
+    await eu.publish('order.placed', { from: 'eu' });
+    await euAll.waitForCount(2);
+    await waitFor(() => eu.stats().filtered === 1);
+    expect(euOwn.events.map((event) => event.payload)).toEqual([{ from: 'eu' }]);
+  });
+
+  it('handles a redelivered event id once with an idempotency store, on NATS', async () => {
+    const prefix = `test.es.${randomUUID().slice(0, 8)}`;
+    const shop = system('eu.de', new MemoryBroker(), prefix);
+    const got = collectEvents();
+    await shop.subscribe('order.placed', got.handler, {
+      idempotency: { store: new MemoryIdempotencyStore(), ttlMs: 60_000 },
+    });
+    await shop.publish('order.placed', { n: 1 }, { id: 'order-1' });
+    await shop.publish('order.placed', { n: 1 }, { id: 'order-1' });
+    await shop.publish('order.placed', { n: 2 }, { id: 'order-2' });
+    await got.waitForCount(2);
+    await waitFor(() => shop.stats().duplicates === 1);
+    expect(got.events.map((event) => event.id)).toEqual(['order-1', 'order-2']);
+  });
+});
