@@ -38,14 +38,14 @@ const rawConnect = (): Promise<NatsConnection> =>
 const TYPE = 'user.created';
 const quiet = { warn: () => undefined, error: () => undefined };
 
-interface Names {
+export interface Names {
   prefix: string;
   subject: string;
   stream: string;
   dlqStream: string;
 }
 
-function names(): Names {
+export function names(): Names {
   const id = randomBytes(4).toString('hex');
   return {
     prefix: `bench_${id}.events`,
@@ -80,7 +80,7 @@ function bus(
   });
 }
 
-async function dropStreams(n: Names): Promise<void> {
+export async function dropStreams(n: Names): Promise<void> {
   const nc = await connect({ servers: SERVERS });
   try {
     const jsm = await jetstreamManager(nc);

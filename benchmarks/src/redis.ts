@@ -25,12 +25,12 @@ const TYPE = 'user.created';
 const MAX_LEN = 1_000_000;
 const quiet = { warn: () => undefined, error: () => undefined };
 
-interface Names {
+export interface Names {
   prefix: string;
   key: string;
 }
 
-function names(): Names {
+export function names(): Names {
   const prefix = `bench-${randomBytes(4).toString('hex')}`;
   return { prefix, key: `${prefix}:${TYPE}` };
 }
@@ -53,7 +53,7 @@ function bus(n: Names, options: Partial<RedisSubscriberOptions> = {}): RedisSubs
   });
 }
 
-async function dropKeys(n: Names): Promise<void> {
+export async function dropKeys(n: Names): Promise<void> {
   const redis = new Redis(URL);
   try {
     const keys = await redis.keys(`${n.prefix}:*`);

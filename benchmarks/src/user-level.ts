@@ -15,7 +15,7 @@
  * Names are unique per run (subject prefix, stream, key prefix), the only options that differ
  * from the defaults; everything created is deleted.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import {
   AckPolicy,
@@ -37,6 +37,8 @@ import { RedisSubscriber } from '@watchtower/redis';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { countdown, now, startTimer, type Measurement, type Scenario } from './harness.js';
+import { dropStreams, names as natsNames, type Names as NatsNames } from './nats.js';
+import { dropKeys, names as redisNames } from './redis.js';
 
 const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -146,27 +148,7 @@ async function drive(
 const rawConnect = (): Promise<NatsConnection> =>
   connect({ servers: NATS_URL, noAsyncTraces: true });
 
-const id = (): string => randomBytes(4).toString('hex');
-
 // ---- NATS -------------------------------------------------------------------------------
-
-interface NatsNames {
-  prefix: string;
-  subject: string;
-  stream: string;
-  dlqStream: string;
-}
-
-function natsNames(): NatsNames {
-  const suffix = id();
-  const prefix = `bench_${suffix}.events`;
-  return {
-    prefix,
-    subject: `${prefix}.${TYPE}`,
-    stream: `BENCH_${suffix}`,
-    dlqStream: `BENCH_${suffix}_DLQ`,
-  };
-}
 
 /** A `NatsSubscriber` as the README writes it; only the names are the run's own. */
 function natsBus(mode: 'core' | 'jetstream', n: NatsNames, validated = false): NatsSubscriber {
@@ -180,17 +162,6 @@ function natsBus(mode: 'core' | 'jetstream', n: NatsNames, validated = false): N
     logger: quietLogger,
     ...(validated ? { events: catalog } : {}),
   });
-}
-
-async function dropNatsStreams(n: NatsNames): Promise<void> {
-  const nc = await connect({ servers: NATS_URL });
-  try {
-    const jsm = await jetstreamManager(nc);
-    for (const stream of [n.stream, n.dlqStream])
-      await jsm.streams.delete(stream).catch(() => false);
-  } finally {
-    await nc.close();
-  }
 }
 
 async function rawNatsCore(count: number, validated: boolean): Promise<Measurement> {
@@ -251,7 +222,7 @@ async function rawJetStream(count: number): Promise<Measurement> {
   );
   await messages.close();
   await Promise.all([pub.close(), sub.close()]);
-  await dropNatsStreams(n);
+  await dropStreams(n);
   return measured;
 }
 
@@ -266,31 +237,17 @@ async function watchtowerJetStream(count: number): Promise<Measurement> {
   await pub.connect();
   const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
   await Promise.all([pub.close(), sub.close()]);
-  await dropNatsStreams(n);
+  await dropStreams(n);
   return measured;
 }
 
 // ---- Redis Streams ------------------------------------------------------------------------
 
-function redisPrefix(): string {
-  return `bench-${id()}`;
-}
-
-async function dropRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  try {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length > 0) await redis.del(...keys);
-  } finally {
-    await redis.quit();
-  }
-}
-
 type ReadReply = Array<[string, Array<[string, string[]]>]> | null;
 
 async function rawRedis(count: number): Promise<Measurement> {
-  const prefix = redisPrefix();
-  const key = `${prefix}:${TYPE}`;
+  const names = redisNames();
+  const { key } = names;
   const pub = new Redis(REDIS_URL);
   const sub = new Redis(REDIS_URL);
   await pub.xgroup('CREATE', key, 'bench', '$', 'MKSTREAM');
@@ -326,12 +283,13 @@ async function rawRedis(count: number): Promise<Measurement> {
   reading = false;
   await reader;
   await Promise.all([pub.quit(), sub.quit()]);
-  await dropRedisKeys(prefix);
+  await dropKeys(names);
   return measured;
 }
 
 async function watchtowerRedis(count: number): Promise<Measurement> {
-  const prefix = redisPrefix();
+  const names = redisNames();
+  const { prefix } = names;
   const pub = new RedisSubscriber({ url: REDIS_URL, prefix, logger: quietLogger });
   const sub = new RedisSubscriber({ url: REDIS_URL, prefix, logger: quietLogger });
   const probe = new Probe(count, 'watchtower Redis events');
@@ -341,7 +299,7 @@ async function watchtowerRedis(count: number): Promise<Measurement> {
   await pub.connect();
   const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
   await Promise.all([pub.close(), sub.close()]);
-  await dropRedisKeys(prefix);
+  await dropKeys(names);
   return measured;
 }
 
