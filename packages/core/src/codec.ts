@@ -9,8 +9,8 @@
  * written only when they have a value. Rust's serde ignores unknown fields, and we ignore the
  * ones Rust may add. This is a hot path (every publish and every delivery): the encoder writes
  * the envelope by hand, and the decoder reads the envelope as writers lay it out (this codec
- * and Rust) with a scanner, parsing only the payload with `JSON.parse`; any other layout takes
- * the general path, which parses everything and gives the same event or the same error.
+ * and Rust) with one compiled expression, parsing only the payload with `JSON.parse`; any other
+ * layout takes the general path, which parses everything and gives the same event or error.
  */
 import { Buffer } from 'node:buffer';
 import { SerializationError, describeError } from './errors.js';
