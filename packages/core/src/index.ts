@@ -136,6 +136,7 @@ export type {
 } from './event-system/event-system.js';
 export { EventSystemBuilder, createEventSystemBuilder } from './event-system/builder.js';
 export type { OriginOptions } from './event-system/builder.js';
+export type { EventMiddleware } from './event-system/middleware.js';
 export { canPublishBatch } from './event-system/config.js';
 export type {
   EventSystemConfig,

@@ -26,6 +26,7 @@ import {
   type SubscribeOptions,
 } from '../event-bus.js';
 import { createEventAt, type Event, type EventMetadataInput } from '../event.js';
+import { RESOLVED } from '../transport-kit/resolved.js';
 import { consoleLogger, toBusLog, type BusLog } from '../logger.js';
 import { functionOption, numberOption, objectOption, rejectUnknownOptions } from '../options.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from '../pattern.js';
@@ -44,6 +45,12 @@ import {
   type ResolvedRoute,
 } from './config.js';
 import type { IdempotencyStore } from './idempotency.js';
+import {
+  checkMiddleware,
+  runConsumeChain,
+  runPublishChain,
+  type EventMiddleware,
+} from './middleware.js';
 import {
   RateLimiter,
   resolveRateLimit,
@@ -78,9 +85,17 @@ export interface SystemSubscribeOptions extends SubscribeOptions {
    * within `ttlMs`. A handler that failed does not mark its key.
    */
   idempotency?: { store: IdempotencyStore; ttlMs: number };
+  /** Consume middleware of this subscription, run after the system's (see `use`). */
+  middleware?: readonly EventMiddleware[];
 }
 
-const SYSTEM_SUBSCRIBE_KEYS = ['origins', 'filter', 'rateLimit', 'idempotency'] as const;
+const SYSTEM_SUBSCRIBE_KEYS = [
+  'origins',
+  'filter',
+  'rateLimit',
+  'idempotency',
+  'middleware',
+] as const;
 const BUS_SUBSCRIBE_KEYS = [
   'group',
   'concurrency',
@@ -101,7 +116,13 @@ export interface BatchEvent<T extends string = string, P = unknown> {
 
 /** How one event of a batch ended. */
 export type BatchOutcome =
-  | { readonly type: string; readonly id: string | undefined; readonly ok: true }
+  | {
+      readonly type: string;
+      readonly id: string | undefined;
+      readonly ok: true;
+      /** A publish middleware kept it back: it was not sent. */
+      readonly skipped: boolean;
+    }
   | {
       readonly type: string;
       readonly id: string | undefined;
@@ -115,6 +136,8 @@ export interface EventSystemStats {
   published: number;
   /** Publishes that rejected (validation, rate limit, transport), after retries. */
   publishFailed: number;
+  /** Publishes a publish middleware kept back (it did not call `next`). */
+  skipped: number;
   /** Batches sent (`publishBatch` calls and batching windows). */
   batches: number;
   /** Publishes and handler starts that waited for a rate-limit permit. */
@@ -139,6 +162,12 @@ export interface EventSystemHealth {
   /** True when every transport is healthy. */
   healthy: boolean;
   transports: Record<string, HealthStatus>;
+}
+
+/** A publish checked and routed: its bus and its wire form. */
+interface Prepared {
+  readonly bus: EventBus;
+  readonly wire: Event;
 }
 
 interface BatchEntry {
@@ -180,12 +209,15 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #pending: BatchEntry[] = [];
   #batchTimer: TimerHandle | undefined;
   #phase: SystemPhase = 'open';
+  /** Middleware from `use()`, outermost first; read at each publish and delivery. */
+  readonly #middleware: EventMiddleware[] = [];
   /** Publishes accepted and not yet handed to a bus or the batch window. */
   readonly #preparing = new Set<Promise<unknown>>();
   #closing: Promise<void> | undefined;
   readonly #counters = {
     published: 0,
     publishFailed: 0,
+    skipped: 0,
     batches: 0,
     filtered: 0,
     duplicates: 0,
@@ -270,9 +302,10 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       ),
     );
     this.#counters.batches++;
-    const sent = prepared.map((ready) =>
-      ready instanceof WatchtowerError ? Promise.reject(ready) : ready.bus.publish(ready.wire),
-    );
+    const sent = prepared.map((ready) => {
+      if (ready instanceof WatchtowerError) return Promise.reject(ready);
+      return ready === undefined ? RESOLVED : ready.bus.publish(ready.wire);
+    });
     const settled = await Promise.allSettled(sent);
     return settled.map((result, index): BatchOutcome => {
       const ready = prepared[index];
@@ -280,8 +313,9 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       const id =
         ready instanceof WatchtowerError || ready === undefined ? undefined : ready.wire.id;
       if (result.status === 'fulfilled') {
-        this.#counters.published++;
-        return { type, id, ok: true };
+        if (ready === undefined) this.#counters.skipped++;
+        else this.#counters.published++;
+        return { type, id, ok: true, skipped: ready === undefined };
       }
       this.#counters.publishFailed++;
       return { type, id, ok: false, error: toWatchtowerError(result.reason) };
@@ -308,7 +342,8 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     }
     const compiled = list.map((pattern: string) => compilePattern(pattern));
     functionOption('handler', handler);
-    const { origins, filter, rateLimit, idempotency, ...busOptions } = options;
+    const { origins, filter, rateLimit, idempotency, middleware, ...busOptions } = options;
+    const own = checkMiddlewareList(middleware);
     const allowed = this.#allowedOrigins(origins);
     if (filter !== undefined) functionOption('filter', filter);
     const idempotent = checkIdempotency(idempotency);
@@ -341,6 +376,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       filter,
       limiter,
       idempotent,
+      own,
       handler as EventHandler,
     );
     const handles: SubscriptionHandle[] = [];
@@ -373,6 +409,19 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         });
         return stopping;
       },
+    };
+  }
+
+  /**
+   * Adds middleware around every publish and every delivery of the system's subscriptions
+   * (those made before too), after the middleware added earlier. Returns a function that
+   * removes it.
+   */
+  use(middleware: EventMiddleware): () => void {
+    this.#middleware.push(checkMiddleware('middleware', middleware, false));
+    return () => {
+      const index = this.#middleware.indexOf(middleware);
+      if (index !== -1) this.#middleware.splice(index, 1);
     };
   }
 
@@ -424,7 +473,12 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     metadata: EventMetadataInput | undefined,
   ): Promise<void> {
     if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
-    const { bus, wire } = await this.#prepare(type, payload, metadata);
+    const prepared = await this.#prepare(type, payload, metadata);
+    if (prepared === undefined) {
+      this.#counters.skipped++;
+      return;
+    }
+    const { bus, wire } = prepared;
     // Accepted before close() began: it is sent, straight to the bus once the window is shut.
     if (this.#batching === undefined || this.#phase !== 'open') {
       await bus.publish(wire);
@@ -444,7 +498,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     type: string,
     payload: unknown,
     metadata: EventMetadataInput | undefined,
-  ): Promise<{ bus: EventBus; wire: Event }> {
+  ): Promise<Prepared | undefined> {
     const preparing = this.#prepareNow(type, payload, metadata);
     this.#preparing.add(preparing);
     const done = (): void => void this.#preparing.delete(preparing);
@@ -456,10 +510,13 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     type: string,
     payload: unknown,
     metadata: EventMetadataInput | undefined,
-  ): Promise<{ bus: EventBus; wire: Event }> {
+  ): Promise<Prepared | undefined> {
     const withSource =
       metadata?.source === undefined ? { ...metadata, source: this.#config.service } : metadata;
-    const event = createEventAt(type, payload, withSource, this.#clock);
+    const made = createEventAt(type, payload, withSource, this.#clock);
+    const event =
+      this.#middleware.length === 0 ? made : await runPublishChain(this.#middleware, made);
+    if (event === undefined) return undefined;
     await this.#validate(event, 'publish');
     const route = this.#route(event.type);
     // Resolved config: without a default route, a `>` route matches every type.
@@ -615,8 +672,23 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     filter: ((event: Event) => boolean) | undefined,
     limiter: RateLimiter | undefined,
     idempotency: { store: IdempotencyStore; ttlMs: number } | undefined,
+    own: readonly EventMiddleware[],
     handler: EventHandler,
   ): EventHandler {
+    const last = async (event: Event, context: HandlerContext): Promise<void> => {
+      const key =
+        idempotency === undefined ? undefined : (event.headers[IDEMPOTENCY_KEY_HEADER] ?? event.id);
+      if (idempotency !== undefined && (await idempotency.store.seen(key as string))) {
+        this.#counters.duplicates++;
+        return;
+      }
+      if (limiter !== undefined) {
+        const wait = limiter.acquire();
+        if (wait !== undefined) await wait;
+      }
+      await handler(event, context);
+      if (idempotency !== undefined) await idempotency.store.mark(key as string, idempotency.ttlMs);
+    };
     return async (wire: Event, context: HandlerContext): Promise<void> => {
       const event = readBack(wire);
       if (
@@ -628,23 +700,15 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         this.#counters.filtered++;
         return;
       }
-      if (filter !== undefined && !filter(event)) {
+      const checked = await this.#validate(event, 'consume');
+      if (filter !== undefined && !filter(checked)) {
         this.#counters.filtered++;
         return;
       }
-      const checked = await this.#validate(event, 'consume');
-      const key =
-        idempotency === undefined ? undefined : (event.headers[IDEMPOTENCY_KEY_HEADER] ?? event.id);
-      if (idempotency !== undefined && (await idempotency.store.seen(key as string))) {
-        this.#counters.duplicates++;
-        return;
-      }
-      if (limiter !== undefined) {
-        const wait = limiter.acquire();
-        if (wait !== undefined) await wait;
-      }
-      await handler(checked, context);
-      if (idempotency !== undefined) await idempotency.store.mark(key as string, idempotency.ttlMs);
+      if (this.#middleware.length === 0 && own.length === 0) return last(checked, context);
+      const chain = own.length === 0 ? this.#middleware : [...this.#middleware, ...own];
+      const reached = await runConsumeChain(chain, checked, context, (next) => last(next, context));
+      if (!reached) this.#counters.filtered++;
     };
   }
 
@@ -733,6 +797,14 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #transport(name: string): Transport {
     return this.#config.transports.get(name) as Transport;
   }
+}
+
+function checkMiddlewareList(value: unknown): readonly EventMiddleware[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value)) throw configError('middleware', 'must be an array of middleware');
+  return (value as unknown[]).map((one, index) =>
+    checkMiddleware(`middleware[${index}]`, one, true),
+  );
 }
 
 /** The event as its publisher made it: its own type, from the header when the wire type differs. */
