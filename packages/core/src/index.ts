@@ -137,6 +137,12 @@ export type {
 export { EventSystemBuilder, createEventSystemBuilder } from './event-system/builder.js';
 export type { OriginOptions } from './event-system/builder.js';
 export type { EventMiddleware } from './event-system/middleware.js';
+export {
+  CONTENT_ENCODING_HEADER,
+  DEFAULT_COMPRESSION_OPTIONS,
+  MAX_DECOMPRESSED_BYTES,
+} from './event-system/compression.js';
+export type { CompressionOptions } from './event-system/compression.js';
 export { canPublishBatch } from './event-system/config.js';
 export type {
   EventSystemConfig,

@@ -36,6 +36,11 @@ import {
 import { RetryPolicy, type RetryPolicyOptions } from '../retry-policy.js';
 import type { EventCatalog } from '../schema.js';
 import type { DeadLetterReason, Transport } from '../transport.js';
+import {
+  resolveCompression,
+  type CompressionOptions,
+  type ResolvedCompression,
+} from './compression.js';
 import { resolveRateLimit, type RateLimitOptions, type ResolvedRateLimit } from './rate-limiter.js';
 
 /** Options of one route: where the events matching its pattern go. */
@@ -56,6 +61,12 @@ export interface RouteOptions {
   priority?: number;
   /** A rate limit on the publishes of this route. */
   rateLimit?: RateLimitOptions;
+  /**
+   * Compress payloads over a threshold (gzip or brotli); subscribers get them back as they
+   * were. Not readable by services without this layer (Rust ones see a base64 string).
+   * @defaultValue off
+   */
+  compression?: CompressionOptions;
 }
 
 /** A route: a pattern (`*` one token, `>` the rest) and where its events go. */
@@ -186,6 +197,7 @@ const ROUTE_KEYS = [
   'topic',
   'priority',
   'rateLimit',
+  'compression',
 ] as const satisfies readonly (keyof RouteConfig)[];
 const PUBLISHER_KEYS = [
   'batching',
@@ -240,6 +252,7 @@ export interface ResolvedRoute {
   readonly topic: string | undefined;
   readonly priority: number;
   readonly rateLimit: ResolvedRateLimit | undefined;
+  readonly compression: ResolvedCompression | undefined;
 }
 
 /** A configuration checked whole, ready to build a system from. */
@@ -453,6 +466,10 @@ function resolveRoutes(
         route.rateLimit === undefined
           ? undefined
           : resolveRateLimit(`${field}.rateLimit`, route.rateLimit, true),
+      compression:
+        route.compression === undefined
+          ? undefined
+          : resolveCompression(`${field}.compression`, route.compression),
     };
   });
   for (let i = 0; i < routes.length; i++) {

@@ -44,6 +44,7 @@ import {
   type ResolvedConfig,
   type ResolvedRoute,
 } from './config.js';
+import { CONTENT_ENCODING_HEADER, compressPayload, decompressPayload } from './compression.js';
 import type { IdempotencyStore } from './idempotency.js';
 import {
   checkMiddleware,
@@ -521,7 +522,9 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     const route = this.#route(event.type);
     // Resolved config: without a default route, a `>` route matches every type.
     const transport = route?.transport ?? this.#config.defaultTransport ?? '';
-    const wire = this.#toWire(event, route);
+    const plain = this.#toWire(event, route);
+    const wire =
+      route?.compression === undefined ? plain : await compressPayload(plain, route.compression);
     for (const limiter of this.#limitersFor(event.type, route)) {
       const wait = limiter.acquire();
       if (wait !== undefined) await wait;
@@ -700,7 +703,11 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         this.#counters.filtered++;
         return;
       }
-      const checked = await this.#validate(event, 'consume');
+      const plain =
+        event.headers[CONTENT_ENCODING_HEADER] === undefined
+          ? event
+          : await decompressPayload(event);
+      const checked = await this.#validate(plain, 'consume');
       if (filter !== undefined && !filter(checked)) {
         this.#counters.filtered++;
         return;
@@ -765,12 +772,20 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         `the poison handler failed (the dead letter is stored): ${describeError(error)}`,
       );
     };
-    try {
-      const result = handler(event, letter.reason);
-      if (result instanceof Promise) result.catch(failed);
-    } catch (error) {
-      failed(error);
+    const call = (shown: Event | undefined): void => {
+      try {
+        const result = handler(shown, letter.reason);
+        if (result instanceof Promise) result.catch(failed);
+      } catch (error) {
+        failed(error);
+      }
+    };
+    if (event?.headers[CONTENT_ENCODING_HEADER] === undefined) {
+      call(event);
+      return;
     }
+    // Shown as subscribers read it; a payload that does not decompress is shown as it is.
+    decompressPayload(event).then(call, () => call(event));
   }
 
   // ---- close ----------------------------------------------------------------------------
