@@ -25,7 +25,7 @@ import {
   type HandlerContext,
   type SubscribeOptions,
 } from '../event-bus.js';
-import { createEventAt, type Event, type EventMetadataInput } from '../event.js';
+import { createEventAt, isValidEventType, type Event, type EventMetadataInput } from '../event.js';
 import { RESOLVED } from '../transport-kit/resolved.js';
 import { consoleLogger, toBusLog, type BusLog } from '../logger.js';
 import { functionOption, numberOption, objectOption, rejectUnknownOptions } from '../options.js';
@@ -165,6 +165,13 @@ export interface EventSystemHealth {
   transports: Record<string, HealthStatus>;
 }
 
+/** A route with its bus; `plain` when it has no rate limit and no compression. */
+interface RouteTarget {
+  readonly route: ResolvedRoute;
+  readonly bus: EventBus;
+  readonly plain: boolean;
+}
+
 /** A publish checked and routed: its bus and its wire form. */
 interface Prepared {
   readonly bus: EventBus;
@@ -210,14 +217,22 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #pending: BatchEntry[] = [];
   #batchTimer: TimerHandle | undefined;
   #phase: SystemPhase = 'open';
+  /** The routes in priority order, with their buses. */
+  readonly #routeTargets: readonly RouteTarget[];
+  readonly #defaultBus: EventBus | undefined;
+  /** No schema, system rate limit or batching: publishes may take the fast path. */
+  readonly #plainPublish: boolean;
+  /** Events get a wire form of their own (an origin header or prefix). */
+  readonly #rewrites: boolean;
+  readonly #sourceOnly: EventMetadataInput;
   /** Middleware from `use()`, outermost first; read at each publish and delivery. */
   readonly #middleware: EventMiddleware[] = [];
   /** Publishes accepted and not yet handed to a bus or the batch window. */
   readonly #preparing = new Set<Promise<unknown>>();
   #closing: Promise<void> | undefined;
   readonly #counters = {
-    published: 0,
-    publishFailed: 0,
+    /** Publishes refused before a bus had them (validation, rate limits, middleware). */
+    refused: 0,
     skipped: 0,
     batches: 0,
     filtered: 0,
@@ -247,6 +262,19 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       if (poison !== undefined) bus.on('deadLetter', (letter) => this.#poisoned(letter, poison));
       this.#buses.set(name, bus);
     }
+    this.#routeTargets = config.routes.map((route) => ({
+      route,
+      bus: this.#buses.get(route.transport) as EventBus,
+      plain: route.rateLimit === undefined && route.compression === undefined,
+    }));
+    this.#defaultBus =
+      config.defaultTransport === undefined ? undefined : this.#buses.get(config.defaultTransport);
+    this.#plainPublish =
+      (config.catalog === undefined || config.validationMode === 'ignore') &&
+      config.rateLimit === undefined &&
+      config.batching === undefined;
+    this.#rewrites = config.origin !== undefined;
+    this.#sourceOnly = Object.freeze({ source: config.service });
   }
 
   /** The service's name, set as `source` on every event it publishes. */
@@ -276,10 +304,50 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     payload: SchemaInput<C[T]>,
     metadata?: EventMetadataInput,
   ): Promise<void> {
-    return this.#publish(type, payload, metadata).catch((error: unknown) => {
-      this.#counters.publishFailed++;
-      throw toWatchtowerError(error);
-    });
+    // Fast path, no feature in the way: straight to the route's bus, which counts the outcome.
+    if (
+      this.#phase === 'open' &&
+      this.#plainPublish &&
+      this.#middleware.length === 0 &&
+      isValidEventType(type)
+    ) {
+      const target = this.#targetOf(type);
+      if (target === undefined || target.plain) {
+        const bus = target?.bus ?? (this.#defaultBus as EventBus);
+        const route = target?.route;
+        if (route?.topic === undefined && !this.#rewrites) {
+          return bus.publish(type, payload, this.#withSource(metadata));
+        }
+        return this.#publishRouted(bus, route, type, payload, metadata);
+      }
+    }
+    return this.#publish(type, payload, metadata);
+  }
+
+  /** {@link publish} of an event that only needs its wire form (a topic, an origin). */
+  #publishRouted(
+    bus: EventBus,
+    route: ResolvedRoute | undefined,
+    type: string,
+    payload: unknown,
+    metadata: EventMetadataInput | undefined,
+  ): Promise<void> {
+    let wire: Event;
+    try {
+      wire = this.#toWire(
+        createEventAt(type, payload, this.#withSource(metadata), this.#clock),
+        route,
+      );
+    } catch (error) {
+      this.#counters.refused++;
+      return Promise.reject(error);
+    }
+    return bus.publish(wire);
+  }
+
+  #withSource(metadata: EventMetadataInput | undefined): EventMetadataInput {
+    if (metadata === undefined) return this.#sourceOnly;
+    return metadata.source === undefined ? { ...metadata, source: this.#config.service } : metadata;
   }
 
   /**
@@ -315,10 +383,10 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         ready instanceof WatchtowerError || ready === undefined ? undefined : ready.wire.id;
       if (result.status === 'fulfilled') {
         if (ready === undefined) this.#counters.skipped++;
-        else this.#counters.published++;
         return { type, id, ok: true, skipped: ready === undefined };
       }
-      this.#counters.publishFailed++;
+      // The bus counted the failures of what it was handed; the rest failed before it.
+      if (ready instanceof WatchtowerError) this.#counters.refused++;
       return { type, id, ok: false, error: toWatchtowerError(result.reason) };
     });
   }
@@ -430,8 +498,17 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   stats(): EventSystemStats {
     const transports: Record<string, EventBusStats> = {};
     for (const [name, bus] of this.#buses) transports[name] = bus.stats();
+    let published = 0;
+    let failed = 0;
+    for (const bus of Object.values(transports)) {
+      published += bus.published;
+      failed += bus.publishFailed;
+    }
+    const { refused, ...counters } = this.#counters;
     return {
-      ...this.#counters,
+      published,
+      publishFailed: refused + failed,
+      ...counters,
       rateLimitWaits: this.#limitCounters.waited,
       rateLimitRejections: this.#limitCounters.rejected,
       transports,
@@ -474,7 +551,13 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     metadata: EventMetadataInput | undefined,
   ): Promise<void> {
     if (this.#phase !== 'open') throw new ClosedError('the event system is closed');
-    const prepared = await this.#prepare(type, payload, metadata);
+    let prepared: Prepared | undefined;
+    try {
+      prepared = await this.#prepare(type, payload, metadata);
+    } catch (error) {
+      this.#counters.refused++;
+      throw toWatchtowerError(error);
+    }
     if (prepared === undefined) {
       this.#counters.skipped++;
       return;
@@ -488,7 +571,6 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         this.#addToBatch({ bus, wire, resolve, reject }),
       );
     }
-    this.#counters.published++;
   }
 
   /**
@@ -512,9 +594,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     payload: unknown,
     metadata: EventMetadataInput | undefined,
   ): Promise<Prepared | undefined> {
-    const withSource =
-      metadata?.source === undefined ? { ...metadata, source: this.#config.service } : metadata;
-    const made = createEventAt(type, payload, withSource, this.#clock);
+    const made = createEventAt(type, payload, this.#withSource(metadata), this.#clock);
     const event =
       this.#middleware.length === 0 ? made : await runPublishChain(this.#middleware, made);
     if (event === undefined) return undefined;
@@ -530,6 +610,12 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       if (wait !== undefined) await wait;
     }
     return { bus: this.#buses.get(transport) as EventBus, wire };
+  }
+
+  /** {@link #route} with the route's bus, for the fast path. */
+  #targetOf(type: string): RouteTarget | undefined {
+    for (const target of this.#routeTargets) if (target.route.pattern.matches(type)) return target;
+    return undefined;
   }
 
   /** The highest-priority route matching `type`; undefined means the default transport. */
@@ -692,7 +778,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       await handler(event, context);
       if (idempotency !== undefined) await idempotency.store.mark(key as string, idempotency.ttlMs);
     };
-    return async (wire: Event, context: HandlerContext): Promise<void> => {
+    const slow = async (wire: Event, context: HandlerContext): Promise<void> => {
       const event = readBack(wire);
       if (
         !patterns.some((pattern) => pattern.matches(event.type)) ||
@@ -716,6 +802,30 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       const chain = own.length === 0 ? this.#middleware : [...this.#middleware, ...own];
       const reached = await runConsumeChain(chain, checked, context, (next) => last(next, context));
       if (!reached) this.#counters.filtered++;
+    };
+    const { catalog, validationMode } = this.#config;
+    const checksNothing =
+      (catalog === undefined || validationMode === 'ignore') &&
+      filter === undefined &&
+      limiter === undefined &&
+      idempotency === undefined &&
+      own.length === 0;
+    if (!checksNothing) return slow;
+    // Fast path: an event under its own type, of an allowed origin, uncompressed, with no
+    // check to run goes to the handler at once (synchronously, as the bus calls it).
+    const anyOrigin = origins === undefined || origins === '*';
+    return (wire: Event, context: HandlerContext): unknown => {
+      const headers = wire.headers;
+      if (
+        this.#middleware.length === 0 &&
+        headers[EVENT_TYPE_HEADER] === undefined &&
+        headers[CONTENT_ENCODING_HEADER] === undefined &&
+        (anyOrigin || origins.has(headers[ORIGIN_HEADER] ?? '')) &&
+        matchesAny(patterns, wire.type)
+      ) {
+        return handler(wire, context);
+      }
+      return slow(wire, context);
     };
   }
 
@@ -812,6 +922,11 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #transport(name: string): Transport {
     return this.#config.transports.get(name) as Transport;
   }
+}
+
+function matchesAny(patterns: readonly CompiledPattern[], type: string): boolean {
+  for (const pattern of patterns) if (pattern.matches(type)) return true;
+  return false;
 }
 
 function checkMiddlewareList(value: unknown): readonly EventMiddleware[] {
