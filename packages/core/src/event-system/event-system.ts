@@ -313,7 +313,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     ) {
       const target = this.#targetOf(type);
       if (target === undefined || target.plain) {
-        const bus = target?.bus ?? (this.#defaultBus as EventBus);
+        const bus = target?.bus ?? (this.#defaultBus);
         const route = target?.route;
         if (route?.topic === undefined && !this.#rewrites) {
           return bus.publish(type, payload, this.#withSource(metadata));
