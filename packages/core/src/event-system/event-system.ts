@@ -219,7 +219,8 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #phase: SystemPhase = 'open';
   /** The routes in priority order, with their buses. */
   readonly #routeTargets: readonly RouteTarget[];
-  readonly #defaultBus: EventBus | undefined;
+  /** The default route's bus (without one, a `>` route catches every type before it). */
+  readonly #defaultBus: EventBus;
   /** No schema, system rate limit or batching: publishes may take the fast path. */
   readonly #plainPublish: boolean;
   /** Events get a wire form of their own (an origin header or prefix). */
@@ -267,8 +268,9 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       bus: this.#buses.get(route.transport) as EventBus,
       plain: route.rateLimit === undefined && route.compression === undefined,
     }));
-    this.#defaultBus =
-      config.defaultTransport === undefined ? undefined : this.#buses.get(config.defaultTransport);
+    this.#defaultBus = this.#buses.get(
+      config.defaultTransport ?? config.routes[config.routes.length - 1]?.transport ?? '',
+    ) as EventBus;
     this.#plainPublish =
       (config.catalog === undefined || config.validationMode === 'ignore') &&
       config.rateLimit === undefined &&
@@ -313,7 +315,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     ) {
       const target = this.#targetOf(type);
       if (target === undefined || target.plain) {
-        const bus = target?.bus ?? (this.#defaultBus);
+        const bus = target?.bus ?? this.#defaultBus;
         const route = target?.route;
         if (route?.topic === undefined && !this.#rewrites) {
           return bus.publish(type, payload, this.#withSource(metadata));
