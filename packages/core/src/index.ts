@@ -143,6 +143,8 @@ export {
   MAX_DECOMPRESSED_BYTES,
 } from './event-system/compression.js';
 export type { CompressionOptions } from './event-system/compression.js';
+export { versions, SCHEMA_VERSION_HEADER } from './event-system/schema-versions.js';
+export type { VersionedSchema, VersionsOptions } from './event-system/schema-versions.js';
 export { canPublishBatch } from './event-system/config.js';
 export type {
   EventSystemConfig,

@@ -46,6 +46,7 @@ import {
 } from './config.js';
 import { CONTENT_ENCODING_HEADER, compressPayload, decompressPayload } from './compression.js';
 import type { IdempotencyStore } from './idempotency.js';
+import { SCHEMA_VERSION_HEADER, checkVersioned, publishedVersion } from './schema-versions.js';
 import {
   checkMiddleware,
   runConsumeChain,
@@ -597,10 +598,14 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     metadata: EventMetadataInput | undefined,
   ): Promise<Prepared | undefined> {
     const made = createEventAt(type, payload, this.#withSource(metadata), this.#clock);
-    const event =
+    let event =
       this.#middleware.length === 0 ? made : await runPublishChain(this.#middleware, made);
     if (event === undefined) return undefined;
     await this.#validate(event, 'publish');
+    const version = publishedVersion(this.#schemaOf(event.type));
+    if (version !== undefined) {
+      event = { ...event, headers: { ...event.headers, [SCHEMA_VERSION_HEADER]: version } };
+    }
     const route = this.#route(event.type);
     // Resolved config: without a default route, a `>` route matches every type.
     const transport = route?.transport ?? this.#config.defaultTransport ?? '';
@@ -839,9 +844,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   async #validate(event: Event, side: 'publish' | 'consume'): Promise<Event> {
     const { catalog, validationMode } = this.#config;
     if (catalog === undefined || validationMode === 'ignore') return event;
-    const schema: StandardSchemaV1 | undefined = Object.hasOwn(catalog, event.type)
-      ? catalog[event.type]
-      : undefined;
+    const schema = this.#schemaOf(event.type);
     let error: ValidationError;
     if (schema === undefined) {
       error = new ValidationError(
@@ -850,7 +853,9 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     } else {
       let outcome;
       try {
-        outcome = await runPayloadSchema(schema, event.payload, event.type);
+        outcome =
+          (side === 'consume' ? await checkVersioned(schema, event) : undefined) ??
+          (await runPayloadSchema(schema, event.payload, event.type));
       } catch (thrown) {
         outcome = {
           ok: false as const,
@@ -870,6 +875,13 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     if (validationMode === 'strict') throw error;
     this.#logger.warn({ eventId: event.id, type: event.type }, error.message);
     return event;
+  }
+
+  /** The catalog's schema of `type`, when schemas run. */
+  #schemaOf(type: string): StandardSchemaV1 | undefined {
+    const { catalog, validationMode } = this.#config;
+    if (catalog === undefined || validationMode === 'ignore') return undefined;
+    return Object.hasOwn(catalog, type) ? catalog[type] : undefined;
   }
 
   #poisoned(
