@@ -168,7 +168,7 @@ function patternMatch(patterns: number, lookups: number): Measurement {
 /** The bus scenarios, once per copy mode: the mode is the name's suffix. */
 function busScenarios(copy: Copy, scale: number): Scenario[] {
   // The encoded path is four to five times slower per event: fewer events keep the group short.
-  const n = Math.round((copy === 'codec' ? 300_000 : 1_000_000) * scale);
+  const n = Math.round((copy === 'codec' ? 200_000 : 600_000) * scale);
   const few = Math.round(20_000 * scale);
   return [
     {
@@ -205,12 +205,12 @@ export function memoryScenarios(scale: number): Scenario[] {
     {
       name: 'pattern match, 10 patterns',
       transport: 'memory',
-      watchtower: () => Promise.resolve(patternMatch(10, Math.round(2_000_000 * scale))),
+      watchtower: () => Promise.resolve(patternMatch(10, Math.round(1_000_000 * scale))),
     },
     {
       name: 'pattern match, 10000 patterns',
       transport: 'memory',
-      watchtower: () => Promise.resolve(patternMatch(10_000, Math.round(2_000_000 * scale))),
+      watchtower: () => Promise.resolve(patternMatch(10_000, Math.round(1_000_000 * scale))),
     },
   ];
 }

@@ -301,28 +301,28 @@ export function redisScenarios(scale: number): Scenario[] {
     {
       name: 'redis publish, await each XADD',
       transport: 'redis',
-      raw: () => rawPublish(at(10_000), 1),
-      watchtower: () => watchtowerPublish(at(10_000), 1),
+      raw: () => rawPublish(at(6000), 1),
+      watchtower: () => watchtowerPublish(at(6000), 1),
     },
     {
       // Raw sends each batch as one pipeline(); watchtower with its defaults, whose transport
       // sends the publishes of one event-loop turn as one pipeline of its own.
       name: 'redis publish, pipelined by 100',
       transport: 'redis',
-      raw: () => rawPublish(at(50_000), 100),
-      watchtower: () => watchtowerPublish(at(50_000), 100),
+      raw: () => rawPublish(at(30_000), 100),
+      watchtower: () => watchtowerPublish(at(30_000), 100),
     },
     {
       name: 'redis group consume + XACK',
       transport: 'redis',
-      raw: () => rawConsume(at(50_000)),
-      watchtower: () => watchtowerConsume(at(50_000)),
+      raw: () => rawConsume(at(30_000)),
+      watchtower: () => watchtowerConsume(at(30_000)),
     },
     {
       name: 'redis latency publish -> handler (1 at a time)',
       transport: 'redis',
-      raw: () => rawLatency(at(5000)),
-      watchtower: () => watchtowerLatency(at(5000)),
+      raw: () => rawLatency(at(3000)),
+      watchtower: () => watchtowerLatency(at(3000)),
     },
   ];
 }
