@@ -145,6 +145,7 @@ export {
 export type { CompressionOptions } from './event-system/compression.js';
 export { versions, SCHEMA_VERSION_HEADER } from './event-system/schema-versions.js';
 export type { VersionedSchema, VersionsOptions } from './event-system/schema-versions.js';
+export type { OrderingKey } from './event-system/ordering.js';
 export { canPublishBatch } from './event-system/config.js';
 export type {
   EventSystemConfig,

@@ -366,7 +366,7 @@ describe('EventSystem consumers', () => {
       createEventSystem({ service: 's', transports: { m: new MemoryTransport() }, logger: quiet }),
     );
     const error = await settlement(
-      system.subscribe('a', () => undefined, { orderingKey: () => 'k' } as never),
+      system.subscribe('a', () => undefined, { partitionBy: 'orderId' } as never),
     );
     expect(isWatchtowerError(error, ErrorCode.CONFIG)).toBe(true);
   });

@@ -11,6 +11,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import {
   ClosedError,
   ErrorCode,
+  TimeoutError,
   ValidationError,
   WatchtowerError,
   configError,
@@ -18,6 +19,7 @@ import {
   toWatchtowerError,
 } from '../errors.js';
 import {
+  DEFAULT_EVENT_BUS_OPTIONS,
   EventBus,
   type EventBusStats,
   type EventFor,
@@ -28,8 +30,15 @@ import {
 import { createEventAt, isValidEventType, type Event, type EventMetadataInput } from '../event.js';
 import { RESOLVED } from '../transport-kit/resolved.js';
 import { consoleLogger, toBusLog, type BusLog } from '../logger.js';
-import { functionOption, numberOption, objectOption, rejectUnknownOptions } from '../options.js';
+import {
+  functionOption,
+  numberOption,
+  objectOption,
+  recordOption,
+  rejectUnknownOptions,
+} from '../options.js';
 import { compilePattern, patternsOverlap, type CompiledPattern } from '../pattern.js';
+import { RetryPolicy } from '../retry-policy.js';
 import {
   runPayloadSchema,
   type EventCatalog,
@@ -46,6 +55,7 @@ import {
 } from './config.js';
 import { CONTENT_ENCODING_HEADER, compressPayload, decompressPayload } from './compression.js';
 import type { IdempotencyStore } from './idempotency.js';
+import { KeyedQueue, runWithRetries, type OrderingKey } from './ordering.js';
 import { SCHEMA_VERSION_HEADER, checkVersioned, publishedVersion } from './schema-versions.js';
 import {
   checkMiddleware,
@@ -89,6 +99,12 @@ export interface SystemSubscribeOptions extends SubscribeOptions {
   idempotency?: { store: IdempotencyStore; ttlMs: number };
   /** Consume middleware of this subscription, run after the system's (see `use`). */
   middleware?: readonly EventMiddleware[];
+  /**
+   * Events with the same key run one at a time in arrival order, different keys side by side
+   * up to `concurrency`; undefined runs an event without ordering. A failed run is retried in
+   * place per `retry` (holding its key; `timeoutMs` bounds each run) and then dead-lettered.
+   */
+  orderingKey?: OrderingKey;
 }
 
 const SYSTEM_SUBSCRIBE_KEYS = [
@@ -97,6 +113,7 @@ const SYSTEM_SUBSCRIBE_KEYS = [
   'rateLimit',
   'idempotency',
   'middleware',
+  'orderingKey',
 ] as const;
 const BUS_SUBSCRIBE_KEYS = [
   'group',
@@ -164,6 +181,14 @@ export interface EventSystemHealth {
   /** True when every transport is healthy. */
   healthy: boolean;
   transports: Record<string, HealthStatus>;
+}
+
+/** A subscription's ordering keys: the key function, its in-place retries and key chains. */
+interface Ordering {
+  readonly key: OrderingKey;
+  readonly retry: RetryPolicy;
+  readonly timeoutMs: number;
+  readonly queue: KeyedQueue;
 }
 
 /** A route with its bus; `plain` when it has no rate limit and no compression. */
@@ -414,7 +439,34 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     }
     const compiled = list.map((pattern: string) => compilePattern(pattern));
     functionOption('handler', handler);
-    const { origins, filter, rateLimit, idempotency, middleware, ...busOptions } = options;
+    const { origins, filter, rateLimit, idempotency, middleware, orderingKey, ...given } = options;
+    let busOptions: SubscribeOptions = given;
+    let ordering: Ordering | undefined;
+    if (orderingKey !== undefined) {
+      functionOption('orderingKey', orderingKey);
+      // Retries happen in place, holding the key; each run has the subscription's timeout.
+      const { retry, timeoutMs, ...rest } = given;
+      ordering = {
+        key: orderingKey,
+        retry: new RetryPolicy({
+          clock: this.#clock,
+          ...recordOption(
+            'retry',
+            retry ?? this.#config.bus.subscriptionDefaults?.retry,
+            'an options object',
+          ),
+        }),
+        timeoutMs: numberOption(
+          'timeoutMs',
+          timeoutMs ??
+            this.#config.bus.subscriptionDefaults?.timeoutMs ??
+            DEFAULT_EVENT_BUS_OPTIONS.timeoutMs,
+          { min: 0 },
+        ),
+        queue: new KeyedQueue(),
+      };
+      busOptions = { ...rest, retry: { maxAttempts: 1 }, timeoutMs: 0 };
+    }
     const own = checkMiddlewareList(middleware);
     const allowed = this.#allowedOrigins(origins);
     if (filter !== undefined) functionOption('filter', filter);
@@ -449,6 +501,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       limiter,
       idempotent,
       own,
+      ordering,
       handler as EventHandler,
     );
     const handles: SubscriptionHandle[] = [];
@@ -769,9 +822,10 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     limiter: RateLimiter | undefined,
     idempotency: { store: IdempotencyStore; ttlMs: number } | undefined,
     own: readonly EventMiddleware[],
+    ordering: Ordering | undefined,
     handler: EventHandler,
   ): EventHandler {
-    const last = async (event: Event, context: HandlerContext): Promise<void> => {
+    const run = async (event: Event, context: HandlerContext): Promise<void> => {
       const key =
         idempotency === undefined ? undefined : (event.headers[IDEMPOTENCY_KEY_HEADER] ?? event.id);
       if (idempotency !== undefined && (await idempotency.store.seen(key as string))) {
@@ -785,6 +839,25 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       await handler(event, context);
       if (idempotency !== undefined) await idempotency.store.mark(key as string, idempotency.ttlMs);
     };
+    const last =
+      ordering === undefined
+        ? run
+        : (event: Event, context: HandlerContext): Promise<void> => {
+            const key = ordering.key(event);
+            if (key === undefined) return run(event, context);
+            if (typeof key !== 'string') {
+              throw new WatchtowerError(
+                ErrorCode.NON_RETRYABLE,
+                'orderingKey must return a string or undefined',
+                { retryable: false },
+              );
+            }
+            return ordering.queue.run(key, () =>
+              runWithRetries(ordering.retry, context.signal, key, () =>
+                this.#withinTimeout(ordering.timeoutMs, run(event, context)),
+              ),
+            );
+          };
     const slow = async (wire: Event, context: HandlerContext): Promise<void> => {
       const event = readBack(wire);
       if (
@@ -816,6 +889,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       filter === undefined &&
       limiter === undefined &&
       idempotency === undefined &&
+      ordering === undefined &&
       own.length === 0;
     if (!checksNothing) return slow;
     // Fast path: an event under its own type, of an allowed origin, uncompressed, with no
@@ -875,6 +949,27 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     if (validationMode === 'strict') throw error;
     this.#logger.warn({ eventId: event.id, type: event.type }, error.message);
     return event;
+  }
+
+  /** `run`, failing with `TIMEOUT` after `limit` ms (0: no limit). */
+  #withinTimeout(limit: number, run: Promise<void>): Promise<void> {
+    if (limit === 0) return run;
+    return new Promise<void>((resolve, reject) => {
+      const timer = this.#clock.setTimeout(
+        () => reject(new TimeoutError(`the handler did not finish within ${limit} ms`, limit)),
+        limit,
+      );
+      run.then(
+        () => {
+          this.#clock.clearTimeout(timer);
+          resolve();
+        },
+        (error: unknown) => {
+          this.#clock.clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
   }
 
   /** The catalog's schema of `type`, when schemas run. */
