@@ -129,6 +129,7 @@ export {
 } from './event-system/event-system.js';
 export type {
   SystemSubscribeOptions,
+  BatchSubscribeOptions,
   BatchEvent,
   BatchOutcome,
   EventSystemStats,
@@ -146,6 +147,7 @@ export type { CompressionOptions } from './event-system/compression.js';
 export { versions, SCHEMA_VERSION_HEADER } from './event-system/schema-versions.js';
 export type { VersionedSchema, VersionsOptions } from './event-system/schema-versions.js';
 export type { OrderingKey } from './event-system/ordering.js';
+export type { BatchHandler, BatchResult } from './event-system/batch-consumer.js';
 export { canPublishBatch } from './event-system/config.js';
 export type {
   EventSystemConfig,

@@ -32,6 +32,7 @@ import { RESOLVED } from '../transport-kit/resolved.js';
 import { consoleLogger, toBusLog, type BusLog } from '../logger.js';
 import {
   functionOption,
+  integerOption,
   numberOption,
   objectOption,
   recordOption,
@@ -54,6 +55,7 @@ import {
   type ResolvedRoute,
 } from './config.js';
 import { CONTENT_ENCODING_HEADER, compressPayload, decompressPayload } from './compression.js';
+import { DeliveryBatcher, type BatchHandler } from './batch-consumer.js';
 import type { IdempotencyStore } from './idempotency.js';
 import { KeyedQueue, runWithRetries, type OrderingKey } from './ordering.js';
 import { SCHEMA_VERSION_HEADER, checkVersioned, publishedVersion } from './schema-versions.js';
@@ -125,6 +127,16 @@ const BUS_SUBSCRIBE_KEYS = [
   'signal',
   'name',
 ] as const satisfies readonly (keyof SubscribeOptions)[];
+
+/** Options of {@link EventSystem.subscribeBatch}. */
+export interface BatchSubscribeOptions extends Omit<SystemSubscribeOptions, 'orderingKey'> {
+  /** Events in a batch at most: an integer >= 1. */
+  maxBatchSize: number;
+  /** How long the first event of a batch waits for more, in ms (>= 0). */
+  maxWaitMs: number;
+  /** Batches handled at once. @defaultValue 1 */
+  concurrency?: number;
+}
 
 /** One event of {@link EventSystem.publishBatch}. */
 export interface BatchEvent<T extends string = string, P = unknown> {
@@ -548,6 +560,40 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       const index = this.#middleware.indexOf(middleware);
       if (index !== -1) this.#middleware.splice(index, 1);
     };
+  }
+
+  /**
+   * Like {@link subscribe}, with a handler of batches: deliveries are gathered until
+   * `maxBatchSize` are waiting or the first has waited `maxWaitMs`, then handed over together.
+   * Each event is acked, retried or dead-lettered on its own, by the outcome the handler gives
+   * it (see `BatchResult`); a throw fails them all. `concurrency` is the number of batches
+   * handled at once. Not with `orderingKey`.
+   */
+  async subscribeBatch<P extends string>(
+    patterns: P | readonly P[],
+    handler: BatchHandler<EventFor<C, P>>,
+    options: BatchSubscribeOptions,
+  ): Promise<SubscriptionHandle> {
+    if (options === null || typeof options !== 'object') {
+      throw configError('options', 'give maxBatchSize and maxWaitMs');
+    }
+    const { maxBatchSize, maxWaitMs, concurrency, ...rest } = options;
+    if ((rest as SystemSubscribeOptions).orderingKey !== undefined) {
+      throw configError('orderingKey', 'does not go with subscribeBatch');
+    }
+    functionOption('handler', handler);
+    const batcher = new DeliveryBatcher(
+      integerOption('maxBatchSize', maxBatchSize, 1),
+      numberOption('maxWaitMs', maxWaitMs, { min: 0 }),
+      this.#clock,
+      handler as BatchHandler,
+    );
+    const batches = integerOption('concurrency', concurrency ?? 1, 1);
+    // Each waiting delivery holds a handler slot: a batch fills only with that many slots.
+    return this.subscribe(patterns, (event) => batcher.add(event), {
+      ...rest,
+      concurrency: maxBatchSize * batches,
+    });
   }
 
   /** Counters of the system and a snapshot of each transport's bus. */
