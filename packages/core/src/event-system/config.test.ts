@@ -1,3 +1,7 @@
+/**
+ * The event system's configuration as `build()` and `createEventSystem` judge it: what is
+ * accepted, and each refusal with the field its `CONFIG` error names.
+ */
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, isWatchtowerError } from '../errors.js';
 import { MemoryTransport } from '../memory-transport.js';

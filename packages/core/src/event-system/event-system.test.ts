@@ -1,3 +1,8 @@
+/**
+ * The event system over memory transports: routes (priority, topics, leading wildcards),
+ * origins (header and topic prefix), consumer groups, the poison handler, filters,
+ * idempotency, validation and the lifecycle.
+ */
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ErrorCode, NonRetryableError, isWatchtowerError } from '../errors.js';

@@ -1,11 +1,14 @@
 /**
  * The `EventSystem`: one validated configuration over several transports, each behind its own
- * `EventBus`. The publish path is: event factory -> schema -> route (highest priority first,
- * then the default) -> wire form (topic, origin header or prefix) -> rate limits -> batch
- * window or straight to the route's bus. The consume path reads the wire form back (original
- * type, origin filter, content filter, schema, idempotency, rate limit) before the user's
- * handler. Everything else (retries, circuit breaker, dead letters, acks) is the bus's, so this
- * layer never acks what the bus would not. It never accepts an option it does not act on.
+ * `EventBus`. The publish path is: event factory -> publish middleware -> schema (newest
+ * version) -> route (highest priority first, then the default) -> wire form (topic, origin
+ * header or prefix, compression) -> rate limits -> batch window or straight to the route's
+ * bus. The consume path reads the wire form back (original type, origin filter,
+ * decompression, schema version and upcast, content filter, consume middleware, ordering key,
+ * idempotency, rate limit) before the user's handler. With none of that in the way both paths
+ * go straight through. Everything else (retries, circuit breaker, dead letters, acks) is the
+ * bus's, so this layer never acks what the bus would not, and it acts on every option it
+ * accepts.
  */
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import {

@@ -1,3 +1,7 @@
+/**
+ * Middleware of the event system: publish and consume hooks, their order, keeping an event
+ * back, and failures.
+ */
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, isWatchtowerError } from '../errors.js';
 import { MemoryTransport } from '../memory-transport.js';

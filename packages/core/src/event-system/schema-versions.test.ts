@@ -1,3 +1,7 @@
+/**
+ * Schema versions: publishing with the newest, consuming against the named version with
+ * upcasts, and what is dead-lettered or refused.
+ */
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ErrorCode } from '../errors.js';
