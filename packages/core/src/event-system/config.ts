@@ -108,7 +108,7 @@ export type PoisonHandler = (
 export interface ConsumerOptions {
   /**
    * Subscriptions join consumer groups (competing consumers: each event to one instance of
-   * the service): a subscription without a `group` joins `{service}-{pattern}`. Every
+   * the service): a subscription without a `group` joins `{service}-{origin}-{name}` (`{service}-{name}` without an origin). Every
    * transport the system routes to must offer consumer groups.
    * @defaultValue false
    */

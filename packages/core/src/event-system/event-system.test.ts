@@ -244,11 +244,39 @@ describe('EventSystem consumers', () => {
     await a.subscribe('invoice.*', gotA.handler);
     await b.subscribe('invoice.*', gotB.handler);
     for (let i = 0; i < 10; i++) await a.publish('invoice.issued', { i });
-    await waitFor(() => gotA.events.length + gotB.events.length === 10);
+    await waitFor(() => gotA.events.length + gotB.events.length >= 10);
+    // Closing waits for every delivery under way: without a shared group there would be 20.
+    await Promise.all([a.close(), b.close()]);
     const seen = [...gotA.events, ...gotB.events].map(
       (event) => (event.payload as { i: number }).i,
     );
     expect(seen.sort((x, y) => x - y)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it('keeps groups apart by origin, so each region gets all of its own events', async () => {
+    const broker = new MemoryBroker();
+    const region = (origin: string): EventSystem =>
+      track(
+        createEventSystem({
+          service: 'billing',
+          origin,
+          transports: { main: new MemoryTransport({ broker }) },
+          consumer: { groups: true },
+          logger: quiet,
+        }),
+      );
+    const euWorker = region('eu.de');
+    const usWorker = region('us.ca');
+    const euPublisher = region('eu.de');
+    const gotEu = collectEvents();
+    const gotUs = collectEvents();
+    await euWorker.subscribe('invoice.*', gotEu.handler);
+    await usWorker.subscribe('invoice.*', gotUs.handler);
+    for (let i = 0; i < 10; i++) await euPublisher.publish('invoice.issued', { i });
+    await gotEu.waitForCount(10);
+    // The us group got its own copy of each and skipped them all.
+    await waitFor(() => usWorker.stats().filtered === 10);
+    expect(gotUs.events).toEqual([]);
   });
 
   it('calls the poison handler after the dead-letter write, with the original type', async () => {

@@ -487,9 +487,11 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     if (filter !== undefined) functionOption('filter', filter);
     const idempotent = checkIdempotency(idempotency);
     const name = options.name ?? list.join(',');
-    const group =
-      busOptions.group ??
-      (this.#config.groups ? `${this.#config.service}-${slug(name)}` : undefined);
+    // Per origin: a group shared across origins would hand one region's events to another
+    // region's members, which skip them, and the region they belong to would never see them.
+    const { service, origin } = this.#config;
+    const base = origin === undefined ? service : `${service}-${slug(origin)}`;
+    const group = busOptions.group ?? (this.#config.groups ? `${base}-${slug(name)}` : undefined);
     const targets = this.#targets(compiled, allowed);
     for (const transport of targets.keys()) {
       if (group !== undefined && !this.#transport(transport).info.capabilities.consumerGroups) {
