@@ -108,8 +108,9 @@ export type PoisonHandler = (
 export interface ConsumerOptions {
   /**
    * Subscriptions join consumer groups (competing consumers: each event to one instance of
-   * the service): a subscription without a `group` joins `{service}-{origin}-{name}` (`{service}-{name}` without an origin). Every
-   * transport the system routes to must offer consumer groups.
+   * the service): a subscription without a `group` joins `{service}-{origin}-{name}`
+   * (`{service}-{name}` without an origin). Every transport the system routes to must offer
+   * consumer groups.
    * @defaultValue false
    */
   groups?: boolean;
