@@ -1,7 +1,8 @@
 /**
  * The event system across two real transports at once: memory and NATS core on the local
  * nats-server (`WATCHTOWER_NATS_URL`). One system publishes to both by route; subscribers on
- * each receive exactly their own events, with origins, batching and idempotency. NATS core
+ * each receive exactly their own events, with origins, batching, idempotency and ordering
+ * keys. NATS core
  * keeps nothing, so the test leaves no state behind; its subjects are its own.
  */
 import { randomUUID } from 'node:crypto';
@@ -134,5 +135,43 @@ describe('the event system over memory and NATS', () => {
     await got.waitForCount(2);
     await waitFor(() => shop.stats().duplicates === 1);
     expect(got.events.map((event) => event.id)).toEqual(['order-1', 'order-2']);
+  });
+
+  it('keeps the order of each ordering key on NATS, with a failed run retried in place', async () => {
+    const prefix = `test.es.${randomUUID().slice(0, 8)}`;
+    const shop = system('eu.de', new MemoryBroker(), prefix);
+    const runs: string[] = [];
+    let failures = 1;
+    let bDone: () => void = () => undefined;
+    const bFinished = new Promise<void>((resolve) => (bDone = resolve));
+    await shop.subscribe(
+      'order.updated',
+      async (event) => {
+        const { key, n } = event.payload as { key: string; n: number };
+        runs.push(`${key}${n}`);
+        if (key === 'b' && n === 2) bDone();
+        // Key a's first run waits for key b to finish (b does not wait behind a), then fails
+        // once: a2 still waits for a1's retry.
+        if (key === 'a' && n === 1 && failures-- > 0) {
+          await bFinished;
+          throw new Error('flaky');
+        }
+      },
+      {
+        orderingKey: (event) => (event.payload as { key: string }).key,
+        concurrency: 4,
+        retry: { maxAttempts: 3, minDelayMs: 0, jitter: 0 },
+      },
+    );
+    await shop.publishBatch([
+      { type: 'order.updated', payload: { key: 'a', n: 1 } },
+      { type: 'order.updated', payload: { key: 'a', n: 2 } },
+      { type: 'order.updated', payload: { key: 'b', n: 1 } },
+      { type: 'order.updated', payload: { key: 'b', n: 2 } },
+    ]);
+    await waitFor(() => runs.length === 5);
+    const ofKey = (key: string): string[] => runs.filter((run) => run.startsWith(key));
+    expect(ofKey('a')).toEqual(['a1', 'a1', 'a2']);
+    expect(ofKey('b')).toEqual(['b1', 'b2']);
   });
 });
