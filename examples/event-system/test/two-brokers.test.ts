@@ -2,8 +2,7 @@
  * The event system across two real transports at once: memory and NATS core on the local
  * nats-server (`WATCHTOWER_NATS_URL`). One system publishes to both by route; subscribers on
  * each receive exactly their own events, with origins, batching, idempotency and ordering
- * keys. NATS core
- * keeps nothing, so the test leaves no state behind; its subjects are its own.
+ * keys. NATS core keeps nothing, so the test leaves no state behind; its subjects are its own.
  */
 import { randomUUID } from 'node:crypto';
 import {
