@@ -8,7 +8,7 @@ import { MemoryTransport } from '../memory-transport.js';
 import { configErrorField, thrown } from '../testing.js';
 import { createEventSystemBuilder } from './builder.js';
 import type { EventSystemConfig } from './config.js';
-import { createEventSystem } from './event-system.js';
+import { EventSystem, createEventSystem } from './event-system.js';
 import { quiet, withInfo } from './test-support.js';
 
 function config(overrides: Partial<EventSystemConfig> = {}): EventSystemConfig {
@@ -238,6 +238,19 @@ describe('event system configuration', () => {
       }),
     );
     await system.close();
+  });
+
+  it('checks the configuration in the EventSystem constructor too', () => {
+    expect(
+      configErrorField(
+        () =>
+          new EventSystem({
+            service: 's',
+            transports: { m: new MemoryTransport() },
+            routes: [{ pattern: '', transport: 'm' }],
+          }),
+      ),
+    ).toBe('routes[0].pattern');
   });
 
   it('refuses a transport name given twice to the builder', () => {

@@ -237,7 +237,7 @@ let systemSubscriptionSeq = 0;
 export function createEventSystem<C extends EventCatalog = EventCatalog>(
   config: EventSystemConfig<C>,
 ): EventSystem<C> {
-  return new EventSystem(resolveEventSystemConfig(config));
+  return new EventSystem(config);
 }
 
 /**
@@ -282,8 +282,12 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     poisonHandlerFailures: 0,
   };
 
-  /** Use {@link createEventSystem} or the builder; this takes a resolved configuration. */
-  constructor(config: ResolvedConfig<C>) {
+  /**
+   * The same as {@link createEventSystem}.
+   * @throws a `CONFIG` error naming the field, route or transport at fault.
+   */
+  constructor(options: EventSystemConfig<C>) {
+    const config = resolveEventSystemConfig(options);
     this.#config = config;
     this.#clock = config.clock ?? systemClock;
     this.#logger = toBusLog(config.logger ?? consoleLogger);
