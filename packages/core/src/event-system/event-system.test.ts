@@ -467,6 +467,62 @@ describe('EventSystem validation', () => {
   });
 });
 
+describe('EventSystem bus options and validation modes', () => {
+  it('hands bus options to the bus of every transport', async () => {
+    const system = track(
+      createEventSystemBuilder()
+        .withService('s')
+        .withTransport('a', new MemoryTransport())
+        .withTransport('b', new MemoryTransport())
+        .withRoute('a.>', { transport: 'a' })
+        .withDefaultTransport('b')
+        .withBusOptions({ backpressure: { maxQueueSize: 7, strategy: 'drop-newest' } })
+        .withLogger(quiet)
+        .build(),
+    );
+    const { transports } = system.stats();
+    expect(transports.a?.backpressure.maxQueueSize).toBe(7);
+    expect(transports.b?.backpressure.maxQueueSize).toBe(7);
+  });
+
+  it('refuses a bad bus option with CONFIG naming it', () => {
+    const error = (() => {
+      try {
+        createEventSystem({
+          service: 's',
+          transports: { m: new MemoryTransport() },
+          bus: { publishTimeoutMs: 0 },
+          logger: quiet,
+        });
+      } catch (thrown) {
+        return thrown;
+      }
+      return undefined;
+    })();
+    expect(isWatchtowerError(error, ErrorCode.CONFIG)).toBe(true);
+    expect((error as Error).message).toContain('publishTimeoutMs');
+  });
+
+  it('runs no schema in ignore mode', async () => {
+    const events = defineEvents({ 'user.created': z.object({ email: z.email() }) });
+    const warnings: string[] = [];
+    const system = track(
+      createEventSystem({
+        service: 's',
+        transports: { m: new MemoryTransport() },
+        events,
+        validationMode: 'ignore',
+        logger: { warn: (_d, message) => warnings.push(message), error: () => undefined },
+      }),
+    );
+    const got = collectEvents();
+    await system.subscribe('user.created', got.handler);
+    await system.publish('user.created', { email: 'nope' });
+    await got.waitForCount(1);
+    expect(warnings).toEqual([]);
+  });
+});
+
 describe('EventSystem lifecycle', () => {
   it('reports stats and health per transport, and refuses publishes after close', async () => {
     const system = createEventSystem({
