@@ -5,6 +5,8 @@ import { natsScenarios, removeNatsLeftovers } from './nats.js';
 import { rabbitmqScenarios } from './rabbitmq.js';
 import { redisScenarios, removeRedisLeftovers } from './redis.js';
 import { userLevelScenarios } from './user-level.js';
+import { webhookScenarios } from './webhook.js';
+import { websocketScenarios } from './websocket.js';
 
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
@@ -31,6 +33,9 @@ const registry: Record<string, () => Promise<Scenario[]>> = {
   },
   // Transport-level and user-level RabbitMQ scenarios, beside raw amqplib.
   rabbitmq: () => Promise.resolve(rabbitmqScenarios(scale)),
+  // WebSocketHub and WebhookClient, beside raw `ws` (a relay) and raw undici; no broker needed.
+  websocket: () => Promise.resolve(websocketScenarios(scale)),
+  webhook: () => Promise.resolve(webhookScenarios(scale)),
   // What a user gets: the README's code with defaults beside the raw clients (NATS and Redis).
   user: async () => {
     await removeNatsLeftovers();

@@ -34,11 +34,15 @@ import {
 } from '@watchtower/core';
 import { NatsSubscriber } from '@watchtower/nats';
 import { RedisSubscriber } from '@watchtower/redis';
+import { WebhookSubscriber } from '@watchtower/webhook';
+import { WebSocketHub, WebSocketSubscriber } from '@watchtower/websocket';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { countdown, now, startTimer, type Measurement, type Scenario } from './harness.js';
 import { dropStreams, names as natsNames, type Names as NatsNames } from './nats.js';
 import { dropKeys, names as redisNames } from './redis.js';
+import { rawAgent, rawPost, startReceiver, type Receiver } from './webhook.js';
+import { frameText, openSocket, startRawRelay } from './websocket.js';
 
 const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -303,6 +307,101 @@ async function watchtowerRedis(count: number): Promise<Measurement> {
   return measured;
 }
 
+// ---- WebSocket ----------------------------------------------------------------------------
+
+/** Raw `ws`: a relay server, a client sending the payload's JSON, one parsing it. */
+async function rawWebSocket(count: number): Promise<Measurement> {
+  const relay = await startRawRelay();
+  const [pub, sub] = await Promise.all([openSocket(relay.url), openSocket(relay.url)]);
+  const probe = new Probe(count, 'raw WebSocket events');
+  sub.on('message', (data) => probe.handle(JSON.parse(frameText(data)) as UserCreated));
+  const measured = await drive(probe, (i) => {
+    pub.send(JSON.stringify(userPayload(i)));
+  });
+  pub.terminate();
+  sub.terminate();
+  await relay.close();
+  return measured;
+}
+
+/** The README's code: a `WebSocketHub` and two `WebSocketSubscriber`s with defaults. */
+async function watchtowerWebSocket(count: number): Promise<Measurement> {
+  const hub = new WebSocketHub({ port: 0 });
+  await hub.start();
+  const pub = new WebSocketSubscriber({ url: hub.url, logger: quietLogger });
+  const sub = new WebSocketSubscriber({ url: hub.url, logger: quietLogger });
+  const probe = new Probe(count, 'watchtower WebSocket events');
+  await sub.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated));
+  await pub.connect();
+  const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
+  await Promise.all([pub.close(), sub.close()]);
+  await hub.close({ timeoutMs: 2000 });
+  return measured;
+}
+
+// ---- webhooks -----------------------------------------------------------------------------
+
+/**
+ * A probe whose arrivals are the receiver's (a child process): counted once the receiver has
+ * them all, and timed afterwards from its arrival times (same monotonic clock), since a
+ * webhook publish resolves before its POST is made. Rejects with the receiver's error.
+ */
+async function driveWebhook(
+  receiver: Receiver,
+  probe: Probe,
+  send: (i: number) => Promise<unknown>,
+): Promise<Measurement> {
+  let failure: Error | undefined;
+  void receiver.done.then(
+    () => {
+      for (let i = 0; i < probe.count; i++) probe.arrivals.tick();
+    },
+    (error: unknown) => {
+      failure = error instanceof Error ? error : new Error(String(error));
+      for (let i = 0; i < probe.count; i++) probe.arrivals.tick();
+    },
+  );
+  const measured = await drive(probe, send);
+  if (failure !== undefined) throw failure;
+  const offsetMs = Number(process.hrtime.bigint()) / 1e6 - now();
+  const arrivedAt = await receiver.arrivals();
+  for (let n = 0; n < probe.count; n++) {
+    probe.latenciesUs.push(
+      ((arrivedAt[n] as number) - offsetMs - (probe.sentAt[n] as number)) * 1000,
+    );
+  }
+  return measured;
+}
+
+/** Raw undici: the payload's JSON POSTed with a Standard Webhooks signature, awaited. */
+async function rawWebhook(count: number): Promise<Measurement> {
+  const receiver = await startReceiver(count);
+  const agent = rawAgent();
+  const probe = new Probe(count, 'raw webhook deliveries');
+  const measured = await driveWebhook(receiver, probe, (i) =>
+    rawPost(agent, receiver, randomUUID(), Buffer.from(JSON.stringify(userPayload(i)), 'utf8')),
+  );
+  await agent.close();
+  await receiver.close();
+  return measured;
+}
+
+/** The README's `WebhookSubscriber` with one endpoint; loopback allowed, defaults otherwise. */
+async function watchtowerWebhook(count: number): Promise<Measurement> {
+  const receiver = await startReceiver(count);
+  const bus = new WebhookSubscriber({
+    endpoints: [{ url: receiver.url, secret: receiver.secret }],
+    allowPrivateAddresses: true,
+    logger: quietLogger,
+  });
+  const probe = new Probe(count, 'watchtower webhook deliveries');
+  await bus.connect();
+  const measured = await driveWebhook(receiver, probe, (i) => bus.publish(TYPE, userPayload(i)));
+  await bus.close();
+  await receiver.close();
+  return measured;
+}
+
 // ---- memory -------------------------------------------------------------------------------
 
 /** The same hand-over on a bare EventEmitter: publish the payload, the handler gets it. */
@@ -376,6 +475,19 @@ export function userLevelScenarios(scale: number): Scenario[] {
       transport: 'redis',
       raw: () => rawRedis(at(30_000)),
       watchtower: () => watchtowerRedis(at(30_000)),
+    },
+    {
+      name: 'user: WebSocketSubscriber via WebSocketHub',
+      transport: 'websocket',
+      raw: () => rawWebSocket(at(30_000)),
+      watchtower: () => watchtowerWebSocket(at(30_000)),
+    },
+    {
+      // Latency: from publish to the receiver's arrival (publish resolves once accepted).
+      name: 'user: WebhookSubscriber publish -> receiver',
+      transport: 'webhook',
+      raw: () => rawWebhook(at(4000)),
+      watchtower: () => watchtowerWebhook(at(4000)),
     },
     {
       name: 'user: EventBus memory publish -> handler',
