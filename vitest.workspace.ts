@@ -17,7 +17,7 @@ export const projects: TestProjectConfiguration[] = [
     extends: true,
     test: {
       name: 'integration',
-      include: ['packages/*/test/**/*.test.ts'],
+      include: ['packages/*/test/**/*.test.ts', 'examples/*/test/**/*.test.ts'],
       environment: 'node',
       globalSetup: ['./scripts/integration-setup.ts'],
       testTimeout: 30_000,
