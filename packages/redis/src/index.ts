@@ -11,3 +11,5 @@ export { mapRedisError } from './map-error.js';
 export { streamKey, defaultDlqKey } from './keys.js';
 export { RedisSubscriber } from './redis-subscriber.js';
 export type { RedisSubscriberOptions } from './redis-subscriber.js';
+export { RedisIdempotencyStore } from './idempotency-store.js';
+export type { RedisIdempotencyStoreOptions } from './idempotency-store.js';
