@@ -8,7 +8,7 @@ const shim = (name: string): string =>
 const browserShims: NonNullable<Options['esbuildPlugins']>[number] = {
   name: 'watchtower-browser-shims',
   setup(build) {
-    build.onResolve({ filter: /^(node:)?(buffer|crypto)$/ }, (args) => ({
+    build.onResolve({ filter: /^(node:)?(buffer|crypto|util|zlib)$/ }, (args) => ({
       path: shim(args.path.replace(/^node:/, '')),
     }));
     build.onResolve({ filter: /^(ws|node:.*)$/ }, (args) => ({
