@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { FakeClock, settlement } from '@watchtower/core/testing';
 import { Semaphore, TokenBucket } from './limits.js';
@@ -38,6 +39,28 @@ describe('Semaphore', () => {
     expect(slots.waiting).toBe(0);
     slots.release();
     expect(slots.held).toBe(0);
+  });
+
+  it('hooks a signal shared by many waiters once, and its abort rejects only those waiters', async () => {
+    const slots = new Semaphore(1);
+    await slots.acquire();
+    const shared = new AbortController();
+    const own = new AbortController();
+    const first = [
+      settlement(slots.acquire(shared.signal)),
+      settlement(slots.acquire(shared.signal)),
+    ];
+    const other = slots.acquire(own.signal);
+    const last = settlement(slots.acquire(shared.signal));
+    expect(getEventListeners(shared.signal, 'abort')).toHaveLength(1);
+    shared.abort();
+    for (const waiting of [...first, last])
+      expect(await waiting).toMatchObject({ code: 'ABORTED' });
+    expect(slots.waiting).toBe(1);
+    slots.release();
+    await other;
+    expect(getEventListeners(own.signal, 'abort')).toHaveLength(0);
+    expect(slots.held).toBe(1);
   });
 });
 
