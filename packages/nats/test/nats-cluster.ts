@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from '@watchtower/core/testing';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { NatsTransport, type NatsConfig } from '../src/index.js';
@@ -28,7 +29,10 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.once('exit', () => {
-    for (const cluster of running) cluster.killNow();
+    for (const cluster of running) {
+      cluster.killNow();
+      cluster.removeFolders();
+    }
   });
 }
 
@@ -221,6 +225,11 @@ export class PrivateNatsCluster {
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.kill()));
     running.delete(this);
+    this.removeFolders();
+  }
+
+  /** Removes the nodes' folders (the exit hook, and `stop()`). */
+  removeFolders(): void {
     rmSync(this.root, { recursive: true, force: true });
   }
 
@@ -260,19 +269,7 @@ export async function pollUntil(
   timeoutMs: number,
   what: string,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: last });
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await waitFor(check, { timeoutMs, intervalMs: 50, message: what });
 }
 
 /** `count` distinct free ports on 127.0.0.1, all held until every one is known. */

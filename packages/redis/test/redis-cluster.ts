@@ -14,6 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { waitFor } from '@watchtower/core/testing';
 import { Redis } from 'ioredis';
 
 const run = promisify(execFile);
@@ -28,7 +29,10 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.once('exit', () => {
-    for (const cluster of running) for (const node of cluster.nodes) node.killNow();
+    for (const cluster of running) {
+      for (const node of cluster.nodes) node.killNow();
+      cluster.removeFolders();
+    }
   });
 }
 
@@ -299,6 +303,11 @@ export class PrivateRedisCluster {
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.kill()));
     running.delete(this);
+    this.removeFolders();
+  }
+
+  /** Removes the nodes' folders (the exit hook, and `stop()`). */
+  removeFolders(): void {
     rmSync(this.root, { recursive: true, force: true });
   }
 }
@@ -344,19 +353,7 @@ export async function pollUntil(
   timeoutMs: number,
   what: string,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`, { cause: last });
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  await waitFor(check, { timeoutMs, intervalMs: 50, message: what });
 }
 
 /** `count` distinct free ports on 127.0.0.1, all held until every one is known. */
