@@ -1,4 +1,5 @@
 import { fileURLToPath } from 'node:url';
+import { clusterScenarios } from './clusters.js';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
 import { natsScenarios, removeNatsLeftovers } from './nats.js';
@@ -42,6 +43,8 @@ const registry: Record<string, () => Promise<Scenario[]>> = {
     await removeRedisLeftovers();
     return userLevelScenarios(scale);
   },
+  // Against private 3-node clusters started per run, beside the single local node.
+  clusters: () => Promise.resolve(clusterScenarios(scale)),
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
