@@ -28,7 +28,7 @@ let cluster: PrivateNatsCluster | undefined;
 
 beforeAll(async () => {
   cluster = await PrivateNatsCluster.start();
-});
+}, 90_000);
 
 afterAll(async () => {
   await cluster?.stop();

@@ -36,7 +36,7 @@ const LEADER_KILLED: readonly FaultStep[] = [{ at: 0.3, kind: 'restart-broker', 
 let cluster: PrivateNatsCluster;
 beforeAll(async () => {
   cluster = await PrivateNatsCluster.start();
-});
+}, 90_000);
 afterAll(async () => {
   await cluster.stop();
 });
