@@ -35,6 +35,8 @@ import {
   describeError,
   encodeEventBytes,
   isWatchtowerError,
+  sleep,
+  type Clock,
   type CloseOptions,
   type ConsumeDlqOptions,
   type DeadLetterHandler,
@@ -66,6 +68,8 @@ import {
   raceAbort,
   throwIfAborted,
   withTimeout,
+  Backoff,
+  Deadline as DeadlineTimer,
   type DeadLetterSource,
   type Deadline,
   type TransportErrorEvents,
@@ -149,6 +153,15 @@ export type NatsTransportEvents = TransportErrorEvents;
 
 /** A group name is a consumer and queue name: no whitespace. */
 const GROUP_NAME = { pattern: /^\S+$/, hint: 'a name without whitespace' } as const;
+
+/** Waits between publishes that found no stream (a cluster electing a stream leader). */
+const NO_RESPONDERS_BACKOFF = { baseMs: 50, maxMs: 1000 } as const;
+
+/** `sleep` on the clock; an aborted `signal` ends it with the `ABORTED` error. */
+async function sleepOn(clock: Clock, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return sleep(clock, ms);
+  return raceAbort(sleep(clock, ms), signal, 'the publish');
+}
 
 /** What `close()` waits at most when it is given no `timeoutMs`. */
 const CLOSE_TIMEOUT_MS = 10_000;
@@ -502,18 +515,37 @@ export class NatsTransport implements Transport {
     const { js } = this.#jetstream(link);
     const subject = this.#subjects.get(event.type);
     const headers = toNatsHeaders(event.headers);
-    const ack = js.publish(subject, encodeEventBytes(event), {
-      msgID: event.id,
-      timeout: this.config.requestTimeoutMs,
-      ...(headers === undefined ? {} : { headers }),
-    });
-    try {
-      await (signal === undefined ? ack : raceAbort(ack, signal, 'the publish'));
-    } catch (error) {
-      // No stream answered: it was deleted, or the broker lost its storage. Put it back so
-      // that a retry (the EventBus retries TRANSPORT errors) succeeds.
-      if (isNoResponders(error)) void this.#restoreTopology('after a publish found none');
-      throw mapNatsError(error, `publish to ${subject}`, this.config.requestTimeoutMs);
+    const body = encodeEventBytes(event);
+    const { clock, requestTimeoutMs } = this.config;
+    let ridingOut: { deadline: Deadline; backoff: Backoff } | undefined;
+    for (;;) {
+      const ack = js.publish(subject, body, {
+        msgID: event.id,
+        timeout: requestTimeoutMs,
+        ...(headers === undefined ? {} : { headers }),
+      });
+      try {
+        await (signal === undefined ? ack : raceAbort(ack, signal, 'the publish'));
+        return;
+      } catch (error) {
+        if (!isNoResponders(error)) {
+          throw mapNatsError(error, `publish to ${subject}`, requestTimeoutMs);
+        }
+        // No stream answered: it was deleted, the broker lost its storage, or (on a cluster)
+        // the stream is electing a new leader. Put it back if it is gone, and try again for up
+        // to requestTimeoutMs (the same id, so the server stores it once), so that a failover
+        // of a few seconds is ridden out instead of counted as a failed publish.
+        void this.#restoreTopology('after a publish found none');
+        ridingOut ??= {
+          deadline: new DeadlineTimer(clock, requestTimeoutMs),
+          backoff: new Backoff(NO_RESPONDERS_BACKOFF),
+        };
+        const left = ridingOut.deadline.remaining();
+        if (left <= 0) throw mapNatsError(error, `publish to ${subject}`, requestTimeoutMs);
+        await sleepOn(clock, Math.min(left, ridingOut.backoff.next()), signal);
+        this.#life.assertOpen('publish');
+        this.#assertConnected('publish');
+      }
     }
   }
 

@@ -118,8 +118,9 @@ for (const mode of ['core', 'jetstream'] as NatsMode[]) {
           await nc.close();
         }
       },
-      // A restart of every node takes about 13 s to serve JetStream again.
-      timeoutMs: 15_000,
+      // A restart of every node takes about 13 s to serve JetStream again, and a publish
+      // meanwhile rides out "no responders" for requestTimeoutMs per attempt.
+      timeoutMs: 25_000,
       redeliveryTimeoutMs: 5000,
     },
     mode === 'jetstream' ? { skip: FULL_RESTART_SKIP } : {},
