@@ -98,6 +98,11 @@ export class RedisClusterNode {
         'nodes.conf',
         '--cluster-node-timeout',
         String(this.nodeTimeoutMs),
+        // A replica takes over however long ago it last heard from its master: the tests kill
+        // a master seconds after the cluster formed, and the default (10 node timeouts of
+        // data age) may keep a replica that is still syncing from standing in.
+        '--cluster-replica-validity-factor',
+        '0',
         '--cluster-announce-ip',
         '127.0.0.1',
         '--save',
@@ -226,6 +231,11 @@ export class PrivateRedisCluster {
           const masters = seen.filter((e) => e.role === 'master');
           if (masters.some((m) => m.slots.length === 0)) return false;
           if (seen.some((e) => e.role === 'replica' && e.masterId === undefined)) return false;
+        }
+        // Every replica has finished its sync with its master (it can take over at once).
+        for (const node of up) {
+          const info = String(await node.command('INFO', 'replication'));
+          if (info.includes('role:slave') && !info.includes('master_link_status:up')) return false;
         }
         return true;
       },
