@@ -76,18 +76,22 @@ async function failover(
       },
       start: async () => {
         // The replica is promoted while the old master is down.
-        await pollUntil(
-          async () => {
-            const master = await cluster.masterOf(slot);
-            if (master === undefined || master.port === killed?.port) return false;
-            masters.push(master.port);
-            return true;
-          },
-          20_000,
-          'the replica promoted',
-        );
-        await killed?.start();
-        await cluster.waitFormed();
+        try {
+          await pollUntil(
+            async () => {
+              const master = await cluster.masterOf(slot);
+              if (master === undefined || master.port === killed?.port) return false;
+              masters.push(master.port);
+              return true;
+            },
+            20_000,
+            'the replica promoted',
+          );
+        } finally {
+          // Back in any case, so that a failed run leaves the cluster whole for the next one.
+          await killed?.start();
+          await cluster.waitFormed();
+        }
       },
     },
     consumer: () => faultConsumerCommand(SUBSCRIBER_MODULE, 'RedisSubscriber', config),
