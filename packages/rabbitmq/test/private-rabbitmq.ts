@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { connect as tcpConnect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { waitFor } from '@watchtower/core/testing';
 
 const RABBITMQ_SERVER =
   process.env['RABBITMQ_SERVER_BIN'] ?? '/usr/lib/rabbitmq/bin/rabbitmq-server';
@@ -58,16 +59,16 @@ export class PrivateRabbitMQ {
       },
     });
     child.unref();
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    while (!(await accepts(this.port))) {
-      if (Date.now() > deadline) throw new Error(`RabbitMQ on port ${this.port} did not start`);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+    await waitFor(() => accepts(this.port), {
+      timeoutMs: START_TIMEOUT_MS,
+      intervalMs: 200,
+      message: `RabbitMQ accepting connections on port ${this.port}`,
+    });
     // The node writes its own pid (the Erlang VM's, not the start script's).
-    while (!existsSync(pidFile) || readFileSync(pidFile, 'utf8').trim() === '') {
-      if (Date.now() > deadline) throw new Error('RabbitMQ wrote no pid file');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitFor(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim() !== '', {
+      timeoutMs: START_TIMEOUT_MS,
+      message: 'the RabbitMQ pid file',
+    });
     this.#pid = Number(readFileSync(pidFile, 'utf8').trim());
   }
 
@@ -81,7 +82,10 @@ export class PrivateRabbitMQ {
     } catch {
       return;
     }
-    while (await accepts(this.port)) await new Promise((resolve) => setTimeout(resolve, 50));
+    await waitFor(async () => !(await accepts(this.port)), {
+      timeoutMs: START_TIMEOUT_MS,
+      message: `RabbitMQ on port ${this.port} gone`,
+    });
   }
 
   /** Kills the node and removes its data. */
