@@ -7,3 +7,4 @@ export { collectEvents, type EventCollector } from './testing/collect.js';
 export { thrown } from './testing/thrown.js';
 export { pauseProcess } from './testing/pause-process.js';
 export { configErrorField, settlement } from './testing/outcomes.js';
+export { acceptsConnections, freePort, freePorts } from './testing/ports.js';

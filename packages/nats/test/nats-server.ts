@@ -1,7 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { pauseProcess } from '@watchtower/core/testing';
+import { acceptsConnections, freePort, pauseProcess } from '@watchtower/core/testing';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -63,7 +62,7 @@ export class PrivateNatsServer {
   async isUp(): Promise<boolean> {
     const child = this.#process;
     if (child === undefined || child.exitCode !== null || child.signalCode !== null) return false;
-    return accepts(this.port);
+    return acceptsConnections(this.port);
   }
 
   /**
@@ -129,7 +128,7 @@ export class PrivateNatsServer {
     this.#exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     const deadline = Date.now() + 10_000;
     // The port may still be held by the previous process for a moment after a restart.
-    while (!(await accepts(this.port))) {
+    while (!(await acceptsConnections(this.port))) {
       if (child.exitCode !== null || Date.now() > deadline) {
         await this.kill();
         throw new Error(`nats-server on port ${this.port} did not start:\n${output}`);
@@ -137,27 +136,4 @@ export class PrivateNatsServer {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }

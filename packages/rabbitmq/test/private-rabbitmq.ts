@@ -6,10 +6,9 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { connect as tcpConnect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '@watchtower/core/testing';
+import { acceptsConnections, freePort, waitFor } from '@watchtower/core/testing';
 
 const RABBITMQ_SERVER =
   process.env['RABBITMQ_SERVER_BIN'] ?? '/usr/lib/rabbitmq/bin/rabbitmq-server';
@@ -59,7 +58,7 @@ export class PrivateRabbitMQ {
       },
     });
     child.unref();
-    await waitFor(() => accepts(this.port), {
+    await waitFor(() => acceptsConnections(this.port), {
       timeoutMs: START_TIMEOUT_MS,
       intervalMs: 200,
       message: `RabbitMQ accepting connections on port ${this.port}`,
@@ -82,7 +81,7 @@ export class PrivateRabbitMQ {
     } catch {
       return;
     }
-    await waitFor(async () => !(await accepts(this.port)), {
+    await waitFor(async () => !(await acceptsConnections(this.port)), {
       timeoutMs: START_TIMEOUT_MS,
       message: `RabbitMQ on port ${this.port} gone`,
     });
@@ -93,27 +92,4 @@ export class PrivateRabbitMQ {
     await this.kill();
     rmSync(this.#dir, { recursive: true, force: true });
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tcpConnect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }

@@ -1,13 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { vi } from 'vitest';
 import { Redis } from 'ioredis';
 import type { Delivery, TransportSubscription } from '@watchtower/core';
-import { pauseProcess } from '@watchtower/core/testing';
+import { freePort, pauseProcess } from '@watchtower/core/testing';
 
 /** The shared broker of the integration tests. */
 export const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -68,22 +67,6 @@ export function ackAll(subscription: TransportSubscription): {
     }
   })();
   return { deliveries, done };
-}
-
-/** A free TCP port on 127.0.0.1 (the OS picks one; we release it for redis-server to take). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === 'object') resolve(address.port);
-        else reject(new Error('no port'));
-      });
-    });
-  });
 }
 
 /**
