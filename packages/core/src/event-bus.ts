@@ -647,6 +647,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
           await this.transport.subscribe(pattern.source, {
             ...(resolved.group === undefined ? {} : { group: resolved.group }),
             ...(resolved.maxInFlight === undefined ? {} : { maxInFlight: resolved.maxInFlight }),
+            concurrency: resolved.concurrency,
             ...(resolved.startFrom === undefined ? {} : { startFrom: resolved.startFrom }),
           }),
         );

@@ -97,6 +97,12 @@ export interface TransportSubscribeOptions {
    */
   maxInFlight?: number;
   /**
+   * How many handlers the consumer runs at once (the bus passes its subscription's
+   * `concurrency`). A hint for sizing what the broker sends ahead (RabbitMQ's prefetch); the
+   * consumer, not the transport, keeps to it.
+   */
+  concurrency?: number;
+  /**
    * Where a new subscription or group starts, on transports with `replay`.
    * @defaultValue `'new'`
    */
@@ -293,7 +299,12 @@ export type ConnectionChange =
  */
 export const TRANSPORT_OPTION_KEYS = {
   publish: keysOf<PublishOptions>({ signal: true }),
-  subscribe: keysOf<TransportSubscribeOptions>({ group: true, maxInFlight: true, startFrom: true }),
+  subscribe: keysOf<TransportSubscribeOptions>({
+    group: true,
+    maxInFlight: true,
+    concurrency: true,
+    startFrom: true,
+  }),
   consumeDlq: keysOf<ConsumeDlqOptions>({ group: true, fromStart: true }),
   close: keysOf<CloseOptions>({ timeoutMs: true }),
   nack: keysOf<NackOptions>({ requeue: true, delayMs: true }),

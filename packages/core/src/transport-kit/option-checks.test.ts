@@ -19,12 +19,13 @@ describe('checkSubscribeOptions', () => {
     const time = new Date();
     expect(
       checkSubscribeOptions(
-        { group: 'g', maxInFlight: 5, startFrom: { time } },
+        { group: 'g', maxInFlight: 5, concurrency: 2, startFrom: { time } },
         { startFrom: ALL },
       ),
     ).toEqual({
       group: 'g',
       maxInFlight: 5,
+      concurrency: 2,
       startFrom: { time },
     });
     expect(checkSubscribeOptions(undefined, { startFrom: ['new'] })).toEqual({
@@ -40,6 +41,7 @@ describe('checkSubscribeOptions', () => {
     ['a group that is not a string', { group: 5 }, 'group'],
     ['maxInFlight 0', { maxInFlight: 0 }, 'maxInFlight'],
     ['maxInFlight 1.5', { maxInFlight: 1.5 }, 'maxInFlight'],
+    ['concurrency 0', { concurrency: 0 }, 'concurrency'],
     ['startFrom latest', { startFrom: 'latest' }, 'startFrom'],
     ['startFrom sequence 0', { startFrom: { sequence: 0 } }, 'startFrom.sequence'],
     ['startFrom an invalid Date', { startFrom: { time: new Date('x') } }, 'startFrom.time'],

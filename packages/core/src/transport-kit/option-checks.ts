@@ -39,13 +39,14 @@ export interface SubscribeOptionRules {
 export interface CheckedSubscribeOptions {
   readonly group: string | undefined;
   readonly maxInFlight: number | undefined;
+  readonly concurrency: number | undefined;
   readonly startFrom: StartPosition | undefined;
 }
 
 /**
  * Checks `subscribe` options: known keys only, `group` a non-empty string (matching
- * `rules.groupName`), `maxInFlight` an integer >= 1, `startFrom` a well-formed position of a
- * kind in `rules.startFrom`.
+ * `rules.groupName`), `maxInFlight` and `concurrency` integers >= 1, `startFrom` a well-formed
+ * position of a kind in `rules.startFrom`.
  *
  * @throws `CONFIG` naming the field.
  */
@@ -54,13 +55,20 @@ export function checkSubscribeOptions(
   rules: SubscribeOptionRules,
 ): CheckedSubscribeOptions {
   if (options === undefined)
-    return { group: undefined, maxInFlight: undefined, startFrom: undefined };
+    return {
+      group: undefined,
+      maxInFlight: undefined,
+      concurrency: undefined,
+      startFrom: undefined,
+    };
   rejectUnknownOptions(options, TRANSPORT_OPTION_KEYS.subscribe, 'subscribe options');
-  const { maxInFlight } = options;
+  const { maxInFlight, concurrency } = options;
   if (maxInFlight !== undefined) checkInteger('maxInFlight', maxInFlight, 1);
+  if (concurrency !== undefined) checkInteger('concurrency', concurrency, 1);
   return {
     group: checkGroup(options.group, 'group', rules.groupName),
     maxInFlight,
+    concurrency,
     startFrom: checkStartFrom(options.startFrom, rules.startFrom, rules.startFromHint),
   };
 }
