@@ -2477,6 +2477,32 @@ describe('EventBus and the connection of its transport', () => {
     await bus.close();
   });
 
+  it('opens the circuit after failureThreshold failed reconnects and half-opens it when the connection is back', async () => {
+    const clock = new FakeClock();
+    const transport = new TestTransport();
+    const bus = makeBus(
+      { clock, circuitBreaker: { failureThreshold: 3, successThreshold: 1 } },
+      transport,
+    );
+    await bus.connect();
+    transport.loseConnection();
+    const failed = (): void => {
+      const error = new ConnectionError('connection refused');
+      for (const listener of transport.connectionListeners)
+        listener({ state: 'reconnect-failed', error });
+    };
+    failed();
+    failed();
+    expect(bus.stats().circuitBreaker).toMatchObject({ state: 'closed', failureCount: 2 });
+    failed();
+    expect(bus.stats().circuitBreaker.state).toBe('open');
+    transport.restoreConnection();
+    expect(bus.stats().circuitBreaker.state).toBe('half-open');
+    await bus.publish('a.b', {});
+    expect(bus.stats().circuitBreaker.state).toBe('closed');
+    await bus.close();
+  });
+
   it('stops holding publishes when the transport gives its connection up', async () => {
     const clock = new FakeClock();
     const transport = new TestTransport();

@@ -549,11 +549,13 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#emitter.emit('circuitStateChange', to, from),
     );
     const onError = this.transport.on?.('error', (error) => this.#reportError(error, {}));
-    const onConnection = this.transport.on?.('connection', (change) =>
-      change.state === 'lost'
-        ? this.#lostConnection(change.error)
-        : this.#restoredConnection(change.state === 'restored'),
-    );
+    const onConnection = this.transport.on?.('connection', (change) => {
+      if (change.state === 'lost') this.#lostConnection(change.error);
+      // No publish reaches the transport while the connection is lost: a failed reconnect is
+      // what tells the breaker that the broker is still away.
+      else if (change.state === 'reconnect-failed') this.#breaker.recordFailure(change.error);
+      else this.#restoredConnection(change.state === 'restored');
+    });
     for (const remove of [onError, onConnection]) {
       if (remove !== undefined) this.#removeTransportListeners.push(remove);
     }

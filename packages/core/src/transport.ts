@@ -270,9 +270,10 @@ export interface Transport {
    *   a reclaim, an ack that did not go out). The `EventBus` reports them on its own `error`
    *   listeners or logger.
    * - `connection`: the connection to the broker was lost, or is back after a reconnect (never
-   *   fired for the first connect, nor by `close()`). While it is lost the bus holds new
-   *   publishes in its queue and waits before retrying; when it is back the bus puts its
-   *   publish circuit breaker half-open, so trial calls decide at once instead of after
+   *   fired for the first connect, nor by `close()`), or one reconnect attempt failed meanwhile.
+   *   While it is lost the bus holds new publishes in its queue, waits before retrying and
+   *   counts each failed attempt against its publish circuit breaker; when it is back the bus
+   *   puts the breaker half-open, so trial calls decide at once instead of after
    *   `resetTimeoutMs`.
    */
   on?(name: 'error', listener: (error: WatchtowerError) => void): () => void;
@@ -286,6 +287,12 @@ export type ConnectionChange =
       /** What the client reported, where it said anything. */
       readonly error?: WatchtowerError;
     }
+  /**
+   * One reconnect attempt failed while the connection is lost (reported for each attempt): the
+   * bus counts it as a failure of its publish circuit breaker, so an outage that outlasts
+   * `failureThreshold` attempts opens the circuit even while no publish reaches the transport.
+   */
+  | { readonly state: 'reconnect-failed'; readonly error: WatchtowerError }
   | { readonly state: 'restored' }
   /**
    * The transport stopped trying to reconnect (its reconnect attempts ran out): nothing is

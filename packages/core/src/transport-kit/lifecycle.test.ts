@@ -83,6 +83,23 @@ describe('TransportLifecycle.connect', () => {
   });
 });
 
+describe('TransportLifecycle connection reports', () => {
+  it('reports a failed reconnect only while the connection is lost', async () => {
+    const life = lifecycle();
+    const changes: string[] = [];
+    life.on('connection', (change) => changes.push(change.state));
+    const error = new WatchtowerError(ErrorCode.CONNECTION, 'refused');
+    await life.connect(async () => undefined);
+    life.reconnectFailed(error);
+    life.connectionLost(error);
+    life.reconnectFailed(error);
+    life.reconnectFailed(error);
+    life.connectionRestored();
+    life.reconnectFailed(error);
+    expect(changes).toEqual(['lost', 'reconnect-failed', 'reconnect-failed', 'restored']);
+  });
+});
+
 describe('TransportLifecycle.close', () => {
   it('runs its steps once; later calls get the same promise', async () => {
     const life = lifecycle();

@@ -47,8 +47,9 @@ export type TransportErrorEvents = {
    */
   error: [error: WatchtowerError];
   /**
-   * The connection was lost, or is back after a reconnect
-   * ({@link TransportLifecycle.connectionLost}, {@link TransportLifecycle.connectionRestored}).
+   * The connection was lost, a reconnect attempt failed, or it is back after a reconnect
+   * ({@link TransportLifecycle.connectionLost}, {@link TransportLifecycle.reconnectFailed},
+   * {@link TransportLifecycle.connectionRestored}).
    * Nothing is reported after `close()` begins.
    */
   connection: [change: ConnectionChange];
@@ -226,6 +227,16 @@ export class TransportLifecycle {
       'connection',
       error === undefined ? { state: 'lost' } : { state: 'lost', error },
     );
+  }
+
+  /**
+   * One attempt to reconnect after {@link TransportLifecycle.connectionLost} failed: tells the
+   * listeners (`reconnect-failed`), so that the bus's circuit breaker counts it. Call it once per
+   * failed attempt. Ignored unless the connection is reported lost, and from `close()` on.
+   */
+  reconnectFailed(error: WatchtowerError): void {
+    if (this.#phase !== 'open' || !this.#linkLost) return;
+    this.#emitter.emit('connection', { state: 'reconnect-failed', error });
   }
 
   /** Connected again after {@link TransportLifecycle.connectionLost}: tells the listeners. */
