@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { configErrorField } from '@watchtower/core/testing';
-import { DEFAULT_RABBITMQ_CONFIG, resolveRabbitMQConfig, type RabbitMQConfig } from './config.js';
+import {
+  DEFAULT_RABBITMQ_CONFIG,
+  FALLBACK_PREFETCH,
+  prefetchFor,
+  resolveRabbitMQConfig,
+  type RabbitMQConfig,
+} from './config.js';
 import { RabbitMQSubscriber } from './rabbitmq-subscriber.js';
 
 const resolve = (config: unknown) => () => resolveRabbitMQConfig(config as RabbitMQConfig);
@@ -19,7 +25,7 @@ describe('resolveRabbitMQConfig', () => {
       deliveryLimit: null,
       mandatory: false,
       publishWindow: 1024,
-      prefetch: 64,
+      prefetch: null,
       heartbeatSeconds: 10,
       closeTimeoutMs: 10_000,
     });
@@ -34,6 +40,7 @@ describe('resolveRabbitMQConfig', () => {
     [{ exchangeType: 'x-delayed' }, 'exchangeType'],
     [{ queueType: 'stream' }, 'queueType'],
     [{ prefetch: 0 }, 'prefetch'],
+    [{ prefetch: 70_000 }, 'prefetch'],
     [{ publishWindow: 1.5 }, 'publishWindow'],
     [{ messageTtlMs: -1 }, 'messageTtlMs'],
     [{ maxLength: 0 }, 'maxLength'],
@@ -64,6 +71,22 @@ describe('resolveRabbitMQConfig', () => {
       maxLength: 10,
       overflow: 'reject-publish',
     });
+  });
+});
+
+describe('prefetchFor', () => {
+  const follow = { prefetch: null };
+  it.each([
+    ['the concurrency when only it is given', follow, { concurrency: 4 }, 4],
+    ['maxInFlight over the concurrency', follow, { maxInFlight: 10, concurrency: 4 }, 10],
+    ['the config prefetch over the concurrency', { prefetch: 32 }, { concurrency: 4 }, 32],
+    ['maxInFlight over the config prefetch', { prefetch: 32 }, { maxInFlight: 3 }, 3],
+    ['the fallback when neither is given', follow, {}, FALLBACK_PREFETCH],
+    ['at most 65535', follow, { concurrency: 100_000 }, 65_535],
+  ])('takes %s', (_, config, subscription, expected) => {
+    expect(
+      prefetchFor(config, { maxInFlight: undefined, concurrency: undefined, ...subscription }),
+    ).toBe(expected);
   });
 });
 

@@ -129,12 +129,14 @@ export interface RabbitMQConfig {
    */
   publishWindow?: number;
   /**
-   * Prefetch of a subscription's channel when `TransportSubscribeOptions.maxInFlight` is not
-   * given. Give `maxInFlight` equal to the subscription's `concurrency` for prefetch =
-   * concurrency (fair sharing of a group's queue among slow handlers).
-   * @defaultValue 64
+   * Prefetch of every subscription's channel: how many messages the broker sends ahead of the
+   * acks. A subscription's own `maxInFlight` wins over it. `null`: each subscription's prefetch
+   * is its `concurrency` (as the bus passes it; 1 by default), which shares a group's queue
+   * fairly among consumers but waits a round trip per event at concurrency 1 (see the README
+   * for the rates), else {@link FALLBACK_PREFETCH} for a subscription that gives neither.
+   * @defaultValue null
    */
-  prefetch?: number;
+  prefetch?: number | null;
   /**
    * First wait before reconnecting after the connection was lost, in milliseconds; it doubles
    * per failed attempt, with full jitter, up to `reconnectMaxMs`.
@@ -231,7 +233,7 @@ export const DEFAULT_RABBITMQ_CONFIG = Object.freeze({
   deliveryLimit: null,
   mandatory: false,
   publishWindow: 1024,
-  prefetch: 64,
+  prefetch: null,
   reconnectBaseMs: 100,
   reconnectMaxMs: 5000,
   reconnectAttempts: Number.POSITIVE_INFINITY,
@@ -259,7 +261,7 @@ export interface ResolvedRabbitMQConfig {
   readonly deliveryLimit: number | null;
   readonly mandatory: boolean;
   readonly publishWindow: number;
-  readonly prefetch: number;
+  readonly prefetch: number | null;
   readonly reconnectBaseMs: number;
   readonly reconnectMaxMs: number;
   readonly reconnectAttempts: number;
@@ -374,7 +376,10 @@ export function resolveRabbitMQConfig(config: RabbitMQConfig = {}): ResolvedRabb
     publishWindow: integerOption('publishWindow', config.publishWindow ?? d.publishWindow, 1, {
       max: MAX_ARGUMENT,
     }),
-    prefetch: integerOption('prefetch', config.prefetch ?? d.prefetch, 1, { max: 65_535 }),
+    prefetch:
+      config.prefetch === undefined || config.prefetch === null
+        ? d.prefetch
+        : integerOption('prefetch', config.prefetch, 1, { max: MAX_PREFETCH }),
     reconnectBaseMs,
     reconnectMaxMs,
     reconnectAttempts: integerOption(
@@ -401,6 +406,31 @@ export function resolveRabbitMQConfig(config: RabbitMQConfig = {}): ResolvedRabb
     ),
     clock: config.clock === undefined ? d.clock : clockOption('clock', config.clock),
   };
+}
+
+/** The largest prefetch AMQP can say (a 16-bit field). */
+const MAX_PREFETCH = 65_535;
+
+/**
+ * Prefetch of a subscription that gives neither `maxInFlight` nor `concurrency` (the transport
+ * used without the bus), when the config's `prefetch` is `null`.
+ */
+export const FALLBACK_PREFETCH = 64;
+
+/**
+ * The prefetch of a subscription's channel: its `maxInFlight`, else the config's `prefetch`,
+ * else its `concurrency`, else {@link FALLBACK_PREFETCH}; at most what AMQP can say.
+ */
+export function prefetchFor(
+  config: Pick<ResolvedRabbitMQConfig, 'prefetch'>,
+  subscription: {
+    readonly maxInFlight: number | undefined;
+    readonly concurrency: number | undefined;
+  },
+): number {
+  const wanted =
+    subscription.maxInFlight ?? config.prefetch ?? subscription.concurrency ?? FALLBACK_PREFETCH;
+  return Math.min(wanted, MAX_PREFETCH);
 }
 
 /** `null` (the default, no bound) or an integer in [min, 2^31 - 1]. */

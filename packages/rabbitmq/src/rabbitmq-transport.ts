@@ -47,6 +47,7 @@ import {
 } from '@watchtower/core/transport-kit';
 import amqp, { type ChannelModel, type ConfirmChannel, type Options } from 'amqplib';
 import {
+  prefetchFor,
   resolveRabbitMQConfig,
   type RabbitMQConfig,
   type RabbitMQExchangeType,
@@ -141,7 +142,8 @@ const DLQ_RULES = {
  *   key the event type, `message_id` the event id, content type JSON, event headers as AMQP
  *   headers; resolves on the broker's ack, rejects on a nack or (with `mandatory`) a return.
  * - Subscribe: a `group` reads a durable queue shared by its members (competing consumers);
- *   without one, an exclusive queue of its own. Prefetch is `maxInFlight`; acks are manual.
+ *   without one, an exclusive queue of its own. Prefetch is `maxInFlight`, else the config's
+ *   `prefetch`, else the subscription's `concurrency`; acks are manual.
  * - Retry: `nack()` sends a copy with the next attempt in `x-watchtower-attempt` through a delay
  *   queue back to the same queue, then acks: never an immediate requeue loop.
  * - Dead letters: `{exchange}.dlx`, routing key `dlq.{type}`, headers `x-error` and
@@ -498,7 +500,9 @@ export class RabbitMQTransport implements Transport {
    * Subscribes to an event type or a pattern. Resolves once the queue is declared, bound and
    * consumed: events published after that are delivered. `group` reads the group's durable
    * queue (one per group and pattern; competing consumers); without it the subscription gets
-   * an exclusive queue of its own, deleted on unsubscribe. `maxInFlight` is the prefetch.
+   * an exclusive queue of its own, deleted on unsubscribe. The channel's prefetch is
+   * `maxInFlight`, else the config's `prefetch`, else `concurrency` (what the bus passes), else
+   * 64.
    *
    * @throws `VALIDATION` for an invalid pattern, `CONFIG` for bad options (`startFrom` other
    * than `'new'`; a wildcard on a direct exchange), `CONNECTION`, `TRANSPORT` when the broker
@@ -508,7 +512,8 @@ export class RabbitMQTransport implements Transport {
     pattern: string,
     options?: TransportSubscribeOptions,
   ): Promise<TransportSubscription> {
-    const { group, maxInFlight } = checkSubscribeOptions(options, SUBSCRIBE_RULES);
+    const checked = checkSubscribeOptions(options, SUBSCRIBE_RULES);
+    const { group } = checked;
     this.#life.assertOpen('subscribe');
     const binding = bindingFor(pattern, this.config.exchangeType);
     await this.connect();
@@ -521,7 +526,7 @@ export class RabbitMQTransport implements Transport {
       queue,
       queueOptions: subscriptionQueueOptions(this.config, own),
       bindings: [binding],
-      prefetch: maxInFlight ?? this.config.prefetch,
+      prefetch: prefetchFor(this.config, checked),
       durableDelays: !own && durable,
       deleteOnStop: own,
       toItem: (received) => {

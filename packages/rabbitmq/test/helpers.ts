@@ -124,6 +124,22 @@ export function messageCount(queue: string): Promise<number> {
   return withRawChannel(async (channel) => (await channel.checkQueue(queue)).messageCount);
 }
 
+/** The prefetch of every consumer of `queue`, as the broker reports it (`list_consumers`). */
+export async function consumerPrefetches(queue: string): Promise<number[]> {
+  const { stdout } = await run('rabbitmqctl', [
+    'list_consumers',
+    '-q',
+    '--no-table-headers',
+    'queue_name',
+    'prefetch_count',
+  ]);
+  return stdout
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([name]) => name === queue)
+    .map(([, prefetch]) => Number(prefetch));
+}
+
 /** Takes the messages in `queue` with `basic.get` (acked), up to `max`. */
 export function takeMessages(queue: string, max = 1000): Promise<ConsumeMessage[]> {
   return withRawChannel(async (channel) => {

@@ -21,6 +21,7 @@ import {
 } from '../src/index.js';
 import {
   AMQP_URL,
+  consumerPrefetches,
   messageCount,
   perTest,
   rabbitmqctl,
@@ -385,6 +386,30 @@ describe('options', () => {
     await waitFor(async () => (await messageCount(queue)) === 6, { message: 'one more sent' });
     await Promise.all(taken.slice(1).map((delivery) => delivery?.ack()));
     await sub.unsubscribe();
+  });
+});
+
+describe('prefetch', () => {
+  it('gives a subscription with concurrency N a consumer with prefetch N, and 1 by default', async () => {
+    const exchange = newExchange();
+    const bus = subscriber(exchange);
+    await bus.subscribe('job.run', () => undefined, { group: 'four', concurrency: 4 });
+    await bus.subscribe('job.run', () => undefined, { group: 'one' });
+    expect(await consumerPrefetches(`${exchange}.group.four:job.run`)).toEqual([4]);
+    expect(await consumerPrefetches(`${exchange}.group.one:job.run`)).toEqual([1]);
+  });
+
+  it('lets an explicit prefetch, and a subscription maxInFlight, win over the concurrency', async () => {
+    const exchange = newExchange();
+    const bus = subscriber(exchange, { prefetch: 20 });
+    await bus.subscribe('job.run', () => undefined, { group: 'wide', concurrency: 4 });
+    await bus.subscribe('job.run', () => undefined, {
+      group: 'capped',
+      concurrency: 4,
+      maxInFlight: 6,
+    });
+    expect(await consumerPrefetches(`${exchange}.group.wide:job.run`)).toEqual([20]);
+    expect(await consumerPrefetches(`${exchange}.group.capped:job.run`)).toEqual([6]);
   });
 });
 
