@@ -304,6 +304,7 @@ export class WebhookTransport implements Transport {
       // The queue's connection is this transport's: the bus holds publishes while it is lost.
       this.#queue.on?.('connection', (change) => {
         if (change.state === 'lost') this.#life.connectionLost(change.error);
+        else if (change.state === 'reconnect-failed') this.#life.reconnectFailed(change.error);
         else this.#life.connectionRestored();
       });
       this.#queueSubscription = await this.#queue.subscribe('>', {
