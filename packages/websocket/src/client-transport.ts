@@ -102,7 +102,9 @@ export type SocketFactory = (url: string, handlers: SocketHandlers) => ClientSoc
 /**
  * Listener map of the client's `on()`, the kit's: `error` for background failures (an event
  * dropped for a full subscription, a frame the client could not use), `connection` when the
- * connection is lost or back after a reconnect (not the first connect, nor `close()`).
+ * connection is lost, for each reconnect attempt that failed (`reconnect-failed`, which the
+ * bus's circuit breaker counts), and when it is back after a reconnect (not the first
+ * connect, nor `close()`).
  */
 export type WebSocketTransportEvents = TransportErrorEvents;
 
@@ -574,6 +576,8 @@ export class WebSocketClientTransport implements Transport {
         last = mapSocketError(error, `reconnect to ${this.config.url}`);
         // The socket may have opened and re-subscribing failed: drop it and try again.
         if (this.#socket !== undefined) this.#dropSocket();
+        // The bus's circuit breaker counts it (ignored once close() has begun).
+        this.#life.reconnectFailed(last);
         if (!last.retryable) break;
         continue;
       }
@@ -583,6 +587,7 @@ export class WebSocketClientTransport implements Transport {
         last = new ConnectionError(
           `the connection to ${this.config.url} dropped while re-subscribing`,
         );
+        this.#life.reconnectFailed(last);
         continue;
       }
       this.#link = 'up';

@@ -25,7 +25,12 @@ import {
   type TransportSubscription,
 } from '@watchtower/core';
 import { settlement, waitFor } from '@watchtower/core/testing';
-import { WebSocketHub, WebSocketTransport, type WebSocketConfig } from '../src/index.js';
+import {
+  WebSocketHub,
+  WebSocketSubscriber,
+  WebSocketTransport,
+  type WebSocketConfig,
+} from '../src/index.js';
 import { FAST_CLIENT, rustEventJson, startHub } from './helpers.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -311,7 +316,49 @@ describe('reconnect', () => {
     await Promise.all(held);
     await waitFor(() => events(seen).length === 3, { message: 'the held events, delivered' });
     expect(events(seen).map((e) => e.payload)).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }]);
-    expect(changes).toEqual(['lost', 'restored']);
+    // Lost, a failed attempt for each try while the hub was down, restored.
+    expect(changes[0]).toBe('lost');
+    expect(changes.at(-1)).toBe('restored');
+    expect(changes.slice(1, -1).every((state) => state === 'reconnect-failed')).toBe(true);
+  });
+
+  it("opens the bus's circuit after failureThreshold failed reconnects to a hub that is down, and closes it when the hub is back", async () => {
+    const first = await startHub();
+    const port = first.port;
+    const bus = new WebSocketSubscriber({
+      url: first.url,
+      ...FAST_CLIENT,
+      circuitBreaker: { failureThreshold: 3, resetTimeoutMs: 60_000 },
+    });
+    cleanups.push(() => bus.close({ timeoutMs: 1000 }));
+    const failures: ConnectionChange[] = [];
+    bus.transport.on('connection', (change) => {
+      if (change.state === 'reconnect-failed') failures.push(change);
+    });
+    const circuit: string[] = [];
+    bus.on('circuitStateChange', (to) => circuit.push(to));
+    const seen: unknown[] = [];
+    await bus.subscribe('breaker.>', (event) => void seen.push(event.payload));
+    await first.close({ timeoutMs: 1000 });
+    await waitFor(() => bus.circuitBreakerStats().state === 'open', {
+      timeoutMs: 5000,
+      message: 'the circuit opened by failed reconnects',
+    });
+    expect(failures.length).toBeGreaterThanOrEqual(3);
+    expect(
+      failures.every((f) => f.state === 'reconnect-failed' && f.error.code === 'CONNECTION'),
+    ).toBe(true);
+    expect(bus.circuitBreakerStats().totalRequests).toBe(0);
+    await hub({ port });
+    await waitFor(() => bus.circuitBreakerStats().state === 'half-open', {
+      timeoutMs: 5000,
+      message: 'the circuit half-open once the hub is back',
+    });
+    await bus.publish('breaker.trial', { n: 1 });
+    await bus.publish('breaker.trial', { n: 2 });
+    expect(bus.circuitBreakerStats().state).toBe('closed');
+    expect(circuit).toEqual(['open', 'half-open', 'closed']);
+    await waitFor(() => seen.length === 2, { message: 'the trial publishes delivered' });
   });
 
   it('gives up after maxReconnectAttempts: waiting publishes and subscriptions fail with CONNECTION', async () => {
