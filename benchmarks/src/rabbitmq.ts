@@ -4,9 +4,11 @@
  *
  * Transport level: both sides build the event with createEvent and write it with the core
  * codec, publish persistent messages on a confirm channel (resolved on the broker's ack) and
- * consume with manual acks at the same prefetch, so the difference is what the transport and
- * the bus add. User level: the README's code with defaults beside raw amqplib sending the
- * payload's JSON, as in the user-level group of the other brokers.
+ * consume with manual acks at the same prefetch (64, given to the bus as `prefetch`), so the
+ * difference is what the transport and the bus add. `group consume + ack, defaults` is the
+ * consume rate a subscription gets with the bus's defaults: concurrency 1, so prefetch 1, beside
+ * raw amqplib at prefetch 1. The user-level row (the README's code with defaults) is in the
+ * user-level group (`user-level.ts`).
  *
  * RabbitMQ is broker-bound on this machine (it fsyncs persistent messages and shares the
  * cores), so throughput mostly measures the broker; CPU µs per event of this process is the
@@ -26,9 +28,10 @@ import {
   type Scenario,
 } from './harness.js';
 
-const URL = process.env['WATCHTOWER_AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+export const AMQP_URL = process.env['WATCHTOWER_AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+const URL = AMQP_URL;
 const TYPE = 'user.created';
-/** The transport's default prefetch; the raw consumers use the same. */
+/** The prefetch of the transport-level scenarios, raw and watchtower (given as `prefetch`). */
 const PREFETCH = 64;
 /** Publishes outstanding at most in the windowed scenarios. */
 const WINDOW = 100;
@@ -41,10 +44,10 @@ const payload = (n: number): { id: string; name: string; n: number } => ({
 });
 
 /** amqplib's confirm callbacks pass an Error on a nack. */
-const toError = (error: unknown): Error =>
+export const toError = (error: unknown): Error =>
   error instanceof Error ? error : new Error(String(error));
 
-const exchangeName = (): string => `bench-${randomBytes(4).toString('hex')}`;
+export const exchangeName = (): string => `bench-${randomBytes(4).toString('hex')}`;
 
 function bus(
   exchange: string,
@@ -56,12 +59,13 @@ function bus(
     logger: quiet,
     backpressure: { maxQueueSize: 20_000 },
     publishConcurrency: 10_000,
+    prefetch: PREFETCH,
     ...options,
   });
 }
 
 /** Deletes the exchange, its DLX and the queues of a run. */
-async function dropTopology(exchange: string, queues: string[]): Promise<void> {
+export async function dropTopology(exchange: string, queues: string[]): Promise<void> {
   const connection = await amqp.connect(URL);
   try {
     const channel = await connection.createChannel();
@@ -74,7 +78,7 @@ async function dropTopology(exchange: string, queues: string[]): Promise<void> {
 }
 
 /** A raw connection with a confirm channel and the exchange declared as the transport does. */
-async function rawPublisher(
+export async function rawPublisher(
   exchange: string,
 ): Promise<{ connection: ChannelModel; channel: ConfirmChannel }> {
   const connection = await amqp.connect(URL);
@@ -149,7 +153,7 @@ async function prefill(exchange: string, count: number): Promise<void> {
   await connection.close();
 }
 
-async function rawConsume(count: number): Promise<Measurement> {
+async function rawConsume(count: number, prefetch: number): Promise<Measurement> {
   const exchange = exchangeName();
   const queue = `${exchange}.raw`;
   {
@@ -161,7 +165,7 @@ async function rawConsume(count: number): Promise<Measurement> {
   await prefill(exchange, count);
   const connection = await amqp.connect(URL);
   const channel: Channel = await connection.createChannel();
-  await channel.prefetch(PREFETCH);
+  await channel.prefetch(prefetch);
   const arrivals = countdown(count, 120_000, 'raw RabbitMQ events');
   const stop = startTimer();
   await channel.consume(queue, (message) => {
@@ -177,9 +181,12 @@ async function rawConsume(count: number): Promise<Measurement> {
   return { n: count, elapsedMs, cpuUs };
 }
 
-async function watchtowerConsume(count: number): Promise<Measurement> {
+async function watchtowerConsume(
+  count: number,
+  options: Partial<RabbitMQSubscriberOptions>,
+): Promise<Measurement> {
   const exchange = exchangeName();
-  const b = bus(exchange);
+  const b = bus(exchange, options);
   // Declares and binds the group's queue, which then holds what is published.
   const declared = await b.subscribe(TYPE, () => undefined, { group: 'bench' });
   await declared.unsubscribe();
@@ -259,112 +266,6 @@ async function watchtowerLatency(count: number): Promise<Measurement> {
   return { n: count, elapsedMs, cpuUs, latenciesUs };
 }
 
-// ---- user level: the README's code beside raw amqplib --------------------------------------
-
-/** ~200 bytes of JSON, as the user-level group of the other brokers sends. */
-const userPayload = (n: number): Record<string, unknown> => ({
-  id: `user-${n}`,
-  email: 'ada.lovelace@analytical-engines.example.com',
-  name: 'Ada Lovelace',
-  plan: 'professional',
-  country: 'GB',
-  signedUpAt: '2026-11-22T10:00:00.123Z',
-  tags: ['early-adopter', 'newsletter', 'beta'],
-  n,
-});
-
-/**
- * Publishes `count` events with at most `WINDOW` unconfirmed, then a turn of I/O; each event's
- * latency is from its publish call to its handler. Times from the first publish to the last
- * handler call.
- */
-async function driveUser(
-  count: number,
-  send: (i: number) => Promise<unknown>,
-  subscribe: (handle: (n: number) => void) => Promise<void>,
-  what: string,
-): Promise<Measurement> {
-  const sentAt = new Float64Array(count);
-  const latenciesUs: number[] = [];
-  const arrivals = countdown(count, 120_000, what);
-  await subscribe((n) => {
-    latenciesUs.push((now() - (sentAt[n] as number)) * 1000);
-    arrivals.tick();
-  });
-  const stop = startTimer();
-  let batch: Promise<unknown>[] = [];
-  for (let i = 0; i < count; i++) {
-    sentAt[i] = now();
-    batch.push(send(i));
-    if (batch.length >= WINDOW) {
-      await Promise.all(batch);
-      batch = [];
-      await new Promise((resolve) => setImmediate(resolve));
-    }
-  }
-  await Promise.all(batch);
-  await arrivals.done;
-  const { elapsedMs, cpuUs } = stop();
-  return { n: count, elapsedMs, cpuUs, latenciesUs };
-}
-
-async function rawUser(count: number): Promise<Measurement> {
-  const exchange = exchangeName();
-  const queue = `${exchange}.raw`;
-  const { connection: pub, channel } = await rawPublisher(exchange);
-  const sub = await amqp.connect(URL);
-  const measured = await driveUser(
-    count,
-    (i) =>
-      new Promise<void>((resolve, reject) => {
-        channel.publish(
-          exchange,
-          TYPE,
-          Buffer.from(JSON.stringify(userPayload(i)), 'utf8'),
-          { persistent: true, contentType: 'application/json' },
-          (error: unknown) =>
-            error === null || error === undefined ? resolve() : reject(toError(error)),
-        );
-      }),
-    async (handle) => {
-      const subChannel = await sub.createChannel();
-      await subChannel.prefetch(PREFETCH);
-      await subChannel.assertQueue(queue, { durable: true });
-      await subChannel.bindQueue(queue, exchange, TYPE);
-      await subChannel.consume(queue, (message) => {
-        if (message === null) return;
-        const body = JSON.parse(message.content.toString('utf8')) as { n: number };
-        subChannel.ack(message);
-        handle(body.n);
-      });
-    },
-    'raw RabbitMQ events',
-  );
-  await Promise.all([pub.close(), sub.close()]);
-  await dropTopology(exchange, [queue]);
-  return measured;
-}
-
-async function watchtowerUser(count: number): Promise<Measurement> {
-  const exchange = exchangeName();
-  const pub = new RabbitMQSubscriber({ url: URL, exchange, logger: quiet });
-  const sub = new RabbitMQSubscriber({ url: URL, exchange, logger: quiet });
-  await pub.connect();
-  const measured = await driveUser(
-    count,
-    (i) => pub.publish(TYPE, userPayload(i)),
-    async (handle) => {
-      await sub.subscribe(TYPE, (event: Event) => handle((event.payload as { n: number }).n), {
-        group: 'bench',
-      });
-    },
-    'watchtower RabbitMQ events',
-  );
-  await Promise.all([pub.close(), sub.close()]);
-  await dropTopology(exchange, [`${exchange}.group.bench:${TYPE}`]);
-  return measured;
-}
-
 export function rabbitmqScenarios(scale: number): Scenario[] {
   const at = (count: number): number => Math.max(1, Math.round(count * scale));
   return [
@@ -383,20 +284,21 @@ export function rabbitmqScenarios(scale: number): Scenario[] {
     {
       name: 'rabbitmq group consume + ack',
       transport: 'rabbitmq',
-      raw: () => rawConsume(at(50_000)),
-      watchtower: () => watchtowerConsume(at(50_000)),
+      raw: () => rawConsume(at(50_000), PREFETCH),
+      watchtower: () => watchtowerConsume(at(50_000), {}),
+    },
+    {
+      // The bus's default concurrency 1 gives prefetch 1: a round trip per event, both sides.
+      name: 'rabbitmq group consume + ack, defaults (prefetch 1)',
+      transport: 'rabbitmq',
+      raw: () => rawConsume(at(10_000), 1),
+      watchtower: () => watchtowerConsume(at(10_000), { prefetch: null }),
     },
     {
       name: 'rabbitmq latency publish -> handler (1 at a time)',
       transport: 'rabbitmq',
       raw: () => rawLatency(at(3000)),
       watchtower: () => watchtowerLatency(at(3000)),
-    },
-    {
-      name: 'user: RabbitMQSubscriber group publish + consume + ack',
-      transport: 'rabbitmq',
-      raw: () => rawUser(at(30_000)),
-      watchtower: () => watchtowerUser(at(30_000)),
     },
   ];
 }

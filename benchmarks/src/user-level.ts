@@ -33,13 +33,16 @@ import {
   type EventCatalog,
 } from '@watchtower/core';
 import { NatsSubscriber } from '@watchtower/nats';
+import { RabbitMQSubscriber } from '@watchtower/rabbitmq';
 import { RedisSubscriber } from '@watchtower/redis';
 import { WebhookSubscriber } from '@watchtower/webhook';
 import { WebSocketHub, WebSocketSubscriber } from '@watchtower/websocket';
+import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { countdown, now, startTimer, type Measurement, type Scenario } from './harness.js';
 import { dropStreams, names as natsNames, type Names as NatsNames } from './nats.js';
+import { AMQP_URL, dropTopology, exchangeName, rawPublisher, toError } from './rabbitmq.js';
 import { dropKeys, names as redisNames } from './redis.js';
 import { rawAgent, rawPost, startReceiver, type Receiver } from './webhook.js';
 import { frameText, openSocket, startRawRelay } from './websocket.js';
@@ -242,6 +245,63 @@ async function watchtowerJetStream(count: number): Promise<Measurement> {
   const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
   await Promise.all([pub.close(), sub.close()]);
   await dropStreams(n);
+  return measured;
+}
+
+// ---- RabbitMQ --------------------------------------------------------------------------------
+
+/**
+ * The bus's default `concurrency` is 1, so its prefetch is 1: the raw consumer takes the same
+ * (a higher prefetch is the README's advice for throughput, on both sides alike).
+ */
+const RABBITMQ_DEFAULT_PREFETCH = 1;
+
+async function rawRabbitMQ(count: number): Promise<Measurement> {
+  const exchange = exchangeName();
+  const queue = `${exchange}.raw`;
+  const { connection: pub, channel } = await rawPublisher(exchange);
+  const sub = await amqp.connect(AMQP_URL);
+  const subChannel = await sub.createChannel();
+  await subChannel.prefetch(RABBITMQ_DEFAULT_PREFETCH);
+  await subChannel.assertQueue(queue, { durable: true });
+  await subChannel.bindQueue(queue, exchange, TYPE);
+  const probe = new Probe(count, 'raw RabbitMQ events');
+  await subChannel.consume(queue, (message) => {
+    if (message === null) return;
+    probe.handle(parse(message.content) as UserCreated);
+    subChannel.ack(message);
+  });
+  const measured = await drive(
+    probe,
+    (i) =>
+      new Promise<void>((resolve, reject) => {
+        channel.publish(
+          exchange,
+          TYPE,
+          encode(userPayload(i)),
+          { persistent: true, contentType: 'application/json' },
+          (error: unknown) =>
+            error === null || error === undefined ? resolve() : reject(toError(error)),
+        );
+      }),
+  );
+  await Promise.all([pub.close(), sub.close()]);
+  await dropTopology(exchange, [queue]);
+  return measured;
+}
+
+async function watchtowerRabbitMQ(count: number): Promise<Measurement> {
+  const exchange = exchangeName();
+  const pub = new RabbitMQSubscriber({ url: AMQP_URL, exchange, logger: quietLogger });
+  const sub = new RabbitMQSubscriber({ url: AMQP_URL, exchange, logger: quietLogger });
+  const probe = new Probe(count, 'watchtower RabbitMQ events');
+  await sub.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated), {
+    group: 'bench',
+  });
+  await pub.connect();
+  const measured = await drive(probe, (i) => pub.publish(TYPE, userPayload(i)));
+  await Promise.all([pub.close(), sub.close()]);
+  await dropTopology(exchange, [`${exchange}.group.bench:${TYPE}`]);
   return measured;
 }
 
@@ -475,6 +535,12 @@ export function userLevelScenarios(scale: number): Scenario[] {
       transport: 'redis',
       raw: () => rawRedis(at(30_000)),
       watchtower: () => watchtowerRedis(at(30_000)),
+    },
+    {
+      name: 'user: RabbitMQSubscriber group publish + consume + ack',
+      transport: 'rabbitmq',
+      raw: () => rawRabbitMQ(at(30_000)),
+      watchtower: () => watchtowerRabbitMQ(at(30_000)),
     },
     {
       name: 'user: WebSocketSubscriber via WebSocketHub',
