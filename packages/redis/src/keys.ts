@@ -66,3 +66,12 @@ export function hashTagOf(key: string): string | undefined {
   if (close < 0 || close === open + 1) return undefined;
   return key.slice(open + 1, close);
 }
+
+/**
+ * A key no one writes, in the prefix's hash slot, that a transport on a Redis Cluster probes
+ * (`PERSIST`, which changes nothing) to learn whether the slot's master answers. No event
+ * type holds a `:`, so no stream can take it.
+ */
+export function probeKey(prefix: string): string {
+  return `${prefix}:probe:reachable`;
+}

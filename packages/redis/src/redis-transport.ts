@@ -52,6 +52,7 @@ import {
 } from '@watchtower/core/transport-kit';
 import { Cluster, type Redis } from 'ioredis';
 import { AckBatcher } from './ack-batcher.js';
+import { ClusterReachability } from './cluster-reachability.js';
 import { resolveRedisConfig, type RedisConfig, type ResolvedRedisConfig } from './config.js';
 import {
   createBlockingConnection,
@@ -72,7 +73,14 @@ import {
   type GroupConsumerOptions,
   type HandledItem,
 } from './group-consumer.js';
-import { dedupeKey, scanPattern, streamKey, streamRegistryKey, typeOfKey } from './keys.js';
+import {
+  dedupeKey,
+  probeKey,
+  scanPattern,
+  streamKey,
+  streamRegistryKey,
+  typeOfKey,
+} from './keys.js';
 import { mapClusterWriteError, mapRedisError } from './map-error.js';
 import { PublishBatcher, type PublishTarget } from './publish-batcher.js';
 import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
@@ -159,6 +167,8 @@ export class RedisTransport implements Transport {
   #lastError: unknown;
   #sweeper: StaleGroupSweeper | undefined;
   #stopDiscovery: (() => void) | undefined;
+  /** On a cluster: whether the transport's slot answers, for the connection reports. */
+  #reachability: ClusterReachability | undefined;
   #consumerSeq = 0;
 
   /** @throws a `CONFIG` error naming the first bad option. */
@@ -249,16 +259,20 @@ export class RedisTransport implements Transport {
       dropConnection(client);
       throw mapRedisError(lastError ?? error, `connect to ${describeTarget(this.config)}`);
     }
-    // The publishing connection speaks for the transport: 'close' after it was ready is a
-    // lost connection (ioredis then reconnects), 'ready' again is the way back.
-    client.on('close', () =>
-      this.#life.connectionLost(
-        new ConnectionError(`the connection to ${describeTarget(this.config)} was lost`, {
-          cause: this.#lastError,
-        }),
-      ),
-    );
-    client.on('ready', () => this.#life.connectionRestored());
+    if (client instanceof Cluster) {
+      this.#watchCluster(client);
+    } else {
+      // The publishing connection speaks for the transport: 'close' after it was ready is a
+      // lost connection (ioredis then reconnects), 'ready' again is the way back.
+      client.on('close', () =>
+        this.#life.connectionLost(
+          new ConnectionError(`the connection to ${describeTarget(this.config)} was lost`, {
+            cause: this.#lastError,
+          }),
+        ),
+      );
+      client.on('ready', () => this.#life.connectionRestored());
+    }
     if (this.config.staleGroupMs === 0 || this.#life.closed) return;
     const { prefix, dlqStream, staleGroupMs, clock } = this.config;
     this.#sweeper = new StaleGroupSweeper({
@@ -275,6 +289,24 @@ export class RedisTransport implements Transport {
     });
     // Marked alive before any own group of this transport exists.
     await this.#sweeper.start();
+  }
+
+  /**
+   * On a cluster the client's own status says little (see {@link ClusterReachability}): the
+   * transport's slot is probed at each sign of trouble instead.
+   */
+  #watchCluster(client: Cluster): void {
+    const reachability = new ClusterReachability({
+      cluster: client,
+      probeKey: probeKey(this.config.prefix),
+      clock: this.config.clock,
+      probeTimeoutMs: this.config.healthCheckTimeoutMs,
+      target: describeTarget(this.config),
+      lost: (error) => this.#life.connectionLost(error),
+      restored: () => this.#life.connectionRestored(),
+    });
+    this.#reachability = reachability;
+    reachability.start();
   }
 
   #requireClient(what: string): RedisClient {
@@ -657,9 +689,10 @@ export class RedisTransport implements Transport {
 
   /** The error of an `XADD` to `key` that failed while the transport is open. */
   #writeError(error: unknown, key: string): WatchtowerError {
-    return this.#client instanceof Cluster
-      ? mapClusterWriteError(error, `XADD ${key}`)
-      : mapRedisError(error, `XADD ${key}`);
+    if (!(this.#client instanceof Cluster)) return mapRedisError(error, `XADD ${key}`);
+    const mapped = mapClusterWriteError(error, `XADD ${key}`);
+    if (mapped.code === ErrorCode.CONNECTION) this.#reachability?.suspect();
+    return mapped;
   }
 
   /**
@@ -763,6 +796,7 @@ export class RedisTransport implements Transport {
     // What still fails now (work cut off by the deadline, acks of handlers that finish later)
     // fails because of close(); such entries stay pending and are delivered again.
     this.#life.silence();
+    this.#reachability?.stop();
     const client = this.#client;
     if (client === undefined) return;
     // A publish whose connect() had resolved when close() began queues after the flush above.
@@ -781,6 +815,7 @@ export class RedisTransport implements Transport {
 
   /** Drops every connection, so that the commands still pending on them end now. */
   #dropConnections(): void {
+    this.#reachability?.stop();
     this.#announcements?.drop();
     for (const consumer of this.#consumers) consumer.disconnect();
     if (this.#client !== undefined) dropConnection(this.#client);
