@@ -46,6 +46,9 @@ const RESERVED_HEADER =
 export interface ResolvedEndpoint {
   readonly id: string;
   readonly url: string;
+  /** The URL's origin and its path with the query, as undici's `dispatch` takes them. */
+  readonly origin: string;
+  readonly path: string;
   readonly events: readonly string[];
   readonly patterns: readonly CompiledPattern[];
   readonly headers: Readonly<Record<string, string>>;
@@ -129,6 +132,8 @@ export function resolveEndpoint(
   return {
     id: value.id === undefined ? url.href : stringOption(`${field}.id`, value.id),
     url: url.href,
+    origin: url.origin,
+    path: `${url.pathname}${url.search}`,
     events,
     patterns,
     headers,

@@ -92,12 +92,16 @@ export class Semaphore {
     return this.#waiters.size;
   }
 
+  /** Takes a slot when one is free and nobody waits (call `release()` once when done). */
+  tryAcquire(): boolean {
+    if (this.#held >= this.#limit || this.#waiters.size > 0) return false;
+    this.#held++;
+    return true;
+  }
+
   /** Resolves with a slot (call `release()` once when done), or rejects `ABORTED`. */
   acquire(signal?: AbortSignal): Promise<void> {
-    if (this.#held < this.#limit && this.#waiters.size === 0) {
-      this.#held++;
-      return Promise.resolve();
-    }
+    if (this.tryAcquire()) return Promise.resolve();
     return this.#waiters.wait(signal, 'waiting for a delivery slot');
   }
 

@@ -21,12 +21,15 @@ export const HEADER_LEGACY = 'x-watchtower-signature';
 
 /** The keys a sender signs with. */
 export interface SigningKeys {
-  /** HMAC keys of `whsec_` secrets: one `v1` signature each. */
-  readonly secrets: readonly Buffer[];
+  /**
+   * HMAC keys of `whsec_` secrets: one `v1` signature each. Key objects, made once, so that
+   * each signature does not import its key again.
+   */
+  readonly secrets: readonly KeyObject[];
   /** ed25519 private keys of `whsk_` keys: one `v1a` signature each. */
   readonly signingKeys: readonly KeyObject[];
   /** The raw secret of the legacy header, or undefined to send none. */
-  readonly legacySecret: Buffer | undefined;
+  readonly legacySecret: KeyObject | undefined;
 }
 
 /** The keys a receiver checks against. */
@@ -42,10 +45,42 @@ export function signedContent(id: string, timestamp: number, body: Uint8Array): 
 }
 
 /**
+ * The `webhook-signature` value of one request: a space-separated list of `v1,<base64>` and
+ * `v1a,<base64>` (one per key, so that a receiver still holding the old secret during a
+ * rotation verifies too).
+ */
+export function signatureValue(
+  id: string,
+  timestamp: number,
+  body: Uint8Array,
+  keys: SigningKeys,
+): string {
+  const head = `${id}.${timestamp}.`;
+  let value = '';
+  for (const secret of keys.secrets) {
+    const mac = createHmac('sha256', secret).update(head).update(body).digest('base64');
+    value += value === '' ? `v1,${mac}` : ` v1,${mac}`;
+  }
+  if (keys.signingKeys.length > 0) {
+    // ed25519 signs one buffer: the concatenation is made only for it.
+    const content = signedContent(id, timestamp, body);
+    for (const key of keys.signingKeys) {
+      const signature = `v1a,${sign(null, content, key).toString('base64')}`;
+      value += value === '' ? signature : ` ${signature}`;
+    }
+  }
+  return value;
+}
+
+/** The legacy `X-Watchtower-Signature` value: `sha256=<hex HMAC-SHA256 of the body>`. */
+export function legacySignatureValue(body: Uint8Array, secret: KeyObject): string {
+  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/**
  * The headers of one signed request: `webhook-id`, `webhook-timestamp` (seconds) and
- * `webhook-signature`, a space-separated list of `v1,<base64>` and `v1a,<base64>` (one per key,
- * so that a receiver still holding the old secret during a rotation verifies too), and the
- * legacy header when a legacy secret is given.
+ * `webhook-signature` (see {@link signatureValue}), and the legacy header when a legacy secret
+ * is given.
  */
 export function signatureHeaders(
   id: string,
@@ -53,27 +88,13 @@ export function signatureHeaders(
   body: Uint8Array,
   keys: SigningKeys,
 ): Record<string, string> {
-  const head = `${id}.${timestamp}.`;
-  const signatures: string[] = [];
-  for (const secret of keys.secrets) {
-    const mac = createHmac('sha256', secret).update(head).update(body).digest('base64');
-    signatures.push(`v1,${mac}`);
-  }
-  if (keys.signingKeys.length > 0) {
-    // ed25519 signs one buffer: the concatenation is made only for it.
-    const content = signedContent(id, timestamp, body);
-    for (const key of keys.signingKeys) {
-      signatures.push(`v1a,${sign(null, content, key).toString('base64')}`);
-    }
-  }
   const headers: Record<string, string> = {
     [HEADER_ID]: id,
     [HEADER_TIMESTAMP]: String(timestamp),
-    [HEADER_SIGNATURE]: signatures.join(' '),
+    [HEADER_SIGNATURE]: signatureValue(id, timestamp, body, keys),
   };
   if (keys.legacySecret !== undefined) {
-    headers[HEADER_LEGACY] =
-      `sha256=${createHmac('sha256', keys.legacySecret).update(body).digest('hex')}`;
+    headers[HEADER_LEGACY] = legacySignatureValue(body, keys.legacySecret);
   }
   return headers;
 }

@@ -1,4 +1,5 @@
 import { Buffer } from 'node:buffer';
+import { createSecretKey } from 'node:crypto';
 import { configError } from '@watchtower/core';
 import { rejectUnknownOptions } from '@watchtower/core/transport-kit';
 import { parseSigningKey, parseWebhookSecret } from './keys.js';
@@ -38,7 +39,9 @@ export interface WebhookSigner {
  */
 export function resolveSigningKeys(options: WebhookSigningOptions, prefix = ''): SigningKeys {
   const secrets = listOption(`${prefix}secret`, options.secret).map((value, i, all) =>
-    parseWebhookSecret(all.length === 1 ? `${prefix}secret` : `${prefix}secret[${i}]`, value),
+    createSecretKey(
+      parseWebhookSecret(all.length === 1 ? `${prefix}secret` : `${prefix}secret[${i}]`, value),
+    ),
   );
   const signingKeys = listOption(`${prefix}signingKey`, options.signingKey).map((value, i, all) =>
     parseSigningKey(all.length === 1 ? `${prefix}signingKey` : `${prefix}signingKey[${i}]`, value),
@@ -56,7 +59,7 @@ export function resolveSigningKeys(options: WebhookSigningOptions, prefix = ''):
   return {
     secrets,
     signingKeys,
-    legacySecret: legacy === undefined ? undefined : Buffer.from(legacy),
+    legacySecret: legacy === undefined ? undefined : createSecretKey(Buffer.from(legacy)),
   };
 }
 

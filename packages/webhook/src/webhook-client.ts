@@ -28,6 +28,7 @@ import {
   type CircuitBreakerStats,
   type Clock,
   type CloseOptions,
+  type CompiledPattern,
   type Event,
   type RetryPolicyOptions,
   type WatchtowerError,
@@ -56,7 +57,14 @@ import { resolveEndpoint, type ResolvedEndpoint, type WebhookEndpoint } from './
 import { WebhookDeliveryError } from './errors.js';
 import { AttemptAbort, attempt } from './http-attempt.js';
 import { Semaphore, TokenBucket } from './limits.js';
-import { signatureHeaders } from './signature.js';
+import {
+  HEADER_ID,
+  HEADER_LEGACY,
+  HEADER_SIGNATURE,
+  HEADER_TIMESTAMP,
+  legacySignatureValue,
+  signatureValue,
+} from './signature.js';
 
 /** A per-endpoint rate limit. */
 export interface WebhookRateLimit {
@@ -237,6 +245,8 @@ export interface ReplayReport {
 
 interface EndpointState {
   readonly config: ResolvedEndpoint;
+  /** The request headers that do not change: the endpoint's own, content type, user agent. */
+  readonly fixedHeaders: readonly string[];
   readonly breaker: CircuitBreaker | undefined;
   readonly bucket: TokenBucket | undefined;
   readonly slots: Semaphore;
@@ -247,6 +257,12 @@ interface EndpointState {
   waitingForRate: number;
   lastStatus: number | undefined;
   lastError: string | undefined;
+}
+
+/** True when one of `patterns` matches `type`. */
+function matchesAny(patterns: readonly CompiledPattern[], type: string): boolean {
+  for (const pattern of patterns) if (pattern.matches(type)) return true;
+  return false;
 }
 
 /** 4xx answers (but 408, 429) say nothing about the health of the endpoint. */
@@ -561,6 +577,7 @@ export class WebhookClient {
     }
     this.#endpoints.set(config.id, {
       config,
+      fixedHeaders: this.#fixedHeaders(config),
       breaker:
         this.#breakerOptions === false
           ? undefined
@@ -585,6 +602,16 @@ export class WebhookClient {
     });
   }
 
+  /** The client's user agent replaces one the endpoint gives (as it always has). */
+  #fixedHeaders(config: ResolvedEndpoint): string[] {
+    const headers: string[] = [];
+    for (const [name, value] of Object.entries(config.headers)) {
+      if (name !== 'user-agent') headers.push(name, value);
+    }
+    headers.push('content-type', 'application/json', 'user-agent', this.#userAgent);
+    return headers;
+  }
+
   #track<T>(promise: Promise<T>): Promise<T> {
     this.#inFlight.add(promise);
     const done = (): void => {
@@ -597,32 +624,47 @@ export class WebhookClient {
   async #deliver(event: Event, keepOnClose: boolean): Promise<DeliveryReport> {
     const body = Buffer.from(encodeEvent(event));
     const report: DeliveryReport = { delivered: [], deadLettered: [] };
-    let cutOff: WatchtowerError | undefined;
-    const targets = [...this.#endpoints.values()].filter(
-      ({ config }) => config.enabled && config.patterns.some((p) => p.matches(event.type)),
-    );
-    await Promise.all(
-      targets.map(async (state) => {
-        try {
-          report.delivered.push(await this.#send(state, event, body, undefined));
-        } catch (error) {
-          const failure = toWatchtowerError(error);
-          if (keepOnClose && failure.code === ErrorCode.CLOSED) {
-            cutOff = failure;
-            return;
-          }
-          const letterId = await this.#store.add(this.#letter(state, event, failure));
-          report.deadLettered.push({
-            endpointId: state.config.id,
-            url: state.config.url,
-            letterId,
-            error: failure,
-          });
-        }
-      }),
-    );
+    const sends: Promise<WatchtowerError | undefined>[] = [];
+    for (const state of this.#endpoints.values()) {
+      if (state.config.enabled && matchesAny(state.config.patterns, event.type)) {
+        sends.push(this.#deliverTo(state, event, body, keepOnClose, report));
+      }
+    }
+    // One endpoint, the usual case, needs no Promise.all around it.
+    const cutOff =
+      sends.length === 1
+        ? await sends[0]
+        : (await Promise.all(sends)).find((error) => error !== undefined);
     if (cutOff !== undefined) throw cutOff;
     return report;
+  }
+
+  /**
+   * Sends to one endpoint and writes the outcome into `report`: its receipt, or its dead
+   * letter. Resolves with the `CLOSED` error instead of a dead letter when `keepOnClose` holds.
+   */
+  async #deliverTo(
+    state: EndpointState,
+    event: Event,
+    body: Buffer,
+    keepOnClose: boolean,
+    report: DeliveryReport,
+  ): Promise<WatchtowerError | undefined> {
+    try {
+      report.delivered.push(await this.#sendUntil(state, event, body, this.#closing.signal));
+      return undefined;
+    } catch (error) {
+      const failure = toWatchtowerError(error);
+      if (keepOnClose && failure.code === ErrorCode.CLOSED) return failure;
+      const letterId = await this.#store.add(this.#letter(state, event, failure));
+      report.deadLettered.push({
+        endpointId: state.config.id,
+        url: state.config.url,
+        letterId,
+        error: failure,
+      });
+      return undefined;
+    }
   }
 
   async #replay(letter: WebhookDeadLetter): Promise<WatchtowerError | undefined> {
@@ -755,7 +797,7 @@ export class WebhookClient {
         state.waitingForRate--;
       }
     }
-    await state.slots.acquire(signal);
+    if (!state.slots.tryAcquire()) await state.slots.acquire(signal);
     try {
       breaker?.acquire();
       state.requests++;
@@ -770,13 +812,10 @@ export class WebhookClient {
       try {
         status = await attempt({
           url: config.url,
+          origin: config.origin,
+          path: config.path,
           body,
-          headers: {
-            ...config.headers,
-            'content-type': 'application/json',
-            'user-agent': this.#userAgent,
-            ...signatureHeaders(event.id, Math.floor(this.#clock.now() / 1000), body, config.keys),
-          },
+          headers: this.#headers(state, event.id, body),
           timeoutMs: this.#timeoutMs,
           dispatcher: this.#agent,
           clock: this.#clock,
@@ -802,5 +841,27 @@ export class WebhookClient {
     } finally {
       state.slots.release();
     }
+  }
+
+  /**
+   * The headers of one request, flat as undici takes them: the endpoint's own, content type and
+   * user agent (made once per endpoint), then the signature of this id, time and body.
+   */
+  #headers(state: EndpointState, id: string, body: Buffer): string[] {
+    const { keys } = state.config;
+    const timestamp = Math.floor(this.#clock.now() / 1000);
+    const headers = state.fixedHeaders.slice();
+    headers.push(
+      HEADER_ID,
+      id,
+      HEADER_TIMESTAMP,
+      String(timestamp),
+      HEADER_SIGNATURE,
+      signatureValue(id, timestamp, body, keys),
+    );
+    if (keys.legacySecret !== undefined) {
+      headers.push(HEADER_LEGACY, legacySignatureValue(body, keys.legacySecret));
+    }
+    return headers;
   }
 }
