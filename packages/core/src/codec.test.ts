@@ -100,6 +100,32 @@ describe('encodeEvent', () => {
     expect(bigint.raw).toBeUndefined();
   });
 
+  it('writes each event of a run with its own type, timestamp, source and correlation id', () => {
+    const base = createEvent('user.created', 1);
+    const variants: Event[] = [
+      base,
+      { ...base, id: 'second' },
+      { ...base, type: 'user.deleted' },
+      { ...base, timestamp: '2026-11-22T10:00:00.124Z' },
+      { ...base, source: 'billing' },
+      { ...base, source: 'billing', correlationId: 'c-1' },
+      { ...base, correlationId: 'c-2' },
+      base,
+    ];
+    for (const event of variants) {
+      expect(JSON.parse(encodeEvent(event))).toEqual({
+        metadata: {
+          id: event.id,
+          event_type: event.type,
+          timestamp: event.timestamp,
+          source: event.source ?? null,
+          correlation_id: event.correlationId ?? null,
+        },
+        payload: 1,
+      });
+    }
+  });
+
   it('encodes to UTF-8 bytes equal to the JSON text', () => {
     const event: Event = { ...full(), payload: { text: 'héllo wörld ✓ 日本語 🎉' } };
     const bytes = encodeEventBytes(event);
@@ -576,6 +602,15 @@ describe('decodeEvent rejects malformed input', () => {
     const bytes = new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]);
     const error = rejection(() => decodeEvent(bytes));
     expect(error.raw).toBe(bytes);
+  });
+
+  it('rejects an event whose payload holds bytes that are not valid UTF-8, even beside a real U+FFFD', () => {
+    const text = encodeEvent({ ...full(), payload: 'X\ufffdX' });
+    const bytes = Buffer.from(text, 'utf8');
+    const broken = Buffer.from(bytes);
+    broken[broken.indexOf(0x58)] = 0xc3; // a lead byte with no continuation
+    expect(decodeEvent(bytes).payload).toBe('X\ufffdX');
+    expect(rejection(() => decodeEvent(broken)).raw).toBe(broken);
   });
 
   it('rejects input that is neither text nor bytes', () => {

@@ -16,8 +16,17 @@ import { Buffer } from 'node:buffer';
 import { SerializationError, describeError } from './errors.js';
 import { isRfc3339Utc, isValidEventType, type Event } from './event.js';
 
-// `fatal`: invalid UTF-8 is a SERIALIZATION error, not silently replaced by U+FFFD.
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+// Invalid UTF-8 is a SERIALIZATION error, not silently replaced by U+FFFD. The lenient decoder
+// is the faster of the two; only text in which it wrote a U+FFFD (a replaced sequence, or one
+// the writer sent) is decoded again by the strict one, which tells the two apart.
+const utf8Decoder = new TextDecoder('utf-8');
+const strictUtf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const REPLACEMENT_CHARACTER = '\ufffd';
+
+function decodeUtf8(bytes: Uint8Array): string {
+  const text = utf8Decoder.decode(bytes);
+  return text.includes(REPLACEMENT_CHARACTER) ? strictUtf8Decoder.decode(bytes) : text;
+}
 
 const quote = JSON.stringify;
 
@@ -37,19 +46,6 @@ function optional(value: string | undefined): string {
   return value === undefined ? 'null' : quoteString(value);
 }
 
-// Events published together share a timestamp string (createEvent gives the same one within a
-// millisecond): the last one's JSON is kept.
-let lastTimestamp = '';
-let lastQuotedTimestamp = '""';
-
-function quoteTimestamp(timestamp: string): string {
-  if (timestamp !== lastTimestamp) {
-    lastQuotedTimestamp = quote(timestamp);
-    lastTimestamp = timestamp;
-  }
-  return lastQuotedTimestamp;
-}
-
 /** Most events carry no headers: told without a JSON.stringify call or a key list. */
 function isEmptyPlainObject(value: object): boolean {
   if (Object.getPrototypeOf(value) !== Object.prototype) return false;
@@ -57,16 +53,32 @@ function isEmptyPlainObject(value: object): boolean {
   return true;
 }
 
-// Services publish a handful of types over and over: the last one's JSON is kept.
-let lastType = '';
-let lastQuotedType = '""';
+// Events published together share what lies between the id and the rest: the type, the
+// timestamp (createEvent gives the same string within a millisecond), the source and the
+// correlation id. The last such part is kept, so a run of events writes it once.
+// Undefined at first, which no event's type is: the first event always writes its part.
+let lastType: string | undefined;
+let lastTimestamp = '';
+let lastSource: string | undefined;
+let lastCorrelationId: string | undefined;
+let lastMiddle = '';
 
-function quoteType(type: string): string {
-  if (type !== lastType) {
-    lastQuotedType = quote(type);
-    lastType = type;
+function middleOf(event: Event): string {
+  if (
+    event.type !== lastType ||
+    event.timestamp !== lastTimestamp ||
+    event.source !== lastSource ||
+    event.correlationId !== lastCorrelationId
+  ) {
+    lastMiddle =
+      `,"event_type":${quote(event.type)},"timestamp":${quote(event.timestamp)},` +
+      `"source":${optional(event.source)},"correlation_id":${optional(event.correlationId)}`;
+    lastType = event.type;
+    lastTimestamp = event.timestamp;
+    lastSource = event.source;
+    lastCorrelationId = event.correlationId;
   }
-  return lastQuotedType;
+  return lastMiddle;
 }
 
 /**
@@ -139,9 +151,7 @@ export function writeEvent(event: Event): string {
   const causation =
     event.causationId === undefined ? '' : `,"causation_id":${quoteString(event.causationId)}`;
   return (
-    `{"metadata":{"id":${quoteString(event.id)},"event_type":${quoteType(event.type)},` +
-    `"timestamp":${quoteTimestamp(event.timestamp)},"source":${optional(event.source)},` +
-    `"correlation_id":${optional(event.correlationId)}${causation}` +
+    `{"metadata":{"id":${quoteString(event.id)}${middleOf(event)}${causation}` +
     `${headers === undefined ? '' : `,"headers":${headers}`}},"payload":${payload ?? 'null'}}`
   );
 }
@@ -188,7 +198,7 @@ export function decodeEvent(
     text = input;
   } else if (input instanceof Uint8Array) {
     try {
-      text = utf8Decoder.decode(input);
+      text = decodeUtf8(input);
     } catch (error) {
       throw new SerializationError('cannot decode event: the bytes are not valid UTF-8', input, {
         cause: error,
