@@ -361,8 +361,9 @@ export class WebhookTransport implements Transport {
       }
       this.#life.assertOpen('publish');
     }
-    const delivery = this.client.deliver(event).then(
-      () => undefined,
+    // One reaction does both: the outcome, then the room it frees.
+    const delivery: Promise<void> = this.client.deliver(event).then(
+      () => this.#delivered(delivery),
       (error: unknown) => {
         // The dead letter could not be stored: tell someone, never drop it silently.
         this.#life.report(
@@ -372,16 +373,19 @@ export class WebhookTransport implements Transport {
             { cause: error },
           ),
         );
+        this.#delivered(delivery);
       },
     );
     this.#pending.add(delivery);
-    void delivery.finally(() => {
-      this.#pending.delete(delivery);
-      for (const wake of this.#room) {
-        wake();
-        break;
-      }
-    });
+  }
+
+  /** A pending delivery is done: it leaves the pending set and wakes one publish waiting for room. */
+  #delivered(delivery: Promise<void>): void {
+    this.#pending.delete(delivery);
+    for (const wake of this.#room) {
+      wake();
+      break;
+    }
   }
 
   /** Takes deliveries from the durable queue: acks each once delivered or dead-lettered. */
