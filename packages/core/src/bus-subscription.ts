@@ -21,6 +21,7 @@ import type { Event } from './event.js';
 import type { CompiledPattern } from './pattern.js';
 import { isRetryableError, type RetryPolicy } from './retry-policy.js';
 import type { BusLog } from './logger.js';
+import type { BusTelemetry, SubscriptionTelemetry } from './telemetry/bus-telemetry.js';
 import { deadLetterReason, failureCode } from './transport-kit/dead-letter-record.js';
 import { reduceDeadLetter } from './transport-kit/reduced-dead-letter.js';
 import { repeat, type AbortScope } from './transport-kit/timing.js';
@@ -116,6 +117,8 @@ export interface SubscriptionHost {
   readonly log: BusLog;
   emitDeadLetter(letter: DeadLetter): void;
   validateConsumed(event: Event): ConsumedCheck | Promise<ConsumedCheck>;
+  /** Spans and metrics, when the bus has a provider. */
+  readonly telemetry: BusTelemetry | undefined;
 }
 
 /**
@@ -160,9 +163,12 @@ const DONE = Symbol('done');
 /** No pattern of the subscription matches the event's type. */
 const NO_PATTERN = -1;
 
-/** The handler threw, rejected or timed out. */
+/** The handler threw, rejected or timed out; `run` is the call's context (for telemetry). */
 class Failed {
-  constructor(readonly error: unknown) {}
+  constructor(
+    readonly error: unknown,
+    readonly run?: Running,
+  ) {}
 }
 
 /** How a handler run ended: done, failed, or still running. */
@@ -185,6 +191,7 @@ export class BusSubscription implements SubscriptionHandle {
   readonly #options: ResolvedSubscribeOptions;
   readonly #redelivery: boolean;
   readonly #maxDeliveries: number;
+  readonly #telemetry: SubscriptionTelemetry | undefined;
   /** Failures of events whose dead letter could not be written, by event id. */
   readonly #unwritten = new Map<string, unknown>();
   readonly #running = new Set<Running>();
@@ -214,6 +221,7 @@ export class BusSubscription implements SubscriptionHandle {
       ? options.retry.maxAttempts + UNSEEN_DELIVERIES
       : Number.POSITIVE_INFINITY;
     this.name = options.name ?? options.group ?? patterns.map((p) => p.source).join(',');
+    this.#telemetry = bus.telemetry?.forSubscription(patterns, options.group, this.name);
   }
 
   get active(): number {
@@ -324,6 +332,7 @@ export class BusSubscription implements SubscriptionHandle {
   #process(delivery: Delivery, index: number): Promise<void> | undefined {
     const bus = this.#bus;
     bus.counters.received++;
+    this.#telemetry?.delivered(index);
     if (delivery.kind === 'malformed') {
       bus.counters.malformed++;
       return this.#guard(
@@ -504,10 +513,12 @@ export class BusSubscription implements SubscriptionHandle {
         !policy.canRetry(attempt - 1) ||
         (this.#stopping !== undefined && !this.#redelivery)
       ) {
+        this.#telemetry?.failed(ended.run, failure, 'dead_letter');
         await this.#deadLetter(delivery, event, failure, attempt);
         return;
       }
       this.#bus.counters.retried++;
+      this.#telemetry?.failed(ended.run, failure, 'retry');
       const delayMs = policy.delayFor(attempt);
       this.#bus.log.debug(
         {
@@ -543,9 +554,12 @@ export class BusSubscription implements SubscriptionHandle {
     const running = new Running(attempt, this.name);
     let result: unknown;
     try {
-      result = this.#handler(event, running);
+      result =
+        this.#telemetry === undefined
+          ? this.#handler(event, running)
+          : this.#telemetry.run(this.#handler, event, running);
     } catch (error) {
-      return new Failed(error ?? new Error('handler threw undefined'));
+      return new Failed(error ?? new Error('handler threw undefined'), running);
     }
     if (!isPromiseLike(result)) return DONE;
     const timeoutMs = this.#options.timeoutMs;
@@ -557,7 +571,7 @@ export class BusSubscription implements SubscriptionHandle {
         Promise.resolve(result).then(
           () => resolve(DONE),
           (error: unknown) =>
-            resolve(new Failed(error ?? new Error('handler rejected with undefined'))),
+            resolve(new Failed(error ?? new Error('handler rejected with undefined'), running)),
         );
       }).finally(() => this.#running.delete(running)),
     );
@@ -573,7 +587,7 @@ export class BusSubscription implements SubscriptionHandle {
         this.#options.timeoutMs,
       );
       abortRunning(running, error);
-      running.timedOut?.(new Failed(error));
+      running.timedOut?.(new Failed(error, running));
     }
   }
 
@@ -628,6 +642,7 @@ export class BusSubscription implements SubscriptionHandle {
     }
     if (eventId !== undefined) this.#unwritten.delete(eventId);
     bus.counters.deadLettered++;
+    this.#telemetry?.deadLettered('raw' in subject ? undefined : subject.type, reason.code);
     const type = 'raw' in subject ? subject.origin : subject.type;
     bus.log.warn(
       {

@@ -61,6 +61,8 @@ import {
   recordOption,
   rejectUnknownOptions,
 } from './options.js';
+import { BusTelemetry } from './telemetry/bus-telemetry.js';
+import { resolveTelemetry, type TelemetryOptions } from './telemetry/telemetry-options.js';
 import {
   BusSubscription,
   type ConsumedCheck,
@@ -203,6 +205,12 @@ export interface EventBusOptions<C extends EventCatalog = EventCatalog> {
   logger?: Logger;
   /** @defaultValue `systemClock` */
   clock?: Clock;
+  /**
+   * OpenTelemetry traces and metrics (docs/OBSERVABILITY.md); `false` turns them off.
+   * @defaultValue the providers registered with `@opentelemetry/api`, when it is installed
+   * and one is registered; otherwise none, at no cost
+   */
+  telemetry?: TelemetryOptions | false;
 }
 
 /** Defaults of {@link EventBusOptions} and {@link SubscribeOptions}. */
@@ -366,6 +374,7 @@ export const EVENT_BUS_OPTION_KEYS = [
   'closeTimeoutMs',
   'logger',
   'clock',
+  'telemetry',
 ] as const satisfies readonly (keyof Omit<EventBusOptions, 'transport'>)[];
 
 const SUBSCRIBE_OPTION_KEYS = [
@@ -461,6 +470,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   readonly #inFlight = new InFlightPublishes();
   #flushed: (() => void) | undefined;
   readonly #removeTransportListeners: (() => void)[] = [];
+  /** Spans and metrics; undefined (one field test per event) when there is no provider. */
+  readonly #telemetry: BusTelemetry | undefined;
 
   /** @throws a `CONFIG` error naming the field when an option is invalid. */
   constructor(options: EventBusOptions<C>) {
@@ -559,6 +570,15 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     for (const remove of [onError, onConnection]) {
       if (remove !== undefined) this.#removeTransportListeners.push(remove);
     }
+    const telemetry = resolveTelemetry(options.telemetry);
+    this.#telemetry =
+      telemetry === undefined
+        ? undefined
+        : new BusTelemetry(telemetry, {
+            system: this.transport.info.system ?? this.transport.info.name,
+            queueFill: () => this.#queue.stats().fillRatio(),
+            circuitState: () => this.#breaker.state,
+          });
   }
 
   /** True from the start of `close()`: nothing new is accepted. */
@@ -598,6 +618,14 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     } catch (error) {
       return Promise.reject(error);
     }
+    if (this.#telemetry !== undefined) {
+      return this.#telemetry.publish(event, (traced) => this.#admit(traced));
+    }
+    return this.#admit(event);
+  }
+
+  /** Validates the payload against its schema, then queues the publish. */
+  #admit(event: Event): Promise<void> {
     const schema = this.#schemaFor(event.type, NOT_SET);
     if (schema === NOT_SET) return this.#enqueue(event);
     if (schema instanceof ValidationError) {
@@ -1199,6 +1227,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       reportError: (error, context) => this.#reportError(error, context),
       log: this.#logger,
       emitDeadLetter: (letter) => this.#emitter.emit('deadLetter', letter),
+      telemetry: this.#telemetry,
       validateConsumed: (event) => this.#validateConsumed(event),
     };
   }
@@ -1300,6 +1329,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       failures.push(error);
     }
     for (const remove of this.#removeTransportListeners) remove();
+    this.#telemetry?.close();
     if (this.#sweepTimer !== undefined) this.#clock.clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;
     this.#emitter.removeAll();

@@ -169,3 +169,17 @@ export type {
   IdempotencyStore,
   MemoryIdempotencyStoreOptions,
 } from './event-system/idempotency.js';
+
+export { DEFAULT_TELEMETRY_OPTIONS } from './telemetry/telemetry-options.js';
+export type {
+  TelemetryOptions,
+  TelemetryTracerProvider,
+  TelemetryMeterProvider,
+} from './telemetry/telemetry-options.js';
+export {
+  ATTR as TELEMETRY_ATTRIBUTES,
+  CIRCUIT_STATE_VALUE,
+  INSTRUMENTATION_NAME,
+  OTHER_DESTINATION,
+} from './telemetry/bus-telemetry.js';
+export { TRACEPARENT, TRACESTATE } from './telemetry/trace-context.js';

@@ -52,6 +52,12 @@ export interface TransportCapabilities {
 /** Name and capabilities of a transport. */
 export interface TransportInfo {
   readonly name: string;
+  /**
+   * The messaging system, as telemetry names it (`messaging.system`): `nats` for both NATS
+   * modes, whose `name`s differ.
+   * @defaultValue `name`
+   */
+  readonly system?: string;
   readonly capabilities: Readonly<TransportCapabilities>;
   /**
    * False when the transport hands events over in process without core's codec

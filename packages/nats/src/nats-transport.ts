@@ -243,6 +243,7 @@ export class NatsTransport implements Transport {
     const base = this.config.mode === 'jetstream' ? JETSTREAM_CAPABILITIES : CORE_CAPABILITIES;
     return Object.freeze({
       name: this.config.mode === 'jetstream' ? 'nats-jetstream' : 'nats-core',
+      system: 'nats',
       capabilities: Object.freeze({ ...base, nativeDlq: this.#durableDlq }),
     });
   }
