@@ -273,6 +273,27 @@ describe('WebhookClient limits and fan-out', () => {
     expect(users.requests).toHaveLength(1);
   });
 
+  it('posts to the path and query of the URL, and counts a 2xx with a long answer as delivered', async () => {
+    const seen: { url: string | undefined; agent: string | undefined }[] = [];
+    const server: TestServer = await listen((req, res) => {
+      seen.push({ url: req.url, agent: req.headers['user-agent'] });
+      req.resume();
+      req.on('end', () => res.writeHead(200).end(Buffer.alloc(1024 * 1024, 'x')));
+    });
+    defer(() => server.close());
+    const url = `${server.url}/hooks/in?tenant=acme`;
+    const c = client({
+      endpoints: [{ url, secret, headers: { 'user-agent': 'theirs' } }],
+      userAgent: 'ours',
+    });
+    expect((await c.deliver(event())).delivered).toMatchObject([{ status: 200, attempts: 1 }]);
+    expect((await c.deliver(event())).delivered).toMatchObject([{ status: 200, attempts: 1 }]);
+    expect(seen).toEqual([
+      { url: '/hooks/in?tenant=acme', agent: 'ours' },
+      { url: '/hooks/in?tenant=acme', agent: 'ours' },
+    ]);
+  });
+
   it('sends what a verifying receiver accepts: signed JSON of the event', async () => {
     const receiver = createWebhookReceiver({ secrets: secret });
     const seen: Event[] = [];
