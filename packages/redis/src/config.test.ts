@@ -94,6 +94,9 @@ describe('resolveRedisConfig', () => {
     ['approximateTrim', { approximateTrim: 'yes' }],
     ['dedupeWindowMs', { dedupeWindowMs: -1 }],
     ['dedupeWindowMs', { dedupeWindowMs: 1.5 }],
+    ['waitReplicas', { waitReplicas: -1 }],
+    ['waitReplicas', { waitReplicas: 1.5 }],
+    ['waitTimeoutMs', { waitReplicas: 1, waitTimeoutMs: 0 }],
     ['announceStreams', { announceStreams: 'off' }],
     ['consumerPrefix', { consumerPrefix: '' }],
     ['dlqGroup', { dlqGroup: '' }],
@@ -121,6 +124,29 @@ describe('resolveRedisConfig: settings the transport cannot honour', () => {
     ['url', { cluster: {}, url: 'redis://127.0.0.1:7000/2' }],
   ])('rejects %s with a CONFIG error naming it instead of ignoring it', (field, config) => {
     expect(configErrorFor(config).message).toContain(`\`${field}\``);
+  });
+
+  it('refuses waitTimeoutMs without waitReplicas, and one the ioredis commandTimeout would cut off', () => {
+    expect(configErrorFor({ waitTimeoutMs: 500 }).message).toMatch(
+      /`waitTimeoutMs`.*without waitReplicas/,
+    );
+    expect(
+      configErrorFor({ waitReplicas: 1, waitTimeoutMs: 1000, redis: { commandTimeout: 1000 } })
+        .message,
+    ).toMatch(/`waitTimeoutMs`.*commandTimeout/);
+    expect(
+      configErrorFor({
+        cluster: { options: { redisOptions: { commandTimeout: 200 } } },
+        waitReplicas: 1,
+      }).message,
+    ).toMatch(/`waitTimeoutMs`.*commandTimeout \(200 ms\)/);
+  });
+
+  it('waits for no replica by default, and for waitReplicas within waitTimeoutMs when asked', () => {
+    expect(resolveRedisConfig()).toMatchObject({ waitReplicas: 0, waitTimeoutMs: 1000 });
+    expect(
+      resolveRedisConfig({ waitReplicas: 2, waitTimeoutMs: 250, redis: { commandTimeout: 5000 } }),
+    ).toMatchObject({ waitReplicas: 2, waitTimeoutMs: 250 });
   });
 
   it('accepts database 0 in the URL of a cluster', () => {

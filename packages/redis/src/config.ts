@@ -92,6 +92,24 @@ export interface RedisConfig {
    */
   dedupeWindowMs?: number;
   /**
+   * Makes a publish, and a dead-letter write, resolve only once this many replicas of the
+   * master that took it have it: the writes of a turn are followed by `WAIT n waitTimeoutMs`
+   * on the same connection, and a write that fewer replicas acknowledged in time rejects with
+   * a `ReplicationTimeoutError` (`TIMEOUT`, retryable; the master has the entry). On a
+   * Redis Cluster the replicas are those of the master of the prefix's slot. `WAIT` holds the
+   * shared connection until it answers (acks and reads of other commands wait behind it), so
+   * keep `waitTimeoutMs` short. `0` confirms a write once the master has it.
+   * @defaultValue 0
+   */
+  waitReplicas?: number;
+  /**
+   * How long `WAIT` waits for {@link RedisConfig.waitReplicas} replicas, in milliseconds (at
+   * least 1: `WAIT` with 0 would wait for ever). Only with `waitReplicas`, and below
+   * `redis.commandTimeout` when that is set.
+   * @defaultValue 1000
+   */
+  waitTimeoutMs?: number;
+  /**
    * Trim with `MAXLEN ~` (whole radix-tree nodes, cheap; the stream may stay up to about one
    * node, 100 entries by default, above the bound) instead of the exact `MAXLEN =`.
    * @defaultValue true
@@ -214,6 +232,8 @@ export const REDIS_CONFIG_KEYS = [
   'dlqStream',
   'maxLen',
   'dedupeWindowMs',
+  'waitReplicas',
+  'waitTimeoutMs',
   'dlqMaxLen',
   'approximateTrim',
   'blockMs',
@@ -254,6 +274,8 @@ export const DEFAULT_REDIS_CONFIG = Object.freeze({
   dlqMaxLen: 100_000,
   approximateTrim: true,
   dedupeWindowMs: 0,
+  waitReplicas: 0,
+  waitTimeoutMs: 1000,
   blockMs: 2000,
   count: 100,
   maxInFlight: 256,
@@ -281,6 +303,8 @@ export interface ResolvedRedisConfig {
   readonly dlqMaxLen: number | null;
   readonly approximateTrim: boolean;
   readonly dedupeWindowMs: number;
+  readonly waitReplicas: number;
+  readonly waitTimeoutMs: number;
   readonly blockMs: number;
   readonly count: number;
   readonly maxInFlight: number;
@@ -316,6 +340,7 @@ export function resolveRedisConfig(config: RedisConfig = {}): ResolvedRedisConfi
     ...connection,
     ...resolveKeys(config, connection.cluster !== undefined),
     ...resolveTrimming(config),
+    ...resolveReplication(config, connection),
     ...resolveReading(config),
     ...resolveClaiming(config),
     ...resolveTimeouts(config),
@@ -407,6 +432,31 @@ function resolveTrimming(
     approximateTrim: booleanOption('approximateTrim', config.approximateTrim ?? d.approximateTrim),
     dedupeWindowMs: redisInteger('dedupeWindowMs', config.dedupeWindowMs ?? d.dedupeWindowMs, 0),
   };
+}
+
+function resolveReplication(
+  config: RedisConfig,
+  connection: Pick<ResolvedRedisConfig, 'redis' | 'cluster'>,
+): Pick<ResolvedRedisConfig, 'waitReplicas' | 'waitTimeoutMs'> {
+  const d = DEFAULT_REDIS_CONFIG;
+  const waitReplicas = redisInteger('waitReplicas', config.waitReplicas ?? d.waitReplicas, 0);
+  if (config.waitTimeoutMs !== undefined && waitReplicas === 0) {
+    throw configError(
+      'waitTimeoutMs',
+      `has no effect without waitReplicas (writes wait for no replica), got ${describeValue(config.waitTimeoutMs)}`,
+    );
+  }
+  const waitTimeoutMs = redisInteger('waitTimeoutMs', config.waitTimeoutMs ?? d.waitTimeoutMs, 1);
+  // A command timeout shorter than WAIT's would cut every WAIT that has to wait.
+  const commandTimeout =
+    connection.cluster?.options?.redisOptions?.commandTimeout ?? connection.redis.commandTimeout;
+  if (waitReplicas > 0 && commandTimeout !== undefined && commandTimeout <= waitTimeoutMs) {
+    throw configError(
+      'waitTimeoutMs',
+      `must be below the ioredis commandTimeout (${commandTimeout} ms), which would cut off the WAIT, got ${waitTimeoutMs}`,
+    );
+  }
+  return { waitReplicas, waitTimeoutMs };
 }
 
 /** A `MAXLEN` bound: `null` (keep everything) or an integer >= 1. */

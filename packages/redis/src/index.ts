@@ -8,6 +8,7 @@ export type {
   ResolvedRedisConfig,
 } from './config.js';
 export { mapRedisError } from './map-error.js';
+export { ReplicationTimeoutError } from './replication-error.js';
 export { streamKey, defaultDlqKey } from './keys.js';
 export { RedisSubscriber } from './redis-subscriber.js';
 export type { RedisSubscriberOptions } from './redis-subscriber.js';

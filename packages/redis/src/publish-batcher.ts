@@ -7,6 +7,7 @@
 import { TurnBatcher } from '@watchtower/core/transport-kit';
 import type { RedisValue } from 'ioredis';
 import type { RedisClient } from './connections.js';
+import { ReplicationTimeoutError } from './replication-error.js';
 
 /**
  * A stream the transport publishes to, remembered per event type: its key, and whether it
@@ -40,6 +41,28 @@ export interface Announcing {
    * announced again by its next publish, and the discovery scan finds it meanwhile.
    */
   readonly failed: (error: unknown, key: string) => void;
+}
+
+/** `WAIT replicas timeoutMs` after the writes of a batch (`waitReplicas`). */
+export interface ReplicaWait {
+  readonly replicas: number;
+  readonly timeoutMs: number;
+}
+
+/**
+ * Why a write confirmed by `WAIT`'s reply (`[error, count]` of a pipeline) is not to be
+ * confirmed: the `WAIT` failed, or fewer replicas than asked have it. `undefined`: confirmed.
+ */
+export function replicaShortfall(
+  wait: ReplicaWait,
+  reply: [Error | null, unknown] | undefined,
+  what: string,
+): Error | undefined {
+  if (reply === undefined) return new Error('the WAIT after the write returned no reply');
+  if (reply[0] !== null) return reply[0];
+  const acknowledged = Number(reply[1]);
+  if (acknowledged >= wait.replicas) return undefined;
+  return new ReplicationTimeoutError(what, acknowledged, wait.replicas, wait.timeoutMs);
 }
 
 /** The name under which {@link XADD_ONCE} is defined on every connection of the transport. */
@@ -87,6 +110,11 @@ type WithXaddOnce = Record<
  * and its registry carry the prefix's hash tag (the configuration requires one on a cluster),
  * hence one slot; `PUBLISH` has no key.
  *
+ * With `wait` (`waitReplicas`) every batch, one publish included, is a pipeline ending in
+ * `WAIT n timeoutMs` on the same connection, which answers once `n` replicas have every write
+ * before it: a publish resolves only then, and rejects with {@link ReplicationTimeoutError}
+ * when fewer had it in time. One `WAIT` per batch, not per event.
+ *
  * Rejections carry the driver's error as `mapError` maps it, with the key it was for.
  */
 export class PublishBatcher {
@@ -99,6 +127,8 @@ export class PublishBatcher {
    * @param announcing - where first publishes announce their stream; `undefined`: nowhere.
    * @param dedupeWindowMs - writes are made once per event id within this window (`0`: plain
    *   `XADD`s); the connection must have {@link XADD_ONCE} defined.
+   * @param wait - publishes resolve once this many replicas have them; `undefined`: once the
+   *   master has them.
    */
   constructor(
     private readonly client: () => RedisClient,
@@ -106,6 +136,7 @@ export class PublishBatcher {
     private readonly mapError: (error: unknown, key: string) => unknown,
     private readonly announcing: Announcing | undefined,
     private readonly dedupeWindowMs = 0,
+    private readonly wait: ReplicaWait | undefined = undefined,
   ) {}
 
   /**
@@ -153,7 +184,7 @@ export class PublishBatcher {
     try {
       const client = this.client();
       const only = batch.length === 1 ? (batch[0] as QueuedXadd) : undefined;
-      if (only !== undefined && !only.announce) {
+      if (only !== undefined && !only.announce && this.wait === undefined) {
         (this.#write(client, only) as Promise<unknown>).then(
           () => only.resolve(),
           (error: unknown) => this.#fail(only, error),
@@ -170,6 +201,7 @@ export class PublishBatcher {
           pipeline.publish(announcing.registry, key);
         }
       }
+      if (this.wait !== undefined) pipeline.call('WAIT', this.wait.replicas, this.wait.timeoutMs);
       pipeline.exec().then(
         (replies) => this.#settle(batch, replies),
         (error: unknown) => {
@@ -182,15 +214,23 @@ export class PublishBatcher {
     }
   }
 
-  /** Settles each publish with the reply of its `XADD`; reports failed announcements. */
+  /**
+   * Settles each publish with the reply of its `XADD` (and of the `WAIT` that ends the batch,
+   * with `wait`); reports failed announcements.
+   */
   #settle(batch: readonly QueuedXadd[], replies: [Error | null, unknown][] | null): void {
     const announcing = this.announcing;
+    const wait = this.wait;
+    const waited = wait === undefined ? undefined : replies?.[replies.length - 1];
     let at = 0;
     for (const item of batch) {
       // [error, result] per command; exec() yields null only for an aborted MULTI.
       const reply = replies?.[at++];
+      const shortfall =
+        wait === undefined ? undefined : replicaShortfall(wait, waited, `XADD ${item.target.key}`);
       if (reply === undefined) this.#fail(item, new Error('the XADD pipeline returned no reply'));
       else if (reply[0] !== null) this.#fail(item, reply[0]);
+      else if (shortfall !== undefined) this.#fail(item, shortfall);
       else item.resolve();
       if (!item.announce || announcing === undefined) continue;
       const added = replies?.[at++];

@@ -82,7 +82,12 @@ import {
   typeOfKey,
 } from './keys.js';
 import { mapClusterWriteError, mapRedisError } from './map-error.js';
-import { PublishBatcher, type PublishTarget } from './publish-batcher.js';
+import {
+  PublishBatcher,
+  replicaShortfall,
+  type PublishTarget,
+  type ReplicaWait,
+} from './publish-batcher.js';
 import { StaleGroupSweeper, ownGroupName } from './stale-groups.js';
 import { StreamAnnouncements } from './stream-announcements.js';
 
@@ -155,6 +160,8 @@ export class RedisTransport implements Transport {
   readonly #consumerBase: string;
   readonly #acks: AckBatcher;
   readonly #publishes: PublishBatcher;
+  /** What writes wait for after the master has them (`waitReplicas`), if anything. */
+  readonly #wait: ReplicaWait | undefined;
   /** The stream of each event type published, remembered, and whether it is announced. */
   readonly #streamKeys: BoundedMemo<PublishTarget>;
   /** Announced streams, heard while there are wildcard subscriptions (`announceStreams`). */
@@ -187,6 +194,9 @@ export class RedisTransport implements Transport {
       (error) => this.#life.report(error),
     );
     const { maxLen, approximateTrim, prefix, announceStreams, dedupeWindowMs } = this.config;
+    const { waitReplicas, waitTimeoutMs } = this.config;
+    this.#wait =
+      waitReplicas === 0 ? undefined : { replicas: waitReplicas, timeoutMs: waitTimeoutMs };
     const registry = streamRegistryKey(prefix);
     this.#publishes = new PublishBatcher(
       () => this.#requireClient('XADD'),
@@ -203,6 +213,7 @@ export class RedisTransport implements Transport {
           }
         : undefined,
       dedupeWindowMs,
+      this.#wait,
     );
     // Forgotten with the memo past its bound: announced again then, which is harmless.
     this.#streamKeys = new BoundedMemo((type) => ({
@@ -679,9 +690,24 @@ export class RedisTransport implements Transport {
       JSON.stringify(reason),
     ];
     const { dlqMaxLen, approximateTrim } = this.config;
+    const head =
+      dlqMaxLen === null ? ['*'] : ['MAXLEN', approximateTrim ? '~' : '=', dlqMaxLen, '*'];
+    const wait = this.#wait;
     try {
-      if (dlqMaxLen === null) await client.xadd(key, '*', ...fields);
-      else await client.xadd(key, 'MAXLEN', approximateTrim ? '~' : '=', dlqMaxLen, '*', ...fields);
+      if (wait === undefined) {
+        await client.xadd(key, ...head, ...fields);
+        return;
+      }
+      // WAIT answers for the writes of its own connection: sent in the pipeline of the XADD.
+      const replies = await client
+        .pipeline()
+        .xadd(key, ...head, ...fields)
+        .call('WAIT', wait.replicas, wait.timeoutMs)
+        .exec();
+      const written = replies?.[0];
+      if (written?.[0] != null) throw written[0];
+      const shortfall = replicaShortfall(wait, replies?.[1], `XADD ${key}`);
+      if (shortfall !== undefined) throw shortfall;
     } catch (error) {
       throw this.#life.closed ? mapRedisError(error, `XADD ${key}`) : this.#writeError(error, key);
     }
