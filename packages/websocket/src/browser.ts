@@ -18,6 +18,7 @@ import {
   type SocketHandlers,
 } from './client-transport.js';
 import { CLIENT_CONFIG_KEYS, resolveClientConfig, type WebSocketClientConfig } from './config.js';
+import { HUB_SUBPROTOCOL } from './protocol.js';
 
 /** The part of the browser's `WebSocket` the client uses (no DOM types needed to build). */
 interface NativeWebSocket {
@@ -30,7 +31,7 @@ interface NativeWebSocket {
   close(code?: number, reason?: string): void;
 }
 
-type NativeWebSocketConstructor = new (url: string) => NativeWebSocket;
+type NativeWebSocketConstructor = new (url: string, protocols: string[]) => NativeWebSocket;
 
 /** Options of the browser {@link WebSocketTransport}. */
 export type BrowserWebSocketConfig = WebSocketClientConfig;
@@ -51,9 +52,13 @@ function nativeWebSocket(): NativeWebSocketConstructor {
   return constructor;
 }
 
-function openBrowserSocket(url: string, handlers: SocketHandlers): ClientSocket {
+function openBrowserSocket(
+  url: string,
+  protocols: string[],
+  handlers: SocketHandlers,
+): ClientSocket {
   const NativeSocket = nativeWebSocket();
-  const socket = new NativeSocket(url);
+  const socket = new NativeSocket(url, protocols);
   socket.binaryType = 'arraybuffer';
   socket.onopen = () => handlers.open();
   socket.onmessage = (event) => {
@@ -100,7 +105,12 @@ export class WebSocketTransport extends WebSocketClientTransport {
       withToken.searchParams.set('access_token', resolved.authToken);
       url = withToken.toString();
     }
-    super({ ...resolved, url }, openBrowserSocket, 'the WebSocket transport');
+    const protocols = plain ? [] : [HUB_SUBPROTOCOL];
+    super(
+      { ...resolved, url },
+      (target, handlers) => openBrowserSocket(target, protocols, handlers),
+      'the WebSocket transport',
+    );
   }
 }
 
@@ -126,7 +136,7 @@ export { WEBSOCKET_TRANSPORT_INFO } from './client-transport.js';
 export type { WebSocketClientStats, WebSocketTransportEvents } from './client-transport.js';
 export { DEFAULT_WEBSOCKET_CONFIG } from './config.js';
 export type { WebSocketClientConfig, WebSocketProtocol } from './config.js';
-export { CLOSE_CODES, HUB_ERROR_CODES } from './protocol.js';
+export { CLOSE_CODES, HUB_ERROR_CODES, HUB_SUBPROTOCOL } from './protocol.js';
 // What a page needs of core, from the same bundle (core's Node entry loads Node built-ins).
 export {
   createEvent,

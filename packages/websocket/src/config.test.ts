@@ -91,6 +91,13 @@ describe('WebSocketHub options', () => {
     [{ bridge: { transport: {} } }, 'bridge.transport'],
     [{ server: {} }, 'server'],
     [{ closeTimeoutMs: -1 }, 'closeTimeoutMs'],
+    [{ defaultSubscriptions: '>' }, 'defaultSubscriptions'],
+    [{ defaultSubscriptions: ['a.*', 'a..b'] }, 'defaultSubscriptions[1]'],
+    [
+      { defaultSubscriptions: ['a.*', 'b.*'], maxSubscriptionsPerConnection: 1 },
+      'defaultSubscriptions',
+    ],
+    [{ bridge: { transport: new WebSocketTransport(), patterns: [] } }, 'bridge.patterns'],
   ])('refuses %j with CONFIG naming %s', (options, field) => {
     expect(configErrorField(() => new WebSocketHub(options as never))).toBe(field);
   });

@@ -99,6 +99,17 @@ export interface WebSocketHubOptions {
   /** @defaultValue `1000` */
   maxSubscriptionsPerConnection?: number;
   /**
+   * The patterns a client that does not speak the hub protocol is subscribed to from the
+   * moment it connects, until it sends a `subscribe` of its own. The Rust client never
+   * subscribes at the hub (it takes every event of the connection and filters locally), nor does
+   * a plain script; with `['>']` they receive what they would from a plain server. Watchtower
+   * clients announce the hub protocol on upgrade (subprotocol `watchtower.v1`) and never get
+   * these. Each pattern goes through `authorize(principal, 'subscribe', pattern)`; `[]` turns
+   * it off. At most `maxSubscriptionsPerConnection` patterns.
+   * @defaultValue `['>']`
+   */
+  defaultSubscriptions?: readonly string[];
+  /**
    * The hub pings every client this often and drops one that did not answer the previous ping;
    * `0` turns it off.
    * @defaultValue `30000`
@@ -114,6 +125,9 @@ export interface WebSocketHubOptions {
   clock?: Clock;
 }
 
+/** {@link WebSocketHubOptions.defaultSubscriptions} by default: everything. */
+const DEFAULT_SUBSCRIPTIONS: readonly string[] = Object.freeze(['>']);
+
 /** The defaults of {@link WebSocketHubOptions}. */
 export const DEFAULT_HUB_OPTIONS = {
   port: 8080,
@@ -125,6 +139,7 @@ export const DEFAULT_HUB_OPTIONS = {
   maxBufferedBytes: 4_194_304,
   slowConsumer: 'disconnect',
   maxSubscriptionsPerConnection: 1000,
+  defaultSubscriptions: DEFAULT_SUBSCRIPTIONS,
   pingIntervalMs: 30_000,
   perMessageDeflate: false,
   closeTimeoutMs: 10_000,
@@ -145,6 +160,7 @@ export interface ResolvedHubConfig {
   readonly slowConsumer: 'disconnect' | 'drop';
   readonly publishRate: Readonly<Required<PublishRate>> | undefined;
   readonly maxSubscriptionsPerConnection: number;
+  readonly defaultSubscriptions: readonly string[];
   readonly pingIntervalMs: number;
   readonly perMessageDeflate: boolean;
   readonly bridge:
@@ -167,6 +183,7 @@ const HUB_KEYS = Object.keys({
   slowConsumer: true,
   publishRate: true,
   maxSubscriptionsPerConnection: true,
+  defaultSubscriptions: true,
   pingIntervalMs: true,
   perMessageDeflate: true,
   bridge: true,
@@ -201,6 +218,22 @@ export function resolveHubConfig(options: WebSocketHubOptions): ResolvedHubConfi
     hint: 'a path starting with /',
   });
   if (healthPath === path) throw configError('healthPath', `must differ from path (${path})`);
+  const maxSubscriptionsPerConnection = integerOption(
+    'maxSubscriptionsPerConnection',
+    options.maxSubscriptionsPerConnection ?? d.maxSubscriptionsPerConnection,
+    1,
+  );
+  const defaultSubscriptions = patternsOption(
+    'defaultSubscriptions',
+    options.defaultSubscriptions ?? d.defaultSubscriptions,
+    { allowEmpty: true },
+  );
+  if (defaultSubscriptions.length > maxSubscriptionsPerConnection) {
+    throw configError(
+      'defaultSubscriptions',
+      `must have at most maxSubscriptionsPerConnection (${maxSubscriptionsPerConnection}) patterns`,
+    );
+  }
   return {
     port: integerOption('port', options.port ?? d.port, 0, { max: 65_535 }),
     host: stringOption('host', options.host ?? d.host),
@@ -225,11 +258,8 @@ export function resolveHubConfig(options: WebSocketHubOptions): ResolvedHubConfi
       'drop',
     ]),
     publishRate: resolvePublishRate(options.publishRate),
-    maxSubscriptionsPerConnection: integerOption(
-      'maxSubscriptionsPerConnection',
-      options.maxSubscriptionsPerConnection ?? d.maxSubscriptionsPerConnection,
-      1,
-    ),
+    maxSubscriptionsPerConnection,
+    defaultSubscriptions,
     pingIntervalMs: numberOption('pingIntervalMs', options.pingIntervalMs ?? d.pingIntervalMs, {
       min: 0,
       hint: '0 turns keepalive off',
@@ -268,19 +298,27 @@ function resolveBridge(bridge: HubBridge | undefined): ResolvedHubConfig['bridge
   ) {
     throw configError('bridge.transport', 'must be a Watchtower Transport');
   }
-  const patterns = given.patterns ?? ['>'];
-  if (!Array.isArray(patterns) || patterns.length === 0) {
-    throw configError('bridge.patterns', 'must be a non-empty array of patterns');
+  return {
+    transport,
+    patterns: patternsOption('bridge.patterns', given.patterns ?? ['>'], { allowEmpty: false }),
+  };
+}
+
+/** An array of patterns, copied; `CONFIG` naming the entry that is not one. */
+function patternsOption(
+  field: string,
+  patterns: unknown,
+  { allowEmpty }: { allowEmpty: boolean },
+): readonly string[] {
+  if (!Array.isArray(patterns) || (!allowEmpty && patterns.length === 0)) {
+    throw configError(field, `must be ${allowEmpty ? 'an' : 'a non-empty'} array of patterns`);
   }
   for (const [i, pattern] of patterns.entries()) {
     if (!isValidPattern(pattern)) {
-      throw configError(
-        `bridge.patterns[${i}]`,
-        `must be a pattern, got ${JSON.stringify(pattern)}`,
-      );
+      throw configError(`${field}[${i}]`, `must be a pattern, got ${JSON.stringify(pattern)}`);
     }
   }
-  return { transport, patterns: [...patterns] };
+  return Object.freeze([...(patterns as string[])]);
 }
 
 /**

@@ -51,6 +51,7 @@ import {
 import {
   CLOSE_CODES,
   HUB_ERROR_CODES,
+  HUB_SUBPROTOCOL,
   frameText,
   isRef,
   isSubscriptionId,
@@ -106,6 +107,13 @@ interface Connection {
   /** Publishes whose outcome is not known yet (async authorize, bridge), in ref order. */
   readonly answers: Fifo<PendingAnswer>;
   cutOff: boolean;
+  /**
+   * It says what it wants: it spoke the hub protocol on upgrade, or sent a `subscribe`. Until
+   * then it has the hub's `defaultSubscriptions`.
+   */
+  explicit: boolean;
+  /** The routes of `defaultSubscriptions` it has now, by pattern. */
+  defaults: Map<string, Route> | undefined;
 }
 
 interface PendingAnswer {
@@ -182,6 +190,11 @@ export class WebSocketHub {
       clientTracking: false,
       maxPayload: this.config.maxPayload,
       perMessageDeflate: this.config.perMessageDeflate,
+      // The hub protocol when the client offers it; otherwise what ws picks by itself.
+      handleProtocols: (protocols) =>
+        protocols.has(HUB_SUBPROTOCOL)
+          ? HUB_SUBPROTOCOL
+          : (protocols.values().next().value ?? false),
     });
   }
 
@@ -461,8 +474,11 @@ export class WebSocketHub {
       ackScheduled: false,
       answers: new Fifo(),
       cutOff: false,
+      explicit: socket.protocol === HUB_SUBPROTOCOL,
+      defaults: undefined,
     };
     this.#connections.add(connection);
+    if (!connection.explicit) this.#subscribeDefaults(connection);
     socket.on('message', (data, isBinary) => this.#onFrame(connection, data as Buffer, isBinary));
     socket.on('pong', () => (connection.alive = true));
     // ws closes the socket itself after a protocol error (1002, 1007, 1009): nothing to add.
@@ -473,6 +489,7 @@ export class WebSocketHub {
 
   #forget(connection: Connection): void {
     if (!this.#connections.delete(connection)) return;
+    this.#dropDefaults(connection);
     for (const [id, pattern] of connection.subscriptions) {
       this.#index.remove(pattern, routeOf(connection, id));
     }
@@ -771,6 +788,8 @@ export class WebSocketHub {
       this.#malformed(connection, 'a subscribe needs an id: a string of 1 to 128 characters');
       return;
     }
+    // From its first subscribe on, a client has what it asks for, no more.
+    this.#dropDefaults(connection);
     const refuse = (error: Refusal): void => {
       this.#counters.refusedRequests++;
       this.#reply(connection, {
@@ -812,6 +831,46 @@ export class WebSocketHub {
     const verdict = this.#authorized(connection, 'subscribe', pattern);
     if (verdict instanceof Promise) void verdict.then(add);
     else add(verdict);
+  }
+
+  /**
+   * `defaultSubscriptions` for a client that has not said it speaks the hub protocol, each as
+   * `authorize` allows it; a refused one is answered with an `error` frame.
+   */
+  #subscribeDefaults(connection: Connection): void {
+    for (const pattern of this.config.defaultSubscriptions) {
+      const add = (error: Outcome): void => {
+        if (connection.explicit || !this.#connections.has(connection)) return;
+        if (error !== undefined) {
+          this.#counters.refusedRequests++;
+          this.#reply(connection, {
+            op: 'error',
+            code: error.code,
+            message: `${error.message} (a default subscription)`,
+            retryable: error.retryable,
+          });
+          return;
+        }
+        const defaults = (connection.defaults ??= new Map());
+        if (defaults.has(pattern)) return;
+        const route: Route = { connection, id: '' };
+        defaults.set(pattern, route);
+        this.#index.add(pattern, route);
+        this.#subscriptionCount++;
+      };
+      const verdict = this.#authorized(connection, 'subscribe', pattern);
+      if (verdict instanceof Promise) void verdict.then(add);
+      else add(verdict);
+    }
+  }
+
+  #dropDefaults(connection: Connection): void {
+    connection.explicit = true;
+    const defaults = connection.defaults;
+    if (defaults === undefined) return;
+    connection.defaults = undefined;
+    for (const [pattern, route] of defaults) this.#index.remove(pattern, route);
+    this.#subscriptionCount -= defaults.size;
   }
 
   #onUnsubscribe(connection: Connection, frame: Record<string, unknown>): void {

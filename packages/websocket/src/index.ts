@@ -17,5 +17,5 @@ export type {
   HubBridge,
   ResolvedHubConfig,
 } from './hub-config.js';
-export { CLOSE_CODES, HUB_ERROR_CODES } from './protocol.js';
+export { CLOSE_CODES, HUB_ERROR_CODES, HUB_SUBPROTOCOL } from './protocol.js';
 export { mapSocketError } from './map-error.js';

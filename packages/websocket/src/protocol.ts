@@ -9,6 +9,13 @@
  */
 import { decodeEvent, decodeEventFromValue, type Event } from '@watchtower/core';
 
+/**
+ * The subprotocol a Watchtower client asks for on upgrade, and the hub agrees to: the client
+ * speaks the hub protocol and sends its own subscriptions, so the hub's
+ * `defaultSubscriptions` (for clients that never subscribe, as the Rust client) are not for it.
+ */
+export const HUB_SUBPROTOCOL = 'watchtower.v1';
+
 /** Close codes the client and the hub use (RFC 6455 section 7.4). */
 export const CLOSE_CODES = {
   /** Closed on purpose: `close()`. */

@@ -25,6 +25,7 @@ import {
 } from './client-transport.js';
 import { sendCorked } from './corked-send.js';
 import { UpgradeRefusedError } from './map-error.js';
+import { HUB_SUBPROTOCOL } from './protocol.js';
 
 /** TLS settings of a `wss://` connection, handed to Node's `tls.connect`. */
 export interface WebSocketTlsOptions {
@@ -111,15 +112,17 @@ function nodeSocketFactory(resolved: ResolvedClientConfig, config: WebSocketConf
         : booleanOption('perMessageDeflate', config.perMessageDeflate),
     ...tls,
   };
-  return (url, handlers) => openNodeSocket(url, options, handlers);
+  const protocols = resolved.protocol === 'hub' ? [HUB_SUBPROTOCOL] : [];
+  return (url, handlers) => openNodeSocket(url, protocols, options, handlers);
 }
 
 function openNodeSocket(
   url: string,
+  protocols: string[],
   options: ClientOptions,
   handlers: SocketHandlers,
 ): ClientSocket {
-  const ws = new WebSocket(url, options);
+  const ws = new WebSocket(url, protocols, options);
   ws.on('open', handlers.open);
   ws.on('message', (data, isBinary) => {
     const bytes = data as Buffer;

@@ -142,6 +142,74 @@ describe('raw ws peers', () => {
     expect(frame.payload).toEqual({ id: 7 });
   });
 
+  it('subscribes a raw ws client that never subscribes to everything, so a Rust client gets Rust-format JSON and its publishes reach Watchtower subscribers', async () => {
+    const h = await hub();
+    expect(h.config.defaultSubscriptions).toEqual(['>']);
+    const rust = await raw(h);
+    const received = collectEvents();
+    const bus = subscriber(h);
+    await bus.subscribe('notification.*', received.handler);
+    const publisher = await client(h);
+    // A Watchtower client speaks the hub protocol: it gets no default subscription.
+    const publisherErrors: string[] = [];
+    publisher.on('error', (error) => publisherErrors.push(error.message));
+    const event = createEvent('order.created', { id: 7 });
+    await publisher.publish(event);
+    await waitFor(() => rust.frames.some((f) => f.includes(event.id)), {
+      message: 'the Rust client receiving the event',
+    });
+    const frame = JSON.parse(rust.frames.find((f) => f.includes(event.id)) as string) as {
+      metadata: Record<string, unknown>;
+      payload: unknown;
+    };
+    expect(frame.metadata).toMatchObject({ id: event.id, event_type: 'order.created' });
+    expect(frame.payload).toEqual({ id: 7 });
+    rust.send(rustEventJson('notification.sent', { user_id: 456 }));
+    const [back] = await received.waitForCount(1);
+    expect(back).toMatchObject({ type: 'notification.sent', payload: { user_id: 456 } });
+    // One default subscription for the Rust client, one of the bus; none for the publisher.
+    expect(h.stats().subscriptions).toBe(2);
+    expect(publisherErrors).toEqual([]);
+  });
+
+  it('gives a raw client only what it subscribes to from its first subscribe on', async () => {
+    const h = await hub();
+    const peer = await raw(h);
+    await peer.subscribe('s1', 'wanted.*');
+    expect(h.stats().subscriptions).toBe(1);
+    const publisher = await client(h);
+    await publisher.publish(createEvent('unwanted.event', {}));
+    await publisher.publish(createEvent('wanted.event', {}));
+    await waitFor(() => peer.frames.some((f) => f.includes('"wanted.event"')));
+    expect(peer.frames.some((f) => f.includes('"unwanted.event"'))).toBe(false);
+  });
+
+  it('sends nothing to a client that never subscribes when defaultSubscriptions is empty', async () => {
+    const h = await hub({ defaultSubscriptions: [] });
+    await raw(h);
+    const publisher = await client(h);
+    await publisher.publish(createEvent('anyone.there', {}));
+    // The hub routes before it acks: the publish resolved, and nothing went out.
+    expect(h.stats()).toMatchObject({ subscriptions: 0, eventsIn: 1, eventsOut: 0 });
+  });
+
+  it('checks each default subscription with authorize, and tells a refused client why', async () => {
+    const h = await hub({
+      defaultSubscriptions: ['public.>', 'private.>'],
+      authorize: (_p, action, subject) => action !== 'subscribe' || subject === 'public.>',
+    });
+    const peer = await raw(h);
+    await waitFor(() => peer.controls('error').length === 1, { message: 'the refusal' });
+    expect(peer.controls('error')[0]).toMatchObject({ code: 'FORBIDDEN', retryable: false });
+    expect(String(peer.controls('error')[0]?.message)).toContain('private.>');
+    expect(h.stats().subscriptions).toBe(1);
+    const publisher = await client(h);
+    await publisher.publish(createEvent('private.note', {}));
+    await publisher.publish(createEvent('public.note', {}));
+    await waitFor(() => peer.frames.some((f) => f.includes('"public.note"')));
+    expect(peer.frames.some((f) => f.includes('"private.note"'))).toBe(false);
+  });
+
   it('answers garbage with error frames and goes on serving that client and others', async () => {
     const h = await hub();
     const peer = await raw(h);
