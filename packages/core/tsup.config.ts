@@ -15,4 +15,9 @@ export default defineConfig({
   // namespace for the default export, and the first retry throws "is not a function".
   // Whatever is listed here ends up in dist/: its license goes in THIRD-PARTY-NOTICES.
   noExternal: ['p-retry', 'is-network-error'],
+  // telemetry/otel-api.ts reads import.meta.url only where there is no require(): in the ESM
+  // build. The CommonJS build has require(), so its empty import.meta is never read.
+  esbuildOptions(options, { format }) {
+    if (format === 'cjs') options.logOverride = { 'empty-import-meta': 'silent' };
+  },
 });

@@ -40,15 +40,15 @@ function requireApi(): Loaded {
 }
 
 /**
- * A `require` that resolves from this file: the CommonJS build's own, or one made with
- * `node:module` (reached through `process.getBuiltinModule`, Node >= 20.16, so that the
- * ESM build has no import of a Node built-in).
+ * A `require` that resolves from this file, made with `node:module` (reached through
+ * `process.getBuiltinModule`, Node >= 20.16, so that neither build imports a Node built-in).
+ * The CommonJS build names this file by `__filename`, the ESM build by `import.meta.url`; a
+ * bare `require` would be the bundler's stub in the ESM build.
  */
 function nodeRequire(): ((id: string) => unknown) | undefined {
-  if (typeof require === 'function') return require;
   const getBuiltin = (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } })
     .process?.getBuiltinModule;
   const nodeModule = getBuiltin?.('node:module') as
     { createRequire(from: string): (id: string) => unknown } | undefined;
-  return nodeModule?.createRequire(import.meta.url);
+  return nodeModule?.createRequire(typeof __filename === 'string' ? __filename : import.meta.url);
 }
