@@ -2,7 +2,7 @@
  * The event system across two real transports at once: memory and NATS core on the local
  * nats-server (`WATCHTOWER_NATS_URL`). One system publishes to both by route; subscribers on
  * each receive exactly their own events, with origins, batching, idempotency and ordering
- * keys. NATS core keeps nothing, so the test leaves no state behind; its subjects are its own.
+ * keys (on publish, the `partition-key` header on the wire). NATS core keeps nothing, so the test leaves no state behind; its subjects are its own.
  */
 import { randomUUID } from 'node:crypto';
 import {
@@ -12,6 +12,7 @@ import {
   MemoryTransport,
   createEventSystemBuilder,
   type EventSystem,
+  type OrderingKey,
 } from '@watchtower/core';
 import { collectEvents, waitFor } from '@watchtower/core/testing';
 import { NatsTransport } from '@watchtower/nats';
@@ -38,13 +39,18 @@ function system(
   broker: MemoryBroker,
   prefix: string,
   batching = false,
+  orderingKey?: OrderingKey,
 ): EventSystem {
   const builder = createEventSystemBuilder()
     .withService('shop')
     .withOrigin(origin)
     .withTransport('orders', natsTransport(prefix))
     .withTransport('local', new MemoryTransport({ broker }))
-    .withRoute('order.>', { transport: 'orders', topic: 'orders' })
+    .withRoute('order.>', {
+      transport: 'orders',
+      topic: 'orders',
+      ...(orderingKey === undefined ? {} : { orderingKey }),
+    })
     .withDefaultTransport('local')
     .withLogger(quiet);
   if (batching) builder.withPublisher({ batching: { maxSize: 20, maxWaitMs: 5 } });
@@ -172,5 +178,51 @@ describe('the event system over memory and NATS', () => {
     const ofKey = (key: string): string[] => runs.filter((run) => run.startsWith(key));
     expect(ofKey('a')).toEqual(['a1', 'a1', 'a2']);
     expect(ofKey('b')).toEqual(['b1', 'b2']);
+  });
+
+  it("carries the route's ordering key as the partition-key header over NATS, and orders by it", async () => {
+    const prefix = `test.es.${randomUUID().slice(0, 8)}`;
+    const broker = new MemoryBroker();
+    const orderOf: OrderingKey = (event) => (event.payload as { orderId: string }).orderId;
+    const shop = system('eu.de', broker, prefix, true, orderOf);
+    const onNats = new EventBus({ transport: natsTransport(prefix), logger: quiet });
+    const onMemory = new EventBus({ transport: new MemoryTransport({ broker }), logger: quiet });
+    closers.push(
+      () => onNats.close(),
+      () => onMemory.close(),
+    );
+    const natsWire = collectEvents();
+    const memoryWire = collectEvents();
+    await onNats.subscribe('>', natsWire.handler);
+    await onMemory.subscribe('>', memoryWire.handler);
+    const runs: string[] = [];
+    let release: () => void = () => undefined;
+    const firstHeld = new Promise<void>((resolve) => (release = resolve));
+    await shop.subscribe(
+      'order.updated',
+      async (event) => {
+        const { orderId, n } = event.payload as { orderId: string; n: number };
+        runs.push(`${orderId}${n}`);
+        if (orderId === 'a' && n === 1) await firstHeld;
+      },
+      { orderingKey: (event) => event.headers['partition-key'], concurrency: 4 },
+    );
+
+    await shop.publishBatch([
+      { type: 'order.updated', payload: { orderId: 'a', n: 1 } },
+      { type: 'order.updated', payload: { orderId: 'a', n: 2 } },
+      { type: 'order.updated', payload: { orderId: 'b', n: 1 } },
+      { type: 'mail.sent', payload: { orderId: 'a', n: 3 } },
+    ]);
+    await natsWire.waitForCount(3);
+    await memoryWire.waitForCount(1);
+    expect(natsWire.events.map((event) => event.headers['partition-key'])).toEqual(['a', 'a', 'b']);
+    expect(memoryWire.events[0]?.headers['partition-key']).toBeUndefined();
+    // a2 waits behind the held a1; b1, another key, does not.
+    await waitFor(() => runs.includes('b1'));
+    expect(runs).toEqual(['a1', 'b1']);
+    release();
+    await waitFor(() => runs.length === 3);
+    expect(runs).toEqual(['a1', 'b1', 'a2']);
   });
 });

@@ -41,6 +41,7 @@ import {
   type CompressionOptions,
   type ResolvedCompression,
 } from './compression.js';
+import type { OrderingKey } from './ordering.js';
 import { resolveRateLimit, type RateLimitOptions, type ResolvedRateLimit } from './rate-limiter.js';
 
 /** Options of one route: where the events matching its pattern go. */
@@ -67,6 +68,13 @@ export interface RouteOptions {
    * @defaultValue off
    */
   compression?: CompressionOptions;
+  /**
+   * The ordering key of each event of the route, sent in its `partition-key` header so that a
+   * transport (and a consumer) can keep the events of one key in order. A key the publisher
+   * gives in `metadata.headers['partition-key']` is kept; undefined sends none.
+   * @defaultValue the publisher's `orderingKey`
+   */
+  orderingKey?: OrderingKey;
 }
 
 /** A route: a pattern (`*` one token, `>` the rest) and where its events go. */
@@ -95,6 +103,12 @@ export interface PublisherOptions {
   retry?: RetryPolicyOptions;
   /** A rate limit on every publish of the system (`per: 'type'`: one per event type). */
   rateLimit?: RateLimitOptions;
+  /**
+   * The ordering key of each event published, sent in its `partition-key` header (see
+   * `RouteOptions.orderingKey`, which a route's own replaces).
+   * @defaultValue none: no `partition-key` header unless the publisher gives one
+   */
+  orderingKey?: OrderingKey;
 }
 
 /** Called after an event was written to the dead-letter queue. */
@@ -199,11 +213,13 @@ const ROUTE_KEYS = [
   'priority',
   'rateLimit',
   'compression',
+  'orderingKey',
 ] as const satisfies readonly (keyof RouteConfig)[];
 const PUBLISHER_KEYS = [
   'batching',
   'retry',
   'rateLimit',
+  'orderingKey',
 ] as const satisfies readonly (keyof PublisherOptions)[];
 const BATCHING_KEYS = [
   'maxSize',
@@ -254,6 +270,7 @@ export interface ResolvedRoute {
   readonly priority: number;
   readonly rateLimit: ResolvedRateLimit | undefined;
   readonly compression: ResolvedCompression | undefined;
+  readonly orderingKey: OrderingKey | undefined;
 }
 
 /** A configuration checked whole, ready to build a system from. */
@@ -270,6 +287,8 @@ export interface ResolvedConfig<C extends EventCatalog = EventCatalog> {
   readonly batching: Readonly<BatchingOptions> | undefined;
   readonly retry: RetryPolicyOptions | undefined;
   readonly rateLimit: ResolvedRateLimit | undefined;
+  /** The publisher's `orderingKey`, for routes without their own. */
+  readonly orderingKey: OrderingKey | undefined;
   readonly groups: boolean;
   readonly poisonHandler: PoisonHandler | undefined;
   readonly bus: SystemBusOptions;
@@ -346,6 +365,10 @@ export function resolveEventSystemConfig<C extends EventCatalog>(
     publisher.rateLimit === undefined
       ? undefined
       : resolveRateLimit('publisher.rateLimit', publisher.rateLimit, true);
+  const orderingKey =
+    publisher.orderingKey === undefined
+      ? undefined
+      : functionOption<OrderingKey>('publisher.orderingKey', publisher.orderingKey);
 
   const consumer = objectOption('consumer', config.consumer, CONSUMER_KEYS);
   const groups = booleanOption('consumer.groups', consumer.groups ?? false);
@@ -378,6 +401,7 @@ export function resolveEventSystemConfig<C extends EventCatalog>(
     batching,
     retry,
     rateLimit,
+    orderingKey,
     groups,
     poisonHandler,
     bus,
@@ -471,6 +495,10 @@ function resolveRoutes(
         route.compression === undefined
           ? undefined
           : resolveCompression(`${field}.compression`, route.compression),
+      orderingKey:
+        route.orderingKey === undefined
+          ? undefined
+          : functionOption<OrderingKey>(`${field}.orderingKey`, route.orderingKey),
     };
   });
   for (let i = 0; i < routes.length; i++) {

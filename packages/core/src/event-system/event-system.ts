@@ -34,6 +34,7 @@ import { createEventAt, isValidEventType, type Event, type EventMetadataInput } 
 import { RESOLVED } from '../transport-kit/resolved.js';
 import { consoleLogger, toBusLog, type BusLog } from '../logger.js';
 import {
+  describeValue,
   functionOption,
   integerOption,
   numberOption,
@@ -85,6 +86,11 @@ export const ORIGIN_HEADER = 'origin';
 export const EVENT_TYPE_HEADER = 'event-type';
 /** The header a subscription's idempotency check reads before the event id. */
 export const IDEMPOTENCY_KEY_HEADER = 'idempotency-key';
+/**
+ * The header that carries an event's ordering key (the route's or the publisher's
+ * `orderingKey`, or one the caller gives), so that a transport can keep a key's events in order.
+ */
+export const PARTITION_KEY_HEADER = 'partition-key';
 
 /** Options of {@link EventSystem.subscribe}: the bus's, and the system's own. */
 export interface SystemSubscribeOptions extends SubscribeOptions {
@@ -206,7 +212,7 @@ interface Ordering {
   readonly queue: KeyedQueue;
 }
 
-/** A route with its bus; `plain` when it has no rate limit and no compression. */
+/** A route with its bus; `plain` when it has no rate limit, compression or ordering key. */
 interface RouteTarget {
   readonly route: ResolvedRoute;
   readonly bus: EventBus;
@@ -262,7 +268,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   readonly #routeTargets: readonly RouteTarget[];
   /** The default route's bus (without one, a `>` route catches every type before it). */
   readonly #defaultBus: EventBus;
-  /** No schema, system rate limit or batching: publishes may take the fast path. */
+  /** No schema, system rate limit, batching or ordering key: publishes may take the fast path. */
   readonly #plainPublish: boolean;
   /** Events get a wire form of their own (an origin header or prefix). */
   readonly #rewrites: boolean;
@@ -311,7 +317,10 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     this.#routeTargets = config.routes.map((route) => ({
       route,
       bus: this.#buses.get(route.transport) as EventBus,
-      plain: route.rateLimit === undefined && route.compression === undefined,
+      plain:
+        route.rateLimit === undefined &&
+        route.compression === undefined &&
+        route.orderingKey === undefined,
     }));
     this.#defaultBus = this.#buses.get(
       config.defaultTransport ?? config.routes[config.routes.length - 1]?.transport ?? '',
@@ -319,7 +328,8 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     this.#plainPublish =
       (config.catalog === undefined || config.validationMode === 'ignore') &&
       config.rateLimit === undefined &&
-      config.batching === undefined;
+      config.batching === undefined &&
+      config.orderingKey === undefined;
     this.#rewrites = config.origin !== undefined;
     this.#sourceOnly = Object.freeze({ source: config.service });
   }
@@ -717,7 +727,7 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
     const route = this.#route(event.type);
     // Resolved config: without a default route, a `>` route matches every type.
     const transport = route?.transport ?? this.#config.defaultTransport ?? '';
-    const plain = this.#toWire(event, route);
+    const plain = this.#toWire(this.#withPartitionKey(event, route), route);
     const wire =
       route?.compression === undefined ? plain : await compressPayload(plain, route.compression);
     for (const limiter of this.#limitersFor(event.type, route)) {
@@ -737,6 +747,27 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
   #route(type: string): ResolvedRoute | undefined {
     for (const route of this.#config.routes) if (route.pattern.matches(type)) return route;
     return undefined;
+  }
+
+  /**
+   * The event with its `partition-key` header: the one the caller gave, else the key of the
+   * route's `orderingKey` (or the publisher's). Rejects a key that is not a non-empty string.
+   */
+  #withPartitionKey(event: Event, route: ResolvedRoute | undefined): Event {
+    const orderingKey = route?.orderingKey ?? this.#config.orderingKey;
+    if (orderingKey === undefined || event.headers[PARTITION_KEY_HEADER] !== undefined) {
+      return event;
+    }
+    const key: unknown = orderingKey(event);
+    if (key === undefined) return event;
+    if (typeof key !== 'string' || key.length === 0) {
+      const owner = route?.orderingKey === undefined ? 'publisher' : `route ${route.label}`;
+      throw new ValidationError(
+        `the orderingKey of the ${owner} must return a non-empty string or undefined, got ` +
+          `${describeValue(key)} for ${event.type}`,
+      );
+    }
+    return { ...event, headers: { ...event.headers, [PARTITION_KEY_HEADER]: key } };
   }
 
   #toWire(event: Event, route: ResolvedRoute | undefined): Event {

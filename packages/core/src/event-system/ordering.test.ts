@@ -1,9 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, isWatchtowerError } from '../errors.js';
 import type { Event } from '../event.js';
-import { MemoryTransport } from '../memory-transport.js';
-import { FakeClock, settlement, waitFor } from '../testing.js';
+import { EventBus } from '../event-bus.js';
+import { MemoryBroker, MemoryTransport } from '../memory-transport.js';
+import { FakeClock, collectEvents, settlement, waitFor } from '../testing.js';
 import { createEventSystem, type EventSystem } from './event-system.js';
+import type { EventSystemConfig } from './config.js';
 import { quiet } from './test-support.js';
 
 const open: EventSystem[] = [];
@@ -17,8 +19,12 @@ function system(transport = new MemoryTransport(), clock?: FakeClock): EventSyst
   open.push(made);
   return made;
 }
+const buses: EventBus[] = [];
 afterEach(async () => {
-  await Promise.allSettled(open.splice(0).map((made) => made.close({ timeoutMs: 100 })));
+  await Promise.allSettled([
+    ...open.splice(0).map((made) => made.close({ timeoutMs: 100 })),
+    ...buses.splice(0).map((bus) => bus.close({ timeoutMs: 100 })),
+  ]);
 });
 
 const keyOf = (event: Event): string => (event.payload as { key: string }).key;
@@ -141,5 +147,122 @@ describe('ordering keys', () => {
       made.subscribe('a', () => undefined, { orderingKey: 'orderId' as never }),
     );
     expect(isWatchtowerError(error, ErrorCode.CONFIG)).toBe(true);
+  });
+});
+
+describe('ordering keys on publish: the partition-key header', () => {
+  const orderOf = (event: Event): string | undefined =>
+    (event.payload as { orderId?: string }).orderId;
+
+  /** A system on `broker` and a plain bus there that shows what is on the wire. */
+  async function onWire(
+    config: Omit<EventSystemConfig, 'service' | 'transports' | 'logger'>,
+  ): Promise<{ made: EventSystem; wire: ReturnType<typeof collectEvents> }> {
+    const broker = new MemoryBroker();
+    const made = createEventSystem({
+      service: 's',
+      transports: { m: new MemoryTransport({ broker }) },
+      logger: quiet,
+      ...config,
+    });
+    open.push(made);
+    const plain = new EventBus({ transport: new MemoryTransport({ broker }), logger: quiet });
+    buses.push(plain);
+    const wire = collectEvents();
+    await plain.subscribe('>', wire.handler);
+    return { made, wire };
+  }
+
+  it("sends the route's ordering key as the partition-key header; a key given on publish wins", async () => {
+    const { made, wire } = await onWire({
+      routes: [{ pattern: 'order.>', transport: 'm', orderingKey: orderOf }],
+    });
+    await made.publish('order.placed', { orderId: 'o-1' });
+    await made.publish(
+      'order.placed',
+      { orderId: 'o-2' },
+      { headers: { 'partition-key': 'mine' } },
+    );
+    await made.publish('order.placed', {});
+    await made.publish('mail.sent', { orderId: 'o-3' });
+    await wire.waitForCount(4);
+    expect(wire.events.map((event) => event.headers['partition-key'])).toEqual([
+      'o-1',
+      'mine',
+      undefined,
+      undefined,
+    ]);
+  });
+
+  it("uses the publisher's orderingKey on routes without their own, in batches too", async () => {
+    const { made, wire } = await onWire({
+      routes: [{ pattern: 'order.>', transport: 'm', orderingKey: () => 'route' }],
+      publisher: { orderingKey: orderOf, batching: { maxSize: 2, maxWaitMs: 0 } },
+    });
+    await Promise.all([
+      made.publish('order.placed', { orderId: 'o-1' }),
+      made.publish('mail.sent', { orderId: 'o-2' }),
+    ]);
+    await made.publishBatch([{ type: 'mail.sent', payload: { orderId: 'o-3' } }]);
+    await wire.waitForCount(3);
+    expect(wire.events.map((event) => event.headers['partition-key'])).toEqual([
+      'route',
+      'o-2',
+      'o-3',
+    ]);
+  });
+
+  it('orders a subscription by the partition-key header the publisher set', async () => {
+    const made = createEventSystem({
+      service: 's',
+      transports: { m: new MemoryTransport() },
+      routes: [{ pattern: 'order.>', transport: 'm', orderingKey: orderOf }],
+      logger: quiet,
+    });
+    open.push(made);
+    const run = gated();
+    await made.subscribe('order.updated', run.handler, {
+      orderingKey: (event) => event.headers['partition-key'],
+      concurrency: 4,
+    });
+    await made.publish('order.updated', { orderId: 'a', key: 'a', n: 1 });
+    await made.publish('order.updated', { orderId: 'a', key: 'a', n: 2 });
+    await made.publish('order.updated', { orderId: 'b', key: 'b', n: 1 });
+    await waitFor(() => run.started.length === 2);
+    expect(run.started).toEqual(['a1', 'b1']);
+    run.finish('a1');
+    await waitFor(() => run.started.length === 3);
+    expect(run.started).toEqual(['a1', 'b1', 'a2']);
+    run.finish('a2');
+    run.finish('b1');
+  });
+
+  it('rejects a publish whose orderingKey returns no string with VALIDATION, sending nothing', async () => {
+    const { made, wire } = await onWire({
+      routes: [{ pattern: 'order.>', transport: 'm', orderingKey: () => 42 as never }],
+    });
+    const error = await settlement(made.publish('order.placed', {}));
+    expect(isWatchtowerError(error, ErrorCode.VALIDATION)).toBe(true);
+    expect((error as Error).message).toContain('routes[0] ("order.>")');
+    await made.publish('mail.sent', {});
+    await wire.waitForCount(1);
+    expect(wire.events.map((event) => event.type)).toEqual(['mail.sent']);
+    expect(made.stats().publishFailed).toBe(1);
+  });
+
+  it('refuses a route or publisher orderingKey that is not a function, naming it', () => {
+    const build = (config: Partial<EventSystemConfig>) => () =>
+      createEventSystem({
+        service: 's',
+        transports: { m: new MemoryTransport() },
+        logger: quiet,
+        ...config,
+      });
+    expect(
+      build({ routes: [{ pattern: 'a', transport: 'm', orderingKey: 'orderId' as never }] }),
+    ).toThrow(/routes\[0\]\.orderingKey/);
+    expect(build({ publisher: { orderingKey: 'orderId' as never } })).toThrow(
+      /publisher\.orderingKey/,
+    );
   });
 });
