@@ -183,3 +183,13 @@ export {
   OTHER_DESTINATION,
 } from './telemetry/bus-telemetry.js';
 export { TRACEPARENT, TRACESTATE } from './telemetry/trace-context.js';
+
+export { createHealthHandler, DEFAULT_HEALTH_HANDLER_OPTIONS } from './health.js';
+export type {
+  HealthHandler,
+  HealthHandlerOptions,
+  HealthRequest,
+  HealthResponse,
+  ReadinessReport,
+  TransportReadiness,
+} from './health.js';
