@@ -121,14 +121,17 @@ async function readiness(probe: Probe): Promise<ReadinessReport> {
   return { status: ready ? 'ready' : 'not ready', transports };
 }
 
+type SystemLike = Pick<EventSystem, 'health' | 'stats'>;
+type BusLike = Pick<EventBus, 'healthCheck' | 'circuitBreakerStats' | 'transport'>;
+
 /** Bounds a health check by the handler's `timeoutMs`. */
 type Bound = <R>(check: Promise<R>) => Promise<R | typeof TIMED_OUT>;
 
 /** How to read the health of `target`, by its shape (a duplicate install is no `instanceof`). */
 function probeOf(target: unknown, bound: Bound, timeoutMs: number): Probe {
-  const candidate = target as Partial<EventBus & EventSystem> | null;
+  const candidate = target as Partial<SystemLike & BusLike> | null;
   if (typeof candidate?.health === 'function' && typeof candidate.stats === 'function') {
-    const system = candidate as EventSystem;
+    const system = candidate as SystemLike;
     return async () => {
       const health = await bound(system.health());
       const checked: Awaited<ReturnType<Probe>> = {};
@@ -145,7 +148,7 @@ function probeOf(target: unknown, bound: Bound, timeoutMs: number): Probe {
     typeof candidate?.healthCheck === 'function' &&
     typeof candidate.circuitBreakerStats === 'function'
   ) {
-    const bus = candidate as EventBus;
+    const bus = candidate as BusLike;
     return async () => {
       const health = await bound(bus.healthCheck());
       return {

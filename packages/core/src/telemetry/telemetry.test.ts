@@ -21,6 +21,7 @@ import { configErrorField } from '../testing/outcomes.js';
 import { waitFor } from '../testing/wait-for.js';
 import type { Transport } from '../transport.js';
 import { setOtelApiForTesting } from './otel-api.js';
+import type { TelemetryOptions } from './telemetry-options.js';
 
 const quiet = { warn: () => undefined, error: () => undefined };
 
@@ -406,7 +407,7 @@ describe('EventBus telemetry: without a provider', () => {
   it('refuses a telemetry option that is not one, naming the field', () => {
     const transport = new MemoryTransport();
     const make = (telemetry: unknown) => () =>
-      new EventBus({ transport, telemetry: telemetry as EventBusOptions['telemetry'] });
+      new EventBus({ transport, telemetry: telemetry as TelemetryOptions });
     expect(configErrorField(make({ tracerprovider: tracerProvider }))).toBe('tracerprovider');
     expect(configErrorField(make({ tracerProvider: {} }))).toBe('telemetry.tracerProvider');
     expect(configErrorField(make({ meterProvider: 5 }))).toBe('telemetry.meterProvider');
