@@ -13,6 +13,7 @@
 import { ErrorCode, WatchtowerError, isWatchtowerError } from '@watchtower/core';
 import { Fifo, abortError } from '@watchtower/core/transport-kit';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
+import type { WriteCork } from './write-cork.js';
 
 /** One message to publish. */
 export interface Outgoing {
@@ -45,6 +46,7 @@ export class Publisher {
   /** Sent on the current channel and not yet confirmed, by delivery tag (ascending). */
   #unconfirmed = new Map<number, Pending>();
   #channel: ConfirmChannel | undefined;
+  #cork: WriteCork | undefined;
   #nextTag = 1;
   #writable = true;
   #failure: WatchtowerError | undefined;
@@ -61,10 +63,11 @@ export class Publisher {
 
   /**
    * Starts sending on `channel` (a new confirm channel): what waits, oldest first, the
-   * unconfirmed of the previous channel included.
+   * unconfirmed of the previous channel included. `cork` batches the writes of a turn.
    */
-  attach(channel: ConfirmChannel): void {
+  attach(channel: ConfirmChannel, cork: WriteCork): void {
     this.#channel = channel;
+    this.#cork = cork;
     this.#nextTag = 1;
     this.#writable = true;
     this.#failure = undefined;
@@ -157,6 +160,7 @@ export class Publisher {
         message.content,
         message.options,
       );
+      this.#cork?.hold();
     } catch {
       // The channel closed under us (its close event follows and detaches): sent again then.
       this.#writable = false;

@@ -18,6 +18,7 @@ import { ConnectionError, type WatchtowerError } from '@watchtower/core';
 import { DeliveryBuffer } from '@watchtower/core/transport-kit';
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 import type { Publisher } from './publisher.js';
+import { corkOf, type WriteCork } from './write-cork.js';
 import {
   ATTEMPT_HEADER,
   ROUTING_KEY_HEADER,
@@ -119,6 +120,8 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   readonly #host: QueueConsumerHost;
   readonly #options: QueueConsumerOptions<T>;
   #channel: Channel | undefined;
+  /** Batches the acks of a turn into one socket write. */
+  #cork: WriteCork | undefined;
   #consumerTag: string | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -163,6 +166,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
         return;
       }
       this.#channel = channel;
+      this.#cork = corkOf(model);
       const { consumerTag } = await channel.consume(queue, (message) =>
         this.#onMessage(channel, message),
       );
@@ -217,6 +221,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
     if (received.channel !== this.#channel) return;
     try {
       received.channel.ack(received.message);
+      this.#cork?.hold();
     } catch {
       // The channel closed meanwhile: the broker delivers the message again.
     }

@@ -64,6 +64,7 @@ import {
 } from './deliveries.js';
 import { amqpReplyCode, mapAmqpError } from './map-error.js';
 import { Publisher } from './publisher.js';
+import { corkOf } from './write-cork.js';
 import {
   QueueConsumer,
   type ManagedConsumer,
@@ -286,7 +287,7 @@ export class RabbitMQTransport implements Transport {
         if (!consumer.stopping) await consumer.openOn(model);
       }
       if (this.#life.closed) throw this.#life.closedError('connect');
-      this.#publisher.attach(channel);
+      this.#publisher.attach(channel, corkOf(model));
       this.#state = 'connected';
     } catch (error) {
       this.#model = undefined;
