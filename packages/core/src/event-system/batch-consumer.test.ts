@@ -46,6 +46,36 @@ describe('subscribeBatch', () => {
     await waitFor(() => made.stats().transports.m?.handled === 4);
   });
 
+  it('handles up to concurrency batches at once', async () => {
+    const clock = new FakeClock();
+    const made = system(new MemoryTransport(), clock);
+    const started: number[][] = [];
+    const finish: (() => void)[] = [];
+    await made.subscribeBatch(
+      'metric.recorded',
+      (events) =>
+        new Promise<void>((resolve) => {
+          started.push(events.map(n));
+          finish.push(resolve);
+        }),
+      { maxBatchSize: 2, maxWaitMs: 100, concurrency: 2 },
+    );
+    for (let i = 1; i <= 6; i++) await made.publish('metric.recorded', { n: i });
+    await waitFor(() => started.length === 2);
+    // Two batches run; the third waits for a slot.
+    expect(started).toEqual([
+      [1, 2],
+      [3, 4],
+    ]);
+    await clock.advanceAsync(100);
+    expect(started.length).toBe(2);
+    finish[0]?.();
+    await waitFor(() => started.length === 3);
+    expect(started[2]).toEqual([5, 6]);
+    finish.forEach((resolve) => resolve());
+    await waitFor(() => made.stats().transports.m?.handled === 6);
+  });
+
   it('retries the whole batch when the handler throws', async () => {
     const clock = new FakeClock();
     const made = system(new MemoryTransport(), clock);

@@ -279,6 +279,31 @@ describe('EventSystem consumers', () => {
     expect(gotUs.events).toEqual([]);
   });
 
+  it('names the consumer group after the subscription name: the same name shares, others do not', async () => {
+    const broker = new MemoryBroker();
+    const instance = (): EventSystem =>
+      track(
+        createEventSystem({
+          service: 'billing',
+          transports: { main: new MemoryTransport({ broker }) },
+          consumer: { groups: true },
+          logger: quiet,
+        }),
+      );
+    const [a, b, c] = [instance(), instance(), instance()];
+    const gotA = collectEvents();
+    const gotB = collectEvents();
+    const gotC = collectEvents();
+    await a.subscribe('invoice.*', gotA.handler, { name: 'ledger' });
+    await b.subscribe('invoice.*', gotB.handler, { name: 'ledger' });
+    await c.subscribe('invoice.*', gotC.handler, { name: 'audit' });
+    for (let i = 0; i < 10; i++) await a.publish('invoice.issued', { i });
+    await gotC.waitForCount(10);
+    await waitFor(() => gotA.events.length + gotB.events.length >= 10);
+    await Promise.all([a.close(), b.close()]);
+    expect(gotA.events.length + gotB.events.length).toBe(10);
+  });
+
   it('calls the poison handler after the dead-letter write, with the original type', async () => {
     const transport = new MemoryTransport();
     const poisoned: { event: Event | undefined; reason: DeadLetterReason; stored: number }[] = [];

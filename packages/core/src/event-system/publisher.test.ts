@@ -9,6 +9,7 @@ import { MemoryTransport } from '../memory-transport.js';
 import { defineEvents } from '../schema.js';
 import { FakeClock, collectEvents, settlement, waitFor } from '../testing.js';
 import type { EventSystemConfig } from './config.js';
+import { createEventSystemBuilder } from './builder.js';
 import { createEventSystem, type EventSystem } from './event-system.js';
 import { failingFirst, quiet } from './test-support.js';
 
@@ -102,6 +103,24 @@ describe('publisher batching', () => {
     await waitFor(() => first.state === 'resolved' && second.state === 'resolved');
     expect(made.stats()).toMatchObject({ batches: 1, published: 2 });
     await got.waitForCount(2);
+  });
+
+  it('batches by the builder: withPublisher on the clock given to withClock', async () => {
+    const clock = new FakeClock();
+    const made = createEventSystemBuilder()
+      .withService('shop')
+      .withTransport('m', new MemoryTransport())
+      .withPublisher({ batching: { maxSize: 10, maxWaitMs: 50 } })
+      .withClock(clock)
+      .withLogger(quiet)
+      .build();
+    open.push(made);
+    const sent = watch(made.publish('tick', {}));
+    await clock.advanceAsync(49);
+    expect(sent.state).toBe('pending');
+    await clock.advanceAsync(1);
+    await waitFor(() => sent.state === 'resolved');
+    expect(made.stats().batches).toBe(1);
   });
 
   it('sends a batch as soon as it holds maxSize events', async () => {
@@ -273,6 +292,56 @@ describe('publisher rate limits', () => {
     expect(isWatchtowerError(refused, ErrorCode.BACKPRESSURE_FULL)).toBe(true);
     await made.publish('email.sent', {});
     await made.publish('email.sent', {});
+  });
+
+  it("lets a token bucket's burst through at once, then limit per interval", async () => {
+    const clock = new FakeClock();
+    const made = system({
+      transports: { m: new MemoryTransport() },
+      publisher: {
+        rateLimit: {
+          strategy: 'token-bucket',
+          limit: 1,
+          intervalMs: 1000,
+          burst: 3,
+          onLimit: 'reject',
+        },
+      },
+      clock,
+    });
+    const outcomes = async (count: number): Promise<string[]> =>
+      Promise.all(
+        Array.from({ length: count }, () =>
+          made.publish('tick', {}).then(
+            () => 'sent',
+            (error: unknown) =>
+              isWatchtowerError(error, ErrorCode.BACKPRESSURE_FULL) ? 'refused' : 'other',
+          ),
+        ),
+      );
+    expect(await outcomes(4)).toEqual(['sent', 'sent', 'sent', 'refused']);
+    await clock.advanceAsync(1000);
+    expect(await outcomes(2)).toEqual(['sent', 'refused']);
+    expect(made.stats()).toMatchObject({ published: 4, rateLimitRejections: 2 });
+  });
+
+  it('refuses a publish past maxWaiting with BACKPRESSURE_FULL while the others wait', async () => {
+    const clock = new FakeClock();
+    const made = system({
+      transports: { m: new MemoryTransport() },
+      publisher: {
+        rateLimit: { strategy: 'token-bucket', limit: 1, intervalMs: 1000, maxWaiting: 2 },
+      },
+      clock,
+    });
+    await made.publish('tick', { n: 1 });
+    const waiting = [watch(made.publish('tick', { n: 2 })), watch(made.publish('tick', { n: 3 }))];
+    const refused = await settlement(made.publish('tick', { n: 4 }));
+    expect(isWatchtowerError(refused, ErrorCode.BACKPRESSURE_FULL)).toBe(true);
+    expect(waiting.map((state) => state.state)).toEqual(['pending', 'pending']);
+    await clock.advanceAsync(2000);
+    await waitFor(() => waiting.every((state) => state.state === 'resolved'));
+    expect(made.stats()).toMatchObject({ published: 3, rateLimitWaits: 2, rateLimitRejections: 1 });
   });
 
   it('ends rate-limit waits with CLOSED on close', async () => {
