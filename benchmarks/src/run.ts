@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import { clusterScenarios } from './clusters.js';
+import { eventSystemScenarios } from './event-system.js';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
 import { natsScenarios, removeNatsLeftovers } from './nats.js';
@@ -24,6 +25,8 @@ if (!Number.isInteger(rounds) || rounds < 1) {
 
 const registry: Record<string, () => Promise<Scenario[]>> = {
   memory: () => Promise.resolve(memoryScenarios(scale)),
+  // The EventSystem layer beside the plain EventBus, on memory.
+  'event-system': () => Promise.resolve(eventSystemScenarios(scale)),
   nats: async () => {
     await removeNatsLeftovers();
     return natsScenarios(scale);
