@@ -8,7 +8,7 @@ import {
   type Event,
   type WatchtowerError,
 } from '@watchtower/core';
-import { RedisTransport, type RedisConfig } from '../src/index.js';
+import { RedisTransport, ReplicationTimeoutError, type RedisConfig } from '../src/index.js';
 import { FAST, REDIS_URL, TestContext, ackAll, eventually, record } from './helpers.js';
 
 let ctx: TestContext;
@@ -107,6 +107,20 @@ describe('RedisTransport publish', () => {
       isWatchtowerError(error, ErrorCode.CONNECTION),
     );
     expect((await t.healthCheck()).healthy).toBe(false);
+  });
+});
+
+describe('RedisTransport waitReplicas on a Redis without replicas', () => {
+  it('rejects a publish and a burst with ReplicationTimeoutError after waitTimeoutMs, the entries stored on the master', async () => {
+    const t = transport({ waitReplicas: 1, waitTimeoutMs: 50 });
+    const alone = await t.publish(eventOf('order.created')).catch((error: unknown) => error);
+    expect(alone).toBeInstanceOf(ReplicationTimeoutError);
+    expect(alone).toMatchObject({ code: 'TIMEOUT', acknowledged: 0, required: 1 });
+    const burst = await Promise.allSettled(
+      [1, 2, 3].map(() => t.publish(eventOf('order.created'))),
+    );
+    expect(burst.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    expect(await ctx.redis.xlen(`${ctx.prefix}:order.created`)).toBe(4);
   });
 });
 
