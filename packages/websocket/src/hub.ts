@@ -520,9 +520,10 @@ export class WebSocketHub {
       return;
     }
     const parsed = parseFrame(text);
+    // The event's bytes are forwarded as they arrived (checked UTF-8), never encoded again.
     if (parsed.kind === 'event') {
       // A bare event, as the Rust client sends: a publish without an answer unless refused.
-      this.#publishFrom(connection, undefined, parsed.event, parsed.text);
+      this.#publishFrom(connection, undefined, parsed.event, data);
       return;
     }
     if (parsed.kind === 'publish') {
@@ -531,7 +532,9 @@ export class WebSocketHub {
         return;
       }
       connection.lastRef = parsed.ref;
-      this.#publishFrom(connection, parsed.ref, parsed.event, parsed.text);
+      // The envelope around the event is ASCII and ends with one `}`: as many bytes as characters.
+      const start = text.length - parsed.text.length - 1;
+      this.#publishFrom(connection, parsed.ref, parsed.event, data.subarray(start, -1));
       return;
     }
     if (parsed.kind === 'malformed') {
@@ -588,7 +591,7 @@ export class WebSocketHub {
     connection: Connection,
     ref: number | undefined,
     event: Event,
-    text: string | undefined,
+    bytes: Buffer | undefined,
   ): void {
     const limited = this.#rateLimited(connection);
     if (limited !== undefined) {
@@ -597,7 +600,7 @@ export class WebSocketHub {
     }
     const authorize = this.config.authorize;
     if (authorize === undefined) {
-      this.#answer(connection, ref, this.#accept(event, text ?? encodeEvent(event)));
+      this.#answer(connection, ref, this.#accept(event, bytes ?? encodeEvent(event)));
       return;
     }
     const verdict = this.#authorized(connection, 'publish', event.type);
@@ -606,14 +609,14 @@ export class WebSocketHub {
         connection,
         ref,
         verdict.then((error) =>
-          error === undefined ? this.#accept(event, text ?? encodeEvent(event)) : error,
+          error === undefined ? this.#accept(event, bytes ?? encodeEvent(event)) : error,
         ),
       );
     } else {
       this.#answer(
         connection,
         ref,
-        verdict === undefined ? this.#accept(event, text ?? encodeEvent(event)) : verdict,
+        verdict === undefined ? this.#accept(event, bytes ?? encodeEvent(event)) : verdict,
       );
     }
   }
@@ -667,9 +670,9 @@ export class WebSocketHub {
    * Takes an event: routes it to the matching connections and, with a bridge, publishes it
    * there (the outcome is then the bridge's).
    */
-  #accept(event: Event, text: string): Outcome | Promise<Outcome> {
+  #accept(event: Event, frame: Buffer | string): Outcome | Promise<Outcome> {
     this.#counters.eventsIn++;
-    this.#route(event.type, text);
+    this.#route(event.type, frame);
     const bridge = this.config.bridge;
     if (bridge === undefined) return undefined;
     this.#remember(event.id);
@@ -679,13 +682,14 @@ export class WebSocketHub {
     );
   }
 
-  #route(type: string, text: string): void {
+  /** Sends the event's JSON (its UTF-8 bytes, or its text) to each matching connection once. */
+  #route(type: string, json: Buffer | string): void {
     const routes = this.#index.match(type);
     if (routes.length === 0) return;
     const seq = ++this.#routeSeq;
     const { maxBufferedBytes, slowConsumer } = this.config;
     // UTF-8 once, however many connections it goes to.
-    const frame = Buffer.from(text, 'utf8');
+    const frame = typeof json === 'string' ? Buffer.from(json, 'utf8') : json;
     for (let i = 0; i < routes.length; i++) {
       const connection = (routes[i] as Route).connection;
       if (connection.routed === seq || connection.cutOff) continue;
