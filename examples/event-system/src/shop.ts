@@ -2,7 +2,8 @@
  * The event-system example's shop, on whatever two transports it is given: orders go to one
  * (JetStream in `brokers.ts`) under the topic `orders`, notifications to the other (Redis),
  * and two regions (`eu.de`, `us.ca`) share both brokers without seeing each other's events,
- * except for an audit subscription that asks for every origin.
+ * except for an audit subscription that asks for every origin. Each order carries its id as
+ * its ordering key (the `partition-key` header), and billing handles one order's events in order.
  *
  * Every number it prints comes from the run (handler calls, dead letters, `stats()`).
  */
@@ -32,7 +33,11 @@ function region(origin: string, transports: { orders: Transport; notifications: 
     .withEvents(events)
     .withTransport('orders', transports.orders)
     .withTransport('notifications', transports.notifications)
-    .withRoute('order.>', { transport: 'orders', topic: 'orders' })
+    .withRoute('order.>', {
+      transport: 'orders',
+      topic: 'orders',
+      orderingKey: (event) => (event.payload as { orderId: string }).orderId,
+    })
     .withRoute('notification.>', {
       transport: 'notifications',
       rateLimit: { strategy: 'token-bucket', limit: 100, intervalMs: 1000 },
@@ -72,15 +77,21 @@ export async function runShop(
   const us = region('us.ca', make());
   const seen = { euOrders: 0, audit: new Map<string, number>(), emails: 0, poisoned: 0 };
   try {
-    await eu.subscribe('order.*', (event) => {
-      seen.euOrders++;
-      if (event.type === 'order.placed' && event.payload.amount > 1000) {
-        throw new NonRetryableError(`amount ${event.payload.amount} needs a manual check`);
-      }
-      console.log(
-        `  [eu billing] ${event.type} ${event.payload.orderId} (origin ${event.headers['origin'] ?? '?'})`,
-      );
-    });
+    await eu.subscribe(
+      'order.*',
+      (event) => {
+        seen.euOrders++;
+        if (event.type === 'order.placed' && event.payload.amount > 1000) {
+          throw new NonRetryableError(`amount ${event.payload.amount} needs a manual check`);
+        }
+        console.log(
+          `  [eu billing] ${event.type} ${event.payload.orderId} (origin ${event.headers['origin'] ?? '?'}, ` +
+            `partition-key ${event.headers['partition-key'] ?? '?'})`,
+        );
+      },
+      // One order's events one at a time, in order; other orders side by side.
+      { orderingKey: (event) => event.headers['partition-key'], concurrency: 4 },
+    );
     await eu.subscribe(
       'order.>',
       (event) => {
