@@ -6,12 +6,19 @@
  *
  * The kitchen subscribes to orders and publishes when a meal is ready; the counter publishes
  * orders and subscribes to ready meals. The hub lets in only clients with a token, and lets
- * only the kitchen publish `meal.*`: the counter's attempt is refused with FORBIDDEN.
+ * only the kitchen publish `meal.*`: the counter's attempt is refused with FORBIDDEN. A display
+ * board talks plain events, as a Rust Watchtower service does: it never subscribes at the hub,
+ * which sends it everything (its `defaultSubscriptions`, `['>']`), and it picks ready meals out
+ * itself.
  */
 import { isWatchtowerError } from '@watchtower/core';
 import { WebSocketHub, WebSocketSubscriber, bearerToken } from '@watchtower/websocket';
 
-const tokens: Record<string, string> = { 'kitchen-token': 'kitchen', 'counter-token': 'counter' };
+const tokens: Record<string, string> = {
+  'kitchen-token': 'kitchen',
+  'counter-token': 'counter',
+  'board-token': 'board',
+};
 
 await using hub = new WebSocketHub({
   port: 0,
@@ -34,9 +41,19 @@ await using counter = new WebSocketSubscriber({
   source: 'counter',
 });
 
+await using board = new WebSocketSubscriber({
+  ...client,
+  authToken: 'board-token',
+  protocol: 'plain',
+});
+
 const served: string[] = [];
+const shown: string[] = [];
 let allServed: () => void = () => undefined;
 const done = new Promise<void>((resolve) => (allServed = resolve));
+const check = (): void => {
+  if (served.length === 3 && shown.length === 3) allServed();
+};
 
 await kitchen.subscribe('order.*', async (event) => {
   const { dish } = event.payload as { dish: string };
@@ -48,7 +65,15 @@ await counter.subscribe('meal.ready', (event) => {
   const { dish } = event.payload as { dish: string };
   served.push(dish);
   console.log(`counter: serving ${dish}`);
-  if (served.length === 3) allServed();
+  check();
+});
+
+// Filtered here: the hub sends the board every event, orders included.
+await board.subscribe('meal.ready', (event) => {
+  const { dish } = event.payload as { dish: string };
+  shown.push(dish);
+  console.log(`board: ${dish} is ready`);
+  check();
 });
 
 for (const dish of ['soup', 'noodles', 'dumplings']) {
