@@ -15,7 +15,7 @@ describe('resolveRabbitMQConfig', () => {
   it('fills in the documented defaults', () => {
     const config = resolveRabbitMQConfig();
     expect(config).toMatchObject({
-      url: DEFAULT_RABBITMQ_CONFIG.url,
+      urls: [DEFAULT_RABBITMQ_CONFIG.url],
       exchange: 'watchtower.events',
       exchangeType: 'topic',
       queueType: 'classic',
@@ -36,6 +36,8 @@ describe('resolveRabbitMQConfig', () => {
   it.each([
     [{ exchnage: 'x' }, 'exchnage'],
     [{ url: 'http://localhost' }, 'url'],
+    [{ url: [] }, 'url'],
+    [{ url: ['amqp://a:5672', 'http://b'] }, 'url[1]'],
     [{ exchange: 'amq.topic' }, 'exchange'],
     [{ exchangeType: 'x-delayed' }, 'exchangeType'],
     [{ queueType: 'stream' }, 'queueType'],
@@ -55,6 +57,11 @@ describe('resolveRabbitMQConfig', () => {
     [{ clock: {} }, 'clock'],
   ])('refuses %j with CONFIG naming %s', (config, field) => {
     expect(configErrorField(resolve(config))).toBe(field);
+  });
+
+  it('takes the URLs of a cluster in the order given', () => {
+    const urls = ['amqp://a:5672', 'amqps://u:p@b:5671/%2F', 'amqp://c'];
+    expect(resolveRabbitMQConfig({ url: urls }).urls).toEqual(urls);
   });
 
   it('takes quorum queues with a delivery limit, and a bounded queue with its overflow', () => {

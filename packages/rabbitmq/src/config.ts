@@ -33,10 +33,12 @@ export interface RabbitMQConfig {
   /**
    * AMQP URL: `amqp://` or `amqps://` (TLS), user and password, host, port and vhost (the path,
    * `%2F` for `/`) as RabbitMQ reads them; query parameters such as `heartbeat` and `frameMax`
-   * pass through to amqplib.
+   * pass through to amqplib. Several URLs (the nodes of a cluster) are tried in turn: a connect
+   * goes down the list until one node takes it, and after a lost connection the reconnect
+   * starts with the node after the one lost, so it fails over to another node.
    * @defaultValue `'amqp://guest:guest@127.0.0.1:5672'`
    */
-  url?: string;
+  url?: string | readonly string[];
   /**
    * Socket options passed to amqplib unchanged: TLS (`ca`, `cert`, `key`, `servername`,
    * `rejectUnauthorized`), `credentials` (e.g. `amqplib.credentials.external()`), `timeout`,
@@ -246,7 +248,8 @@ export const DEFAULT_RABBITMQ_CONFIG = Object.freeze({
 
 /** A validated {@link RabbitMQConfig} with every default filled in. */
 export interface ResolvedRabbitMQConfig {
-  readonly url: string;
+  /** The URLs of {@link RabbitMQConfig.url}, at least one, in the order they are tried. */
+  readonly urls: readonly string[];
   readonly socketOptions: SocketOptions;
   readonly connectionName: string;
   readonly heartbeatSeconds: number;
@@ -336,10 +339,7 @@ export function resolveRabbitMQConfig(config: RabbitMQConfig = {}): ResolvedRabb
     );
   }
   return {
-    url: stringOption('url', config.url ?? d.url, {
-      pattern: AMQP_URL,
-      hint: 'an amqp:// or amqps:// URL',
-    }),
+    urls: urlsOption(config.url ?? d.url),
     socketOptions:
       recordOption('socketOptions', config.socketOptions, 'an object of amqplib socket options') ??
       {},
@@ -431,6 +431,16 @@ export function prefetchFor(
   const wanted =
     subscription.maxInFlight ?? config.prefetch ?? subscription.concurrency ?? FALLBACK_PREFETCH;
   return Math.min(wanted, MAX_PREFETCH);
+}
+
+/** One AMQP URL, or a non-empty array of them (the nodes of a cluster). */
+function urlsOption(value: unknown): readonly string[] {
+  const hint = { pattern: AMQP_URL, hint: 'an amqp:// or amqps:// URL' };
+  if (!Array.isArray(value)) return [stringOption('url', value, hint)];
+  if (value.length === 0) {
+    throw configError('url', 'must be an amqp:// or amqps:// URL or a non-empty array of them');
+  }
+  return Object.freeze(value.map((url, i) => stringOption(`url[${i}]`, url, hint)));
 }
 
 /** `null` (the default, no bound) or an integer in [min, 2^31 - 1]. */

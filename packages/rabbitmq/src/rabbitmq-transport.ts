@@ -75,12 +75,22 @@ import {
   TYPE_HEADER,
   bindingFor,
   dlqName,
+  dlqQueueOptions,
   dlqRoutingKey,
   dlxName,
   groupQueueName,
   ownQueueName,
   subscriptionQueueOptions,
 } from './topology.js';
+
+/** `url` with the heartbeat asked for, unless the URL names its own. */
+function withHeartbeat(url: string, heartbeatSeconds: number): string {
+  const parsed = new URL(url);
+  if (!parsed.searchParams.has('heartbeat')) {
+    parsed.searchParams.set('heartbeat', String(heartbeatSeconds));
+  }
+  return parsed.toString();
+}
 
 /** The capabilities of the transport on an exchange of `type`. */
 function infoFor(type: RabbitMQExchangeType): TransportInfo {
@@ -166,6 +176,8 @@ export class RabbitMQTransport implements Transport {
   #blocked: string | undefined;
   #lastError: WatchtowerError | undefined;
   #reconnecting: Promise<void> | undefined;
+  /** The URL of `config.urls` the next connect tries first: the node last reached. */
+  #urlIndex = 0;
   #queueSeq = 0;
   /** Names this transport's own queues apart from those of others with its connection name. */
   readonly #instance = randomBytes(3).toString('hex');
@@ -222,8 +234,10 @@ export class RabbitMQTransport implements Transport {
   }
 
   #target(): string {
-    // The URL without its password.
-    return this.config.url.replace(/(\/\/[^:/@]*):[^@/]*@/, '$1:***@');
+    // The URLs without their passwords.
+    return this.config.urls
+      .map((url) => url.replace(/(\/\/[^:/@]*):[^@/]*@/, '$1:***@'))
+      .join(', ');
   }
 
   #mapError(error: unknown, context: string): WatchtowerError {
@@ -241,10 +255,31 @@ export class RabbitMQTransport implements Transport {
     return new ConnectionError(mapped.message, { cause: error });
   }
 
-  /** Opens a connection, the publish channel and the topology, and restores the consumers. */
+  /**
+   * Establishes the connection on the first of the URLs that takes it, starting with
+   * `#urlIndex`; rejects with the last failure when none does.
+   */
   async #establish(): Promise<void> {
+    const { urls } = this.config;
+    let failure: unknown;
+    for (let i = 0; i < urls.length; i++) {
+      const index = (this.#urlIndex + i) % urls.length;
+      try {
+        await this.#establishOn(urls[index] as string);
+        this.#urlIndex = index;
+        return;
+      } catch (error) {
+        if (this.#life.closed) throw error;
+        failure = error;
+      }
+    }
+    throw failure;
+  }
+
+  /** Opens a connection to `url`, the publish channel and the topology; restores the consumers. */
+  async #establishOn(url: string): Promise<void> {
     const { clock, connectTimeoutMs } = this.config;
-    const opening = amqp.connect(this.#url(), {
+    const opening = amqp.connect(withHeartbeat(url, this.config.heartbeatSeconds), {
       ...this.config.socketOptions,
       clientProperties: {
         ...(this.config.socketOptions.clientProperties ?? {}),
@@ -297,22 +332,13 @@ export class RabbitMQTransport implements Transport {
     }
   }
 
-  /** The URL with the heartbeat asked for, unless the URL names its own. */
-  #url(): string {
-    const url = new URL(this.config.url);
-    if (!url.searchParams.has('heartbeat')) {
-      url.searchParams.set('heartbeat', String(this.config.heartbeatSeconds));
-    }
-    return url.toString();
-  }
-
   async #declareTopology(channel: ConfirmChannel): Promise<void> {
     const { exchange, exchangeType, durable } = this.config;
     const dlx = dlxName(exchange);
     const dlq = dlqName(exchange);
     await channel.assertExchange(exchange, exchangeType, { durable });
     await channel.assertExchange(dlx, 'topic', { durable: true });
-    await channel.assertQueue(dlq, { durable: true });
+    await channel.assertQueue(dlq, dlqQueueOptions(this.config));
     // `dlq.#` is the binding Rust Watchtower makes; `#` also takes what the broker
     // dead-letters itself (TTL, overflow, delivery limit), which keeps its original key.
     await channel.bindQueue(dlq, dlx, 'dlq.#');
@@ -333,6 +359,8 @@ export class RabbitMQTransport implements Transport {
       'the AMQP connection was lost',
     );
     this.#lastError = lost;
+    // The node may be gone: the reconnect tries the next one first.
+    this.#urlIndex = (this.#urlIndex + 1) % this.config.urls.length;
     this.#state = 'reconnecting';
     this.#life.report(lost);
     this.#life.connectionLost(lost);
@@ -631,7 +659,7 @@ export class RabbitMQTransport implements Transport {
       this.#host,
       {
         queue,
-        queueOptions: { durable: true },
+        queueOptions: dlqQueueOptions(this.config),
         bindings: [],
         prefetch: 1,
         durableDelays: true,

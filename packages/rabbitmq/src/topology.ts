@@ -32,6 +32,19 @@ export function dlqName(exchange: string): string {
   return `${exchange}.dlq`;
 }
 
+/**
+ * The dead-letter queue: durable, and a quorum queue with `queueType` `'quorum'`, so that in a
+ * cluster it does not live on one node (a durable classic queue whose node is down cannot be
+ * declared, and the transport declares the DLQ on every connect).
+ */
+export function dlqQueueOptions(
+  config: Pick<ResolvedRabbitMQConfig, 'queueType'>,
+): Options.AssertQueue {
+  return config.queueType === 'quorum'
+    ? { durable: true, arguments: { 'x-queue-type': 'quorum' } }
+    : { durable: true };
+}
+
 /** The routing key of a dead letter of `type` on the DLX: `dlq.{type}`. */
 export function dlqRoutingKey(type: string): string {
   return `dlq.${type}`;
