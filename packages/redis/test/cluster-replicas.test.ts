@@ -5,7 +5,7 @@
  * reports around a master failure (lost while the master of the transport's slot is down,
  * restored once its replica is promoted; nothing for a master of another slot).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ErrorCode,
   createEvent,
@@ -16,44 +16,19 @@ import {
 import { waitFor } from '@watchtower/core/testing';
 import {
   RedisSubscriber,
-  RedisTransport,
   ReplicationTimeoutError,
   defaultDlqKey,
   streamKey,
-  type RedisConfig,
 } from '../src/index.js';
 import { FAST, uniquePrefix } from './helpers.js';
-import { PrivateRedisCluster, keySlot, type RedisClusterNode } from './redis-cluster.js';
+import { clusterTests } from './cluster-tests.js';
+import { keySlot, type RedisClusterNode } from './redis-cluster.js';
 
-let cluster: PrivateRedisCluster;
-const closers: (() => Promise<unknown>)[] = [];
-
-beforeAll(async () => {
-  cluster = await PrivateRedisCluster.start({ nodeTimeoutMs: 2000 });
-}, 60_000);
-
-afterAll(async () => {
-  await cluster.stop();
-});
-
-afterEach(async () => {
-  await Promise.allSettled(closers.splice(0).map((close) => close()));
-});
-
-function transport(prefix: string, config: RedisConfig = {}): RedisTransport {
-  const t = new RedisTransport({
-    cluster: { nodes: cluster.startupNodes },
-    prefix,
-    ...FAST,
-    ...config,
-  });
-  closers.push(() => t.close({ timeoutMs: 2000 }));
-  return t;
-}
+const { cluster, transport, closeAfterTest } = clusterTests({ nodeTimeoutMs: 2000 });
 
 /** The entries of `key` as the replica on `port` has them (`READONLY` lets it answer). */
 async function lengthOnReplica(port: number, key: string): Promise<number> {
-  const client = cluster.node(port).client();
+  const client = cluster().node(port).client();
   try {
     await client.connect();
     await client.call('READONLY');
@@ -65,7 +40,7 @@ async function lengthOnReplica(port: number, key: string): Promise<number> {
 
 /** The master and the replica serving the slot of `prefix` now. */
 async function ownersOf(prefix: string): Promise<{ master: number; replica: number }> {
-  const { master, replica } = await cluster.ownerOf(keySlot(prefix));
+  const { master, replica } = await cluster().ownerOf(keySlot(prefix));
   return { master: master.port, replica: replica.port };
 }
 
@@ -76,7 +51,7 @@ async function whileDown(node: RedisClusterNode, during: () => Promise<void>): P
     await during();
   } finally {
     await node.start();
-    await cluster.waitFormed();
+    await cluster().waitFormed();
   }
 }
 
@@ -134,7 +109,7 @@ describe('waitReplicas on a Redis Cluster of 3 masters with a replica each', () 
       failedAt: new Date().toISOString(),
       originalType: 'order.placed',
     };
-    await whileDown(cluster.node(replica), async () => {
+    await whileDown(cluster().node(replica), async () => {
       const published = await rejection(t.publish(createEvent('order.placed', { n: 1 })));
       expect(published).toMatchObject({ code: 'TIMEOUT', acknowledged: 0, required: 1 });
       const letter = createEvent('order.placed', { n: 2 });
@@ -153,25 +128,25 @@ describe('connection reports on a Redis Cluster when a master fails', () => {
   it('reports lost while the master of its slot is down and restored once the replica is promoted, and the bus confirms what was published meanwhile', async () => {
     const prefix = `{${uniquePrefix('failover')}}`;
     const bus = new RedisSubscriber({
-      cluster: { nodes: cluster.startupNodes },
+      cluster: { nodes: cluster().startupNodes },
       prefix,
       ...FAST,
       logger: { warn: () => {}, error: () => {} },
     });
-    closers.push(() => bus.close({ timeoutMs: 2000 }));
+    closeAfterTest(() => bus.close({ timeoutMs: 2000 }));
     const changes: ConnectionChange['state'][] = [];
     bus.transport.on('connection', (change) => changes.push(change.state));
     await bus.publish('order.placed', { n: 0 });
     const { master, replica } = await ownersOf(prefix);
     let during: Promise<unknown>[] = [];
-    await whileDown(cluster.node(master), async () => {
+    await whileDown(cluster().node(master), async () => {
       await waitFor(() => changes.includes('lost'), { timeoutMs: 10_000, message: 'lost' });
       during = Array.from({ length: 10 }, (_, i) => bus.publish('order.placed', { n: i + 1 }));
       await waitFor(() => changes.includes('restored'), {
         timeoutMs: 20_000,
         message: 'restored after the promotion',
       });
-      expect((await cluster.masterOf(keySlot(prefix)))?.port).toBe(replica);
+      expect((await cluster().masterOf(keySlot(prefix)))?.port).toBe(replica);
       await Promise.all(during);
     });
     expect(changes).toEqual(['lost', 'restored']);
@@ -186,13 +161,13 @@ describe('connection reports on a Redis Cluster when a master fails', () => {
     t.on('connection', (change) => changes.push(change.state));
     await t.publish(createEvent('order.placed', { n: 0 }));
     const own = await ownersOf(prefix);
-    const other = (await cluster.masters()).find((m) => m.port !== own.master);
+    const other = (await cluster().masters()).find((m) => m.port !== own.master);
     if (other === undefined) throw new Error('no other master');
     const slot = other.slots[0]?.[0] as number;
-    await whileDown(cluster.node(other.port), async () => {
+    await whileDown(cluster().node(other.port), async () => {
       await waitFor(
         async () => {
-          const now = await cluster.masterOf(slot);
+          const now = await cluster().masterOf(slot);
           return now !== undefined && now.port !== other.port;
         },
         { timeoutMs: 20_000, message: 'the other replica promoted' },

@@ -6,42 +6,14 @@
  * moved by `redis-cli --cluster reshard` while events are published and consumed (MOVED and
  * ASK redirections) loses none of them.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createEvent, type DeadLetter, type Event } from '@watchtower/core';
-import { RedisSubscriber, RedisTransport, type RedisConfig } from '../src/index.js';
+import { RedisSubscriber } from '../src/index.js';
 import { FAST, ackAll, eventually } from './helpers.js';
-import {
-  PrivateRedisCluster,
-  hashTagInSlots,
-  keySlot,
-  type ClusterNodeEntry,
-} from './redis-cluster.js';
+import { clusterTests } from './cluster-tests.js';
+import { hashTagInSlots, keySlot, type ClusterNodeEntry } from './redis-cluster.js';
 
-let cluster: PrivateRedisCluster;
-const closers: (() => Promise<unknown>)[] = [];
-
-beforeAll(async () => {
-  cluster = await PrivateRedisCluster.start();
-}, 60_000);
-
-afterAll(async () => {
-  await cluster.stop();
-});
-
-afterEach(async () => {
-  await Promise.allSettled(closers.splice(0).map((close) => close()));
-});
-
-function transport(prefix: string, config: RedisConfig = {}): RedisTransport {
-  const t = new RedisTransport({
-    cluster: { nodes: cluster.startupNodes },
-    prefix,
-    ...FAST,
-    ...config,
-  });
-  closers.push(() => t.close({ timeoutMs: 2000 }));
-  return t;
-}
+const { cluster, transport, closeAfterTest } = clusterTests();
 
 /** A hash tag whose slot is served by `master` (within its first slot range). */
 function tagOn(master: ClusterNodeEntry, label: string, first = 0, span?: number): string {
@@ -51,13 +23,13 @@ function tagOn(master: ClusterNodeEntry, label: string, first = 0, span?: number
 
 /** The keys `master` itself holds that start with `prefix`. */
 async function keysOn(master: ClusterNodeEntry, prefix: string): Promise<string[]> {
-  const all = (await cluster.node(master.port).command('KEYS', '*')) as string[];
+  const all = (await cluster().node(master.port).command('KEYS', '*')) as string[];
   return all.filter((key) => key.startsWith(prefix)).sort();
 }
 
 describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => {
   it('finds a new stream by SCAN alone (announcements off) whichever master holds it', async () => {
-    const masters = await cluster.masters();
+    const masters = await cluster().masters();
     expect(masters).toHaveLength(3);
     for (const master of masters) {
       const prefix = tagOn(master, 'discovery');
@@ -72,7 +44,7 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
   });
 
   it('keeps streams, the DLQ, the registry and the alive key of a prefix in the slot of its hash tag', async () => {
-    const [master] = await cluster.masters();
+    const [master] = await cluster().masters();
     const prefix = tagOn(master as ClusterNodeEntry, 'keys');
     const t = transport(prefix);
     const received = ackAll(await t.subscribe('shop.>'));
@@ -100,7 +72,7 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
     const slots = new Set(
       await Promise.all(
         keys.map(async (key) =>
-          Number(await cluster.node(master!.port).command('CLUSTER', 'KEYSLOT', key)),
+          Number(await cluster().node(master!.port).command('CLUSTER', 'KEYSLOT', key)),
         ),
       ),
     );
@@ -108,7 +80,7 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
   });
 
   it('writes and reads a custom dead-letter stream that lives on another master', async () => {
-    const [first, second] = await cluster.masters();
+    const [first, second] = await cluster().masters();
     const prefix = tagOn(first as ClusterNodeEntry, 'dlq');
     const dlqStream = `${tagOn(second as ClusterNodeEntry, 'dead')}:letters`;
     const t = transport(prefix, { dlqStream });
@@ -130,19 +102,19 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
   });
 
   it('loses no event while reshard moves the slot of its streams to another master, and then finds new streams there', async () => {
-    const [from, to] = await cluster.masters();
+    const [from, to] = await cluster().masters();
     // A tag in the first slots of `from`: reshard moves a master's slots from its first one.
     const prefix = tagOn(from as ClusterNodeEntry, 'reshard', 0, 5);
     const slot = keySlot(prefix);
     const config = {
-      cluster: { nodes: cluster.startupNodes },
+      cluster: { nodes: cluster().startupNodes },
       prefix,
       ...FAST,
       announceStreams: false,
     };
     const silent = { warn: () => undefined, error: () => undefined };
     const consumer = new RedisSubscriber({ ...config, logger: silent });
-    closers.push(() => consumer.close({ timeoutMs: 2000 }));
+    closeAfterTest(() => consumer.close({ timeoutMs: 2000 }));
     const handled = new Set<number>();
     await consumer.subscribe(
       'order.*',
@@ -152,10 +124,10 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
       { group: 'billing' },
     );
     const publisher = new RedisSubscriber({ ...config, logger: silent });
-    closers.push(() => publisher.close({ timeoutMs: 2000 }));
+    closeAfterTest(() => publisher.close({ timeoutMs: 2000 }));
     // Other keys of the slot (strings, not streams: discovery skips them), so that moving it
     // takes long enough for publishes to meet it half moved (ASK) as well as moved (MOVED).
-    const owner = cluster.node(from!.port);
+    const owner = cluster().node(from!.port);
     for (let batch = 0; batch < 20; batch++) {
       const args = Array.from({ length: 500 }, (_, i) => [
         `${prefix}:other:${batch * 500 + i}`,
@@ -183,7 +155,7 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
       inFlight.add(tracked);
       if (inFlight.size >= 50) await Promise.race(inFlight);
       if (n === 500) {
-        resharding = cluster
+        resharding = cluster()
           .cli([
             '--cluster',
             'reshard',
@@ -212,7 +184,7 @@ describe('RedisTransport on a Redis Cluster of 3 masters and 3 replicas', () => 
     expect(duringReshard).toBeGreaterThan(0);
     expect(rejected).toEqual([]);
     expect(confirmed.size).toBe(events);
-    expect((await cluster.masterOf(slot))?.id).toBe(to!.id);
+    expect((await cluster().masterOf(slot))?.id).toBe(to!.id);
     await eventually(
       () => expect([...confirmed].filter((n) => !handled.has(n))).toEqual([]),
       20_000,
