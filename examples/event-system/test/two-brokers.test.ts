@@ -14,7 +14,7 @@ import {
   type EventSystem,
   type OrderingKey,
 } from '@watchtower/core';
-import { collectEvents, waitFor } from '@watchtower/core/testing';
+import { collectEvents, waitFor, type EventCollector } from '@watchtower/core/testing';
 import { NatsTransport } from '@watchtower/nats';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -59,22 +59,30 @@ function system(
   return made;
 }
 
+/** Plain buses on each broker, reading every event: what is on the wire there. */
+async function wireOf(
+  prefix: string,
+  broker: MemoryBroker,
+): Promise<{ natsWire: EventCollector; memoryWire: EventCollector }> {
+  const onNats = new EventBus({ transport: natsTransport(prefix), logger: quiet });
+  const onMemory = new EventBus({ transport: new MemoryTransport({ broker }), logger: quiet });
+  closers.push(
+    () => onNats.close(),
+    () => onMemory.close(),
+  );
+  const natsWire = collectEvents();
+  const memoryWire = collectEvents();
+  await onNats.subscribe('>', natsWire.handler);
+  await onMemory.subscribe('>', memoryWire.handler);
+  return { natsWire, memoryWire };
+}
+
 describe('the event system over memory and NATS', () => {
   it('publishes to both by route; each broker holds exactly its own events', async () => {
     const prefix = `test.es.${randomUUID().slice(0, 8)}`;
     const broker = new MemoryBroker();
     const shop = system('eu.de', broker, prefix, true);
-    // Plain buses on each broker: what is on the wire there.
-    const onNats = new EventBus({ transport: natsTransport(prefix), logger: quiet });
-    const onMemory = new EventBus({ transport: new MemoryTransport({ broker }), logger: quiet });
-    closers.push(
-      () => onNats.close(),
-      () => onMemory.close(),
-    );
-    const natsWire = collectEvents();
-    const memoryWire = collectEvents();
-    await onNats.subscribe('>', natsWire.handler);
-    await onMemory.subscribe('>', memoryWire.handler);
+    const { natsWire, memoryWire } = await wireOf(prefix, broker);
     const orders = collectEvents();
     const mails = collectEvents();
     await shop.subscribe('order.*', orders.handler);
@@ -185,16 +193,7 @@ describe('the event system over memory and NATS', () => {
     const broker = new MemoryBroker();
     const orderOf: OrderingKey = (event) => (event.payload as { orderId: string }).orderId;
     const shop = system('eu.de', broker, prefix, true, orderOf);
-    const onNats = new EventBus({ transport: natsTransport(prefix), logger: quiet });
-    const onMemory = new EventBus({ transport: new MemoryTransport({ broker }), logger: quiet });
-    closers.push(
-      () => onNats.close(),
-      () => onMemory.close(),
-    );
-    const natsWire = collectEvents();
-    const memoryWire = collectEvents();
-    await onNats.subscribe('>', natsWire.handler);
-    await onMemory.subscribe('>', memoryWire.handler);
+    const { natsWire, memoryWire } = await wireOf(prefix, broker);
     const runs: string[] = [];
     let release: () => void = () => undefined;
     const firstHeld = new Promise<void>((resolve) => (release = resolve));

@@ -226,17 +226,20 @@ describe('EventSystem origins', () => {
 });
 
 describe('EventSystem consumers', () => {
+  /** An instance of the billing service on `broker`, its subscriptions in consumer groups. */
+  const groupMember = (broker: MemoryBroker): EventSystem =>
+    track(
+      createEventSystem({
+        service: 'billing',
+        transports: { main: new MemoryTransport({ broker }) },
+        consumer: { groups: true },
+        logger: quiet,
+      }),
+    );
+
   it('shares events among the instances of a service with consumer groups', async () => {
     const broker = new MemoryBroker();
-    const instance = (): EventSystem =>
-      track(
-        createEventSystem({
-          service: 'billing',
-          transports: { main: new MemoryTransport({ broker }) },
-          consumer: { groups: true },
-          logger: quiet,
-        }),
-      );
+    const instance = (): EventSystem => groupMember(broker);
     const a = instance();
     const b = instance();
     const gotA = collectEvents();
@@ -281,15 +284,7 @@ describe('EventSystem consumers', () => {
 
   it('names the consumer group after the subscription name: the same name shares, others do not', async () => {
     const broker = new MemoryBroker();
-    const instance = (): EventSystem =>
-      track(
-        createEventSystem({
-          service: 'billing',
-          transports: { main: new MemoryTransport({ broker }) },
-          consumer: { groups: true },
-          logger: quiet,
-        }),
-      );
+    const instance = (): EventSystem => groupMember(broker);
     const [a, b, c] = [instance(), instance(), instance()];
     const gotA = collectEvents();
     const gotB = collectEvents();

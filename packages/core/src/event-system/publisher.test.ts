@@ -9,6 +9,7 @@ import { MemoryTransport } from '../memory-transport.js';
 import { defineEvents } from '../schema.js';
 import { FakeClock, collectEvents, settlement, waitFor } from '../testing.js';
 import type { EventSystemConfig } from './config.js';
+import type { RateLimitOptions } from './rate-limiter.js';
 import { createEventSystemBuilder } from './builder.js';
 import { createEventSystem, type EventSystem } from './event-system.js';
 import { failingFirst, quiet } from './test-support.js';
@@ -22,6 +23,11 @@ function system(config: Omit<EventSystemConfig, 'service' | 'logger'>): EventSys
 afterEach(async () => {
   await Promise.allSettled(open.splice(0).map((made) => made.close()));
 });
+
+/** A system on memory whose publishes pass `rateLimit`, on `clock`. */
+function limited(rateLimit: RateLimitOptions, clock: FakeClock): EventSystem {
+  return system({ transports: { m: new MemoryTransport() }, publisher: { rateLimit }, clock });
+}
 
 /** Tracks a promise's state without awaiting it. */
 function watch(promise: Promise<unknown>): {
@@ -253,19 +259,10 @@ describe('publisher rate limits', () => {
 
   it('limits each event type on its own with per: type', async () => {
     const clock = new FakeClock();
-    const made = system({
-      transports: { m: new MemoryTransport() },
-      publisher: {
-        rateLimit: {
-          strategy: 'token-bucket',
-          limit: 1,
-          intervalMs: 1000,
-          onLimit: 'reject',
-          per: 'type',
-        },
-      },
+    const made = limited(
+      { strategy: 'token-bucket', limit: 1, intervalMs: 1000, onLimit: 'reject', per: 'type' },
       clock,
-    });
+    );
     await made.publish('a', {});
     await made.publish('b', {});
     expect(
@@ -296,19 +293,10 @@ describe('publisher rate limits', () => {
 
   it("lets a token bucket's burst through at once, then limit per interval", async () => {
     const clock = new FakeClock();
-    const made = system({
-      transports: { m: new MemoryTransport() },
-      publisher: {
-        rateLimit: {
-          strategy: 'token-bucket',
-          limit: 1,
-          intervalMs: 1000,
-          burst: 3,
-          onLimit: 'reject',
-        },
-      },
+    const made = limited(
+      { strategy: 'token-bucket', limit: 1, intervalMs: 1000, burst: 3, onLimit: 'reject' },
       clock,
-    });
+    );
     const outcomes = async (count: number): Promise<string[]> =>
       Promise.all(
         Array.from({ length: count }, () =>
@@ -327,13 +315,10 @@ describe('publisher rate limits', () => {
 
   it('refuses a publish past maxWaiting with BACKPRESSURE_FULL while the others wait', async () => {
     const clock = new FakeClock();
-    const made = system({
-      transports: { m: new MemoryTransport() },
-      publisher: {
-        rateLimit: { strategy: 'token-bucket', limit: 1, intervalMs: 1000, maxWaiting: 2 },
-      },
+    const made = limited(
+      { strategy: 'token-bucket', limit: 1, intervalMs: 1000, maxWaiting: 2 },
       clock,
-    });
+    );
     await made.publish('tick', { n: 1 });
     const waiting = [watch(made.publish('tick', { n: 2 })), watch(made.publish('tick', { n: 3 }))];
     const refused = await settlement(made.publish('tick', { n: 4 }));
