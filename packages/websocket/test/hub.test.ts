@@ -52,6 +52,24 @@ async function raw(target: WebSocketHub | string, options = {}): Promise<RawClie
   return socket;
 }
 
+/**
+ * Publishes an event of `skipped`, then one of `wanted`, and checks that the peer gets the second
+ * only: the hub sends in order, so had it routed the first the peer would have it by then.
+ */
+async function expectOnlyTheSecond(
+  peer: RawClient,
+  publisher: WebSocketTransport,
+  skipped: string,
+  wanted: string,
+): Promise<void> {
+  await publisher.publish(createEvent(skipped, {}));
+  await publisher.publish(createEvent(wanted, {}));
+  await waitFor(() => peer.frames.some((f) => f.includes(`"${wanted}"`)), {
+    message: `the peer receiving ${wanted}`,
+  });
+  expect(peer.frames.some((f) => f.includes(`"${skipped}"`))).toBe(false);
+}
+
 describe('routing', () => {
   it('delivers each event only to the clients whose patterns match it', async () => {
     const h = await hub();
@@ -177,11 +195,7 @@ describe('raw ws peers', () => {
     const peer = await raw(h);
     await peer.subscribe('s1', 'wanted.*');
     expect(h.stats().subscriptions).toBe(1);
-    const publisher = await client(h);
-    await publisher.publish(createEvent('unwanted.event', {}));
-    await publisher.publish(createEvent('wanted.event', {}));
-    await waitFor(() => peer.frames.some((f) => f.includes('"wanted.event"')));
-    expect(peer.frames.some((f) => f.includes('"unwanted.event"'))).toBe(false);
+    await expectOnlyTheSecond(peer, await client(h), 'unwanted.event', 'wanted.event');
   });
 
   it('sends nothing to a client that never subscribes when defaultSubscriptions is empty', async () => {
@@ -203,11 +217,7 @@ describe('raw ws peers', () => {
     expect(peer.controls('error')[0]).toMatchObject({ code: 'FORBIDDEN', retryable: false });
     expect(String(peer.controls('error')[0]?.message)).toContain('private.>');
     expect(h.stats().subscriptions).toBe(1);
-    const publisher = await client(h);
-    await publisher.publish(createEvent('private.note', {}));
-    await publisher.publish(createEvent('public.note', {}));
-    await waitFor(() => peer.frames.some((f) => f.includes('"public.note"')));
-    expect(peer.frames.some((f) => f.includes('"private.note"'))).toBe(false);
+    await expectOnlyTheSecond(peer, await client(h), 'private.note', 'public.note');
   });
 
   it('answers garbage with error frames and goes on serving that client and others', async () => {
