@@ -1,5 +1,33 @@
+import { randomBytes } from 'node:crypto';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+
+/**
+ * A name part unique to one scenario run that says which process made it: `p<pid>x<8 hex>`.
+ * Streams and keys named with it are removed as leftovers only once that process is gone, so
+ * one benchmark never deletes what another, running beside it, is using.
+ */
+export function runId(): string {
+  return `p${process.pid}x${randomBytes(4).toString('hex')}`;
+}
+
+/** The {@link runId} part of a name, as an expression to embed in a leftover pattern. */
+export const RUN_ID = 'p(\\d+)x[0-9a-f]{8}';
+
+/**
+ * True when `name` matches `pattern` (whose first group is the pid of a {@link runId}) and
+ * that process is not running: what an interrupted run of an earlier process left behind.
+ */
+export function isLeftover(name: string, pattern: RegExp): boolean {
+  const pid = pattern.exec(name)?.[1];
+  if (pid === undefined) return false;
+  try {
+    process.kill(Number(pid), 0);
+    return Number(pid) === process.pid;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
 
 /** What one run of one side of a scenario measured. */
 export interface Measurement {

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import {
   AckPolicy,
   DeliverPolicy,
@@ -15,7 +14,10 @@ import {
   type NatsSubscriberOptions,
 } from '@watchtower/nats';
 import {
+  isLeftover,
   now,
+  RUN_ID,
+  runId,
   runWindowed,
   countdown,
   startTimer,
@@ -46,7 +48,7 @@ export interface Names {
 }
 
 export function names(): Names {
-  const id = randomBytes(4).toString('hex');
+  const id = runId();
   return {
     prefix: `bench_${id}.events`,
     subject: `bench_${id}.events.${TYPE}`,
@@ -91,9 +93,12 @@ export async function dropStreams(n: Names): Promise<void> {
   }
 }
 
+const LEFTOVER = new RegExp(`^BENCH_${RUN_ID}(?:_DLQ)?$`);
+
 /**
- * Deletes the streams an interrupted earlier run left behind (`BENCH_<8 hex>`, this file's
- * names only): a server holding them runs every scenario slower and with longer tails.
+ * Deletes the streams an interrupted earlier run left behind (`BENCH_<run id>`, this file's
+ * names only, of processes no longer running): a server holding them runs every scenario
+ * slower and with longer tails.
  */
 export async function removeNatsLeftovers(): Promise<void> {
   const nc = await connect({ servers: SERVERS });
@@ -101,7 +106,7 @@ export async function removeNatsLeftovers(): Promise<void> {
     const jsm = await jetstreamManager(nc);
     const leftovers: string[] = [];
     for await (const info of jsm.streams.list()) {
-      if (/^BENCH_[0-9a-f]{8}(_DLQ)?$/.test(info.config.name)) leftovers.push(info.config.name);
+      if (isLeftover(info.config.name, LEFTOVER)) leftovers.push(info.config.name);
     }
     for (const name of leftovers) await jsm.streams.delete(name);
   } finally {

@@ -1,9 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createEvent, decodeEvent, encodeEvent, type Event } from '@watchtower/core';
 import { RedisSubscriber, type RedisSubscriberOptions } from '@watchtower/redis';
 import {
+  isLeftover,
   now,
+  RUN_ID,
+  runId,
   record,
   runWindowed,
   countdown,
@@ -31,7 +33,7 @@ export interface Names {
 }
 
 export function names(): Names {
-  const prefix = `bench-${randomBytes(4).toString('hex')}`;
+  const prefix = `bench-${runId()}`;
   return { prefix, key: `${prefix}:${TYPE}` };
 }
 
@@ -63,14 +65,19 @@ export async function dropKeys(n: Names): Promise<void> {
   }
 }
 
-/** Deletes the keys an interrupted earlier run left behind (`bench-<8 hex>:*`, this file's only). */
+const LEFTOVER = new RegExp(`^bench-${RUN_ID}:`);
+
+/**
+ * Deletes the keys an interrupted earlier run left behind (`bench-<run id>:*`, this file's
+ * only, of processes no longer running).
+ */
 export async function removeRedisLeftovers(): Promise<void> {
   const redis = new Redis(URL);
   try {
     for await (const keys of redis.scanStream({ match: 'bench-*', count: 1000 }) as AsyncIterable<
       string[]
     >) {
-      const ours = keys.filter((key) => /^bench-[0-9a-f]{8}:/.test(key));
+      const ours = keys.filter((key) => isLeftover(key, LEFTOVER));
       if (ours.length > 0) await redis.del(...ours);
     }
   } finally {
