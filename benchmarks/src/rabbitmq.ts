@@ -87,6 +87,20 @@ export async function rawPublisher(
   return { connection, channel };
 }
 
+/** A raw consumer's connection and channel at `prefetch`, its durable queue bound to the type. */
+export async function rawConsumer(
+  exchange: string,
+  queue: string,
+  prefetch: number,
+): Promise<{ connection: ChannelModel; channel: Channel }> {
+  const connection = await amqp.connect(URL);
+  const channel = await connection.createChannel();
+  await channel.prefetch(prefetch);
+  await channel.assertQueue(queue, { durable: true });
+  await channel.bindQueue(queue, exchange, TYPE);
+  return { connection, channel };
+}
+
 /** A persistent publish on a confirm channel, resolved on the broker's ack. */
 function confirmedPublish(channel: ConfirmChannel, exchange: string, event: Event): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -213,11 +227,7 @@ async function rawLatency(count: number): Promise<Measurement> {
   const exchange = exchangeName();
   const queue = `${exchange}.raw`;
   const { connection: pub, channel } = await rawPublisher(exchange);
-  const sub = await amqp.connect(URL);
-  const subChannel = await sub.createChannel();
-  await subChannel.prefetch(PREFETCH);
-  await subChannel.assertQueue(queue, { durable: true });
-  await subChannel.bindQueue(queue, exchange, TYPE);
+  const { connection: sub, channel: subChannel } = await rawConsumer(exchange, queue, PREFETCH);
   const latenciesUs: number[] = [];
   let arrived: (() => void) | undefined;
   await subChannel.consume(queue, (message) => {

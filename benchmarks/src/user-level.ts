@@ -37,19 +37,25 @@ import { RabbitMQSubscriber } from '@watchtower/rabbitmq';
 import { RedisSubscriber } from '@watchtower/redis';
 import { WebhookSubscriber } from '@watchtower/webhook';
 import { WebSocketHub, WebSocketSubscriber } from '@watchtower/websocket';
-import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { countdown, now, startTimer, type Measurement, type Scenario } from './harness.js';
 import { dropStreams, names as natsNames, type Names as NatsNames } from './nats.js';
-import { AMQP_URL, dropTopology, exchangeName, rawPublisher, toError } from './rabbitmq.js';
+import {
+  AMQP_URL,
+  dropTopology,
+  exchangeName,
+  rawConsumer,
+  rawPublisher,
+  toError,
+} from './rabbitmq.js';
 import { dropKeys, names as redisNames } from './redis.js';
 import { rawAgent, rawPost, startReceiver, type Receiver } from './webhook.js';
 import { frameText, openSocket, startRawRelay } from './websocket.js';
 
-const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
+export const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const REDIS_URL = process.env['WATCHTOWER_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-const TYPE = 'user.created';
+export const TYPE = 'user.created';
 /** Publishes outstanding at most, as a service that awaits its publishes in batches. */
 const WINDOW = 100;
 /** The Redis transport's default `maxLen`, which the raw side trims to as well. */
@@ -92,7 +98,7 @@ export const userSchema = z.object({
 /** The catalog of the zod scenarios, typed loosely so one bus factory serves both. */
 const catalog: EventCatalog = defineEvents({ [TYPE]: userSchema });
 
-const quietLogger = { warn: () => undefined, error: () => undefined };
+export const quietLogger = { warn: () => undefined, error: () => undefined };
 const decoder = new TextDecoder();
 const encode = (value: unknown): Buffer => Buffer.from(JSON.stringify(value), 'utf8');
 const parse = (bytes: Uint8Array): unknown => JSON.parse(decoder.decode(bytes));
@@ -101,7 +107,7 @@ const parse = (bytes: Uint8Array): unknown => JSON.parse(decoder.decode(bytes));
  * What both sides of a run share: the publish times by event number, the latencies, and the
  * count of handled events. `handle` is the handler's work (the same on both sides).
  */
-class Probe {
+export class Probe {
   readonly sentAt: Float64Array;
   readonly latenciesUs: number[] = [];
   readonly arrivals;
@@ -125,7 +131,7 @@ class Probe {
  * (their promises, where the client returns one, awaited together), then a turn of I/O. Times
  * from the first publish to the last handler call.
  */
-async function drive(
+export async function drive(
   probe: Probe,
   send: (i: number) => Promise<unknown> | void,
 ): Promise<Measurement> {
@@ -260,11 +266,11 @@ async function rawRabbitMQ(count: number): Promise<Measurement> {
   const exchange = exchangeName();
   const queue = `${exchange}.raw`;
   const { connection: pub, channel } = await rawPublisher(exchange);
-  const sub = await amqp.connect(AMQP_URL);
-  const subChannel = await sub.createChannel();
-  await subChannel.prefetch(RABBITMQ_DEFAULT_PREFETCH);
-  await subChannel.assertQueue(queue, { durable: true });
-  await subChannel.bindQueue(queue, exchange, TYPE);
+  const { connection: sub, channel: subChannel } = await rawConsumer(
+    exchange,
+    queue,
+    RABBITMQ_DEFAULT_PREFETCH,
+  );
   const probe = new Probe(count, 'raw RabbitMQ events');
   await subChannel.consume(queue, (message) => {
     if (message === null) return;

@@ -21,23 +21,26 @@ class FakeSocket {
   }
 }
 
-/** What amqplib's multiplexer does: write at a setImmediate scheduled from a nextTick. */
-function writeLikeAmqplib(socket: FakeSocket, frames: string[]): void {
+/**
+ * One turn of frames written as amqplib's multiplexer writes them (at a setImmediate scheduled
+ * from a nextTick), with `hold()` called `holds` times after handing them over.
+ */
+async function turn(
+  socket: FakeSocket,
+  cork: WriteCork,
+  frames: string[],
+  holds = 1,
+): Promise<void> {
   process.nextTick(() => setImmediate(() => frames.forEach((frame) => socket.write(frame))));
+  for (let i = 0; i < holds; i++) cork.hold();
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
 }
-
-const nextRound = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 describe('WriteCork', () => {
   it('holds the writes of one turn together and releases them right after', async () => {
     const socket = new FakeSocket();
-    const cork = new WriteCork(socket);
-    writeLikeAmqplib(socket, ['publish 1', 'publish 2', 'ack 1']);
-    cork.hold();
-    cork.hold();
-    cork.hold();
-    await nextRound();
-    await nextRound();
+    await turn(socket, new WriteCork(socket), ['publish 1', 'publish 2', 'ack 1'], 3);
     expect(socket.log).toEqual([
       'cork',
       'held publish 1',
@@ -51,12 +54,8 @@ describe('WriteCork', () => {
   it('corks again in a later turn', async () => {
     const socket = new FakeSocket();
     const cork = new WriteCork(socket);
-    for (const turn of [1, 2]) {
-      writeLikeAmqplib(socket, [`publish ${turn}`]);
-      cork.hold();
-      await nextRound();
-      await nextRound();
-    }
+    await turn(socket, cork, ['publish 1']);
+    await turn(socket, cork, ['publish 2']);
     expect(socket.log).toEqual([
       'cork',
       'held publish 1',
