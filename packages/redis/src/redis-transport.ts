@@ -648,6 +648,15 @@ export class RedisTransport implements Transport {
         details,
       };
     }
+    // A cluster stays 'ready' with its nodes down; the probe of the slot knows better.
+    if (this.#life.isConnectionLost) {
+      return {
+        healthy: false,
+        state: 'reconnecting',
+        message: `the master of the slot of ${this.config.prefix} does not answer`,
+        details,
+      };
+    }
     const clock = this.config.clock;
     const started = clock.now();
     try {

@@ -125,7 +125,7 @@ describe('waitReplicas on a Redis Cluster of 3 masters with a replica each', () 
 });
 
 describe('connection reports on a Redis Cluster when a master fails', () => {
-  it('reports lost while the master of its slot is down and restored once the replica is promoted, and the bus confirms what was published meanwhile', async () => {
+  it('reports lost (and unhealthy) while the master of its slot is down and restored once the replica is promoted, and the bus confirms what was published meanwhile', async () => {
     const prefix = `{${uniquePrefix('failover')}}`;
     const bus = new RedisSubscriber({
       cluster: { nodes: cluster().startupNodes },
@@ -141,6 +141,10 @@ describe('connection reports on a Redis Cluster when a master fails', () => {
     let during: Promise<unknown>[] = [];
     await whileDown(cluster().node(master), async () => {
       await waitFor(() => changes.includes('lost'), { timeoutMs: 10_000, message: 'lost' });
+      expect(await bus.transport.healthCheck()).toMatchObject({
+        healthy: false,
+        state: 'reconnecting',
+      });
       during = Array.from({ length: 10 }, (_, i) => bus.publish('order.placed', { n: i + 1 }));
       await waitFor(() => changes.includes('restored'), {
         timeoutMs: 20_000,
@@ -151,6 +155,7 @@ describe('connection reports on a Redis Cluster when a master fails', () => {
     });
     expect(changes).toEqual(['lost', 'restored']);
     expect(bus.stats().publishFailed).toBe(0);
+    expect((await bus.transport.healthCheck()).healthy).toBe(true);
     expect(await lengthOnReplica(master, streamKey(prefix, 'order.placed'))).toBe(11);
   });
 
