@@ -6,6 +6,7 @@ import { memoryScenarios } from './memory.js';
 import { natsScenarios, removeNatsLeftovers } from './nats.js';
 import { rabbitmqScenarios } from './rabbitmq.js';
 import { redisScenarios, removeRedisLeftovers } from './redis.js';
+import { telemetryScenarios } from './telemetry.js';
 import { userLevelScenarios } from './user-level.js';
 import { webhookScenarios } from './webhook.js';
 import { websocketScenarios } from './websocket.js';
@@ -48,6 +49,12 @@ const registry: Record<string, () => Promise<Scenario[]>> = {
   },
   // Against private 3-node clusters started per run, beside the single local node.
   clusters: () => Promise.resolve(clusterScenarios(scale)),
+  // OpenTelemetry: the memory and NATS core user-level rows with no provider and with the SDK
+  // on, each beside the same bus with telemetry: false.
+  telemetry: async () => {
+    await removeNatsLeftovers();
+    return telemetryScenarios(scale);
+  },
 };
 
 const wanted = process.argv.slice(2).filter((arg) => !arg.startsWith('-'));
