@@ -279,7 +279,6 @@ export class BusTelemetry {
       [ATTR.system]: this.#probe.system,
       [ATTR.destination]: event.type,
       [ATTR.operationType]: 'publish',
-      [ATTR.operationName]: 'publish',
       [ATTR.messageId]: event.id,
     };
     if (event.correlationId !== undefined) attributes[ATTR.conversationId] = event.correlationId;
@@ -336,7 +335,6 @@ export class BusTelemetry {
         [ATTR.system]: this.#probe.system,
         [ATTR.destinationTemplate]: pattern,
         [ATTR.operationType]: 'process',
-        [ATTR.operationName]: 'process',
         [ATTR.subscription]: name,
       };
       if (group !== undefined) spanAttributes[ATTR.group] = group;
@@ -366,8 +364,12 @@ export class SubscriptionTelemetry {
   readonly #bus: BusTelemetry;
   readonly #patterns: readonly CompiledPattern[];
   readonly #slots: readonly ConsumeSlot[];
-  /** Runs whose span is open, by their handler context (each run has its own). */
-  readonly #open = new WeakMap<HandlerContext, ProcessRun>();
+  /**
+   * Runs that did not succeed at once, by their handler context (each run has its own), until
+   * they succeed or their outcome is told. A run that returns without a promise (most) is
+   * never entered: no map operation on that path.
+   */
+  readonly #open = new Map<HandlerContext, ProcessRun>();
 
   constructor(bus: BusTelemetry, patterns: readonly CompiledPattern[], slots: ConsumeSlot[]) {
     this.#bus = bus;
@@ -409,22 +411,25 @@ export class SubscriptionTelemetry {
       active = api.trace.setSpan(parent, span);
     }
     const run = new ProcessRun(slot, span, performance.now());
-    this.#open.set(context, run);
     slot.inFlight++;
     let result: unknown;
     try {
       result = api.context.with(active, handler, undefined, event, context);
     } catch (error) {
+      this.#open.set(context, run);
       this.#handlerFailed(run, error);
       throw error;
     }
     if (!isPromiseLike(result)) {
-      this.#succeeded(run, context);
+      this.#succeeded(run);
       return result;
     }
+    // Open while it runs: a timeout tells its outcome before it settles.
+    this.#open.set(context, run);
     return Promise.resolve(result).then(
       (value) => {
-        this.#succeeded(run, context);
+        this.#open.delete(context);
+        this.#succeeded(run);
         return value;
       },
       (error: unknown) => {
@@ -496,9 +501,8 @@ export class SubscriptionTelemetry {
     return slots[0] as ConsumeSlot;
   }
 
-  #succeeded(run: ProcessRun, context: HandlerContext): void {
+  #succeeded(run: ProcessRun): void {
     run.slot.inFlight--;
-    this.#open.delete(context);
     if (run.ended) return;
     run.ended = true;
     run.span?.end();
