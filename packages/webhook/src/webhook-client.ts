@@ -259,6 +259,13 @@ interface EndpointState {
   lastError: string | undefined;
 }
 
+/**
+ * For `WebhookTransport` only (not exported from the package): `deliver` with the event's body
+ * encoded already, at the moment the bus hands the event over with its text at hand, so that
+ * a publish that then waits for room does not encode the event a second time.
+ */
+export const deliverEncoded = Symbol('deliverEncoded');
+
 /** True when one of `patterns` matches `type`. */
 function matchesAny(patterns: readonly CompiledPattern[], type: string): boolean {
   for (const pattern of patterns) if (pattern.matches(type)) return true;
@@ -441,6 +448,12 @@ export class WebhookClient {
     return this.#track(this.#deliver(event, options.keepOnClose === true));
   }
 
+  /** {@link deliver} of an event whose body is encoded already (see `deliverEncoded`). */
+  [deliverEncoded](event: Event, body: Buffer): Promise<DeliveryReport> {
+    if (this.#life.closed) return Promise.reject(this.#life.closedError('deliver'));
+    return this.#track(this.#deliver(event, false, body));
+  }
+
   /**
    * Sends `event` to one endpoint (by id) with retries; resolves with the receipt, rejects with
    * the last error (`WebhookDeliveryError`, `CIRCUIT_OPEN`, `CLOSED`). Writes no dead letter.
@@ -621,8 +634,11 @@ export class WebhookClient {
     return promise;
   }
 
-  async #deliver(event: Event, keepOnClose: boolean): Promise<DeliveryReport> {
-    const body = Buffer.from(encodeEvent(event));
+  async #deliver(
+    event: Event,
+    keepOnClose: boolean,
+    body: Buffer = Buffer.from(encodeEvent(event)),
+  ): Promise<DeliveryReport> {
     const report: DeliveryReport = { delivered: [], deadLettered: [] };
     const sends: Promise<WatchtowerError | undefined>[] = [];
     for (const state of this.#endpoints.values()) {

@@ -14,6 +14,7 @@
  * It never acks a queued delivery before each endpoint has it or its dead letter is stored, and
  * never answers a sender 2xx for an event no subscription has acked.
  */
+import { Buffer } from 'node:buffer';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
@@ -26,6 +27,7 @@ import {
   SerializationError,
   WatchtowerError,
   configError,
+  encodeEvent,
   toWatchtowerError,
   type CloseOptions,
   type ConsumeDlqOptions,
@@ -73,6 +75,7 @@ import {
 import {
   WEBHOOK_CLIENT_OPTION_KEYS,
   WebhookClient,
+  deliverEncoded,
   type WebhookClientOptions,
 } from './webhook-client.js';
 import { WebhookVerificationError } from './errors.js';
@@ -350,6 +353,8 @@ export class WebhookTransport implements Transport {
       await this.#queue.publish(event, signal === undefined ? undefined : { signal });
       return;
     }
+    // Now, before any wait: the bus's text of the event is at hand only during this call.
+    const body = Buffer.from(encodeEvent(event));
     while (this.#pending.size >= this.#maxPending) {
       let wake!: () => void;
       const room = new Promise<void>((resolve) => (wake = resolve));
@@ -362,7 +367,7 @@ export class WebhookTransport implements Transport {
       this.#life.assertOpen('publish');
     }
     // One reaction does both: the outcome, then the room it frees.
-    const delivery: Promise<void> = this.client.deliver(event).then(
+    const delivery: Promise<void> = this.client[deliverEncoded](event, body).then(
       () => this.#delivered(delivery),
       (error: unknown) => {
         // The dead letter could not be stored: tell someone, never drop it silently.
