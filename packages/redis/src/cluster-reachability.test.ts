@@ -72,6 +72,16 @@ describe('ClusterReachability', () => {
     expect(cluster.probes).toBe(probes);
   });
 
+  it('reports lost at once, without waiting for a probe, when every node connection has ended', async () => {
+    const { clock, cluster, changes } = watch();
+    cluster.answer = () => new Promise<number>(() => {});
+    cluster.emit('close');
+    expect(changes).toEqual(['lost: CONNECTION']);
+    cluster.answer = () => Promise.resolve(0);
+    await clock.advanceAsync(LOST_PROBE_INTERVAL_MS);
+    expect(changes).toEqual(['lost: CONNECTION', 'restored']);
+  });
+
   it('counts a probe that takes longer than probeTimeoutMs as no answer', async () => {
     const { clock, cluster, changes } = watch(500);
     cluster.answer = () => new Promise<number>(() => {});

@@ -3,8 +3,10 @@
  * transport in cluster mode. ioredis `Cluster` is no guide: it emits `close` only once every
  * connection of its pool has ended, and it keeps connections to nodes it has not used yet, so
  * with every node down it stays `ready` until a command happens to try them all. Instead, each
- * sign of trouble (a node connection ended, the pool drained, a write failed on the
- * connection) starts a probe of the slot the transport works on, and the answer decides.
+ * sign of trouble (a node connection ended, ioredis ready again, a write failed on the
+ * connection) starts a probe of the slot the transport works on, and the answer decides. A
+ * drained pool (`close`: no node connection left) is lost at once: a probe would only wait
+ * in ioredis' offline queue until its time-out.
  *
  * Apart from the transport because it is a small state machine with timers of its own; it
  * sends nothing but its probe, and it never reports after `stop()`.
@@ -51,6 +53,8 @@ export class ClusterReachability {
   #again = false;
   #stopProbing: (() => void) | undefined;
   readonly #suspect = (): void => this.suspect();
+  readonly #drained = (): void =>
+    this.#unanswered(new ConnectionError('every node connection of the cluster has ended'));
 
   constructor(options: ClusterReachabilityOptions) {
     this.#options = options;
@@ -60,7 +64,7 @@ export class ClusterReachability {
   start(): void {
     const { cluster } = this.#options;
     cluster.on('-node', this.#suspect);
-    cluster.on('close', this.#suspect);
+    cluster.on('close', this.#drained);
     cluster.on('ready', this.#suspect);
   }
 
@@ -81,7 +85,7 @@ export class ClusterReachability {
     this.#stopProbing = undefined;
     const { cluster } = this.#options;
     cluster.off('-node', this.#suspect);
-    cluster.off('close', this.#suspect);
+    cluster.off('close', this.#drained);
     cluster.off('ready', this.#suspect);
   }
 
@@ -95,8 +99,9 @@ export class ClusterReachability {
       this.#probing = false;
     }
     if (this.#phase === 'stopped') return;
+    const { probeKey } = this.#options;
     if (failure === undefined) this.#answered();
-    else this.#unanswered(failure);
+    else this.#unanswered(mapRedisError(failure, `PERSIST ${probeKey}`));
     if (this.#again) {
       this.#again = false;
       this.suspect();
@@ -122,15 +127,11 @@ export class ClusterReachability {
     this.#options.restored();
   }
 
-  #unanswered(failure: unknown): void {
+  #unanswered(cause: WatchtowerError): void {
     if (this.#phase !== 'reachable') return;
     this.#phase = 'lost';
-    const { clock, target, probeKey } = this.#options;
-    this.#options.lost(
-      new ConnectionError(`${target} cannot be reached`, {
-        cause: mapRedisError(failure, `PERSIST ${probeKey}`),
-      }),
-    );
+    const { clock, target } = this.#options;
+    this.#options.lost(new ConnectionError(`${target} cannot be reached`, { cause }));
     this.#stopProbing = repeat(
       clock,
       LOST_PROBE_INTERVAL_MS,
