@@ -574,7 +574,7 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     this.#telemetry =
       telemetry === undefined
         ? undefined
-        : new BusTelemetry(telemetry, {
+        : new BusTelemetry(this, telemetry, {
             system: this.transport.info.system ?? this.transport.info.name,
             queueFill: () => this.#queue.stats().fillRatio(),
             circuitState: () => this.#breaker.state,

@@ -35,6 +35,11 @@ export class DeliveryBatcher {
     private readonly maxWaitMs: number,
     private readonly clock: Clock,
     private readonly handler: BatchHandler,
+    /** Runs each handler call inside a batch span (when the bus has telemetry). */
+    private readonly trace?: (
+      events: readonly Event[],
+      handle: () => Promise<BatchResult | void>,
+    ) => Promise<BatchResult | void>,
   ) {}
 
   /** Adds a delivery's event; settles with that event's outcome in its batch. */
@@ -58,7 +63,9 @@ export class DeliveryBatcher {
   async #run(batch: readonly Waiting[]): Promise<void> {
     let result: BatchResult | void;
     try {
-      result = await this.handler(batch.map((waiting) => waiting.event));
+      const events = batch.map((waiting) => waiting.event);
+      const handle = async (): Promise<BatchResult | void> => this.handler(events);
+      result = await (this.trace === undefined ? handle() : this.trace(events, handle));
     } catch (error) {
       for (const waiting of batch) waiting.reject(error);
       return;

@@ -62,6 +62,7 @@ import { CONTENT_ENCODING_HEADER, compressPayload, decompressPayload } from './c
 import { DeliveryBatcher, type BatchHandler } from './batch-consumer.js';
 import type { IdempotencyStore } from './idempotency.js';
 import { KeyedQueue, runWithRetries, type OrderingKey } from './ordering.js';
+import { telemetryOf } from '../telemetry/bus-telemetry.js';
 import { SCHEMA_VERSION_HEADER, checkVersioned, publishedVersion } from './schema-versions.js';
 import {
   checkMiddleware,
@@ -601,11 +602,16 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       throw configError('orderingKey', 'does not go with subscribeBatch');
     }
     functionOption('handler', handler);
+    const telemetry = telemetryOf(this.#defaultBus);
+    const label = typeof patterns === 'string' ? patterns : patterns.join(',');
     const batcher = new DeliveryBatcher(
       integerOption('maxBatchSize', maxBatchSize, 1),
       numberOption('maxWaitMs', maxWaitMs, { min: 0 }),
       this.#clock,
       handler as BatchHandler,
+      telemetry === undefined
+        ? undefined
+        : (events, handle) => telemetry.processBatch(label, events, handle),
     );
     const batches = integerOption('concurrency', concurrency ?? 1, 1);
     // Each waiting delivery holds a handler slot: a batch fills only with that many slots.

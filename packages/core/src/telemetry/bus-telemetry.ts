@@ -52,6 +52,8 @@ export const ATTR = {
   outcome: 'watchtower.outcome',
   /** The subscription's name (its group, or its patterns). */
   subscription: 'watchtower.subscription',
+  /** Events handed to one batch handler call. */
+  batchSize: 'messaging.batch.message_count',
   /** The circuit breaker's state, on the circuit gauge. */
   circuitState: 'watchtower.circuit.state',
 } as const;
@@ -170,6 +172,14 @@ interface ConsumeSlot {
   inFlight: number;
 }
 
+/** The telemetry of each bus that has one, for the layers above it (batch spans). */
+const TELEMETRY_OF = new WeakMap<object, BusTelemetry>();
+
+/** The telemetry `bus` runs with, if any. */
+export function telemetryOf(bus: object): BusTelemetry | undefined {
+  return TELEMETRY_OF.get(bus);
+}
+
 /** The telemetry of one bus. */
 export class BusTelemetry {
   readonly api: OtelApi;
@@ -185,7 +195,9 @@ export class BusTelemetry {
   readonly #slots = new Map<string, ConsumeSlot>();
   readonly #observe: BatchObservableCallback | undefined;
 
-  constructor(resolved: ResolvedTelemetry, probe: BusProbe) {
+  /** `owner` is the bus, for {@link telemetryOf}. */
+  constructor(owner: object, resolved: ResolvedTelemetry, probe: BusProbe) {
+    TELEMETRY_OF.set(owner, this);
     this.api = resolved.api;
     this.#probe = probe;
     this.#maxDestinations = resolved.maxPublishDestinations;
@@ -264,6 +276,52 @@ export class BusTelemetry {
       this,
       patterns,
       patterns.map((pattern) => this.#slot(pattern.source, group, name)),
+    );
+  }
+
+  /**
+   * Runs `handle` (one handler call for a batch of events) inside a `process` span that links
+   * to each event's producer, as the messaging conventions have batches: a batch has no one
+   * parent. `label` names the span and its destination template (the subscription's patterns).
+   */
+  processBatch<R>(label: string, events: readonly Event[], handle: () => Promise<R>): Promise<R> {
+    const api = this.api;
+    if (this.tracer === undefined) return handle();
+    const links: Link[] = [];
+    for (const event of events) {
+      const context = api.trace.getSpanContext(contextFromHeaders(api, event, api.ROOT_CONTEXT));
+      if (context !== undefined) links.push({ context });
+    }
+    const span = this.tracer.startSpan(
+      `process ${label}`,
+      {
+        kind: SPAN_KIND_CONSUMER,
+        links,
+        attributes: {
+          [ATTR.system]: this.#probe.system,
+          [ATTR.destinationTemplate]: label,
+          [ATTR.operationType]: 'process',
+          [ATTR.batchSize]: events.length,
+        },
+      },
+      api.ROOT_CONTEXT,
+    );
+    let handled: Promise<R>;
+    try {
+      handled = api.context.with(api.trace.setSpan(api.ROOT_CONTEXT, span), handle);
+    } catch (error) {
+      handled = Promise.reject(error);
+    }
+    return handled.then(
+      (result) => {
+        span.end();
+        return result;
+      },
+      (error: unknown) => {
+        failSpan(span, error, failureCode(error));
+        span.end();
+        throw error;
+      },
     );
   }
 
@@ -474,20 +532,6 @@ export class SubscriptionTelemetry {
     if (slot !== undefined) {
       instruments.deadLettered.add(1, { ...slot.attributes, [ATTR.errorType]: code });
     }
-  }
-
-  /**
-   * Links from a span for several events (a batch) to each event's producer: the span context
-   * each event's headers carry, where it carries one.
-   */
-  links(events: readonly Event[]): Link[] {
-    const api = this.#bus.api;
-    const links: Link[] = [];
-    for (const event of events) {
-      const context = api.trace.getSpanContext(contextFromHeaders(api, event, api.ROOT_CONTEXT));
-      if (context !== undefined) links.push({ context });
-    }
-    return links;
   }
 
   /** The slot of the first pattern matching `type`, as the bus gives the event to it. */

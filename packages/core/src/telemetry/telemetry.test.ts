@@ -16,6 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCode, NonRetryableError } from '../errors.js';
 import { EventBus, type EventBusOptions } from '../event-bus.js';
 import { createEvent } from '../event.js';
+import { createEventSystem, type EventSystem } from '../event-system/event-system.js';
 import { MemoryBroker, MemoryTransport } from '../memory-transport.js';
 import { configErrorField } from '../testing/outcomes.js';
 import { waitFor } from '../testing/wait-for.js';
@@ -51,8 +52,10 @@ afterAll(() => {
 });
 
 const buses: EventBus[] = [];
+const closingSystems: EventSystem[] = [];
 afterEach(async () => {
   await Promise.all(buses.splice(0).map((bus) => bus.close()));
+  await Promise.all(closingSystems.splice(0).map((system) => system.close()));
   exporter.reset();
 });
 
@@ -416,5 +419,35 @@ describe('EventBus telemetry: without a provider', () => {
       'telemetry.maxPublishDestinations',
     );
     expect(configErrorField(make('on'))).toBe('telemetry');
+  });
+});
+
+describe('EventSystem telemetry: batches', () => {
+  it('runs a batch handler in one process span that links to every event’s publish span', async () => {
+    api.trace.setGlobalTracerProvider(tracerProvider);
+    try {
+      const system = createEventSystem({
+        service: 'shop',
+        transports: { main: new MemoryTransport() },
+        logger: quiet,
+      });
+      closingSystems.push(system);
+      const batches: number[] = [];
+      await system.subscribeBatch('cart.*', (events) => void batches.push(events.length), {
+        maxBatchSize: 3,
+        maxWaitMs: 1000,
+      });
+      for (let i = 0; i < 3; i++) await system.publish('cart.updated', { i });
+      await waitFor(() => spans('process cart.*').length === 1);
+
+      const [batch] = spans('process cart.*');
+      const published = spans('publish cart.updated').map((span) => span.spanContext().spanId);
+      expect(batches).toEqual([3]);
+      expect(batch?.kind).toBe(api.SpanKind.CONSUMER);
+      expect(batch?.attributes['messaging.batch.message_count']).toBe(3);
+      expect(batch?.links.map((link) => link.context.spanId).sort()).toEqual(published.sort());
+    } finally {
+      api.trace.disable();
+    }
   });
 });
