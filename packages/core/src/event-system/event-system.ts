@@ -931,9 +931,12 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
       await handler(event, context);
       if (idempotency !== undefined) await idempotency.store.mark(key as string, idempotency.ttlMs);
     };
+    const unchecked = idempotency === undefined && limiter === undefined;
     const last =
       ordering === undefined
-        ? run
+        ? unchecked
+          ? handler
+          : run
         : (event: Event, context: HandlerContext): Promise<void> => {
             const key = ordering.key(event);
             if (key === undefined) return run(event, context);
@@ -950,6 +953,8 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
               ),
             );
           };
+    const { catalog, validationMode } = this.#config;
+    const schemasRun = catalog !== undefined && validationMode !== 'ignore';
     const slow = async (wire: Event, context: HandlerContext): Promise<void> => {
       const event = readBack(wire);
       if (
@@ -965,19 +970,23 @@ export class EventSystem<C extends EventCatalog = EventCatalog> implements Async
         event.headers[CONTENT_ENCODING_HEADER] === undefined
           ? event
           : await decompressPayload(event);
-      const checked = await this.#validate(plain, 'consume');
+      const checked = schemasRun ? await this.#validate(plain, 'consume') : plain;
       if (filter !== undefined && !filter(checked)) {
         this.#counters.filtered++;
         return;
       }
-      if (this.#middleware.length === 0 && own.length === 0) return last(checked, context);
+      if (this.#middleware.length === 0 && own.length === 0) {
+        await last(checked, context);
+        return;
+      }
       const chain = own.length === 0 ? this.#middleware : [...this.#middleware, ...own];
-      const reached = await runConsumeChain(chain, checked, context, (next) => last(next, context));
+      const reached = await runConsumeChain(chain, checked, context, async (next) => {
+        await last(next, context);
+      });
       if (!reached) this.#counters.filtered++;
     };
-    const { catalog, validationMode } = this.#config;
     const checksNothing =
-      (catalog === undefined || validationMode === 'ignore') &&
+      !schemasRun &&
       filter === undefined &&
       limiter === undefined &&
       idempotency === undefined &&
