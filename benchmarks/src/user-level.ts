@@ -257,20 +257,16 @@ async function watchtowerJetStream(count: number): Promise<Measurement> {
 // ---- RabbitMQ --------------------------------------------------------------------------------
 
 /**
- * The bus's default `concurrency` is 1, so its prefetch is 1: the raw consumer takes the same
- * (a higher prefetch is the README's advice for throughput, on both sides alike).
+ * The bus's default `concurrency` is 1, so its prefetch is 1: the raw consumer takes the same.
+ * The second row gives both sides the README's advice for throughput, `prefetch: 64`.
  */
 const RABBITMQ_DEFAULT_PREFETCH = 1;
 
-async function rawRabbitMQ(count: number): Promise<Measurement> {
+async function rawRabbitMQ(count: number, prefetch: number): Promise<Measurement> {
   const exchange = exchangeName();
   const queue = `${exchange}.raw`;
   const { connection: pub, channel } = await rawPublisher(exchange);
-  const { connection: sub, channel: subChannel } = await rawConsumer(
-    exchange,
-    queue,
-    RABBITMQ_DEFAULT_PREFETCH,
-  );
+  const { connection: sub, channel: subChannel } = await rawConsumer(exchange, queue, prefetch);
   const probe = new Probe(count, 'raw RabbitMQ events');
   await subChannel.consume(queue, (message) => {
     if (message === null) return;
@@ -296,10 +292,15 @@ async function rawRabbitMQ(count: number): Promise<Measurement> {
   return measured;
 }
 
-async function watchtowerRabbitMQ(count: number): Promise<Measurement> {
+async function watchtowerRabbitMQ(count: number, prefetch?: number): Promise<Measurement> {
   const exchange = exchangeName();
   const pub = new RabbitMQSubscriber({ url: AMQP_URL, exchange, logger: quietLogger });
-  const sub = new RabbitMQSubscriber({ url: AMQP_URL, exchange, logger: quietLogger });
+  const sub = new RabbitMQSubscriber({
+    url: AMQP_URL,
+    exchange,
+    logger: quietLogger,
+    ...(prefetch === undefined ? {} : { prefetch }),
+  });
   const probe = new Probe(count, 'watchtower RabbitMQ events');
   await sub.subscribe(TYPE, (event: Event) => probe.handle(event.payload as UserCreated), {
     group: 'bench',
@@ -545,8 +546,14 @@ export function userLevelScenarios(scale: number): Scenario[] {
     {
       name: 'user: RabbitMQSubscriber group publish + consume + ack',
       transport: 'rabbitmq',
-      raw: () => rawRabbitMQ(at(30_000)),
+      raw: () => rawRabbitMQ(at(30_000), RABBITMQ_DEFAULT_PREFETCH),
       watchtower: () => watchtowerRabbitMQ(at(30_000)),
+    },
+    {
+      name: 'user: RabbitMQSubscriber, prefetch: 64',
+      transport: 'rabbitmq',
+      raw: () => rawRabbitMQ(at(30_000), 64),
+      watchtower: () => watchtowerRabbitMQ(at(30_000), 64),
     },
     {
       name: 'user: WebSocketSubscriber via WebSocketHub',
