@@ -122,6 +122,17 @@ describe('RedisTransport waitReplicas on a Redis without replicas', () => {
     expect(burst.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected', 'rejected']);
     expect(await ctx.redis.xlen(`${ctx.prefix}:order.created`)).toBe(4);
   });
+
+  it('stores a publish retried after ReplicationTimeoutError once when dedupeWindowMs is set', async () => {
+    const t = transport({ waitReplicas: 1, waitTimeoutMs: 50, dedupeWindowMs: 60_000 });
+    const event = eventOf('order.created');
+    for (const attempt of [1, 2]) {
+      await expect(t.publish(event), `attempt ${attempt}`).rejects.toBeInstanceOf(
+        ReplicationTimeoutError,
+      );
+    }
+    expect(await ctx.redis.xlen(`${ctx.prefix}:order.created`)).toBe(1);
+  });
 });
 
 describe('RedisTransport publish bursts', () => {
