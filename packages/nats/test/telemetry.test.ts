@@ -3,9 +3,6 @@
  * process and the handler here form one trace, with the real OpenTelemetry SDK on both sides.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as api from '@opentelemetry/api';
@@ -19,7 +16,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { EventBus, encodeEventBytes, createEvent } from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { NatsTransport } from '../src/index.js';
 import { NATS_URL, uniqueName } from './helpers.js';
 
@@ -50,24 +47,11 @@ const exporter = new InMemorySpanExporter();
 const tracerProvider = new BasicTracerProvider({
   spanProcessors: [new SimpleSpanProcessor(exporter)],
 });
-let dir: string;
 const closing: (() => Promise<void>)[] = [];
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'wt-otel-nats-'));
-  // The child runs core and this package from their sources, as these tests do.
-  const paths = {
-    '@watchtower/core': [here('../../core/src/index.ts')],
-    '@watchtower/core/transport-kit': [here('../../core/src/transport-kit.ts')],
-  };
-  await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { paths } }));
-});
 afterEach(async () => {
   await Promise.all(closing.splice(0).map((close) => close()));
   exporter.reset();
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 /** Runs the publisher process; resolves with its spans and published count. */
@@ -91,7 +75,6 @@ async function publishElsewhere(
     {
       cwd: root,
       timeout: 60_000,
-      env: { ...process.env, TSX_TSCONFIG_PATH: join(dir, 'tsconfig.json') },
     },
   );
   return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {

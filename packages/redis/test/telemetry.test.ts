@@ -5,9 +5,6 @@
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as api from '@opentelemetry/api';
@@ -19,7 +16,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { EventBus, NonRetryableError, type DeadLetter } from '@watchtower/core';
 import { waitFor } from '@watchtower/core/testing';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { RedisTransport } from '../src/index.js';
 import { REDIS_URL, deleteKeysAndQuit, rawClient, uniquePrefix } from './helpers.js';
 
@@ -50,24 +47,11 @@ const exporter = new InMemorySpanExporter();
 const tracerProvider = new BasicTracerProvider({
   spanProcessors: [new SimpleSpanProcessor(exporter)],
 });
-let dir: string;
 const closing: (() => Promise<void>)[] = [];
 
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'wt-otel-redis-'));
-  // The child runs core and this package from their sources, as these tests do.
-  const paths = {
-    '@watchtower/core': [here('../../core/src/index.ts')],
-    '@watchtower/core/transport-kit': [here('../../core/src/transport-kit.ts')],
-  };
-  await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { paths } }));
-});
 afterEach(async () => {
   await Promise.all(closing.splice(0).map((close) => close()));
   exporter.reset();
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
 });
 
 function spans(name: string) {
@@ -123,7 +107,6 @@ describe('Redis telemetry across processes', () => {
       {
         cwd: root,
         timeout: 60_000,
-        env: { ...process.env, TSX_TSCONFIG_PATH: join(dir, 'tsconfig.json') },
       },
     );
     const publisher = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as {

@@ -5,7 +5,11 @@
  * finished spans and its published-counter total as one JSON line. Run with tsx:
  *
  *   node --import tsx publisher-process.ts <module> <export> <config JSON> <type> <count>
+ *
+ * The transport module is loaded with `@watchtower/core` mapped to core's sources, as the
+ * tests run them (a resolve hook registered before it is imported).
  */
+import { register } from 'node:module';
 import * as api from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
@@ -42,6 +46,19 @@ class PullReader extends MetricReader {
   }
 }
 
+/** Maps `@watchtower/core` and its transport kit to core's sources. */
+function resolveCoreToSources(): void {
+  const index = new URL('../../index.ts', import.meta.url).href;
+  const kit = new URL('../../transport-kit.ts', import.meta.url).href;
+  const hooks = `
+    export async function resolve(specifier, context, next) {
+      if (specifier === '@watchtower/core') return next(${JSON.stringify(index)}, context);
+      if (specifier === '@watchtower/core/transport-kit') return next(${JSON.stringify(kit)}, context);
+      return next(specifier, context);
+    }`;
+  register(`data:text/javascript,${encodeURIComponent(hooks)}`);
+}
+
 async function main(): Promise<void> {
   const [moduleUrl, exportName, configJson, type, count] = process.argv.slice(2) as [
     string,
@@ -50,6 +67,7 @@ async function main(): Promise<void> {
     string,
     string,
   ];
+  resolveCoreToSources();
   api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   const exporter = new InMemorySpanExporter();
   const tracerProvider = new BasicTracerProvider({
