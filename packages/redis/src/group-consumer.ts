@@ -195,6 +195,40 @@ function retryMinIdle(delayMs: number): number {
 
 const entryKey = (key: string, id: string): string => `${key}\n${id}`;
 
+/**
+ * Values by stream key and entry id: a map per stream, so that the hot path (an entry read,
+ * later settled) looks ids up as Redis gave them instead of building a combined key each time.
+ */
+class ByEntry<V> {
+  readonly #streams = new Map<string, Map<string, V>>();
+  #size = 0;
+
+  get size(): number {
+    return this.#size;
+  }
+
+  has(key: string, id: string): boolean {
+    return this.#streams.get(key)?.has(id) === true;
+  }
+
+  set(key: string, id: string, value: V): void {
+    let entries = this.#streams.get(key);
+    if (entries === undefined) this.#streams.set(key, (entries = new Map<string, V>()));
+    const before = entries.size;
+    entries.set(id, value);
+    this.#size += entries.size - before;
+  }
+
+  delete(key: string, id: string): void {
+    const entries = this.#streams.get(key);
+    if (entries?.delete(id) === true) this.#size--;
+  }
+
+  *values(): IterableIterator<V> {
+    for (const entries of this.#streams.values()) yield* entries.values();
+  }
+}
+
 /** The entry of an item a consumer yields: its factory got that HeldEntry as the handle. */
 function heldOf<T extends HandledItem>(item: T): HeldEntry<T> {
   return item.handle as HeldEntry<T>;
@@ -219,7 +253,7 @@ export class GroupConsumer<T extends HandledItem> {
   readonly #options: GroupConsumerOptions;
   readonly #toItem: ItemFactory<T>;
   readonly #buffer: DeliveryBuffer<T>;
-  readonly #held = new Map<string, HeldEntry<T>>();
+  readonly #held = new ByEntry<HeldEntry<T>>();
   readonly #retries = new Map<string, WaitingRetry>();
   /** Retries that are due and wait for room. */
   readonly #due: DueRetry[] = [];
@@ -554,10 +588,9 @@ export class GroupConsumer<T extends HandledItem> {
   #accept(key: string, entry: StreamEntry, attempt: number): void {
     // A deleted entry (trimmed while pending) has no fields; Redis already dropped it.
     if (entry.fields === null) return;
-    const mapKey = entryKey(key, entry.id);
-    if (this.#held.has(mapKey)) return;
+    if (this.#held.has(key, entry.id)) return;
     const held = new HeldEntry<T>(this, key, entry.id, attempt);
-    this.#held.set(mapKey, held);
+    this.#held.set(key, entry.id, held);
     let item: T | undefined;
     try {
       item = this.#toItem({ key, id: entry.id, attempt, fields: entry.fields }, held);
@@ -587,7 +620,7 @@ export class GroupConsumer<T extends HandledItem> {
   settled(held: HeldEntry<T>): void {
     if (held.state === 'handed') this.#buffer.settled(held.item as T);
     held.state = 'settled';
-    this.#held.delete(entryKey(held.key, held.id));
+    this.#held.delete(held.key, held.id);
     if (this.#due.length > 0 && this.#reading()) this.#claimDue();
     this.#pause.wake();
   }
@@ -804,9 +837,8 @@ export class GroupConsumer<T extends HandledItem> {
   #onDeleted(key: string, ids: readonly string[]): void {
     const lost: string[] = [];
     for (const id of ids) {
-      const mapKey = entryKey(key, id);
-      if (this.#held.has(mapKey)) continue;
-      this.#forgetRetry(mapKey);
+      if (this.#held.has(key, id)) continue;
+      this.#forgetRetry(entryKey(key, id));
       lost.push(id);
     }
     if (lost.length > 0) {
@@ -857,7 +889,7 @@ export class GroupConsumer<T extends HandledItem> {
     for (const item of this.#buffer.drain()) {
       const held = heldOf(item);
       held.state = 'settled';
-      this.#held.delete(entryKey(held.key, held.id));
+      this.#held.delete(held.key, held.id);
     }
     this.#buffer.end();
     this.#pause.wake();
@@ -919,8 +951,8 @@ export class GroupConsumer<T extends HandledItem> {
       );
       const releases: Release[] = [];
       for (const row of rows) {
+        if (this.#held.has(key, row.id)) continue; // a handler has it
         const mapKey = entryKey(key, row.id);
-        if (this.#held.has(mapKey)) continue; // a handler has it
         const retry = waiting.get(mapKey);
         if (retry !== undefined) {
           const remaining = Math.max(0, retry.dueAt - now);

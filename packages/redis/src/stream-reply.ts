@@ -118,10 +118,16 @@ export function fieldValue(
 ): Buffer | undefined {
   const wanted = typeof name === 'string' ? Buffer.from(name) : name;
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    const field = fields[i] as Buffer;
-    if (field.length === wanted.length && field.equals(wanted)) return fields[i + 1];
+    if (sameBytes(fields[i] as Buffer, wanted)) return fields[i + 1];
   }
   return undefined;
+}
+
+/** `a.equals(b)` for field names: a few bytes, compared without a call into C++. */
+function sameBytes(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** The field/value list as readable text, for entries that have no `event` field. */
