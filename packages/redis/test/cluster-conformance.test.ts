@@ -1,6 +1,6 @@
 import { afterAll, beforeAll } from 'vitest';
 import { Cluster } from 'ioredis';
-import { describeTransportConformance } from '@watchtower/conformance';
+import { describeTransportConformance, type ConformanceHarness } from '@watchtower/conformance';
 import { RedisTransport } from '../src/index.js';
 import { PrivateRedisCluster } from './redis-cluster.js';
 
@@ -15,6 +15,9 @@ import { PrivateRedisCluster } from './redis-cluster.js';
  * ioredis `Cluster` stays `ready` with every node down, so the transport probes its slot at
  * each sign of trouble (a node connection ended, a write failed on one) and reports from the
  * answer (cluster-reachability.ts).
+ *
+ * The cases that write most run a second time with `waitReplicas: 1`: every publish and dead
+ * letter then waits for the replica of its master (`WAIT`).
  */
 
 const TEST_TIMERS = {
@@ -49,11 +52,11 @@ async function withClient<T>(use: (client: Cluster) => Promise<T>): Promise<T> {
   }
 }
 
-describeTransportConformance({
+const harness = {
   name: 'redis (3 masters + 3 replicas cluster)',
-  createTransport: (namespace) =>
+  createTransport: (namespace: string) =>
     new RedisTransport({ cluster: { nodes: nodes() }, prefix: `{${namespace}}`, ...TEST_TIMERS }),
-  publishRaw: (namespace, type, bytes) =>
+  publishRaw: (namespace: string, type: string, bytes: Uint8Array) =>
     withClient(async (client) => {
       await client.xadd(`{${namespace}}:${type}`, '*', 'event', Buffer.from(bytes));
     }),
@@ -63,7 +66,7 @@ describeTransportConformance({
     await Promise.all(c.nodes.map((node) => node.start()));
     await c.waitFormed();
   },
-  cleanup: (namespace) =>
+  cleanup: (namespace: string) =>
     withClient(async (client) => {
       // Every key of the namespace shares its hash tag, so one master holds them all.
       for (const master of client.nodes('master')) {
@@ -73,4 +76,31 @@ describeTransportConformance({
     }),
   timeoutMs: 10_000,
   redeliveryTimeoutMs: 5000,
-});
+} satisfies ConformanceHarness;
+
+describeTransportConformance(harness);
+
+/** The cases that publish and dead-letter most, again with every write waiting for WAIT 1. */
+const WRITING_CASES = [
+  'publishes events and delivers each one to a subscriber, payload and ids intact',
+  'delivers the events of one type in publish order to one subscriber',
+  'sends every accepted event before close resolves',
+  'gives each event to one member of a group and every event to each group',
+  'dead-letters an event after its retries with the reason, and consumeDlq returns it',
+  'round-trips large and unicode payloads',
+];
+
+describeTransportConformance(
+  {
+    ...harness,
+    name: 'redis (3 masters + 3 replicas cluster, waitReplicas: 1)',
+    createTransport: (namespace) =>
+      new RedisTransport({
+        cluster: { nodes: nodes() },
+        prefix: `{${namespace}}`,
+        ...TEST_TIMERS,
+        waitReplicas: 1,
+      }),
+  },
+  { only: WRITING_CASES },
+);
