@@ -82,6 +82,14 @@ export interface RunOptions {
   rounds?: number;
   /** Where the JSON lines go. */
   outputFile: string;
+  /**
+   * A scenario that has run `minRounds` rounds and taken longer than this in all stops there
+   * (slow scenarios get fewer rounds, so that a whole run stays within minutes).
+   * @defaultValue no limit
+   */
+  secondsPerScenario?: number;
+  /** Rounds every scenario runs, whatever its time. @defaultValue 3 (or `rounds` if fewer) */
+  minRounds?: number;
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -146,10 +154,14 @@ export async function runScenarios(
   mkdirSync(dirname(options.outputFile), { recursive: true });
   writeFileSync(options.outputFile, '');
   const kept: ResultRow[] = [];
+  const minRounds = Math.min(rounds, options.minRounds ?? 3);
+  const budgetMs = (options.secondsPerScenario ?? Number.POSITIVE_INFINITY) * 1000;
   for (const scenario of scenarios) {
     const raw: Measurement[] = [];
     const wt: Measurement[] = [];
+    const started = now();
     for (let round = 0; round < rounds; round++) {
+      if (round >= minRounds && now() - started > budgetMs) break;
       if (scenario.raw !== undefined) raw.push(await scenario.raw());
       wt.push(await scenario.watchtower());
     }
@@ -179,7 +191,7 @@ function printRows(rows: ResultRow[]): void {
     'rss MB',
     'vs raw',
   ];
-  const widths = [44, 10, 11, 9, 11, 9, 9, 10, 8, 44];
+  const widths = [44, 10, 11, 9, 11, 9, 9, 10, 8, 56];
   const line = (cells: string[]): string =>
     cells.map((cell, i) => cell.padEnd(widths[i] ?? 10)).join(' ');
   if (!headerPrinted) {
@@ -198,7 +210,9 @@ function printRows(rows: ResultRow[]): void {
         ratio += ` ${(row.p99Us / raw.p99Us).toFixed(2)}x p99`;
       }
       if (row.cpuUsPerEvent !== null && raw.cpuUsPerEvent !== null && raw.cpuUsPerEvent > 0) {
+        const over = row.cpuUsPerEvent - raw.cpuUsPerEvent;
         ratio += ` ${(row.cpuUsPerEvent / raw.cpuUsPerEvent).toFixed(2)}x cpu`;
+        ratio += ` (${over >= 0 ? '+' : ''}${over.toFixed(2)} µs)`;
       }
     }
     console.log(
