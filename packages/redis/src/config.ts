@@ -210,7 +210,8 @@ export interface RedisConfig {
    */
   unsubscribeTimeoutMs?: number;
   /**
-   * Time limit of the `PING` in `healthCheck()`, in milliseconds.
+   * Time limit of the `PING` in `healthCheck()`, in milliseconds; on a Redis Cluster also of
+   * the probe that decides whether the connection is reported lost (no answer in time: lost).
    * @defaultValue 2000
    */
   healthCheckTimeoutMs?: number;
