@@ -46,8 +46,12 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static async open(url: string, options: ClientOptions = {}): Promise<RawClient> {
-    const socket = new WebSocket(url, options);
+  static async open(
+    url: string,
+    options: ClientOptions = {},
+    protocols: string[] = [],
+  ): Promise<RawClient> {
+    const socket = new WebSocket(url, protocols, options);
     const client = new RawClient(socket);
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());

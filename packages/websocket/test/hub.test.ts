@@ -16,6 +16,7 @@ import {
 import { collectEvents, settlement, waitFor } from '@watchtower/core/testing';
 import {
   CLOSE_CODES,
+  HUB_SUBPROTOCOL,
   WebSocketHub,
   WebSocketSubscriber,
   bearerToken,
@@ -205,6 +206,16 @@ describe('raw ws peers', () => {
     await publisher.publish(createEvent('anyone.there', {}));
     // The hub routes before it acks: the publish resolved, and nothing went out.
     expect(h.stats()).toMatchObject({ subscriptions: 0, eventsIn: 1, eventsOut: 0 });
+  });
+
+  it('gives no default subscription to a raw client that asks for the hub protocol', async () => {
+    const h = await hub();
+    const peer = await RawClient.open(h.url, {}, [HUB_SUBPROTOCOL]);
+    cleanups.push(() => peer.close());
+    expect(peer.socket.protocol).toBe(HUB_SUBPROTOCOL);
+    const publisher = await client(h);
+    await publisher.publish(createEvent('anyone.there', {}));
+    expect(h.stats()).toMatchObject({ connections: 2, subscriptions: 0, eventsOut: 0 });
   });
 
   it('checks each default subscription with authorize, and tells a refused client why', async () => {
