@@ -64,3 +64,5 @@ export type {
   FaultRunResult,
   FaultStep,
 } from './fault-run.js';
+export { describeTelemetryAcrossProcesses } from './telemetry-across-processes.js';
+export type { JsonConfig, TelemetryHarness } from './telemetry-across-processes.js';

@@ -1,10 +1,9 @@
 /**
- * A publisher in a process of its own, for the cross-process trace tests of the transports
- * (packages/nats/test, packages/redis/test): it builds the transport named on its command
- * line, publishes `count` events inside a `request` span with the real SDK, and prints its
- * finished spans and its published-counter total as one JSON line. Run with tsx:
+ * The publisher process of `describeTelemetryAcrossProcesses`: it builds the transport named
+ * on its command line, publishes `count` events inside a `request` span with the real SDK, and
+ * prints its finished spans and its published-counter total as one JSON line. Run with tsx:
  *
- *   node --import tsx publisher-process.ts <module> <export> <config JSON> <type> <count>
+ *   node --import tsx telemetry-publisher.ts <module> <export> <config JSON> <type> <count>
  *
  * The transport module is loaded with `@watchtower/core` mapped to core's sources, as the
  * tests run them (a resolve hook registered before it is imported).
@@ -12,44 +11,25 @@
 import { register } from 'node:module';
 import * as api from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { MeterProvider, MetricReader } from '@opentelemetry/sdk-metrics';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import {
   BasicTracerProvider,
   InMemorySpanExporter,
   SimpleSpanProcessor,
 } from '@opentelemetry/sdk-trace-base';
-import { EventBus } from '../../event-bus.js';
-import type { Transport } from '../../transport.js';
+import type { EventBus as Bus, Transport } from '@watchtower/core';
 
-/** A span as the parent test reads it. */
-export interface PrintedSpan {
-  name: string;
-  kind: number;
-  traceId: string;
-  spanId: string;
-  parentSpanId: string | undefined;
-  attributes: Record<string, unknown>;
-}
-
-/** What the process prints. */
-export interface PublisherReport {
-  spans: PrintedSpan[];
-  published: number;
-}
-
-class PullReader extends MetricReader {
-  protected override onShutdown(): Promise<void> {
-    return Promise.resolve();
-  }
-  protected override onForceFlush(): Promise<void> {
-    return Promise.resolve();
-  }
-}
+import {
+  PullReader,
+  counterTotal,
+  type PrintedSpan,
+  type PublisherReport,
+} from './telemetry-sdk.js';
 
 /** Maps `@watchtower/core` and its transport kit to core's sources. */
 function resolveCoreToSources(): void {
-  const index = new URL('../../index.ts', import.meta.url).href;
-  const kit = new URL('../../transport-kit.ts', import.meta.url).href;
+  const index = new URL('../../core/src/index.ts', import.meta.url).href;
+  const kit = new URL('../../core/src/transport-kit.ts', import.meta.url).href;
   const hooks = `
     export async function resolve(specifier, context, next) {
       if (specifier === '@watchtower/core') return next(${JSON.stringify(index)}, context);
@@ -67,13 +47,15 @@ async function main(): Promise<void> {
     string,
     string,
   ];
-  resolveCoreToSources();
   api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   const exporter = new InMemorySpanExporter();
   const tracerProvider = new BasicTracerProvider({
     spanProcessors: [new SimpleSpanProcessor(exporter)],
   });
   const reader = new PullReader();
+  // Core, and the transport's import of it, from the sources: loaded after the hook.
+  resolveCoreToSources();
+  const { EventBus } = (await import('@watchtower/core')) as { EventBus: typeof Bus };
   const meterProvider = new MeterProvider({ readers: [reader] });
   const module = (await import(moduleUrl)) as Record<string, new (config: unknown) => Transport>;
   const TransportClass = module[exportName] as new (config: unknown) => Transport;
@@ -86,13 +68,7 @@ async function main(): Promise<void> {
     request.end();
   });
   const { resourceMetrics } = await reader.collect();
-  let published = 0;
-  for (const scope of resourceMetrics.scopeMetrics) {
-    for (const metric of scope.metrics) {
-      if (metric.descriptor.name !== 'watchtower.published') continue;
-      for (const point of metric.dataPoints) published += point.value as number;
-    }
-  }
+  const published = counterTotal(resourceMetrics, 'watchtower.published');
   await bus.close();
   const spans = exporter.getFinishedSpans().map((span): PrintedSpan => ({
     name: span.name,
