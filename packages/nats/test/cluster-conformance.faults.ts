@@ -12,12 +12,12 @@ import { PrivateNatsCluster, createStreams } from './nats-cluster.js';
  * The restart cases kill all three nodes and start them again on their stores.
  *
  * The case "reports its connection lost and restored around a broker restart" is the longest
- * (40-50 s in JetStream mode): the nodes are back in 0.1 s and JetStream serves again 5-6 s
- * after the kill, every publish made meanwhile is confirmed about 4 s later (the bus holds
- * them while the connection is lost, and a publish rides out "no responders" for
- * `requestTimeoutMs`), but the group's pull consumer delivers them about 29 s after that:
- * on reconnect nats.js `consume()` checks its consumer (`consumer.info()`), which fails while
- * JetStream is still electing leaders, and tries again only after its pull `expires` (30 s).
+ * (about 16 s in each mode): the nodes are back in 0.1 s and JetStream serves again 5-6 s after
+ * the kill, every publish made meanwhile is confirmed about 4 s later (the bus holds them while
+ * the connection is lost, and a publish rides out "no responders" for `requestTimeoutMs`), and
+ * the group's pull consumer reads again within its pull `expires` (5 s) of that: on reconnect
+ * nats.js `consume()` checks its consumer (`consumer.info()`), which fails while JetStream is
+ * still electing leaders, and tries again after `expires`.
  */
 
 let cluster: PrivateNatsCluster | undefined;
