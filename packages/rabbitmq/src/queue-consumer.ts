@@ -15,7 +15,7 @@
  * connection declares and consumes again. It never reconnects by itself.
  */
 import { ConnectionError, type WatchtowerError } from '@watchtower/core';
-import { DeliveryBuffer } from '@watchtower/core/transport-kit';
+import { DeliveryBuffer, RESOLVED } from '@watchtower/core/transport-kit';
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
 import type { Publisher } from './publisher.js';
 import { corkOf, type WriteCork } from './write-cork.js';
@@ -212,9 +212,9 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
 
   /** Acks `item`'s message, once; a message of a channel that is gone is redelivered anyway. */
   ack(item: T): Promise<void> {
-    if (!this.buffer.settled(item)) return Promise.resolve();
-    this.#ackRaw(item.received);
-    return Promise.resolve();
+    // One settled promise every time: the bus then needs no reaction per ack.
+    if (this.buffer.settled(item)) this.#ackRaw(item.received);
+    return RESOLVED;
   }
 
   #ackRaw(received: Received): void {

@@ -54,16 +54,26 @@ describe('WriteCork', () => {
   it('corks again in a later turn', async () => {
     const socket = new FakeSocket();
     const cork = new WriteCork(socket);
-    await turn(socket, cork, ['publish 1']);
-    await turn(socket, cork, ['publish 2']);
+    await turn(socket, cork, ['publish 1', 'publish 2'], 2);
+    await turn(socket, cork, ['publish 3', 'publish 4'], 2);
     expect(socket.log).toEqual([
       'cork',
       'held publish 1',
-      'uncork',
-      'cork',
       'held publish 2',
       'uncork',
+      'cork',
+      'held publish 3',
+      'held publish 4',
+      'uncork',
     ]);
+  });
+
+  it('leaves a frame alone in its turn uncorked', async () => {
+    const socket = new FakeSocket();
+    const cork = new WriteCork(socket);
+    await turn(socket, cork, ['ack 1']);
+    await turn(socket, cork, ['ack 2']);
+    expect(socket.log).toEqual(['sent ack 1', 'sent ack 2']);
   });
 
   it('does nothing without a socket to cork', () => {
