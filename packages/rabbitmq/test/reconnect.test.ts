@@ -12,6 +12,7 @@ import {
   AMQP_URL,
   TcpProxy,
   closeConnectionsNamed,
+  consumerPrefetches,
   deleteTopology,
   uniqueName,
   withRawChannel,
@@ -92,6 +93,21 @@ describe('reconnect', () => {
     const outcomes = await Promise.allSettled(publishes);
     expect(outcomes.filter((o) => o.status === 'rejected')).toEqual([]);
     await waitFor(() => seen.size === 1000, { timeoutMs: 20_000, message: 'all 1000 events' });
+  });
+
+  it('restores a consumer with its prefetch (its concurrency) after the broker closed the connection', async () => {
+    const consumer = bus('consumer', { url: AMQP_URL });
+    await consumer.subscribe('fair.item', () => undefined, { group: 'g', concurrency: 5 });
+    const queue = `${exchange}.group.g:fair.item`;
+    expect(await consumerPrefetches(queue)).toEqual([5]);
+    const changes: ConnectionChange['state'][] = [];
+    consumer.transport.on('connection', (change) => changes.push(change.state));
+    expect(await closeConnectionsNamed(`${exchange}-consumer`)).toBe(1);
+    await waitFor(() => changes.includes('restored'), {
+      timeoutMs: 20_000,
+      message: 'the connection restored',
+    });
+    expect(await consumerPrefetches(queue)).toEqual([5]);
   });
 
   it('delivers all of 10 000 events with the connections cut twice mid-stream, none lost', async () => {
