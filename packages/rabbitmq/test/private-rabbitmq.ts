@@ -154,11 +154,12 @@ export class PrivateRabbitMQ {
     return stdout;
   }
 
-  /** SIGKILLs the node and waits until its port is closed. */
+  /** SIGKILLs the node and waits until its process is gone and its port closed. */
   async kill(): Promise<void> {
-    if (this.#pid === undefined) return;
+    const pid = this.#pid;
+    if (pid === undefined) return;
     this.killNow();
-    await waitFor(async () => !(await acceptsConnections(this.port)), {
+    await waitFor(async () => !isAlive(pid) && !(await acceptsConnections(this.port)), {
       timeoutMs: START_TIMEOUT_MS,
       message: `RabbitMQ on port ${this.port} gone`,
     });
@@ -185,6 +186,16 @@ export class PrivateRabbitMQ {
 
   /** Removes the node's folder (`stop()`, and the exit hook). */
   removeFolder(): void {
-    rmSync(this.#dir, { recursive: true, force: true });
+    rmSync(this.#dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+}
+
+/** True while a process with `pid` exists (signal 0 checks without signalling). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }

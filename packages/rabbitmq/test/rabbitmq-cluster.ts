@@ -48,6 +48,8 @@ export class RabbitMQCluster {
       );
     }
     const cluster = new RabbitMQCluster(nodes, root);
+    // The nodes' own exit hook kills them and removes their folders; this removes the rest.
+    process.once('exit', () => cluster.removeFolder());
     try {
       await Promise.all(nodes.map((node) => node.startProcess()));
       const [first, ...others] = nodes as [PrivateRabbitMQ, ...PrivateRabbitMQ[]];
@@ -126,7 +128,12 @@ export class RabbitMQCluster {
   /** Kills every node and removes the folders. */
   async stop(): Promise<void> {
     await Promise.all(this.nodes.map((node) => node.kill()));
-    rmSync(this.root, { recursive: true, force: true });
+    this.removeFolder();
+  }
+
+  /** Removes the cluster's folder, the nodes' folders in it. */
+  removeFolder(): void {
+    rmSync(this.root, { recursive: true, force: true, maxRetries: 3 });
   }
 }
 
