@@ -132,12 +132,12 @@ describe('RabbitMQ cluster of three, quorum queue read by a group of two consume
     await failover('rabbitmq cluster, quorum leader killed, bus defaults', {});
   });
 
-  it('loses no confirmed event with the node leading the quorum queue killed, publishes retried through the election', async () => {
+  it('loses no confirmed event with the node leading the quorum queue killed, publishes retried until it is back', async () => {
     const result = await failover(
       'rabbitmq cluster, quorum leader killed, publish retries over 22 s',
       RIDE_THROUGH,
     );
-    // With retries longer than the election, every publish is confirmed.
+    // With retries longer than the node's restart, every publish is confirmed.
     expect(result.confirmed).toBe(result.events);
   });
 });
