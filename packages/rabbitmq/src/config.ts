@@ -135,7 +135,8 @@ export interface RabbitMQConfig {
    * acks. A subscription's own `maxInFlight` wins over it. `null`: each subscription's prefetch
    * is its `concurrency` (as the bus passes it; 1 by default), which shares a group's queue
    * fairly among consumers but waits a round trip per event at concurrency 1 (see the README
-   * for the rates), else {@link FALLBACK_PREFETCH} for a subscription that gives neither.
+   * for the rates), else 64 for a subscription that gives neither (the transport used without
+   * the bus).
    * @defaultValue null
    */
   prefetch?: number | null;
