@@ -9,6 +9,7 @@ import { MemoryTransport } from '../memory-transport.js';
 import { defineEvents } from '../schema.js';
 import { FakeClock, collectEvents, settlement, waitFor } from '../testing.js';
 import type { EventSystemConfig } from './config.js';
+import type { RetryPolicyOptions } from '../retry-policy.js';
 import type { RateLimitOptions } from './rate-limiter.js';
 import { createEventSystemBuilder } from './builder.js';
 import { createEventSystem, type EventSystem } from './event-system.js';
@@ -208,6 +209,41 @@ describe('publisher retry', () => {
     await clock.advanceAsync(1);
     await waitFor(() => sent.state === 'resolved');
     expect(flaky.attempts.length).toBe(4);
+  });
+});
+
+describe('publisher retry strategies by name', () => {
+  /** The gaps between the attempts of one publish that fails `failures` times, on a fake clock. */
+  async function gaps(retry: RetryPolicyOptions, failures: number): Promise<number[]> {
+    const clock = new FakeClock();
+    const flaky = failingFirst(new MemoryTransport(), failures);
+    const made = system({ transports: { m: flaky }, publisher: { retry }, clock });
+    const sent = watch(made.publish('tick', {}));
+    await waitFor(() => flaky.attempts.length === 1);
+    const times = [clock.now()];
+    while (flaky.attempts.length <= failures) {
+      await clock.advanceAsync(1);
+      if (flaky.attempts.length > times.length) times.push(clock.now());
+    }
+    await waitFor(() => sent.state === 'resolved');
+    return times.slice(1).map((at, i) => at - (times[i] as number));
+  }
+
+  it('waits minDelayMs times factor to the power of the retry with exponential, capped', async () => {
+    const retry = {
+      strategy: 'exponential',
+      maxAttempts: 5,
+      minDelayMs: 100,
+      factor: 3,
+      maxDelayMs: 1000,
+      jitter: 0,
+    } as const;
+    expect(await gaps(retry, 4)).toEqual([100, 300, 900, 1000]);
+  });
+
+  it('waits minDelayMs between every attempt with fixed', async () => {
+    const retry = { strategy: 'fixed', maxAttempts: 4, minDelayMs: 250, jitter: 0 } as const;
+    expect(await gaps(retry, 3)).toEqual([250, 250, 250]);
   });
 });
 
