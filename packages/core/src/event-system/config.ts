@@ -145,6 +145,7 @@ export type SystemBusOptions = Pick<
   | 'publishTimeoutMs'
   | 'connectWaitMs'
   | 'closeTimeoutMs'
+  | 'telemetry'
 >;
 
 /** The whole configuration of {@link createEventSystem}. */
@@ -237,6 +238,7 @@ const BUS_KEYS = [
   'publishTimeoutMs',
   'connectWaitMs',
   'closeTimeoutMs',
+  'telemetry',
 ] as const satisfies readonly (keyof SystemBusOptions)[];
 
 /**

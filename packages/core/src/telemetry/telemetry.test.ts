@@ -422,6 +422,40 @@ describe('EventBus telemetry: without a provider', () => {
   });
 });
 
+describe('EventSystem telemetry: providers given in its bus options', () => {
+  it('traces publishes and handler runs with the providers of bus.telemetry, none registered', async () => {
+    const system = createEventSystem({
+      service: 'shop',
+      transports: { main: new MemoryTransport() },
+      bus: { telemetry: { tracerProvider, meterProvider: newMeter() } },
+      logger: quiet,
+    });
+    closingSystems.push(system);
+    let handled = 0;
+    await system.subscribe('order.placed', () => void handled++);
+    await system.publish('order.placed', { id: 1 });
+    await waitFor(() => spans('process order.placed').length === 1);
+
+    const [publish] = spans('publish order.placed');
+    const [process] = spans('process order.placed');
+    expect(handled).toBe(1);
+    expect(publish?.kind).toBe(api.SpanKind.PRODUCER);
+    expect(process?.kind).toBe(api.SpanKind.CONSUMER);
+    expect(process?.spanContext().traceId).toBe(publish?.spanContext().traceId);
+  });
+
+  it('refuses a bus.telemetry that is not one, naming the field', () => {
+    const make = (): EventSystem =>
+      createEventSystem({
+        service: 'shop',
+        transports: { main: new MemoryTransport() },
+        bus: { telemetry: { tracerProvider: {} } as unknown as TelemetryOptions },
+        logger: quiet,
+      });
+    expect(configErrorField(make)).toBe('telemetry.tracerProvider');
+  });
+});
+
 describe('EventSystem telemetry: batches', () => {
   it('runs a batch handler in one process span that links to every event’s publish span', async () => {
     api.trace.setGlobalTracerProvider(tracerProvider);
