@@ -126,6 +126,7 @@ export {
   ORIGIN_HEADER,
   EVENT_TYPE_HEADER,
   IDEMPOTENCY_KEY_HEADER,
+  PARTITION_KEY_HEADER,
 } from './event-system/event-system.js';
 export type {
   SystemSubscribeOptions,
