@@ -9,8 +9,26 @@
  * order, until there is one (or their signal aborts, or the transport closes or gives up).
  * Confirms are read from the channel's own `ack`/`nack` events by delivery tag, counted here,
  * so a closing channel is never mistaken for a nack. Nothing here reconnects.
+ *
+ * A channel that keeps nacking ({@link NACKS_BEFORE_REPLACEMENT} in a row, no ack between) is
+ * replaced on the same connection: RabbitMQ 3.10 can nack every publish of a channel opened
+ * while a quorum queue elected its leader, until the old leader's node is back, while a channel
+ * opened later is acked. The publisher asks for a new channel, sends on it from then on, and
+ * lets the old one confirm what it was sent (its nacks reject, and the bus retries them on the
+ * new channel) before closing it; what it has not confirmed by {@link RETIRE_TIMEOUT_MS} is
+ * sent again on the new one. A full queue with `reject-publish` nacks every publish too, so
+ * replacements have a floor: {@link FIRST_REPLACEMENT_FLOOR_MS} after one, doubling while no
+ * ack comes, to one per {@link REPLACEMENT_FLOOR_MS}. The short first floors are for the
+ * election: a channel replaced 0.13 s after the node's kill was still nacked, and the bus's
+ * default retries of a publish span 0.56-0.7 s.
  */
-import { ErrorCode, WatchtowerError, isWatchtowerError } from '@watchtower/core';
+import {
+  ErrorCode,
+  WatchtowerError,
+  isWatchtowerError,
+  type Clock,
+  type TimerHandle,
+} from '@watchtower/core';
 import { Fifo, abortError } from '@watchtower/core/transport-kit';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
 import type { WriteCork } from './write-cork.js';
@@ -39,71 +57,131 @@ class Pending {
   ) {}
 }
 
+/**
+ * Nacks in a row, with no ack between, after which a channel is taken for stuck: the attempts
+ * of one publish with the bus's default retry.
+ */
+export const NACKS_BEFORE_REPLACEMENT = 4;
+
+/** The least time between two replacements of the publish channel, at first (no ack since). */
+export const FIRST_REPLACEMENT_FLOOR_MS = 250;
+
+/** The least time between two replacements once nacks go on: the first floor doubles up to this. */
+export const REPLACEMENT_FLOOR_MS = 1000;
+
+/** How long a replaced channel has to confirm what it was sent before it is closed. */
+export const RETIRE_TIMEOUT_MS = 5000;
+
+/** What a {@link Publisher} needs. */
+export interface PublisherOptions {
+  /** Most messages sent on a channel and not yet confirmed. */
+  readonly window: number;
+  readonly clock: Clock;
+  /**
+   * The channel keeps nacking: open a new confirm channel on the same connection and
+   * {@link Publisher.attach} it. Asked at most once per {@link REPLACEMENT_FLOOR_MS} while
+   * nacks go on (the first times sooner); when no channel can be opened, the current one stays.
+   */
+  readonly replaceChannel: () => void;
+}
+
+/** One confirm channel and what it was sent and has not confirmed, by delivery tag (ascending). */
+class Sending {
+  readonly unconfirmed = new Map<number, Pending>();
+  nextTag = 1;
+  nacksInRow = 0;
+  closed = false;
+  retireTimer: TimerHandle | undefined = undefined;
+  constructor(readonly channel: ConfirmChannel) {}
+}
+
 /** Publishes, sent and waiting, over one confirm channel at a time. */
 export class Publisher {
-  readonly #window: number;
+  readonly #options: PublisherOptions;
   readonly #waiting = new Fifo<Pending>();
-  /** Sent on the current channel and not yet confirmed, by delivery tag (ascending). */
-  #unconfirmed = new Map<number, Pending>();
-  #channel: ConfirmChannel | undefined;
+  #current: Sending | undefined;
+  /** Replaced channels still confirming what they were sent, oldest first. */
+  readonly #retiring = new Set<Sending>();
+  readonly #replaced = new WeakSet<ConfirmChannel>();
+  #replacedAt = Number.NEGATIVE_INFINITY;
+  /** The floor before the next replacement: doubles with each, back to the first on an ack. */
+  #floorMs = FIRST_REPLACEMENT_FLOOR_MS;
+  #replacements = 0;
   #cork: WriteCork | undefined;
-  #nextTag = 1;
   #writable = true;
   #failure: WatchtowerError | undefined;
   #idleWaiters: (() => void)[] = [];
 
-  constructor(window: number) {
-    this.#window = window;
+  constructor(options: PublisherOptions) {
+    this.#options = options;
   }
 
-  /** Publishes sent and not confirmed, plus those waiting. */
+  /** Publishes sent and not confirmed (on the current and on replaced channels), and waiting. */
   get outstanding(): number {
-    return this.#unconfirmed.size + this.#waiting.size;
+    let count = this.#waiting.size + (this.#current?.unconfirmed.size ?? 0);
+    for (const sending of this.#retiring) count += sending.unconfirmed.size;
+    return count;
+  }
+
+  /** How often a channel that kept nacking was replaced. */
+  get replacements(): number {
+    return this.#replacements;
+  }
+
+  /** True for a channel this replaced (and closes itself): its close loses no connection. */
+  replaced(channel: ConfirmChannel): boolean {
+    return this.#replaced.has(channel);
   }
 
   /**
    * Starts sending on `channel` (a new confirm channel): what waits, oldest first, the
-   * unconfirmed of the previous channel included. `cork` batches the writes of a turn.
+   * unconfirmed of a lost channel included. A channel still attached is replaced: it keeps
+   * confirming what it was sent, then is closed. `cork` batches the writes of a turn.
    */
   attach(channel: ConfirmChannel, cork: WriteCork): void {
-    this.#channel = channel;
+    const previous = this.#current;
+    const sending = new Sending(channel);
+    this.#current = sending;
     this.#cork = cork;
-    this.#nextTag = 1;
     this.#writable = true;
     this.#failure = undefined;
+    if (previous !== undefined) this.#retire(previous);
     channel.on('ack', (fields: { deliveryTag: number; multiple: boolean }) => {
-      if (this.#channel === channel) this.#confirm(fields.deliveryTag, fields.multiple, false);
+      this.#confirm(sending, fields.deliveryTag, fields.multiple, false);
     });
     channel.on('nack', (fields: { deliveryTag: number; multiple: boolean }) => {
-      if (this.#channel === channel) this.#confirm(fields.deliveryTag, fields.multiple, true);
+      this.#confirm(sending, fields.deliveryTag, fields.multiple, true);
     });
     channel.on('return', (message: Message) => {
-      if (this.#channel === channel) this.#onReturn(message);
+      if (this.#current === sending || this.#retiring.has(sending))
+        this.#onReturn(sending, message);
     });
     channel.on('drain', () => {
-      if (this.#channel !== channel) return;
+      if (this.#current !== sending) return;
       this.#writable = true;
       this.#pump();
+    });
+    // A replaced channel that closes before it has confirmed everything.
+    channel.on('close', () => {
+      sending.closed = true;
+      this.#closeRetired(sending);
     });
     this.#pump();
   }
 
   /**
-   * The channel is gone: what it had not confirmed goes back to the front of the wait, to be
-   * sent again on the next channel.
+   * The connection is gone: what its channels had not confirmed goes back to the front of the
+   * wait, to be sent again on the next channel.
    */
   detach(): void {
-    if (this.#channel === undefined) return;
-    this.#channel = undefined;
-    const resend = [...this.#unconfirmed.values()].filter((entry) => !entry.done);
-    this.#unconfirmed = new Map();
-    if (resend.length === 0) return;
-    const waiting = this.#waiting.drain();
-    for (const entry of resend) {
-      entry.returned = false;
-      this.#waiting.push(entry);
-    }
-    for (const entry of waiting) this.#waiting.push(entry);
+    const current = this.#current;
+    if (current === undefined) return;
+    this.#current = undefined;
+    const resend: Pending[] = [];
+    for (const sending of this.#takeRetiring()) resend.push(...sending.unconfirmed.values());
+    resend.push(...current.unconfirmed.values());
+    current.unconfirmed.clear();
+    this.#resend(resend);
   }
 
   /**
@@ -127,8 +205,13 @@ export class Publisher {
   /** Rejects everything outstanding with `error`, and every later publish until `attach`. */
   failAll(error: WatchtowerError): void {
     this.#failure = error;
-    const all = [...this.#unconfirmed.values(), ...this.#waiting.drain()];
-    this.#unconfirmed = new Map();
+    const all: Pending[] = [];
+    for (const sending of this.#takeRetiring()) all.push(...sending.unconfirmed.values());
+    if (this.#current !== undefined) {
+      all.push(...this.#current.unconfirmed.values());
+      this.#current.unconfirmed.clear();
+    }
+    all.push(...this.#waiting.drain());
     for (const entry of all) this.#settle(entry, error);
   }
 
@@ -139,7 +222,10 @@ export class Publisher {
   }
 
   #canSend(): boolean {
-    return this.#channel !== undefined && this.#writable && this.#unconfirmed.size < this.#window;
+    const current = this.#current;
+    return (
+      current !== undefined && this.#writable && current.unconfirmed.size < this.#options.window
+    );
   }
 
   #pump(): void {
@@ -149,12 +235,12 @@ export class Publisher {
   }
 
   #send(entry: Pending): void {
-    const channel = this.#channel as ConfirmChannel;
-    entry.tag = this.#nextTag++;
-    this.#unconfirmed.set(entry.tag, entry);
+    const sending = this.#current as Sending;
+    entry.tag = sending.nextTag++;
+    sending.unconfirmed.set(entry.tag, entry);
     try {
       const { message } = entry;
-      this.#writable = channel.publish(
+      this.#writable = sending.channel.publish(
         message.exchange,
         message.routingKey,
         message.content,
@@ -167,21 +253,96 @@ export class Publisher {
     }
   }
 
-  #confirm(tag: number, multiple: boolean, nacked: boolean): void {
+  #confirm(sending: Sending, tag: number, multiple: boolean, nacked: boolean): void {
+    const { unconfirmed } = sending;
+    let settled = 0;
     if (multiple) {
-      for (const [key, entry] of this.#unconfirmed) {
+      for (const [key, entry] of unconfirmed) {
         if (key > tag) break;
-        this.#unconfirmed.delete(key);
+        unconfirmed.delete(key);
+        settled++;
         this.#settleConfirmed(entry, nacked);
       }
     } else {
-      const entry = this.#unconfirmed.get(tag);
+      const entry = unconfirmed.get(tag);
       if (entry !== undefined) {
-        this.#unconfirmed.delete(tag);
+        unconfirmed.delete(tag);
+        settled++;
         this.#settleConfirmed(entry, nacked);
       }
     }
+    sending.nacksInRow = nacked ? sending.nacksInRow + settled : 0;
+    if (sending === this.#current) {
+      if (nacked) this.#replaceIfStuck(sending);
+      else this.#floorMs = FIRST_REPLACEMENT_FLOOR_MS;
+    } else if (unconfirmed.size === 0 && this.#retiring.has(sending)) {
+      this.#closeRetired(sending);
+    }
     this.#pump();
+  }
+
+  /** Asks for a new channel when `sending` keeps nacking, at most once per floor. */
+  #replaceIfStuck(sending: Sending): void {
+    if (sending.nacksInRow < NACKS_BEFORE_REPLACEMENT) return;
+    const now = this.#options.clock.now();
+    if (now - this.#replacedAt < this.#floorMs) return;
+    if (Number.isFinite(this.#replacedAt)) {
+      this.#floorMs = Math.min(this.#floorMs * 2, REPLACEMENT_FLOOR_MS);
+    }
+    this.#replacedAt = now;
+    this.#options.replaceChannel();
+  }
+
+  /** `sending` was replaced: it confirms what it was sent, and is closed then (or at the limit). */
+  #retire(sending: Sending): void {
+    this.#replaced.add(sending.channel);
+    this.#replacements++;
+    this.#retiring.add(sending);
+    if (sending.unconfirmed.size === 0) {
+      this.#closeRetired(sending);
+      return;
+    }
+    sending.retireTimer = this.#options.clock.setTimeout(
+      () => this.#closeRetired(sending),
+      RETIRE_TIMEOUT_MS,
+    );
+  }
+
+  /**
+   * Closes a replaced channel; what it has not confirmed is sent again on the current one (it
+   * may have been taken: at least once). Nothing for a channel no longer retiring.
+   */
+  #closeRetired(sending: Sending): void {
+    if (!this.#retiring.delete(sending)) return;
+    if (sending.retireTimer !== undefined) this.#options.clock.clearTimeout(sending.retireTimer);
+    const left = [...sending.unconfirmed.values()];
+    sending.unconfirmed.clear();
+    if (!sending.closed) sending.channel.close().catch(() => undefined);
+    if (left.length === 0) return;
+    this.#resend(left);
+    this.#pump();
+  }
+
+  /** Every retiring channel, taken out of the set, its timer cleared (it is not closed here). */
+  #takeRetiring(): Sending[] {
+    const all = [...this.#retiring];
+    this.#retiring.clear();
+    for (const sending of all) {
+      if (sending.retireTimer !== undefined) this.#options.clock.clearTimeout(sending.retireTimer);
+    }
+    return all;
+  }
+
+  /** Puts `entries` (sent, not confirmed) at the front of the wait, in their order. */
+  #resend(entries: readonly Pending[]): void {
+    const resend = entries.filter((entry) => !entry.done);
+    if (resend.length === 0) return;
+    const waiting = this.#waiting.drain();
+    for (const entry of resend) {
+      entry.returned = false;
+      this.#waiting.push(entry);
+    }
+    for (const entry of waiting) this.#waiting.push(entry);
   }
 
   #settleConfirmed(entry: Pending, nacked: boolean): void {
@@ -212,9 +373,9 @@ export class Publisher {
   }
 
   /** Returns come before the ack of the same message, in publish order. */
-  #onReturn(message: Message): void {
+  #onReturn(sending: Sending, message: Message): void {
     const id: unknown = message.properties.messageId;
-    for (const entry of this.#unconfirmed.values()) {
+    for (const entry of sending.unconfirmed.values()) {
       if (!entry.returned && entry.message.options.messageId === id) {
         entry.returned = true;
         return;

@@ -182,6 +182,7 @@ export class RabbitMQTransport implements Transport {
   #blocked: string | undefined;
   #lastError: WatchtowerError | undefined;
   #reconnecting: Promise<void> | undefined;
+  #replacingChannel: Promise<void> | undefined;
   /** The URL of `config.urls` the next connect tries first: the node last reached. */
   #urlIndex = 0;
   #queueSeq = 0;
@@ -199,7 +200,11 @@ export class RabbitMQTransport implements Transport {
       closeTimeoutMs: this.config.closeTimeoutMs,
       mapError: (error, operation) => mapAmqpError(error, operation, this.#life.closed),
     });
-    this.#publisher = new Publisher(this.config.publishWindow);
+    this.#publisher = new Publisher({
+      window: this.config.publishWindow,
+      clock: this.config.clock,
+      replaceChannel: () => this.#replacePublishChannel(),
+    });
     this.#host = {
       publisher: this.#publisher,
       exchange: this.config.exchange,
@@ -320,10 +325,7 @@ export class RabbitMQTransport implements Transport {
       if (this.#life.closed) throw this.#life.closedError('connect');
       const channel = await model.createConfirmChannel();
       await this.#declareTopology(channel);
-      channel.on('error', () => {
-        // The close that follows is what matters.
-      });
-      channel.on('close', () => this.#onPublishChannelClose(model, channel));
+      this.#watchPublishChannel(model, channel);
       for (const consumer of this.#consumers) {
         if (!consumer.stopping) await consumer.openOn(model);
       }
@@ -373,12 +375,50 @@ export class RabbitMQTransport implements Transport {
     this.#reconnect();
   }
 
-  /** The publish channel closed while the connection stayed: start the connection over. */
+  #watchPublishChannel(model: ChannelModel, channel: ConfirmChannel): void {
+    channel.on('error', () => {
+      // The close that follows is what matters.
+    });
+    channel.on('close', () => this.#onPublishChannelClose(model, channel));
+  }
+
+  /**
+   * The publish channel closed while the connection stayed: start the connection over. A
+   * channel the publisher replaced is closed by it, and that is no loss.
+   */
   #onPublishChannelClose(model: ChannelModel, channel: ConfirmChannel): void {
-    void channel;
-    if (this.#model !== model || this.#life.closed) return;
+    if (this.#model !== model || this.#life.closed || this.#publisher.replaced(channel)) return;
     model.close().catch(() => undefined);
     // close emits 'close' on the model, which reconnects; a model that is gone already did.
+  }
+
+  /**
+   * The publish channel keeps nacking (see {@link Publisher}): a fresh confirm channel on the
+   * same connection takes the publishes over. When none can be opened the old one stays; a
+   * connection lost meanwhile is the reconnect's to handle.
+   */
+  #replacePublishChannel(): void {
+    const model = this.#model;
+    if (model === undefined || this.#replacingChannel !== undefined || this.#life.closed) return;
+    const work = (async () => {
+      let channel: ConfirmChannel;
+      try {
+        channel = await model.createConfirmChannel();
+      } catch (error) {
+        if (this.#model === model) throw error;
+        return;
+      }
+      if (this.#model !== model || this.#life.closed) {
+        await channel.close().catch(() => undefined);
+        return;
+      }
+      this.#watchPublishChannel(model, channel);
+      this.#publisher.attach(channel, corkOf(model));
+    })().finally(() => {
+      this.#replacingChannel = undefined;
+    });
+    this.#replacingChannel = work;
+    this.#life.track(work, 'open a new publish channel');
   }
 
   #reconnect(): void {
@@ -713,6 +753,7 @@ export class RabbitMQTransport implements Transport {
       exchange: this.config.exchange,
       subscriptions: this.#consumers.size,
       outstandingPublishes: this.#publisher.outstanding,
+      publishChannelsReplaced: this.#publisher.replacements,
     };
     const model = this.#model;
     if (model === undefined || this.#state !== 'connected') {

@@ -2,7 +2,8 @@
  * What the RabbitMQ transport does on the real broker beyond the contract suite: the Rust
  * dead-letter layout read by a raw amqplib consumer, Rust-format messages published raw,
  * garbage bytes, bounded retries counted exactly, every exchange type, `mandatory` returns,
- * overflow nacks and TTLs dead-lettered by the broker itself.
+ * overflow nacks (and the publish channel not replaced more than once a second for them) and
+ * TTLs dead-lettered by the broker itself.
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -19,6 +20,7 @@ import {
   type RabbitMQConfig,
   type RabbitMQSubscriberOptions,
 } from '../src/index.js';
+import { NACKS_BEFORE_REPLACEMENT, REPLACEMENT_FLOOR_MS } from '../src/publisher.js';
 import {
   AMQP_URL,
   consumerPrefetches,
@@ -332,6 +334,40 @@ describe('publish outcomes', () => {
       .catch((e: unknown) => e)) as WatchtowerError;
     expect(refused).toMatchObject({ code: 'TRANSPORT', retryable: true });
     expect(await messageCount(`${exchange}.group.g:full.q`)).toBe(1);
+  });
+
+  it('replaces its publish channel about once a second at most while a full queue nacks every publish, each publish rejecting retryably', async () => {
+    const exchange = newExchange();
+    const t = transport(exchange, { maxLength: 1, overflow: 'reject-publish' });
+    const sub = await t.subscribe('full.q', { group: 'g' });
+    await sub.unsubscribe();
+    await t.publish(createEvent('full.q', { n: 0 }));
+    const started = performance.now();
+    let refused = 0;
+    // Batches of nacked publishes for 2.5 s: the channel is taken for stuck, and replaced.
+    while (performance.now() - started < 2500) {
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 20 }, (_, n) => t.publish(createEvent('full.q', { n }))),
+      );
+      for (const outcome of outcomes) {
+        expect(outcome).toMatchObject({
+          status: 'rejected',
+          reason: { code: 'TRANSPORT', retryable: true },
+        });
+        refused++;
+      }
+    }
+    const elapsedMs = performance.now() - started;
+    const health = await t.healthCheck();
+    const replaced = health.details?.['publishChannelsReplaced'] as number;
+    expect(replaced).toBeGreaterThanOrEqual(1);
+    // Once a second, after two sooner ones (250 and 500 ms after the first).
+    expect(replaced).toBeLessThanOrEqual(Math.floor(elapsedMs / REPLACEMENT_FLOOR_MS) + 3);
+    expect(refused).toBeGreaterThan(replaced * NACKS_BEFORE_REPLACEMENT);
+    expect(health.healthy).toBe(true);
+    expect(await messageCount(`${exchange}.group.g:full.q`)).toBe(1);
+    // The transport goes on publishing: a type that no full queue takes is confirmed.
+    await t.publish(createEvent('elsewhere', {}));
   });
 
   it('expires a message after messageTtlMs into the DLQ when nobody consumes it', async () => {
