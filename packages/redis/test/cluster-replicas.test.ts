@@ -81,8 +81,9 @@ describe('waitReplicas on a Redis Cluster of 3 masters with a replica each', () 
 
   it('rejects a publish with a retryable TIMEOUT naming the count when fewer replicas than waitReplicas acknowledge it', async () => {
     const prefix = `{${uniquePrefix('wait')}}`;
-    // Each master has one replica: two can never acknowledge.
-    const t = transport(prefix, { waitReplicas: 2, waitTimeoutMs: 200 });
+    // Each master has one replica: two can never acknowledge. The wait is long enough for
+    // the one there is to answer even on a loaded machine.
+    const t = transport(prefix, { waitReplicas: 2, waitTimeoutMs: 2000 });
     const error = await rejection(t.publish(createEvent('order.placed', { n: 1 })));
     expect(error).toBeInstanceOf(ReplicationTimeoutError);
     expect(error).toMatchObject({
@@ -90,7 +91,7 @@ describe('waitReplicas on a Redis Cluster of 3 masters with a replica each', () 
       retryable: true,
       acknowledged: 1,
       required: 2,
-      timeoutMs: 200,
+      timeoutMs: 2000,
     });
     // The master has the entry (and the replica too, here): only the confirmation failed.
     const { replica } = await ownersOf(prefix);
@@ -99,7 +100,7 @@ describe('waitReplicas on a Redis Cluster of 3 masters with a replica each', () 
 
   it('rejects publishes and dead letters while the replica of their master is down, and confirms them again once it is back', async () => {
     const prefix = `{${uniquePrefix('wait')}}`;
-    const t = transport(prefix, { waitReplicas: 1, waitTimeoutMs: 300 });
+    const t = transport(prefix, { waitReplicas: 1, waitTimeoutMs: 1000 });
     await t.publish(createEvent('order.placed', { n: 0 }));
     const { replica } = await ownersOf(prefix);
     const reason: DeadLetterReason = {
@@ -116,7 +117,14 @@ describe('waitReplicas on a Redis Cluster of 3 masters with a replica each', () 
       const dead = await rejection(t.publishToDlq(letter, reason));
       expect(dead).toMatchObject({ code: 'TIMEOUT', acknowledged: 0, required: 1 });
     });
-    // Back and synced: confirmed again, and the replica has everything the master took.
+    // Back: once it has caught up with what the master took meanwhile (a resync can take a
+    // while on a loaded machine), writes are confirmed again.
+    await waitFor(
+      async () =>
+        (await lengthOnReplica(replica, streamKey(prefix, 'order.placed'))) === 2 &&
+        (await lengthOnReplica(replica, defaultDlqKey(prefix))) === 1,
+      { timeoutMs: 20_000, intervalMs: 100, message: 'the replica caught up' },
+    );
     await t.publish(createEvent('order.placed', { n: 3 }));
     await t.publishToDlq(createEvent('order.placed', { n: 4 }), reason);
     expect(await lengthOnReplica(replica, streamKey(prefix, 'order.placed'))).toBe(3);
