@@ -323,12 +323,18 @@ describe('publish outcomes', () => {
     await sub.unsubscribe();
   });
 
-  it('rejects a publish the broker nacks for a full queue with overflow reject-publish, retryably', async () => {
-    const exchange = newExchange();
+  /** A transport whose group queue `g` for `full.q` holds one message, its most (`reject-publish`). */
+  async function fullQueue(exchange: string): Promise<RabbitMQTransport> {
     const t = transport(exchange, { maxLength: 1, overflow: 'reject-publish' });
     const sub = await t.subscribe('full.q', { group: 'g' });
     await sub.unsubscribe();
     await t.publish(createEvent('full.q', { n: 1 }));
+    return t;
+  }
+
+  it('rejects a publish the broker nacks for a full queue with overflow reject-publish, retryably', async () => {
+    const exchange = newExchange();
+    const t = await fullQueue(exchange);
     const refused = (await t
       .publish(createEvent('full.q', { n: 2 }))
       .catch((e: unknown) => e)) as WatchtowerError;
@@ -338,10 +344,7 @@ describe('publish outcomes', () => {
 
   it('replaces its publish channel about once a second at most while a full queue nacks every publish, each publish rejecting retryably', async () => {
     const exchange = newExchange();
-    const t = transport(exchange, { maxLength: 1, overflow: 'reject-publish' });
-    const sub = await t.subscribe('full.q', { group: 'g' });
-    await sub.unsubscribe();
-    await t.publish(createEvent('full.q', { n: 0 }));
+    const t = await fullQueue(exchange);
     const started = performance.now();
     let refused = 0;
     // Batches of nacked publishes for 2.5 s: the channel is taken for stuck, and replaced.
