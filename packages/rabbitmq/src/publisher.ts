@@ -177,8 +177,7 @@ export class Publisher {
     const current = this.#current;
     if (current === undefined) return;
     this.#current = undefined;
-    const resend: Pending[] = [];
-    for (const sending of this.#takeRetiring()) resend.push(...sending.unconfirmed.values());
+    const resend = this.#takeRetiring();
     resend.push(...current.unconfirmed.values());
     current.unconfirmed.clear();
     this.#resend(resend);
@@ -205,8 +204,7 @@ export class Publisher {
   /** Rejects everything outstanding with `error`, and every later publish until `attach`. */
   failAll(error: WatchtowerError): void {
     this.#failure = error;
-    const all: Pending[] = [];
-    for (const sending of this.#takeRetiring()) all.push(...sending.unconfirmed.values());
+    const all = this.#takeRetiring();
     if (this.#current !== undefined) {
       all.push(...this.#current.unconfirmed.values());
       this.#current.unconfirmed.clear();
@@ -323,14 +321,19 @@ export class Publisher {
     this.#pump();
   }
 
-  /** Every retiring channel, taken out of the set, its timer cleared (it is not closed here). */
-  #takeRetiring(): Sending[] {
-    const all = [...this.#retiring];
-    this.#retiring.clear();
-    for (const sending of all) {
+  /**
+   * What the retiring channels have not confirmed, oldest first; they are no longer retiring
+   * (their timers cleared, they are not closed here: their connection is gone or going).
+   */
+  #takeRetiring(): Pending[] {
+    const entries: Pending[] = [];
+    for (const sending of this.#retiring) {
       if (sending.retireTimer !== undefined) this.#options.clock.clearTimeout(sending.retireTimer);
+      entries.push(...sending.unconfirmed.values());
+      sending.unconfirmed.clear();
     }
-    return all;
+    this.#retiring.clear();
+    return entries;
   }
 
   /** Puts `entries` (sent, not confirmed) at the front of the wait, in their order. */
