@@ -196,6 +196,30 @@ export const CONSUMER_KILLED: readonly FaultStep[] = Object.freeze([
   { at: 0.5, kind: 'kill-consumer', consumer: 0 },
 ]);
 
+/** The longest time between two consecutive instants of `times` (ms), rounded. */
+export function longestGap(times: readonly number[]): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let gap = 0;
+  for (let i = 1; i < sorted.length; i++) {
+    gap = Math.max(gap, (sorted[i] as number) - (sorted[i - 1] as number));
+  }
+  return Math.round(gap);
+}
+
+/**
+ * What a node failure cost the publisher, for a failover test's log line: when the first
+ * publish after `killedAt` was confirmed (performance.now() instants), and the longest pause
+ * between two confirmations.
+ */
+export function pauseAround(confirmedAt: readonly number[], killedAt: number): string {
+  const resumed = confirmedAt.find((t) => t > killedAt);
+  return (
+    `first confirmation after the kill ` +
+    `${resumed === undefined ? '-' : Math.round(resumed - killedAt)} ms after it; ` +
+    `longest pause between confirmations ${longestGap(confirmedAt)} ms`
+  );
+}
+
 /**
  * Prints the run's counts and fails on any loss: every confirmed event handled, every publish
  * settled (confirmed or rejected with a typed error).

@@ -53,6 +53,8 @@ export {
   describeFaultRun,
   faultConsumerCommand,
   expectNothingLost,
+  longestGap,
+  pauseAround,
   FAULT_RUN_EVENTS,
   BROKER_KILLED_TWICE,
   CONSUMER_KILLED,

@@ -253,15 +253,6 @@ export async function createStreams(config: Partial<NatsConfig>): Promise<void> 
   }
 }
 
-/** The longest time between two consecutive instants of `times` (ms), rounded. */
-export function longestGap(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let gap = 0;
-  for (let i = 1; i < sorted.length; i++)
-    gap = Math.max(gap, (sorted[i] as number) - (sorted[i - 1] as number));
-  return Math.round(gap);
-}
-
 /** Polls `check` every 50 ms until it returns true; rejects after `timeoutMs`. */
 export async function pollUntil(
   check: () => boolean | Promise<boolean>,

@@ -136,12 +136,3 @@ export class RabbitMQCluster {
     rmSync(this.root, { recursive: true, force: true, maxRetries: 3 });
   }
 }
-
-/** The longest time between two consecutive instants of `times` (ms), rounded. */
-export function longestGap(times: readonly number[]): number {
-  const sorted = [...times].sort((a, b) => a - b);
-  let gap = 0;
-  for (let i = 1; i < sorted.length; i++)
-    gap = Math.max(gap, (sorted[i] as number) - (sorted[i - 1] as number));
-  return Math.round(gap);
-}
