@@ -301,14 +301,14 @@ export function rabbitmqScenarios(scale: number): Scenario[] {
       // The bus's default concurrency 1 gives prefetch 1: a round trip per event, both sides.
       name: 'rabbitmq group consume + ack, defaults (prefetch 1)',
       transport: 'rabbitmq',
-      raw: () => rawConsume(at(10_000), 1),
-      watchtower: () => watchtowerConsume(at(10_000), { prefetch: null }),
+      raw: () => rawConsume(at(5000), 1),
+      watchtower: () => watchtowerConsume(at(5000), { prefetch: null }),
     },
     {
       name: 'rabbitmq latency publish -> handler (1 at a time)',
       transport: 'rabbitmq',
-      raw: () => rawLatency(at(3000)),
-      watchtower: () => watchtowerLatency(at(3000)),
+      raw: () => rawLatency(at(1500)),
+      watchtower: () => watchtowerLatency(at(1500)),
     },
   ];
 }
