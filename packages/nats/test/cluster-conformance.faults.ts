@@ -1,8 +1,8 @@
-import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { describeTransportConformance } from '@watchtower/conformance';
 import { afterAll, beforeAll } from 'vitest';
 import { NatsTransport, type NatsConfig, type NatsMode } from '../src/index.js';
+import { deleteStreams } from './helpers.js';
 import { PrivateNatsCluster, createStreams } from './nats-cluster.js';
 
 /*
@@ -104,17 +104,10 @@ for (const mode of ['core', 'jetstream'] as NatsMode[]) {
     },
     cleanup: async (namespace) => {
       const n = names(namespace);
-      const nc = await connect({ servers: urls() });
-      try {
-        const jsm = await jetstreamManager(nc);
-        for (const stream of [n.stream, n.dlqStream])
-          await jsm.streams.delete(stream).catch(() => false);
-      } finally {
-        await nc.close();
-      }
+      await deleteStreams([n.stream, n.dlqStream], urls());
     },
     // The restart case waits up to three times this for what was published during the
-    // outage, which the group's consumer delivers about 35 s after the kill.
+    // outage, which the group's consumer delivers about 10-15 s after the kill.
     timeoutMs: 25_000,
     redeliveryTimeoutMs: 5000,
   });

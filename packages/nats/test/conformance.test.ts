@@ -1,8 +1,8 @@
-import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { describeTransportConformance } from '@watchtower/conformance';
 import { afterAll, beforeAll } from 'vitest';
 import { NatsTransport, type NatsMode } from '../src/index.js';
+import { deleteStreams } from './helpers.js';
 import { PrivateNatsServer } from './nats-server.js';
 
 /*
@@ -67,14 +67,7 @@ for (const mode of ['core', 'jetstream'] as NatsMode[]) {
     },
     cleanup: async (namespace) => {
       const n = names(namespace);
-      const nc = await connect({ servers: url() });
-      try {
-        const jsm = await jetstreamManager(nc);
-        for (const stream of [n.stream, n.dlqStream])
-          await jsm.streams.delete(stream).catch(() => false);
-      } finally {
-        await nc.close();
-      }
+      await deleteStreams([n.stream, n.dlqStream], url());
     },
     timeoutMs: 8000,
     redeliveryTimeoutMs: 5000,

@@ -56,7 +56,10 @@ export function rawConnection(servers = NATS_URL): Promise<NatsConnection> {
 }
 
 /** Deletes the streams a test created; missing ones are fine. */
-export async function deleteStreams(names: readonly string[], servers = NATS_URL): Promise<void> {
+export async function deleteStreams(
+  names: readonly string[],
+  servers: string | string[] = NATS_URL,
+): Promise<void> {
   const nc = await connect({ servers });
   try {
     const jsm = await jetstreamManager(nc);
