@@ -71,6 +71,8 @@ export interface ResultRow {
    */
   cpuUsPerEvent: number | null;
   rssMb: number;
+  /** Wall time of the whole scenario (both sides, every round), in seconds. */
+  seconds: number;
 }
 
 /** Options of {@link runScenarios}. */
@@ -112,7 +114,12 @@ function median(values: number[]): number {
  * those runs of each run's own percentile, so that one run hit by a pause elsewhere does not
  * decide the tail.
  */
-function toRow(scenario: Scenario, impl: ResultRow['impl'], runs: Measurement[]): ResultRow {
+function toRow(
+  scenario: Scenario,
+  impl: ResultRow['impl'],
+  runs: Measurement[],
+  seconds: number,
+): ResultRow {
   const best = runs.reduce((a, b) => (b.n / b.elapsedMs > a.n / a.elapsedMs ? b : a));
   const warm = runs.length > 1 ? runs.slice(1) : runs;
   const timed = warm.filter((run) => run.latenciesUs !== undefined && run.latenciesUs.length > 0);
@@ -131,6 +138,7 @@ function toRow(scenario: Scenario, impl: ResultRow['impl'], runs: Measurement[])
     p99Us: percentiles.length > 0 ? Math.round(median(percentiles.map((p) => p.p99))) : null,
     cpuUsPerEvent: cpuPerEvent(warm),
     rssMb: Math.round((process.memoryUsage.rss() / 1024 / 1024) * 10) / 10,
+    seconds,
   };
 }
 
@@ -165,15 +173,28 @@ export async function runScenarios(
       if (scenario.raw !== undefined) raw.push(await scenario.raw());
       wt.push(await scenario.watchtower());
     }
+    const seconds = Math.round((now() - started) / 100) / 10;
     const rows = [
-      ...(raw.length > 0 ? [toRow(scenario, 'raw', raw)] : []),
-      toRow(scenario, 'watchtower', wt),
+      ...(raw.length > 0 ? [toRow(scenario, 'raw', raw, seconds)] : []),
+      toRow(scenario, 'watchtower', wt, seconds),
     ];
     for (const row of rows) appendFileSync(options.outputFile, `${JSON.stringify(row)}\n`);
     kept.push(...rows);
     printRows(rows);
   }
+  printSlowest(kept);
   return kept;
+}
+
+/** The scenarios that took longest, to see where the time of a whole run goes. */
+function printSlowest(rows: ResultRow[]): void {
+  const slowest = rows
+    .filter((row) => row.impl === 'watchtower')
+    .sort((a, b) => b.seconds - a.seconds)
+    .slice(0, 8);
+  if (slowest.length === 0) return;
+  console.log('\nslowest scenarios (both sides, every round):');
+  for (const row of slowest) console.log(`  ${String(row.seconds).padStart(6)} s  ${row.scenario}`);
 }
 
 let headerPrinted = false;
