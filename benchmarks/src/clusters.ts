@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { NatsSubscriber, type NatsSubscriberOptions } from '@watchtower/nats';
 import { RedisSubscriber } from '@watchtower/redis';
 import { PrivateNatsCluster } from '../../packages/nats/test/nats-cluster.js';
@@ -19,6 +19,9 @@ import { countdown, runWindowed, startTimer, type Measurement, type Scenario } f
  * against the cluster with 2 and 4 consumer processes in the group (`cluster-consumer.ts`):
  * the events are published by this process and handled by the others, timed from the first
  * publish to the last event handled.
+ *
+ * Each broker's cluster is started once, at its first run, and serves every run of the group
+ * (each with its own stream or key prefix, deleted after it); `stopClusters()` stops them.
  */
 
 const NATS_URL = process.env['WATCHTOWER_NATS_URL'] ?? 'nats://127.0.0.1:4222';
@@ -40,9 +43,24 @@ function id(): string {
   return randomBytes(4).toString('hex');
 }
 
+let natsCluster: Promise<PrivateNatsCluster> | undefined;
+let redisCluster: Promise<PrivateRedisCluster> | undefined;
+
+/** Stops the clusters the group started (none if it did not run). */
+export async function stopClusters(): Promise<void> {
+  const started = [natsCluster, redisCluster];
+  natsCluster = undefined;
+  redisCluster = undefined;
+  await Promise.all(
+    started.map(async (cluster) => {
+      if (cluster !== undefined) await (await cluster).stop();
+    }),
+  );
+}
+
 async function natsTarget(clustered: boolean): Promise<Target> {
   const n = id();
-  const cluster = clustered ? await PrivateNatsCluster.start() : undefined;
+  const cluster = clustered ? await (natsCluster ??= PrivateNatsCluster.start()) : undefined;
   const servers = cluster?.urls ?? [NATS_URL];
   const config = {
     servers,
@@ -60,11 +78,7 @@ async function natsTarget(clustered: boolean): Promise<Target> {
   return {
     config,
     stop: async () => {
-      if (cluster !== undefined) {
-        await cluster.stop();
-        return;
-      }
-      const nc = await connect({ servers: NATS_URL });
+      const nc = await connect({ servers });
       const jsm = await jetstreamManager(nc);
       for (const name of [config.stream.name, config.dlq.streamName]) {
         await jsm.streams.delete(name).catch(() => false);
@@ -75,7 +89,7 @@ async function natsTarget(clustered: boolean): Promise<Target> {
 }
 
 async function redisTarget(clustered: boolean): Promise<Target> {
-  const cluster = clustered ? await PrivateRedisCluster.start() : undefined;
+  const cluster = clustered ? await (redisCluster ??= PrivateRedisCluster.start()) : undefined;
   const prefix = clustered ? `{bench-cluster-${id()}}` : `bench-cluster-${id()}`;
   const config =
     cluster === undefined
@@ -84,13 +98,23 @@ async function redisTarget(clustered: boolean): Promise<Target> {
   return {
     config,
     stop: async () => {
-      if (cluster !== undefined) {
-        await cluster.stop();
+      if (cluster === undefined) {
+        const redis = new Redis(REDIS_URL);
+        const keys = await redis.keys(`${prefix}:*`);
+        if (keys.length > 0) await redis.del(...keys);
+        await redis.quit();
         return;
       }
-      const redis = new Redis(REDIS_URL);
-      const keys = await redis.keys(`${prefix}:*`);
-      if (keys.length > 0) await redis.del(...keys);
+      // The prefix is a hash tag: every key of the run is on one master.
+      const redis = new Cluster(cluster.startupNodes);
+      await new Promise<void>((resolve, reject) => {
+        redis.once('ready', () => resolve());
+        redis.once('error', reject);
+      });
+      for (const master of redis.nodes('master')) {
+        const keys = await master.keys(`${prefix}:*`);
+        if (keys.length > 0) await master.del(...keys);
+      }
       await redis.quit();
     },
   };
@@ -162,8 +186,12 @@ async function groupThroughput(
     if (arrivals !== undefined) {
       await publisher.subscribe(TYPE, () => arrivals.tick(), { group: 'bench' });
     } else {
-      for (let i = 0; i < processes; i++)
-        consumers.push(await startConsumer(broker, target.config));
+      const started = await Promise.allSettled(
+        Array.from({ length: processes }, () => startConsumer(broker, target.config)),
+      );
+      for (const result of started) if (result.status === 'fulfilled') consumers.push(result.value);
+      const failed = started.find((result) => result.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
     }
     await publisher.connect();
     const stop = startTimer();
@@ -196,7 +224,7 @@ export function clusterScenarios(scale: number): Scenario[] {
   const at = (count: number): number => Math.max(1, Math.round(count * scale));
   const scenarios: Scenario[] = [];
   for (const broker of ['nats', 'redis'] as const) {
-    const events = at(broker === 'nats' ? 10_000 : 20_000);
+    const events = at(broker === 'nats' ? 6000 : 12_000);
     scenarios.push(
       {
         name: 'group publish -> handler, single node',

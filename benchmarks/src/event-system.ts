@@ -88,11 +88,11 @@ export function eventSystemScenarios(scale: number): Scenario[] {
     watchtower: () => publishToHandler(system(copy, features), at(count)),
   });
   return [
-    scenario('system vs bus, no feature [codec]', 'codec', 200_000),
-    scenario('system vs bus, no feature [reference]', 'reference', 600_000),
-    scenario('system vs bus, route with topic [reference]', 'reference', 300_000, {
+    scenario('system vs bus, no feature [codec]', 'codec', 100_000),
+    scenario('system vs bus, no feature [reference]', 'reference', 200_000),
+    scenario('system vs bus, route with topic [reference]', 'reference', 200_000, {
       routes: [{ pattern: 'user.>', transport: 'memory', topic: 'users' }],
     }),
-    scenario('system vs bus, origin [reference]', 'reference', 300_000, { origin: 'eu.de' }),
+    scenario('system vs bus, origin [reference]', 'reference', 200_000, { origin: 'eu.de' }),
   ];
 }

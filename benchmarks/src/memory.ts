@@ -168,7 +168,7 @@ function patternMatch(patterns: number, lookups: number): Measurement {
 /** The bus scenarios, once per copy mode: the mode is the name's suffix. */
 function busScenarios(copy: Copy, scale: number): Scenario[] {
   // The encoded path is four to five times slower per event: fewer events keep the group short.
-  const n = Math.round((copy === 'codec' ? 200_000 : 600_000) * scale);
+  const n = Math.round((copy === 'codec' ? 100_000 : 300_000) * scale);
   const few = Math.round(20_000 * scale);
   return [
     {

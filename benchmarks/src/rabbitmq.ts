@@ -282,33 +282,33 @@ export function rabbitmqScenarios(scale: number): Scenario[] {
     {
       name: 'rabbitmq confirmed publish, await each',
       transport: 'rabbitmq',
-      raw: () => rawPublish(at(5000), 1),
-      watchtower: () => watchtowerPublish(at(5000), 1),
+      raw: () => rawPublish(at(1000), 1),
+      watchtower: () => watchtowerPublish(at(1000), 1),
     },
     {
       name: `rabbitmq confirmed publish, window ${WINDOW}`,
       transport: 'rabbitmq',
-      raw: () => rawPublish(at(50_000), WINDOW),
-      watchtower: () => watchtowerPublish(at(50_000), WINDOW),
+      raw: () => rawPublish(at(15_000), WINDOW),
+      watchtower: () => watchtowerPublish(at(15_000), WINDOW),
     },
     {
       name: 'rabbitmq group consume + ack',
       transport: 'rabbitmq',
-      raw: () => rawConsume(at(50_000), PREFETCH),
-      watchtower: () => watchtowerConsume(at(50_000), {}),
+      raw: () => rawConsume(at(8000), PREFETCH),
+      watchtower: () => watchtowerConsume(at(8000), {}),
     },
     {
       // The bus's default concurrency 1 gives prefetch 1: a round trip per event, both sides.
       name: 'rabbitmq group consume + ack, defaults (prefetch 1)',
       transport: 'rabbitmq',
-      raw: () => rawConsume(at(5000), 1),
-      watchtower: () => watchtowerConsume(at(5000), { prefetch: null }),
+      raw: () => rawConsume(at(2500), 1),
+      watchtower: () => watchtowerConsume(at(2500), { prefetch: null }),
     },
     {
       name: 'rabbitmq latency publish -> handler (1 at a time)',
       transport: 'rabbitmq',
-      raw: () => rawLatency(at(1500)),
-      watchtower: () => watchtowerLatency(at(1500)),
+      raw: () => rawLatency(at(700)),
+      watchtower: () => watchtowerLatency(at(700)),
     },
   ];
 }

@@ -308,8 +308,8 @@ export function redisScenarios(scale: number): Scenario[] {
     {
       name: 'redis publish, await each XADD',
       transport: 'redis',
-      raw: () => rawPublish(at(6000), 1),
-      watchtower: () => watchtowerPublish(at(6000), 1),
+      raw: () => rawPublish(at(3000), 1),
+      watchtower: () => watchtowerPublish(at(3000), 1),
     },
     {
       // Raw sends each batch as one pipeline(); watchtower with its defaults, whose transport
@@ -322,14 +322,14 @@ export function redisScenarios(scale: number): Scenario[] {
     {
       name: 'redis group consume + XACK',
       transport: 'redis',
-      raw: () => rawConsume(at(30_000)),
-      watchtower: () => watchtowerConsume(at(30_000)),
+      raw: () => rawConsume(at(20_000)),
+      watchtower: () => watchtowerConsume(at(20_000)),
     },
     {
       name: 'redis latency publish -> handler (1 at a time)',
       transport: 'redis',
-      raw: () => rawLatency(at(3000)),
-      watchtower: () => watchtowerLatency(at(3000)),
+      raw: () => rawLatency(at(2000)),
+      watchtower: () => watchtowerLatency(at(2000)),
     },
   ];
 }

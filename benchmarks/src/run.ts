@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { clusterScenarios } from './clusters.js';
+import { clusterScenarios, stopClusters } from './clusters.js';
 import { eventSystemScenarios } from './event-system.js';
 import { runScenarios, type Scenario } from './harness.js';
 import { memoryScenarios } from './memory.js';
@@ -15,7 +15,7 @@ import { websocketScenarios } from './websocket.js';
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named transports (all that
  * exist by default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run;
  * BENCH_ROUNDS (default 5) is how often each side of a scenario runs at most: after 3 rounds a
- * scenario that has taken more than BENCH_SECONDS (default 3) stops, so that a whole run stays
+ * scenario that has taken more than BENCH_SECONDS (default 2) stops, so that a whole run stays
  * within minutes; BENCH_ONLY keeps the scenarios whose name contains it.
  */
 const scale = Number(process.env['BENCH_SCALE'] ?? '1');
@@ -24,7 +24,7 @@ const rounds = Number(process.env['BENCH_ROUNDS'] ?? '5');
 if (!Number.isInteger(rounds) || rounds < 1) {
   throw new Error('BENCH_ROUNDS must be a positive integer');
 }
-const secondsPerScenario = Number(process.env['BENCH_SECONDS'] ?? '3');
+const secondsPerScenario = Number(process.env['BENCH_SECONDS'] ?? '2');
 if (!(secondsPerScenario > 0)) throw new Error('BENCH_SECONDS must be a positive number');
 
 const registry: Record<string, () => Promise<Scenario[]>> = {
@@ -76,6 +76,10 @@ const only = process.env['BENCH_ONLY'];
 const chosen = only === undefined ? scenarios : scenarios.filter((s) => s.name.includes(only));
 const outputFile = fileURLToPath(new URL('../results/latest.jsonl', import.meta.url));
 const started = performance.now();
-await runScenarios(chosen, { outputFile, rounds, secondsPerScenario });
+try {
+  await runScenarios(chosen, { outputFile, rounds, secondsPerScenario });
+} finally {
+  await stopClusters();
+}
 const seconds = Math.round((performance.now() - started) / 1000);
 console.log(`\nresults written to ${outputFile} (${seconds} s)`);

@@ -516,15 +516,15 @@ export function userLevelScenarios(scale: number): Scenario[] {
     {
       name: 'user: NatsSubscriber core publish -> handler',
       transport: 'nats',
-      raw: () => rawNatsCore(at(60_000), false),
-      watchtower: () => watchtowerNatsCore(at(60_000), false),
+      raw: () => rawNatsCore(at(40_000), false),
+      watchtower: () => watchtowerNatsCore(at(40_000), false),
     },
     {
       // The raw side runs the same zod schema on both ends, as the bus does with a catalog.
       name: 'user: NatsSubscriber core, zod catalog',
       transport: 'nats',
-      raw: () => rawNatsCore(at(60_000), true),
-      watchtower: () => watchtowerNatsCore(at(60_000), true),
+      raw: () => rawNatsCore(at(40_000), true),
+      watchtower: () => watchtowerNatsCore(at(40_000), true),
     },
     {
       name: 'user: zod safeParse alone, twice per event',
@@ -547,14 +547,14 @@ export function userLevelScenarios(scale: number): Scenario[] {
       name: 'user: RabbitMQSubscriber group publish + consume + ack',
       transport: 'rabbitmq',
       // Prefetch 1 runs at a few thousand events a second: fewer events, the same rounds.
-      raw: () => rawRabbitMQ(at(8000), RABBITMQ_DEFAULT_PREFETCH),
-      watchtower: () => watchtowerRabbitMQ(at(8000)),
+      raw: () => rawRabbitMQ(at(3000), RABBITMQ_DEFAULT_PREFETCH),
+      watchtower: () => watchtowerRabbitMQ(at(3000)),
     },
     {
       name: 'user: RabbitMQSubscriber, prefetch: 64',
       transport: 'rabbitmq',
-      raw: () => rawRabbitMQ(at(15_000), 64),
-      watchtower: () => watchtowerRabbitMQ(at(15_000), 64),
+      raw: () => rawRabbitMQ(at(10_000), 64),
+      watchtower: () => watchtowerRabbitMQ(at(10_000), 64),
     },
     {
       name: 'user: WebSocketSubscriber via WebSocketHub',
@@ -572,14 +572,14 @@ export function userLevelScenarios(scale: number): Scenario[] {
     {
       name: 'user: EventBus memory publish -> handler',
       transport: 'memory',
-      raw: () => rawMemory(at(200_000)),
-      watchtower: () => watchtowerMemory(at(200_000), undefined),
+      raw: () => rawMemory(at(100_000)),
+      watchtower: () => watchtowerMemory(at(100_000), undefined),
     },
     {
       name: "user: EventBus memory, copy: 'reference'",
       transport: 'memory',
-      raw: () => rawMemory(at(600_000)),
-      watchtower: () => watchtowerMemory(at(600_000), 'reference'),
+      raw: () => rawMemory(at(400_000)),
+      watchtower: () => watchtowerMemory(at(400_000), 'reference'),
     },
   ];
 }

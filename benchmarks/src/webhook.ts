@@ -225,14 +225,14 @@ export function webhookScenarios(scale: number): Scenario[] {
     {
       name: 'webhook deliver, await each POST',
       transport: 'webhook',
-      raw: () => rawDeliver(at(1500), 1),
-      watchtower: () => watchtowerDeliver(at(1500), 1),
+      raw: () => rawDeliver(at(1000), 1),
+      watchtower: () => watchtowerDeliver(at(1000), 1),
     },
     {
       name: `webhook deliver, ${WINDOW} in flight`,
       transport: 'webhook',
-      raw: () => rawDeliver(at(8000), WINDOW),
-      watchtower: () => watchtowerDeliver(at(8000), WINDOW),
+      raw: () => rawDeliver(at(5000), WINDOW),
+      watchtower: () => watchtowerDeliver(at(5000), WINDOW),
     },
   ];
 }
