@@ -5,7 +5,7 @@
  * stream more than the `XADD` itself.
  */
 import { TurnBatcher } from '@watchtower/core/transport-kit';
-import type { RedisValue } from 'ioredis';
+import type { Redis, RedisValue } from 'ioredis';
 import type { RedisClient } from './connections.js';
 import { ReplicationTimeoutError } from './replication-error.js';
 
@@ -92,10 +92,12 @@ type WithXaddOnce = Record<
 >;
 
 /**
- * Sends the `XADD`s of one turn of promise work ({@link TurnBatcher}) together, as one
- * `pipeline()`: one socket write and one round trip, as a caller pipelining by hand gets. A
- * publish alone in its turn is sent as a plain command, so one-at-a-time publishing pays no
- * pipeline cost.
+ * Sends the `XADD`s of one turn of promise work ({@link TurnBatcher}) together: one socket
+ * write and one round trip, as a caller pipelining by hand gets. On a single Redis connection
+ * they are plain commands written while the socket is corked (one `writev` for the batch),
+ * which costs the client about 2 µs less per event than a `pipeline()` with its own bookkeeping;
+ * a batch that announces a stream, waits for replicas, or goes to a Redis Cluster is a
+ * `pipeline()`. A publish alone in its turn is a plain command either way.
  *
  * The first publish to a stream also announces it: `SADD registry key` and `PUBLISH registry
  * key` right after its `XADD`, in the same pipeline, so that wildcard subscriptions of every
@@ -183,14 +185,48 @@ export class PublishBatcher {
   #send(batch: readonly QueuedXadd[]): void {
     try {
       const client = this.client();
-      const only = batch.length === 1 ? (batch[0] as QueuedXadd) : undefined;
-      if (only !== undefined && !only.announce && this.wait === undefined) {
-        (this.#write(client, only) as Promise<unknown>).then(
-          () => only.resolve(),
-          (error: unknown) => this.#fail(only, error),
-        );
+      if (this.wait === undefined && !batch.some((item) => item.announce)) {
+        const only = batch.length === 1 ? (batch[0] as QueuedXadd) : undefined;
+        if (only !== undefined) this.#sendPlain(client, only);
+        else if (!client.isCluster) this.#sendCorked(client as Redis, batch);
+        else this.#sendPipeline(client, batch);
         return;
       }
+      this.#sendPipeline(client, batch);
+    } catch (error) {
+      for (const item of batch) this.#fail(item, error);
+    }
+  }
+
+  /** `item`'s XADD as a command of its own; settles `item` with its reply. */
+  #sendPlain(client: RedisClient, item: QueuedXadd): void {
+    try {
+      (this.#write(client, item) as Promise<unknown>).then(
+        () => item.resolve(),
+        (error: unknown) => this.#fail(item, error),
+      );
+    } catch (error) {
+      this.#fail(item, error);
+    }
+  }
+
+  /**
+   * The batch's XADDs as plain commands, written while the connection's socket is corked, so
+   * that they leave in one write. Uncorked before returning: nothing waits for a later turn.
+   * A connection not ready yet queues the commands itself and writes them once it is.
+   */
+  #sendCorked(client: Redis, batch: readonly QueuedXadd[]): void {
+    const socket = client.status === 'ready' ? corkable(client.stream) : undefined;
+    socket?.cork();
+    try {
+      for (const item of batch) this.#sendPlain(client, item);
+    } finally {
+      socket?.uncork();
+    }
+  }
+
+  #sendPipeline(client: RedisClient, batch: readonly QueuedXadd[]): void {
+    try {
       const pipeline = client.pipeline();
       const announcing = this.announcing;
       for (const item of batch) {
@@ -242,4 +278,12 @@ export class PublishBatcher {
       }
     }
   }
+}
+
+/** The socket under a connection, where it can be corked (a net or TLS socket can). */
+function corkable(stream: unknown): { cork(): void; uncork(): void } | undefined {
+  const candidate = stream as { cork?: unknown; uncork?: unknown } | null | undefined;
+  return typeof candidate?.cork === 'function' && typeof candidate.uncork === 'function'
+    ? (candidate as { cork(): void; uncork(): void })
+    : undefined;
 }
