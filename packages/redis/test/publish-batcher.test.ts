@@ -24,6 +24,14 @@ const target = (type: string): PublishTarget => ({
   unannounced: false,
 });
 
+/** A batcher on `client`, writing `XADD key * event body`, with no announcements. */
+function batcherOn(
+  client: Redis,
+  mapError: (error: unknown, key: string) => unknown = (error) => error,
+): PublishBatcher {
+  return new PublishBatcher(() => client, ['*', 'event'], mapError, undefined);
+}
+
 /** Counts what reaches the socket: one call of `_write` or `_writev` is one system call. */
 function countSocketWrites(client: Redis): () => number {
   const socket = client.stream as Socket & {
@@ -42,12 +50,7 @@ async function storedNs(key: string): Promise<number[]> {
 
 describe('PublishBatcher on a single Redis', () => {
   it('writes the XADDs of one turn in one socket write, each entry stored in call order', async () => {
-    const batcher = new PublishBatcher(
-      () => redis,
-      ['*', 'event'],
-      (error) => error,
-      undefined,
-    );
+    const batcher = batcherOn(redis);
     const stream = target('burst');
     const writes = countSocketWrites(redis);
     await Promise.all(
@@ -59,11 +62,9 @@ describe('PublishBatcher on a single Redis', () => {
 
   it('rejects only the XADDs of a burst that Redis refused, with the mapped error of their key', async () => {
     await redis.set(`${prefix}:broken`, 'not a stream');
-    const batcher = new PublishBatcher(
-      () => redis,
-      ['*', 'event'],
+    const batcher = batcherOn(
+      redis,
       (error, key) => new Error(`${key}: ${(error as Error).message}`),
-      undefined,
     );
     const fine = target('fine');
     const broken = target('broken');
@@ -85,12 +86,7 @@ describe('PublishBatcher on a single Redis', () => {
   it('sends a burst made before the connection is ready once it is, every entry stored', async () => {
     const late = new Redis(REDIS_URL, { lazyConnect: true });
     try {
-      const batcher = new PublishBatcher(
-        () => late,
-        ['*', 'event'],
-        (error) => error,
-        undefined,
-      );
+      const batcher = batcherOn(late);
       const stream = target('late');
       expect(late.status).toBe('wait');
       await Promise.all(
