@@ -149,45 +149,68 @@ function cpuPerEvent(runs: Measurement[]): number | null {
   return Math.round(median(measured.map((run) => (run.cpuUs as number) / run.n)) * 100) / 100;
 }
 
+/** How often and how long {@link measureScenario} runs a scenario. */
+export type RoundOptions = Pick<RunOptions, 'rounds' | 'secondsPerScenario' | 'minRounds'>;
+
 /**
- * Runs each scenario `rounds` times per side, alternating raw and watchtower so that both see
- * the same machine state, and reduces each side's runs to one row (see `toRow`). Prints a
- * table with the watchtower/raw ratios and writes every row as a JSON line.
+ * Runs one scenario `rounds` times per side, alternating raw and watchtower so that both see
+ * the same machine state, and reduces each side's runs to one row (see `toRow`).
+ */
+export async function measureScenario(
+  scenario: Scenario,
+  options: RoundOptions,
+): Promise<ResultRow[]> {
+  const rounds = options.rounds ?? 5;
+  const minRounds = Math.min(rounds, options.minRounds ?? 3);
+  const budgetMs = (options.secondsPerScenario ?? Number.POSITIVE_INFINITY) * 1000;
+  const raw: Measurement[] = [];
+  const wt: Measurement[] = [];
+  const started = now();
+  for (let round = 0; round < rounds; round++) {
+    if (round >= minRounds && now() - started > budgetMs) break;
+    if (scenario.raw !== undefined) raw.push(await scenario.raw());
+    wt.push(await scenario.watchtower());
+  }
+  const seconds = Math.round((now() - started) / 100) / 10;
+  return [
+    ...(raw.length > 0 ? [toRow(scenario, 'raw', raw, seconds)] : []),
+    toRow(scenario, 'watchtower', wt, seconds),
+  ];
+}
+
+/** Starts `outputFile` empty (and its folder, where missing). */
+export function startOutput(outputFile: string): void {
+  mkdirSync(dirname(outputFile), { recursive: true });
+  writeFileSync(outputFile, '');
+}
+
+/** Prints one scenario's rows (with the watchtower/raw ratios) and appends them as JSON lines. */
+export function reportRows(rows: ResultRow[], outputFile: string): void {
+  for (const row of rows) appendFileSync(outputFile, `${JSON.stringify(row)}\n`);
+  printRows(rows);
+}
+
+/**
+ * Runs each scenario in this process ({@link measureScenario}), prints a table with the
+ * watchtower/raw ratios and writes every row as a JSON line.
  */
 export async function runScenarios(
   scenarios: Scenario[],
   options: RunOptions,
 ): Promise<ResultRow[]> {
-  const rounds = options.rounds ?? 5;
-  mkdirSync(dirname(options.outputFile), { recursive: true });
-  writeFileSync(options.outputFile, '');
+  startOutput(options.outputFile);
   const kept: ResultRow[] = [];
-  const minRounds = Math.min(rounds, options.minRounds ?? 3);
-  const budgetMs = (options.secondsPerScenario ?? Number.POSITIVE_INFINITY) * 1000;
   for (const scenario of scenarios) {
-    const raw: Measurement[] = [];
-    const wt: Measurement[] = [];
-    const started = now();
-    for (let round = 0; round < rounds; round++) {
-      if (round >= minRounds && now() - started > budgetMs) break;
-      if (scenario.raw !== undefined) raw.push(await scenario.raw());
-      wt.push(await scenario.watchtower());
-    }
-    const seconds = Math.round((now() - started) / 100) / 10;
-    const rows = [
-      ...(raw.length > 0 ? [toRow(scenario, 'raw', raw, seconds)] : []),
-      toRow(scenario, 'watchtower', wt, seconds),
-    ];
-    for (const row of rows) appendFileSync(options.outputFile, `${JSON.stringify(row)}\n`);
+    const rows = await measureScenario(scenario, options);
+    reportRows(rows, options.outputFile);
     kept.push(...rows);
-    printRows(rows);
   }
   printSlowest(kept);
   return kept;
 }
 
 /** The scenarios that took longest, to see where the time of a whole run goes. */
-function printSlowest(rows: ResultRow[]): void {
+export function printSlowest(rows: ResultRow[]): void {
   const slowest = rows
     .filter((row) => row.impl === 'watchtower')
     .sort((a, b) => b.seconds - a.seconds)
