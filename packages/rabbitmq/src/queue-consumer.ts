@@ -17,8 +17,9 @@
 import { ConnectionError, type WatchtowerError } from '@watchtower/core';
 import { DeliveryBuffer, RESOLVED } from '@watchtower/core/transport-kit';
 import type { Channel, ChannelModel, ConsumeMessage, Options } from 'amqplib';
+import { AckJoiner } from './ack-joiner.js';
 import type { Publisher } from './publisher.js';
-import { corkOf, type WriteCork } from './write-cork.js';
+import { corkOf } from './write-cork.js';
 import {
   ATTEMPT_HEADER,
   ROUTING_KEY_HEADER,
@@ -120,8 +121,8 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   readonly #host: QueueConsumerHost;
   readonly #options: QueueConsumerOptions<T>;
   #channel: Channel | undefined;
-  /** Batches the acks of a turn into one socket write. */
-  #cork: WriteCork | undefined;
+  /** The acks and nacks of `#channel`: a turn's in-order acks go as one, in one socket write. */
+  #acks: AckJoiner | undefined;
   #consumerTag: string | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -166,7 +167,8 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
         return;
       }
       this.#channel = channel;
-      this.#cork = corkOf(model);
+      const cork = corkOf(model);
+      this.#acks = new AckJoiner(channel, () => cork.hold());
       const { consumerTag } = await channel.consume(queue, (message) =>
         this.#onMessage(channel, message),
       );
@@ -182,6 +184,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   /** The connection went: forget the channel; what was buffered comes again from the broker. */
   detach(): void {
     this.#channel = undefined;
+    this.#acks = undefined;
     this.#consumerTag = undefined;
     this.buffer.drain();
   }
@@ -189,6 +192,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   #onChannelClose(channel: Channel): void {
     if (this.#channel !== channel) return;
     this.#channel = undefined;
+    this.#acks = undefined;
     this.#consumerTag = undefined;
     this.buffer.drain();
     if (this.#stopping === undefined) this.#host.channelLost(this);
@@ -200,14 +204,19 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
       if (this.#channel === channel) channel.close().catch(() => undefined);
       return;
     }
+    const acks = this.#acks?.channel === channel ? this.#acks : undefined;
+    acks?.delivered(message);
     const received: Received = { message, channel, attempt: attemptOf(message) };
     const item = this.#options.toItem(received);
     if (item === undefined) {
-      channel.ack(message);
+      if (acks === undefined) channel.ack(message);
+      else acks.ack(message);
       return;
     }
     // After stop(): back to the queue for another consumer.
-    if (!this.buffer.push(item)) channel.nack(message, false, true);
+    if (this.buffer.push(item)) return;
+    if (acks === undefined) channel.nack(message, false, true);
+    else acks.nack(message, true);
   }
 
   /** Acks `item`'s message, once; a message of a channel that is gone is redelivered anyway. */
@@ -220,8 +229,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   #ackRaw(received: Received): void {
     if (received.channel !== this.#channel) return;
     try {
-      received.channel.ack(received.message);
-      this.#cork?.hold();
+      this.#acks?.ack(received.message);
     } catch {
       // The channel closed meanwhile: the broker delivers the message again.
     }
@@ -252,7 +260,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
     } catch (error) {
       if (received.channel === this.#channel) {
         try {
-          received.channel.nack(received.message, false, true);
+          this.#acks?.nack(received.message, true);
         } catch {
           // Gone: redelivered anyway.
         }
@@ -311,17 +319,27 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   async #releaseSteps(channel: Channel): Promise<void> {
     const tag = this.#consumerTag;
     if (tag !== undefined) await channel.cancel(tag);
-    for (const item of this.buffer.drain()) {
-      try {
-        channel.nack(item.received.message, false, true);
-      } catch {
-        // The channel went: redelivered anyway.
-      }
-    }
+    for (const item of this.buffer.drain()) this.#requeue(item.received);
     await this.buffer.whenIdle();
+    // The last handlers' acks before the queue and the channel go.
+    if (this.#acks?.channel === channel) this.#acks.flush();
     if (this.#options.deleteOnStop) await channel.deleteQueue(this.queue);
     this.#channel = undefined;
+    this.#acks = undefined;
     await channel.close();
+  }
+
+  /** Sends `received` back to its queue, for another consumer; nothing if its channel is gone. */
+  #requeue(received: Received): void {
+    try {
+      if (received.channel === this.#channel && this.#acks !== undefined) {
+        this.#acks.nack(received.message, true);
+      } else {
+        received.channel.nack(received.message, false, true);
+      }
+    } catch {
+      // The channel went: redelivered anyway.
+    }
   }
 
   /**
@@ -331,12 +349,7 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   handBackUnsettled(): void {
     const channel = this.#channel;
     for (const item of this.buffer.takeUnsettled()) {
-      if (channel === undefined || item.received.channel !== channel) continue;
-      try {
-        channel.nack(item.received.message, false, true);
-      } catch {
-        // Gone: redelivered anyway.
-      }
+      if (channel !== undefined && item.received.channel === channel) this.#requeue(item.received);
     }
   }
 
@@ -347,7 +360,13 @@ export class QueueConsumer<T extends { readonly received: Received }> implements
   /** Closes the channel without waiting for anything (close's deadline passed). */
   abandon(): void {
     const channel = this.#channel;
+    try {
+      this.#acks?.flush();
+    } catch {
+      // Gone: redelivered anyway.
+    }
     this.#channel = undefined;
+    this.#acks = undefined;
     this.buffer.end();
     channel?.close().catch(() => undefined);
   }

@@ -124,6 +124,23 @@ export function messageCount(queue: string): Promise<number> {
   return withRawChannel(async (channel) => (await channel.checkQueue(queue)).messageCount);
 }
 
+/** Deliveries of `queue` sent to a consumer and not yet acked (from `rabbitmqctl`). */
+export async function unackedCount(queue: string): Promise<number> {
+  const { stdout } = await run('rabbitmqctl', [
+    'list_queues',
+    '-q',
+    '--no-table-headers',
+    'name',
+    'messages_unacknowledged',
+  ]);
+  const line = stdout
+    .split('\n')
+    .map((entry) => entry.trim().split(/\s+/))
+    .find(([name]) => name === queue);
+  if (line === undefined) throw new Error(`no queue ${queue}`);
+  return Number(line[1]);
+}
+
 /** The prefetch of every consumer of `queue`, as the broker reports it (`list_consumers`). */
 export async function consumerPrefetches(queue: string): Promise<number[]> {
   const { stdout } = await run('rabbitmqctl', [

@@ -28,6 +28,7 @@ import {
   perTest,
   rabbitmqctl,
   takeMessages,
+  unackedCount,
   uniqueName,
   withRawChannel,
 } from './helpers.js';
@@ -449,6 +450,57 @@ describe('prefetch', () => {
     });
     expect(await consumerPrefetches(`${exchange}.group.wide:job.run`)).toEqual([20]);
     expect(await consumerPrefetches(`${exchange}.group.capped:job.run`)).toEqual([6]);
+  });
+});
+
+describe('acks', () => {
+  it('acks 2 000 events whose handlers finish out of order at concurrency 8 exactly once each, never one still being handled', async () => {
+    const exchange = newExchange();
+    const bus = subscriber(exchange);
+    const errors: string[] = [];
+    bus.on('error', (error) => errors.push(`${error.code}: ${error.message}`));
+    const calls = new Map<number, number>();
+    let handled = 0;
+    let seed = 11;
+    const delayMs = (): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % 4;
+    };
+    // The first event's handler runs until the other 1 999 are done: their acks, joined or not,
+    // must leave its delivery unacked.
+    let release = (): void => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    await bus.subscribe(
+      'job.run',
+      async (event: Event) => {
+        const { n } = event.payload as { n: number };
+        calls.set(n, (calls.get(n) ?? 0) + 1);
+        await (n === 0 ? gate : new Promise((resolve) => setTimeout(resolve, delayMs())));
+        handled++;
+      },
+      { group: 'shuffled', concurrency: 8 },
+    );
+    await bus.publish(createEvent('job.run', { n: 0 }));
+    await Promise.all(
+      Array.from({ length: 1999 }, (_, i) => bus.publish(createEvent('job.run', { n: i + 1 }))),
+    );
+    const queue = `${exchange}.group.shuffled:job.run`;
+    await waitFor(() => handled === 1999, { timeoutMs: 30_000, message: '1 999 handled' });
+    await waitFor(async () => (await unackedCount(queue)) <= 1, {
+      timeoutMs: 10_000,
+      message: 'the acks of the 1 999 at the broker',
+    });
+    expect(await unackedCount(queue)).toBe(1);
+    release();
+    await waitFor(() => handled === 2000, { message: 'the first one handled' });
+    await waitFor(async () => (await unackedCount(queue)) === 0, {
+      timeoutMs: 10_000,
+      message: 'no delivery left unacked',
+    });
+    expect(await messageCount(queue)).toBe(0);
+    expect([...calls.values()].every((count) => count === 1)).toBe(true);
+    expect(calls.size).toBe(2000);
+    expect(errors).toEqual([]);
   });
 });
 
