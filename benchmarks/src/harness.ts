@@ -90,7 +90,11 @@ export interface RunOptions {
    * @defaultValue no limit
    */
   secondsPerScenario?: number;
-  /** Rounds every scenario runs, whatever its time. @defaultValue 3 (or `rounds` if fewer) */
+  /**
+   * Rounds every scenario runs, whatever its time: the first warms up, and the median of the
+   * three after it is not decided by a second round still warming up. @defaultValue 4 (or
+   * `rounds` if fewer)
+   */
   minRounds?: number;
 }
 
@@ -161,7 +165,7 @@ export async function measureScenario(
   options: RoundOptions,
 ): Promise<ResultRow[]> {
   const rounds = options.rounds ?? 5;
-  const minRounds = Math.min(rounds, options.minRounds ?? 3);
+  const minRounds = Math.min(rounds, options.minRounds ?? 4);
   const budgetMs = (options.secondsPerScenario ?? Number.POSITIVE_INFINITY) * 1000;
   const raw: Measurement[] = [];
   const wt: Measurement[] = [];

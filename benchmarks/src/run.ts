@@ -16,7 +16,7 @@ import {
 /**
  * `pnpm bench [memory nats redis ...]`: runs the scenarios of the named groups (all by
  * default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run;
- * BENCH_ROUNDS (default 5) is how often each side of a scenario runs at most: after 3 rounds a
+ * BENCH_ROUNDS (default 5) is how often each side of a scenario runs at most: after 4 rounds a
  * scenario that has taken more than BENCH_SECONDS (default 2) stops, so that a whole run stays
  * within minutes; BENCH_ONLY keeps the scenarios whose name contains it.
  *
