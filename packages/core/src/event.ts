@@ -5,9 +5,9 @@
  * `publish` refuse the rest with `VALIDATION` before anything is sent; the codec's decoder
  * accepts all of it (and more, from other writers). Nothing here encodes or sends.
  */
-import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from './clock.js';
 import { ValidationError } from './errors.js';
+import { randomEventId } from './event-id.js';
 import { describeValue, rejectUnknownOptions } from './options.js';
 
 /**
@@ -112,10 +112,10 @@ export function createEventAt<P, T extends string>(
 ): Event<P, T> {
   assertEventType(type);
   if (metadata === undefined) {
-    return { id: randomUUID(), type, timestamp: nowIso(clock), headers: {}, payload };
+    return { id: randomEventId(), type, timestamp: nowIso(clock), headers: {}, payload };
   }
   rejectUnknownOptions(metadata, METADATA_KEYS, 'event metadata');
-  const id = metadata.id ?? randomUUID();
+  const id = metadata.id ?? randomEventId();
   checkId(id);
   const headers = metadata.headers;
   if (headers !== undefined) checkHeaders(headers);

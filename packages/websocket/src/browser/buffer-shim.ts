@@ -1,22 +1,25 @@
 /**
  * What the browser build gives core in place of `node:buffer`: the few `Buffer` calls core makes
- * (UTF-8 and base64 from and to bytes), on `TextEncoder`, `TextDecoder` and `atob`/`btoa`.
+ * (UTF-8 and base64 from and to bytes, latin1 to text, `alloc`), on `TextEncoder`, `TextDecoder`
+ * and `atob`/`btoa`.
  * Only the browser bundle uses it; it is not part of the Node package's code.
  */
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-type Encoding = 'utf8' | 'utf-8' | 'base64';
+type Encoding = 'utf8' | 'utf-8' | 'base64' | 'latin1';
 
-/** Bytes whose `toString` speaks `'utf8'` and `'base64'`, as a Node `Buffer` does. */
+/** Bytes whose `toString` speaks `'utf8'`, `'base64'` and `'latin1'`, as a Node `Buffer` does. */
 class BrowserBytes extends Uint8Array {
-  override toString(encoding: Encoding = 'utf8'): string {
+  override toString(encoding: Encoding = 'utf8', start = 0, end = this.length): string {
+    const bytes = this.subarray(start, end);
+    if (encoding === 'latin1') return String.fromCharCode(...bytes);
     if (encoding === 'base64') {
       let binary = '';
-      for (let i = 0; i < this.length; i++) binary += String.fromCharCode(this[i] as number);
+      for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i] as number);
       return btoa(binary);
     }
-    return decoder.decode(this);
+    return decoder.decode(bytes);
   }
 }
 
@@ -46,6 +49,9 @@ export const Buffer = {
       return new BrowserBytes(value, offset, length ?? value.byteLength - offset);
     }
     return BrowserBytes.from(value);
+  },
+  alloc(size: number): BrowserBytes {
+    return new BrowserBytes(size);
   },
   byteLength(text: string): number {
     return encoder.encode(text).byteLength;
