@@ -126,6 +126,28 @@ describe('encodeEvent', () => {
     }
   });
 
+  it('writes a plain event right after one with a causation id, headers or an id to escape', () => {
+    const base = createEvent('user.created', 1);
+    const run: Event[] = [
+      { ...base, causationId: 'k-1' },
+      { ...base, type: 'user.renamed' },
+      { ...base, headers: { tenant: 't-1' }, source: 'crm' },
+      { ...base, source: 'crm' },
+      { ...base, id: 'quote"d', timestamp: '2026-11-22T10:00:00.125Z' },
+      base,
+    ];
+    for (const event of run) {
+      const written = JSON.parse(encodeEvent(event)) as { metadata: Record<string, unknown> };
+      expect(written.metadata).toMatchObject({
+        id: event.id,
+        event_type: event.type,
+        timestamp: event.timestamp,
+        source: event.source ?? null,
+      });
+      expect(decodeEvent(encodeEvent(event))).toEqual(event);
+    }
+  });
+
   it('encodes to UTF-8 bytes equal to the JSON text', () => {
     const event: Event = { ...full(), payload: { text: 'héllo wörld ✓ 日本語 🎉' } };
     const bytes = encodeEventBytes(event);

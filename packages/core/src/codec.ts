@@ -62,6 +62,8 @@ let lastTimestamp = '';
 let lastSource: string | undefined;
 let lastCorrelationId: string | undefined;
 let lastMiddle = '';
+/** `"` + {@link lastMiddle} + `},"payload":`: all that lies between the id and the payload of an event with no causation id and no headers. */
+let lastPlainRest = '';
 
 function middleOf(event: Event): string {
   if (
@@ -77,6 +79,7 @@ function middleOf(event: Event): string {
     lastTimestamp = event.timestamp;
     lastSource = event.source;
     lastCorrelationId = event.correlationId;
+    lastPlainRest = `"${lastMiddle}},"payload":`;
   }
   return lastMiddle;
 }
@@ -147,7 +150,13 @@ export function writeEvent(event: Event): string {
     );
   }
   // A template is ~25% faster than stringifying a freshly built envelope object. Every string
-  // goes through JSON.stringify, so even an event built by hand cannot break the JSON.
+  // goes through JSON.stringify (or is checked to need no escaping), so even an event built by
+  // hand cannot break the JSON. Each join is a call in optimised code: the common event (no
+  // causation id, no headers, an id with nothing to escape) takes four.
+  if (event.causationId === undefined && headers === undefined && !NEEDS_ESCAPE.test(event.id)) {
+    middleOf(event);
+    return `{"metadata":{"id":"${event.id}${lastPlainRest}${payload ?? 'null'}}`;
+  }
   const causation =
     event.causationId === undefined ? '' : `,"causation_id":${quoteString(event.causationId)}`;
   return (

@@ -103,21 +103,21 @@ function stringHeaders(message: ConsumeMessage): Record<string, string> | undefi
   return out;
 }
 
-/** Decodes `received`: an event, or the bytes with the decode error. Never throws. */
-export function decodeReceived(
-  received: Received,
-): { event: Event } | { error: SerializationError } {
+/**
+ * Decodes `received`: its event, or the decode error (which carries the bytes). Never throws.
+ * One object per delivery: no wrapper, and no headers callback for a message without headers.
+ */
+export function decodeReceived(received: Received): Event | SerializationError {
+  const { message } = received;
   try {
-    return { event: decodeEvent(received.message.content, () => stringHeaders(received.message)) };
+    return decodeEvent(
+      message.content,
+      message.properties.headers === undefined ? undefined : () => stringHeaders(message),
+    );
   } catch (error) {
-    return {
-      error:
-        error instanceof SerializationError
-          ? error
-          : new SerializationError('cannot decode event', received.message.content, {
-              cause: error,
-            }),
-    };
+    return error instanceof SerializationError
+      ? error
+      : new SerializationError('cannot decode event', message.content, { cause: error });
   }
 }
 
@@ -187,9 +187,9 @@ export function readDeadLetter(received: Received, now: Date): DeadLetter {
     const originalType =
       typeof key === 'string'
         ? key
-        : 'event' in decoded
-          ? decoded.event.type
-          : (death?.routingKey ?? message.fields.routingKey);
+        : decoded instanceof SerializationError
+          ? (death?.routingKey ?? message.fields.routingKey)
+          : decoded.type;
     reason = fallbackReason(
       typeof error === 'string' ? error : (death?.reason ?? 'dead-lettered without a reason'),
       originalType,
@@ -199,9 +199,9 @@ export function readDeadLetter(received: Received, now: Date): DeadLetter {
           : now),
     );
   }
-  return 'event' in decoded
-    ? { event: decoded.event, reason }
-    : { raw: new Uint8Array(message.content), reason };
+  return decoded instanceof SerializationError
+    ? { raw: new Uint8Array(message.content), reason }
+    : { event: decoded, reason };
 }
 
 /** One dead letter handed to the `consumeDlq` loop. */

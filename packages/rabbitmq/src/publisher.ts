@@ -39,9 +39,14 @@ export interface Outgoing {
   readonly routingKey: string;
   readonly content: Buffer;
   readonly options: Options.Publish;
-  /** Names the message in errors (`publish user.created`). */
-  readonly what: string;
+  /** Names the message in errors; `publish {routingKey}` (`publish user.created`) when absent. */
+  readonly what?: string;
   readonly signal?: AbortSignal | undefined;
+}
+
+/** What errors call `message`: made only for an error, not for every publish. */
+function whatOf(message: Outgoing): string {
+  return message.what ?? `publish ${message.routingKey}`;
 }
 
 /** A publish sent or waiting: a class, so that every one has the same shape (one hidden class). */
@@ -355,7 +360,7 @@ export class Publisher {
         entry,
         new WatchtowerError(
           ErrorCode.TRANSPORT,
-          `${entry.message.what}: the broker refused the message (nack)`,
+          `${whatOf(entry.message)}: the broker refused the message (nack)`,
           {
             retryable: true,
           },
@@ -366,7 +371,7 @@ export class Publisher {
         entry,
         new WatchtowerError(
           ErrorCode.TRANSPORT,
-          `${entry.message.what}: unroutable, no queue is bound for routing key ${JSON.stringify(entry.message.routingKey)} on ${JSON.stringify(entry.message.exchange)} (mandatory)`,
+          `${whatOf(entry.message)}: unroutable, no queue is bound for routing key ${JSON.stringify(entry.message.routingKey)} on ${JSON.stringify(entry.message.exchange)} (mandatory)`,
           { retryable: false },
         ),
       );
@@ -393,7 +398,7 @@ export class Publisher {
     const reason: unknown = signal.reason;
     this.#settle(
       entry,
-      isWatchtowerError(reason) ? reason : abortError(signal, entry.message.what),
+      isWatchtowerError(reason) ? reason : abortError(signal, whatOf(entry.message)),
     );
   }
 
@@ -405,7 +410,7 @@ export class Publisher {
       if (error === undefined) entry.resolve();
       else entry.reject(error);
     }
-    if (this.outstanding === 0 && this.#idleWaiters.length > 0) {
+    if (this.#idleWaiters.length > 0 && this.outstanding === 0) {
       for (const wake of this.#idleWaiters.splice(0)) wake();
     }
   }

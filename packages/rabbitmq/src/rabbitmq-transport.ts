@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import {
   ConnectionError,
   ErrorCode,
+  SerializationError,
   ValidationError,
   assertEventType,
   configError,
@@ -63,7 +64,7 @@ import {
   type AmqpDelivery,
 } from './deliveries.js';
 import { amqpReplyCode, mapAmqpError } from './map-error.js';
-import { Publisher } from './publisher.js';
+import { Publisher, type Outgoing } from './publisher.js';
 import { corkOf } from './write-cork.js';
 import {
   QueueConsumer,
@@ -550,24 +551,22 @@ export class RabbitMQTransport implements Transport {
       publishOptions.headers = event.headers;
     }
     if (messageTtlMs !== null) publishOptions.expiration = String(messageTtlMs);
-    const send = (): Promise<void> =>
-      this.#send({
-        exchange,
-        routingKey: event.type,
-        content,
-        options: publishOptions,
-        what: `publish ${event.type}`,
-        signal: options?.signal,
-      });
-    if (this.#life.phase !== 'open') return this.connect().then(send);
-    return send();
+    const message: Outgoing = {
+      exchange,
+      routingKey: event.type,
+      content,
+      options: publishOptions,
+      signal: options?.signal,
+    };
+    if (this.#life.phase !== 'open') return this.connect().then(() => this.#send(message));
+    return this.#send(message);
   }
 
   /**
    * Hands `message` to the publisher. What is outstanding when `close()` ends is rejected
    * there with `CLOSED` (`failAll`), so no error needs mapping here.
    */
-  #send(message: Parameters<Publisher['publish']>[0]): Promise<void> {
+  #send(message: Outgoing): Promise<void> {
     return this.#publisher.publish(message);
   }
 
@@ -609,9 +608,11 @@ export class RabbitMQTransport implements Transport {
       deleteOnStop: own,
       toItem: (received) => {
         const decoded = decodeReceived(received);
-        if ('error' in decoded) return new AmqpMalformedDelivery(consumer, received, decoded.error);
-        if (binding.filter && !binding.pattern.matches(decoded.event.type)) return undefined;
-        return new AmqpEventDelivery(consumer, received, decoded.event);
+        if (decoded instanceof SerializationError) {
+          return new AmqpMalformedDelivery(consumer, received, decoded);
+        }
+        if (binding.filter && !binding.pattern.matches(decoded.type)) return undefined;
+        return new AmqpEventDelivery(consumer, received, decoded);
       },
       onReturn: () => this.#life.track(subscription.unsubscribe(), `unsubscribe from ${pattern}`),
     });
