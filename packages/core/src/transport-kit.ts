@@ -77,6 +77,7 @@ export {
   type SplitSubscriberOptions,
 } from './transport-kit/subscriber-options.js';
 export { Fifo } from './transport-kit/fifo.js';
+export { OrderedSlots } from './transport-kit/ordered-slots.js';
 export { BoundedMemo } from './transport-kit/bounded-memo.js';
 export { Emitter, type EventMap } from './emitter.js';
 export {

@@ -29,7 +29,7 @@ import {
   type Clock,
   type TimerHandle,
 } from '@watchtower/core';
-import { Fifo, abortError } from '@watchtower/core/transport-kit';
+import { Fifo, OrderedSlots, abortError } from '@watchtower/core/transport-kit';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
 import type { WriteCork } from './write-cork.js';
 
@@ -90,9 +90,15 @@ export interface PublisherOptions {
   readonly replaceChannel: () => void;
 }
 
-/** One confirm channel and what it was sent and has not confirmed, by delivery tag (ascending). */
+const tagAtMost = (entry: Pending, tag: number): boolean => entry.tag <= tag;
+const tagIs = (entry: Pending, tag: number): boolean => entry.tag === tag;
+
+/**
+ * One confirm channel and what it was sent and has not confirmed, in delivery-tag order (the
+ * order sent). Not a `Map` by tag: see {@link OrderedSlots}.
+ */
 class Sending {
-  readonly unconfirmed = new Map<number, Pending>();
+  readonly unconfirmed = new OrderedSlots<Pending>();
   nextTag = 1;
   nacksInRow = 0;
   closed = false;
@@ -183,8 +189,7 @@ export class Publisher {
     if (current === undefined) return;
     this.#current = undefined;
     const resend = this.#takeRetiring();
-    resend.push(...current.unconfirmed.values());
-    current.unconfirmed.clear();
+    resend.push(...current.unconfirmed.takeAll());
     this.#resend(resend);
   }
 
@@ -210,10 +215,7 @@ export class Publisher {
   failAll(error: WatchtowerError): void {
     this.#failure = error;
     const all = this.#takeRetiring();
-    if (this.#current !== undefined) {
-      all.push(...this.#current.unconfirmed.values());
-      this.#current.unconfirmed.clear();
-    }
+    if (this.#current !== undefined) all.push(...this.#current.unconfirmed.takeAll());
     all.push(...this.#waiting.drain());
     for (const entry of all) this.#settle(entry, error);
   }
@@ -240,7 +242,7 @@ export class Publisher {
   #send(entry: Pending): void {
     const sending = this.#current as Sending;
     entry.tag = sending.nextTag++;
-    sending.unconfirmed.set(entry.tag, entry);
+    sending.unconfirmed.add(entry);
     try {
       const { message } = entry;
       this.#writable = sending.channel.publish(
@@ -260,16 +262,13 @@ export class Publisher {
     const { unconfirmed } = sending;
     let settled = 0;
     if (multiple) {
-      for (const [key, entry] of unconfirmed) {
-        if (key > tag) break;
-        unconfirmed.delete(key);
+      for (const entry of unconfirmed.takeWhile(tagAtMost, tag)) {
         settled++;
         this.#settleConfirmed(entry, nacked);
       }
     } else {
-      const entry = unconfirmed.get(tag);
+      const entry = unconfirmed.deleteFirst(tagIs, tag);
       if (entry !== undefined) {
-        unconfirmed.delete(tag);
         settled++;
         this.#settleConfirmed(entry, nacked);
       }
@@ -318,8 +317,7 @@ export class Publisher {
   #closeRetired(sending: Sending): void {
     if (!this.#retiring.delete(sending)) return;
     if (sending.retireTimer !== undefined) this.#options.clock.clearTimeout(sending.retireTimer);
-    const left = [...sending.unconfirmed.values()];
-    sending.unconfirmed.clear();
+    const left = sending.unconfirmed.takeAll();
     if (!sending.closed) sending.channel.close().catch(() => undefined);
     if (left.length === 0) return;
     this.#resend(left);
@@ -334,8 +332,7 @@ export class Publisher {
     const entries: Pending[] = [];
     for (const sending of this.#retiring) {
       if (sending.retireTimer !== undefined) this.#options.clock.clearTimeout(sending.retireTimer);
-      entries.push(...sending.unconfirmed.values());
-      sending.unconfirmed.clear();
+      entries.push(...sending.unconfirmed.takeAll());
     }
     this.#retiring.clear();
     return entries;

@@ -9,11 +9,12 @@
  * Every transport needs exactly this, so it is written once, here. It never talks to a broker.
  */
 import { Fifo } from './fifo.js';
+import { OrderedSlots } from './ordered-slots.js';
 
 /** Settings of a {@link DeliveryBuffer}. */
 export interface DeliveryBufferOptions<T> {
   /**
-   * Keep a set of the handed-out deliveries until `settled()` is called for each. Off for
+   * Keep a record of the handed-out deliveries until `settled()` is called for each. Off for
    * deliveries that need no settling (core NATS): `handedOut` stays 0 then.
    * @defaultValue true
    */
@@ -34,7 +35,7 @@ export interface DeliveryBufferOptions<T> {
  */
 export class DeliveryBuffer<T> implements AsyncIterableIterator<T> {
   readonly #items = new Fifo<T>();
-  readonly #handed: Set<T> | undefined;
+  readonly #handed: OrderedSlots<T> | undefined;
   readonly #onTake: ((item: T) => void) | undefined;
   readonly #onReturn: (() => void) | undefined;
   #waiter: ((result: IteratorResult<T>) => void) | undefined;
@@ -44,7 +45,7 @@ export class DeliveryBuffer<T> implements AsyncIterableIterator<T> {
   #idleWaiters: (() => void)[] = [];
 
   constructor(options: DeliveryBufferOptions<T> = {}) {
-    this.#handed = options.track === false ? undefined : new Set();
+    this.#handed = options.track === false ? undefined : new OrderedSlots();
     this.#onTake = options.onTake;
     this.#onReturn = options.onReturn;
   }
@@ -166,8 +167,7 @@ export class DeliveryBuffer<T> implements AsyncIterableIterator<T> {
   takeUnsettled(): T[] {
     const handed = this.#handed;
     if (handed === undefined || handed.size === 0) return [];
-    const items = [...handed];
-    handed.clear();
+    const items = handed.takeAll();
     for (const wake of this.#idleWaiters.splice(0)) wake();
     return items;
   }
