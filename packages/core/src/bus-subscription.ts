@@ -23,6 +23,7 @@ import { isRetryableError, type RetryPolicy } from './retry-policy.js';
 import type { BusLog } from './logger.js';
 import type { BusTelemetry, SubscriptionTelemetry } from './telemetry/bus-telemetry.js';
 import { deadLetterReason, failureCode } from './transport-kit/dead-letter-record.js';
+import { OrderedSlots } from './transport-kit/ordered-slots.js';
 import { reduceDeadLetter } from './transport-kit/reduced-dead-letter.js';
 import { repeat, type AbortScope } from './transport-kit/timing.js';
 import type {
@@ -194,7 +195,8 @@ export class BusSubscription implements SubscriptionHandle {
   readonly #telemetry: SubscriptionTelemetry | undefined;
   /** Failures of events whose dead letter could not be written, by event id. */
   readonly #unwritten = new Map<string, unknown>();
-  readonly #running = new Set<Running>();
+  /** Asynchronous handler runs not finished (not a `Set`: see {@link OrderedSlots}). */
+  readonly #running = new OrderedSlots<Running>();
   #transportSubs: TransportSubscription[] = [];
   #loops: Promise<void>[] = [];
   #active = 0;
@@ -276,7 +278,7 @@ export class BusSubscription implements SubscriptionHandle {
       if (timedOut) {
         // Handlers still running past the deadline are told to stop; their deliveries are
         // settled by the transport's own close (requeued or redelivered).
-        for (const running of this.#running)
+        for (const running of this.#running.values())
           abortRunning(running, new ClosedError('the subscription stopped'));
       }
     }
@@ -579,8 +581,9 @@ export class BusSubscription implements SubscriptionHandle {
 
   #sweep(): void {
     const now = this.#bus.clock.now();
-    for (const running of this.#running) {
-      if (running.deadline > now) continue;
+    const due: Running[] = [];
+    for (const running of this.#running.values()) if (running.deadline <= now) due.push(running);
+    for (const running of due) {
       this.#running.delete(running);
       const error = new TimeoutError(
         `handler of "${this.name}" did not finish within ${this.#options.timeoutMs} ms`,
