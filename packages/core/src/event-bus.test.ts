@@ -34,6 +34,7 @@ import type {
   HealthStatus,
   MalformedMessage,
   NackOptions,
+  PublishReceipt,
   SubscriptionHandle,
   Transport,
   TransportCapabilities,
@@ -2796,5 +2797,158 @@ describe('EventBus and transport background errors', () => {
     transport.fail(new ConnectionError('reclaim failed'));
     expect(logged).toEqual(['reclaim failed']);
     await bus.close();
+  });
+});
+
+describe('EventBus publish through a transport receipt (publishTo)', () => {
+  /**
+   * A TestTransport with `publishTo`: each call is recorded, and settles its receipt from the
+   * outcome of `publish` (manual confirms, failures on demand), or as `report` says. The bus
+   * uses it once open (before that, a publish waits in its queue for the connection).
+   */
+  class ReceiptTransport extends TestTransport {
+    readonly receiptCalls: Event[] = [];
+    /** Instead of following `publish`: what to do with the receipt, right away. */
+    report: ((receipt: PublishReceipt) => void) | undefined;
+
+    publishTo(event: Event, receipt: PublishReceipt): void {
+      this.receiptCalls.push(event);
+      if (this.report !== undefined) {
+        this.report(receipt);
+        return;
+      }
+      this.publish(event).then(
+        () => receipt.published(),
+        (error: unknown) => receipt.failed(error),
+      );
+    }
+  }
+
+  it('sends through publishTo and resolves when the receipt says published', async () => {
+    const transport = new ReceiptTransport();
+    transport.manual = true;
+    const bus = makeBus({}, transport);
+    await bus.connect();
+
+    const published = track(bus.publish('a.b', { n: 1 }));
+    await settle();
+    expect(transport.receiptCalls.map((e) => e.payload)).toEqual([{ n: 1 }]);
+    expect(published.state).toBe('pending');
+    expect(bus.stats().publishesInFlight).toBe(1);
+
+    transport.confirmNext();
+    await published.promise;
+    expect(published.state).toBe('resolved');
+    expect(bus.stats()).toMatchObject({ published: 1, publishFailed: 0, publishesInFlight: 0 });
+    await bus.close();
+  });
+
+  it('resolves when the receipt is told before publishTo returns', async () => {
+    const transport = new ReceiptTransport();
+    transport.report = (receipt) => receipt.published();
+    const bus = makeBus({}, transport);
+    await bus.connect();
+
+    await bus.publish('a.b', {});
+    expect(transport.receiptCalls).toHaveLength(1);
+    expect(bus.stats()).toMatchObject({ published: 1, publishesInFlight: 0 });
+    await bus.close();
+  });
+
+  it('retries a retryable failure the receipt reports, then resolves', async () => {
+    const transport = new ReceiptTransport();
+    transport.publishFailures.push(new ConnectionError('down'));
+    const bus = makeBus({ retry: fastRetry }, transport);
+    await bus.connect();
+
+    await bus.publish('a.b', { n: 2 });
+    // The first attempt went through publishTo, the retry through publish.
+    expect(transport.receiptCalls).toHaveLength(1);
+    expect(transport.publishCalls).toHaveLength(2);
+    expect(transport.confirmed.map((e) => e.payload)).toEqual([{ n: 2 }]);
+    expect(bus.stats()).toMatchObject({ published: 1, publishFailed: 0 });
+    await bus.close();
+  });
+
+  it('rejects with a non-retryable error the receipt reports, without retrying', async () => {
+    const transport = new ReceiptTransport();
+    transport.publishFailures.push(new ValidationError('refused by the broker'));
+    const bus = makeBus({ retry: fastRetry }, transport);
+    await bus.connect();
+
+    const error = await rejection(bus.publish('a.b', {}));
+    expect(codeOf(error)).toBe(ErrorCode.VALIDATION);
+    expect(transport.publishCalls).toHaveLength(1);
+    expect(bus.stats()).toMatchObject({ published: 0, publishFailed: 1, publishesInFlight: 0 });
+    await bus.close();
+  });
+
+  it('takes the first report of a receipt and ignores any later one', async () => {
+    const transport = new ReceiptTransport();
+    transport.report = (receipt) => {
+      receipt.published();
+      receipt.failed(new ConnectionError('too late'));
+      receipt.published();
+    };
+    const bus = makeBus({}, transport);
+    await bus.connect();
+
+    await bus.publish('a.b', {});
+    await settle();
+    expect(bus.stats()).toMatchObject({ published: 1, publishFailed: 0, publishesInFlight: 0 });
+    expect(bus.stats().circuitBreaker).toMatchObject({ failureCount: 0, successCount: 1 });
+    expect(bus.stats().circuitBreaker.lastFailureAt).toBeUndefined();
+    await bus.close();
+  });
+
+  it('fails the publish with what a publishTo that breaks its contract throws', async () => {
+    const transport = new ReceiptTransport();
+    transport.report = () => {
+      throw new ValidationError('thrown instead of reported');
+    };
+    const bus = makeBus({}, transport);
+    await bus.connect();
+
+    const error = await rejection(bus.publish('a.b', {}));
+    expect((error as Error).message).toBe('thrown instead of reported');
+    expect(bus.stats()).toMatchObject({ publishFailed: 1, publishesInFlight: 0 });
+    await bus.close();
+  });
+
+  it('counts receipt failures against the circuit breaker, which then keeps publishTo uncalled', async () => {
+    const transport = new ReceiptTransport();
+    for (let i = 0; i < 2; i++) transport.publishFailures.push(new ConnectionError('down'));
+    const bus = makeBus(
+      {
+        retry: { maxAttempts: 1 },
+        circuitBreaker: { failureThreshold: 2, resetTimeoutMs: 60_000 },
+      },
+      transport,
+    );
+    await bus.connect();
+
+    for (let i = 0; i < 2; i++) {
+      expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CONNECTION);
+    }
+    expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CIRCUIT_OPEN);
+    expect(transport.receiptCalls).toHaveLength(2);
+    await bus.close();
+  });
+
+  it('rejects a publish close() cuts off with CLOSED, and a late receipt changes nothing', async () => {
+    const transport = new ReceiptTransport();
+    let late: PublishReceipt | undefined;
+    transport.report = (receipt) => {
+      late = receipt;
+    };
+    const bus = makeBus({ closeTimeoutMs: 50 }, transport);
+    await bus.connect();
+
+    const published = track(bus.publish('a.b', {}));
+    await bus.close();
+    await published.promise;
+    expect(codeOf(published.error)).toBe(ErrorCode.CLOSED);
+    late?.published();
+    expect(bus.stats()).toMatchObject({ published: 0, publishesInFlight: 0 });
   });
 });

@@ -47,6 +47,7 @@ import {
 } from './schema.js';
 import type {
   DeadLetter,
+  PublishReceipt,
   StartPosition,
   SubscriptionHandle,
   Transport,
@@ -248,17 +249,26 @@ export type EventBusEvents = {
   backpressureWarning: [stats: BackpressureStats];
 };
 
+/** What a {@link PublishEntry} reports its transport's receipt to (its bus). */
+interface ReceiptHost {
+  sent(entry: PublishEntry): void;
+  sendFailed(entry: PublishEntry, error: unknown): void;
+}
+
 /**
  * An accepted publish: waiting in the queue, then in flight at the transport until it settles
- * or `close()` cuts it off. `resolve`/`reject` settle the caller's promise, once.
+ * or `close()` cuts it off. `resolve`/`reject` settle the caller's promise, once. It is also
+ * the receipt a transport with `publishTo` reports to (the first report counts).
  */
-class PublishEntry {
+class PublishEntry implements PublishReceipt {
   /** Neighbours in {@link InFlightPublishes} while in flight. */
   prev: PublishEntry | undefined = undefined;
   next: PublishEntry | undefined = undefined;
   inFlight = false;
   /** Ends the retries of this publish when it times out or close() cuts it off. */
   retry: AbortController | undefined = undefined;
+  /** Set by a receipt: the bus, while `publishTo` has the event; cleared by its report. */
+  receiptHost: ReceiptHost | undefined = undefined;
 
   constructor(
     readonly event: Event,
@@ -269,6 +279,18 @@ class PublishEntry {
     readonly resolve: () => void,
     readonly reject: (error: unknown) => void,
   ) {}
+
+  published(): void {
+    const host = this.receiptHost;
+    this.receiptHost = undefined;
+    host?.sent(this);
+  }
+
+  failed(error: unknown): void {
+    const host = this.receiptHost;
+    this.receiptHost = undefined;
+    host?.sendFailed(this, error);
+  }
 }
 
 /**
@@ -405,6 +427,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
   readonly transport: Transport;
   /** The transport encodes with core's codec: the bus writes each event's JSON before admission. */
   readonly #encodes: boolean;
+  /** The receipt's reports, for a transport with `publishTo` (see {@link #sendWithReceipt}). */
+  readonly #receipts: ReceiptHost | undefined;
   readonly #catalog: Readonly<Record<string, StandardSchemaV1>> | undefined;
   readonly #validation: ValidationMode;
   readonly #source: string | undefined;
@@ -481,6 +505,13 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     rejectUnknownOptions(options, ['transport', ...EVENT_BUS_OPTION_KEYS], 'EventBus');
     this.transport = options.transport;
     this.#encodes = options.transport.info.encodes !== false;
+    this.#receipts =
+      typeof options.transport.publishTo === 'function'
+        ? {
+            sent: (entry) => this.#sent(entry),
+            sendFailed: (entry, error) => void this.#sendFailed(entry, error),
+          }
+        : undefined;
     this.#validation = options.validation ?? DEFAULT_EVENT_BUS_OPTIONS.validation;
     if (!['strict', 'warn', 'ignore'].includes(this.#validation)) {
       throw configError('validation', 'must be "strict", "warn" or "ignore"');
@@ -1018,6 +1049,10 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
     let sent: Promise<void>;
     try {
       this.#breaker.acquire();
+      if (this.#receipts !== undefined && this.#phase === 'open') {
+        this.#publishWithReceipt(entry, this.#receipts);
+        return;
+      }
       sent = this.#transportPublish(entry.event, entry.text);
     } catch (error) {
       this.#notSent(entry, error);
@@ -1073,6 +1108,8 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
    * without an entry, a reaction or a microtask.
    */
   #sendAtOnce(event: Event, text: string, tick: number): Promise<void> {
+    if (this.#receipts !== undefined)
+      return this.#sendWithReceipt(event, text, tick, this.#receipts);
     let sent: Promise<void>;
     try {
       this.#breaker.acquire();
@@ -1095,6 +1132,38 @@ export class EventBus<C extends EventCatalog = EventCatalog> implements AsyncDis
       this.#inFlight.add(entry);
       this.#settleWith(entry, sent);
     });
+  }
+
+  /**
+   * {@link #sendAtOnce} for a transport with `publishTo`: the entry is the receipt it reports
+   * to, so a publish costs the caller's promise and no promise, reaction or microtask more.
+   */
+  #sendWithReceipt(event: Event, text: string, tick: number, receipts: ReceiptHost): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const entry = new PublishEntry(event, text, tick, resolve, reject);
+      this.#inFlight.add(entry);
+      try {
+        this.#breaker.acquire();
+      } catch (error) {
+        this.#notSent(entry, error);
+        return;
+      }
+      this.#publishWithReceipt(entry, receipts);
+    });
+  }
+
+  /** `transport.publishTo` with `entry` as the receipt, the event's text primed (open bus). */
+  #publishWithReceipt(entry: PublishEntry, receipts: ReceiptHost): void {
+    entry.receiptHost = receipts;
+    if (this.#encodes) primeEncoding(entry.event, entry.text);
+    try {
+      this.transport.publishTo?.(entry.event, entry);
+    } catch (error) {
+      // The contract says it does not throw; one that does has failed this publish.
+      entry.failed(error);
+    } finally {
+      if (this.#encodes) clearEncoding();
+    }
   }
 
   /**

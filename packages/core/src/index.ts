@@ -52,6 +52,7 @@ export type {
   TransportSubscribeOptions,
   HealthStatus,
   PublishOptions,
+  PublishReceipt,
   StartPosition,
   NackOptions,
   Delivery,

@@ -253,6 +253,15 @@ export interface CloseOptions {
 }
 
 /**
+ * Told how one publish ended, exactly once: `published()` when the broker has the event,
+ * `failed(error)` with what `publish` would have rejected with. See {@link Transport.publishTo}.
+ */
+export interface PublishReceipt {
+  published(): void;
+  failed(error: unknown): void;
+}
+
+/**
  * One broker behind one contract. Implemented by every transport package; used by `EventBus`.
  */
 export interface Transport {
@@ -261,6 +270,14 @@ export interface Transport {
   connect(): Promise<void>;
   /** Resolves when the broker has the event (confirm/ack) on persistent transports. */
   publish(event: Event, options?: PublishOptions): Promise<void>;
+  /**
+   * Optional: `publish(event)` that tells `receipt` how it ended instead of returning a
+   * promise, for a transport whose publishes settle from broker callbacks (confirms). The bus
+   * then makes no promise and no reaction of its own per publish. Same checks, outcome and
+   * errors as `publish`; calls exactly one of the receipt's methods exactly once (possibly
+   * before it returns) and does not throw.
+   */
+  publishTo?(event: Event, receipt: PublishReceipt): void;
   subscribe(pattern: string, options?: TransportSubscribeOptions): Promise<TransportSubscription>;
   /** Never rejects: failures are reported as `healthy: false`. */
   healthCheck(): Promise<HealthStatus>;

@@ -27,6 +27,7 @@ import {
   WatchtowerError,
   isWatchtowerError,
   type Clock,
+  type PublishReceipt,
   type TimerHandle,
 } from '@watchtower/core';
 import { Fifo, OrderedSlots, abortError } from '@watchtower/core/transport-kit';
@@ -57,8 +58,7 @@ class Pending {
   onAbort: (() => void) | undefined = undefined;
   constructor(
     readonly message: Outgoing,
-    readonly resolve: () => void,
-    readonly reject: (error: unknown) => void,
+    readonly receipt: PublishReceipt,
   ) {}
 }
 
@@ -200,15 +200,24 @@ export class Publisher {
   publish(message: Outgoing): Promise<void> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     return new Promise<void>((resolve, reject) => {
-      const entry = new Pending(message, resolve, reject);
-      const { signal } = message;
-      if (signal !== undefined) {
-        entry.onAbort = () => this.#abort(entry, signal);
-        signal.addEventListener('abort', entry.onAbort, { once: true });
-      }
-      if (this.#waiting.size === 0 && this.#canSend()) this.#send(entry);
-      else this.#waiting.push(entry);
+      this.send(message, { published: resolve, failed: reject });
     });
+  }
+
+  /** {@link publish} that tells `receipt` the outcome, once, instead of returning a promise. */
+  send(message: Outgoing, receipt: PublishReceipt): void {
+    if (this.#failure !== undefined) {
+      receipt.failed(this.#failure);
+      return;
+    }
+    const entry = new Pending(message, receipt);
+    const { signal } = message;
+    if (signal !== undefined) {
+      entry.onAbort = () => this.#abort(entry, signal);
+      signal.addEventListener('abort', entry.onAbort, { once: true });
+    }
+    if (this.#waiting.size === 0 && this.#canSend()) this.#send(entry);
+    else this.#waiting.push(entry);
   }
 
   /** Rejects everything outstanding with `error`, and every later publish until `attach`. */
@@ -404,8 +413,8 @@ export class Publisher {
       entry.done = true;
       if (entry.onAbort !== undefined)
         entry.message.signal?.removeEventListener('abort', entry.onAbort);
-      if (error === undefined) entry.resolve();
-      else entry.reject(error);
+      if (error === undefined) entry.receipt.published();
+      else entry.receipt.failed(error);
     }
     if (this.#idleWaiters.length > 0 && this.outstanding === 0) {
       for (const wake of this.#idleWaiters.splice(0)) wake();

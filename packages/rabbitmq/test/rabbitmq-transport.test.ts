@@ -324,6 +324,48 @@ describe('publish outcomes', () => {
     await sub.unsubscribe();
   });
 
+  /** Publishes `event` with `publishTo`; what its receipt was told, every time. */
+  function publishToReports(t: RabbitMQTransport, event: Event): Promise<unknown[]> {
+    const reports: unknown[] = [];
+    return new Promise((resolve) => {
+      t.publishTo(event, {
+        published: () => {
+          reports.push('published');
+          setTimeout(() => resolve(reports), 50);
+        },
+        failed: (error) => {
+          reports.push(error);
+          setTimeout(() => resolve(reports), 50);
+        },
+      });
+    });
+  }
+
+  it('tells a publishTo receipt published once, when the broker has confirmed the message', async () => {
+    const exchange = newExchange();
+    const t = transport(exchange);
+    const sub = await t.subscribe('receipt.ok', { group: 'g' });
+    await sub.unsubscribe();
+    const event = createEvent('receipt.ok', { n: 1 });
+    expect(await publishToReports(t, event)).toEqual(['published']);
+    const [message] = await takeMessages(`${exchange}.group.g:receipt.ok`);
+    expect(message?.properties.messageId).toBe(event.id);
+  });
+
+  it('tells a publishTo receipt failed once, with the error publish rejects with', async () => {
+    const exchange = newExchange();
+    const strict = transport(exchange, { mandatory: true });
+    const [unroutable] = await publishToReports(strict, createEvent('nobody.listens', {}));
+    expect(unroutable).toMatchObject({ code: 'TRANSPORT', retryable: false });
+    expect(await publishToReports(strict, { ...createEvent('a.b', {}), type: 'a..b' })).toEqual([
+      expect.objectContaining({ code: 'VALIDATION' }),
+    ]);
+    await strict.close();
+    expect(await publishToReports(strict, createEvent('a.b', {}))).toEqual([
+      expect.objectContaining({ code: 'CLOSED' }),
+    ]);
+  });
+
   /** A transport whose group queue `g` for `full.q` holds one message, its most (`reject-publish`). */
   async function fullQueue(exchange: string): Promise<RabbitMQTransport> {
     const t = transport(exchange, { maxLength: 1, overflow: 'reject-publish' });
