@@ -48,6 +48,12 @@ export interface Scenario {
   /** The raw client doing the same work; omitted where no raw client exists. */
   raw?: () => Promise<Measurement>;
   watchtower: () => Promise<Measurement>;
+  /**
+   * Rounds per side this scenario runs at least, whatever `BENCH_ROUNDS` and the time budget:
+   * for a row whose CPU figure is a goal and moves between runs of the same code by more than
+   * the goal's margin, so that its median rests on more runs.
+   */
+  rounds?: number;
 }
 
 /** A row of the results table and of `results/latest.jsonl`. */
@@ -164,8 +170,8 @@ export async function measureScenario(
   scenario: Scenario,
   options: RoundOptions,
 ): Promise<ResultRow[]> {
-  const rounds = options.rounds ?? 5;
-  const minRounds = Math.min(rounds, options.minRounds ?? 4);
+  const rounds = Math.max(options.rounds ?? 5, scenario.rounds ?? 0);
+  const minRounds = Math.min(rounds, Math.max(options.minRounds ?? 4, scenario.rounds ?? 0));
   const budgetMs = (options.secondsPerScenario ?? Number.POSITIVE_INFINITY) * 1000;
   const raw: Measurement[] = [];
   const wt: Measurement[] = [];

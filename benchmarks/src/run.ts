@@ -18,7 +18,8 @@ import {
  * default). BENCH_SCALE (default 1) scales every count, e.g. 0.1 for a quick run;
  * BENCH_ROUNDS (default 5) is how often each side of a scenario runs at most: after 4 rounds a
  * scenario that has taken more than BENCH_SECONDS (default 2) stops, so that a whole run stays
- * within minutes; BENCH_ONLY keeps the scenarios whose name contains it.
+ * within minutes (a scenario that names its own `rounds` runs at least those); BENCH_ONLY keeps
+ * the scenarios whose name contains it.
  *
  * Each scenario runs in a process of its own (both of its sides, alternating), as a service
  * runs its one bus: run after forty others in one process, a scenario measured the JIT and
