@@ -2824,11 +2824,20 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
     }
   }
 
+  /** A bus on `transport`, connected: the state in which it uses publishTo. */
+  async function openBus(
+    options: Partial<EventBusOptions>,
+    transport: Transport,
+  ): Promise<EventBus> {
+    const bus = makeBus(options, transport);
+    await bus.connect();
+    return bus;
+  }
+
   it('sends through publishTo and resolves when the receipt says published', async () => {
     const transport = new ReceiptTransport();
     transport.manual = true;
-    const bus = makeBus({}, transport);
-    await bus.connect();
+    const bus = await openBus({}, transport);
 
     const published = track(bus.publish('a.b', { n: 1 }));
     await settle();
@@ -2846,8 +2855,7 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
   it('resolves when the receipt is told before publishTo returns', async () => {
     const transport = new ReceiptTransport();
     transport.report = (receipt) => receipt.published();
-    const bus = makeBus({}, transport);
-    await bus.connect();
+    const bus = await openBus({}, transport);
 
     await bus.publish('a.b', {});
     expect(transport.receiptCalls).toHaveLength(1);
@@ -2858,8 +2866,7 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
   it('retries a retryable failure the receipt reports, then resolves', async () => {
     const transport = new ReceiptTransport();
     transport.publishFailures.push(new ConnectionError('down'));
-    const bus = makeBus({ retry: fastRetry }, transport);
-    await bus.connect();
+    const bus = await openBus({ retry: fastRetry }, transport);
 
     await bus.publish('a.b', { n: 2 });
     // The first attempt went through publishTo, the retry through publish.
@@ -2873,8 +2880,7 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
   it('rejects with a non-retryable error the receipt reports, without retrying', async () => {
     const transport = new ReceiptTransport();
     transport.publishFailures.push(new ValidationError('refused by the broker'));
-    const bus = makeBus({ retry: fastRetry }, transport);
-    await bus.connect();
+    const bus = await openBus({ retry: fastRetry }, transport);
 
     const error = await rejection(bus.publish('a.b', {}));
     expect(codeOf(error)).toBe(ErrorCode.VALIDATION);
@@ -2890,8 +2896,7 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
       receipt.failed(new ConnectionError('too late'));
       receipt.published();
     };
-    const bus = makeBus({}, transport);
-    await bus.connect();
+    const bus = await openBus({}, transport);
 
     await bus.publish('a.b', {});
     await settle();
@@ -2906,8 +2911,7 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
     transport.report = () => {
       throw new ValidationError('thrown instead of reported');
     };
-    const bus = makeBus({}, transport);
-    await bus.connect();
+    const bus = await openBus({}, transport);
 
     const error = await rejection(bus.publish('a.b', {}));
     expect((error as Error).message).toBe('thrown instead of reported');
@@ -2918,14 +2922,13 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
   it('counts receipt failures against the circuit breaker, which then keeps publishTo uncalled', async () => {
     const transport = new ReceiptTransport();
     for (let i = 0; i < 2; i++) transport.publishFailures.push(new ConnectionError('down'));
-    const bus = makeBus(
+    const bus = await openBus(
       {
         retry: { maxAttempts: 1 },
         circuitBreaker: { failureThreshold: 2, resetTimeoutMs: 60_000 },
       },
       transport,
     );
-    await bus.connect();
 
     for (let i = 0; i < 2; i++) {
       expect(codeOf(await rejection(bus.publish('a.b', {})))).toBe(ErrorCode.CONNECTION);
@@ -2941,13 +2944,13 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
     transport.report = (receipt) => {
       late = receipt;
     };
-    const bus = makeBus({ closeTimeoutMs: 50 }, transport);
-    await bus.connect();
+    const bus = await openBus({ closeTimeoutMs: 50 }, transport);
 
     const published = track(bus.publish('a.b', {}));
     await bus.close();
     await published.promise;
     expect(codeOf(published.error)).toBe(ErrorCode.CLOSED);
+    expect(transport.receiptCalls).toHaveLength(1);
     late?.published();
     expect(bus.stats()).toMatchObject({ published: 0, publishesInFlight: 0 });
   });
