@@ -410,10 +410,10 @@ export class NatsTransport implements Transport {
   }
 
   /**
-   * Puts the streams back in the background (they were found missing). When a restore is
-   * already under way, its starter reports how it ends.
+   * Puts the streams back in the background (they were found missing, or the connection is
+   * back); resolves, never rejects, once that is done. When a restore is already under way,
+   * this waits for it, and its starter reports how it ends.
    */
-  /** Recreates the streams in the background; resolves (never rejects) once that is done. */
   #restoreTopology(why: string): Promise<void> {
     const jsm = this.#link?.jetstream?.jsm;
     if (jsm === undefined) return RESOLVED;
