@@ -21,6 +21,15 @@
  * ack comes, to one per {@link REPLACEMENT_FLOOR_MS}. The short first floors are for the
  * election: a channel replaced 0.13 s after the node's kill was still nacked, and the bus's
  * default retries of a publish span 0.56-0.7 s.
+ *
+ * Those retries are not always enough: a surviving node can nack the channels opened in the
+ * first seconds, and the bus's retries run out on them. So, unless nacks are expected (a queue
+ * with `reject-publish`: {@link PublisherOptions.nackRideOutMs} 0), a channel found stuck
+ * starts a ride-out of {@link NACK_RIDE_OUT_MS}: what is nacked meanwhile is neither rejected
+ * nor sent back to the channel that nacked it, but held for the next channel (a replacement
+ * is asked for as soon as the floor allows), and what a replaced channel nacks is sent again
+ * on the current one. The first ack ends the ride-out; when it runs out without one, what is
+ * held rejects with the nack, and nacks reject at once until an ack or a new connection.
  */
 import {
   ErrorCode,
@@ -43,6 +52,18 @@ export interface Outgoing {
   /** Names the message in errors; `publish {routingKey}` (`publish user.created`) when absent. */
   readonly what?: string;
   readonly signal?: AbortSignal | undefined;
+}
+
+/**
+ * A nack's rejection: a full queue with `reject-publish`, or a broker that could not take the
+ * message (a quorum queue without a leader); it may pass later.
+ */
+function nackError(entry: Pending): WatchtowerError {
+  return new WatchtowerError(
+    ErrorCode.TRANSPORT,
+    `${whatOf(entry.message)}: the broker refused the message (nack)`,
+    { retryable: true },
+  );
 }
 
 /** What errors call `message`: made only for an error, not for every publish. */
@@ -71,6 +92,13 @@ export const NACKS_BEFORE_REPLACEMENT = 4;
 /** The least time between two replacements of the publish channel, at first (no ack since). */
 export const FIRST_REPLACEMENT_FLOOR_MS = 250;
 
+/**
+ * How long, from a channel found stuck, nacks are ridden out (see {@link Publisher}): longer
+ * than the channels of a surviving RabbitMQ 3.10 node nacked during a quorum queue's election
+ * in our runs (up to 4 s), shorter than the bus's `publishTimeoutMs` (30 s by default).
+ */
+export const NACK_RIDE_OUT_MS = 10_000;
+
 /** The least time between two replacements once nacks go on: the first floor doubles up to this. */
 export const REPLACEMENT_FLOOR_MS = 1000;
 
@@ -88,6 +116,12 @@ export interface PublisherOptions {
    * nacks go on (the first times sooner); when no channel can be opened, the current one stays.
    */
   readonly replaceChannel: () => void;
+  /**
+   * How long nacks are ridden out once a channel is found stuck; 0 when a nack is expected and
+   * must reject at once (a queue with `reject-publish`).
+   * @defaultValue {@link NACK_RIDE_OUT_MS}
+   */
+  readonly nackRideOutMs?: number;
 }
 
 const tagAtMost = (entry: Pending, tag: number): boolean => entry.tag <= tag;
@@ -118,6 +152,15 @@ export class Publisher {
   /** The floor before the next replacement: doubles with each, back to the first on an ack. */
   #floorMs = FIRST_REPLACEMENT_FLOOR_MS;
   #replacements = 0;
+  /** A replacement asked for once the floor allows it, while nacked publishes are held. */
+  #replaceTimer: TimerHandle | undefined;
+  readonly #rideOutMs: number;
+  /** Nacked during the ride-out by the current channel: sent on the next one. */
+  readonly #held = new Fifo<Pending>();
+  /** Ends the ride-out under way (undefined when none is). */
+  #rideOutTimer: TimerHandle | undefined;
+  /** A ride-out ran out without an ack: none starts again until an ack or a new connection. */
+  #rideOutSpent = false;
   #cork: WriteCork | undefined;
   #writable = true;
   #failure: WatchtowerError | undefined;
@@ -125,11 +168,12 @@ export class Publisher {
 
   constructor(options: PublisherOptions) {
     this.#options = options;
+    this.#rideOutMs = options.nackRideOutMs ?? NACK_RIDE_OUT_MS;
   }
 
   /** Publishes sent and not confirmed (on the current and on replaced channels), and waiting. */
   get outstanding(): number {
-    let count = this.#waiting.size + (this.#current?.unconfirmed.size ?? 0);
+    let count = this.#waiting.size + this.#held.size + (this.#current?.unconfirmed.size ?? 0);
     for (const sending of this.#retiring) count += sending.unconfirmed.size;
     return count;
   }
@@ -156,7 +200,13 @@ export class Publisher {
     this.#cork = cork;
     this.#writable = true;
     this.#failure = undefined;
+    // A replacement asked for on the floor's end is for the channel it replaces.
+    this.#clearReplaceTimer();
     if (previous !== undefined) this.#retire(previous);
+    // A new connection: its channels may be stuck anew.
+    else this.#rideOutSpent = false;
+    // What the previous channel nacked during a ride-out goes first.
+    this.#resend(this.#held.drain());
     channel.on('ack', (fields: { deliveryTag: number; multiple: boolean }) => {
       this.#confirm(sending, fields.deliveryTag, fields.multiple, false);
     });
@@ -188,8 +238,9 @@ export class Publisher {
     const current = this.#current;
     if (current === undefined) return;
     this.#current = undefined;
-    const resend = this.#takeRetiring();
-    resend.push(...current.unconfirmed.takeAll());
+    this.#clearReplaceTimer();
+    const resend = this.#held.drain();
+    resend.push(...this.#takeRetiring(), ...current.unconfirmed.takeAll());
     this.#resend(resend);
   }
 
@@ -223,7 +274,10 @@ export class Publisher {
   /** Rejects everything outstanding with `error`, and every later publish until `attach`. */
   failAll(error: WatchtowerError): void {
     this.#failure = error;
-    const all = this.#takeRetiring();
+    this.#endRideOut();
+    this.#clearReplaceTimer();
+    const all = this.#held.drain();
+    all.push(...this.#takeRetiring());
     if (this.#current !== undefined) all.push(...this.#current.unconfirmed.takeAll());
     all.push(...this.#waiting.drain());
     for (const entry of all) this.#settle(entry, error);
@@ -268,35 +322,99 @@ export class Publisher {
   }
 
   #confirm(sending: Sending, tag: number, multiple: boolean, nacked: boolean): void {
+    if (nacked) {
+      this.#nacked(sending, tag, multiple);
+      return;
+    }
     const { unconfirmed } = sending;
-    let settled = 0;
     if (multiple) {
-      for (const entry of unconfirmed.takeWhile(tagAtMost, tag)) {
-        settled++;
-        this.#settleConfirmed(entry, nacked);
-      }
+      for (const entry of unconfirmed.takeWhile(tagAtMost, tag)) this.#settleConfirmed(entry);
     } else {
       const entry = unconfirmed.deleteFirst(tagIs, tag);
-      if (entry !== undefined) {
-        settled++;
-        this.#settleConfirmed(entry, nacked);
-      }
+      if (entry !== undefined) this.#settleConfirmed(entry);
     }
-    sending.nacksInRow = nacked ? sending.nacksInRow + settled : 0;
-    if (sending === this.#current) {
-      if (nacked) this.#replaceIfStuck(sending);
-      else this.#floorMs = FIRST_REPLACEMENT_FLOOR_MS;
-    } else if (unconfirmed.size === 0 && this.#retiring.has(sending)) {
-      this.#closeRetired(sending);
+    sending.nacksInRow = 0;
+    this.#rideOutSpent = false;
+    if (this.#rideOutTimer !== undefined) {
+      // A channel takes publishes again: what was held goes on the current one.
+      this.#endRideOut();
+      this.#clearReplaceTimer();
+      this.#resend(this.#held.drain());
     }
+    if (sending === this.#current) this.#floorMs = FIRST_REPLACEMENT_FLOOR_MS;
+    else if (unconfirmed.size === 0 && this.#retiring.has(sending)) this.#closeRetired(sending);
     this.#pump();
   }
 
-  /** Asks for a new channel when `sending` keeps nacking, at most once per floor. */
+  /**
+   * The broker nacked `tag` (and before it, when `multiple`) on `sending`: rejected, or held
+   * during a ride-out (see {@link Publisher}); a channel that keeps nacking is replaced.
+   */
+  #nacked(sending: Sending, tag: number, multiple: boolean): void {
+    const { unconfirmed } = sending;
+    const entries = multiple
+      ? [...unconfirmed.takeWhile(tagAtMost, tag)]
+      : [unconfirmed.deleteFirst(tagIs, tag)].filter((e): e is Pending => e !== undefined);
+    sending.nacksInRow += entries.length;
+    const current = sending === this.#current;
+    if (current && sending.nacksInRow >= NACKS_BEFORE_REPLACEMENT) this.#startRideOut();
+    if (this.#rideOutTimer === undefined) {
+      for (const entry of entries) this.#settle(entry, nackError(entry));
+    } else if (current) {
+      for (const entry of entries) if (!entry.done) this.#held.push(entry);
+    } else {
+      this.#resend(entries);
+    }
+    if (current) this.#replaceIfStuck(sending);
+    else if (unconfirmed.size === 0 && this.#retiring.has(sending)) this.#closeRetired(sending);
+    this.#pump();
+  }
+
+  /** A channel was found stuck: nacks are ridden out from now, unless spent or not wanted. */
+  #startRideOut(): void {
+    if (this.#rideOutMs <= 0 || this.#rideOutSpent || this.#rideOutTimer !== undefined) return;
+    this.#rideOutTimer = this.#options.clock.setTimeout(() => {
+      this.#rideOutTimer = undefined;
+      this.#rideOutSpent = true;
+      this.#clearReplaceTimer();
+      for (const entry of this.#held.drain()) this.#settle(entry, nackError(entry));
+    }, this.#rideOutMs);
+  }
+
+  #endRideOut(): void {
+    if (this.#rideOutTimer === undefined) return;
+    this.#options.clock.clearTimeout(this.#rideOutTimer);
+    this.#rideOutTimer = undefined;
+  }
+
+  #clearReplaceTimer(): void {
+    if (this.#replaceTimer === undefined) return;
+    this.#options.clock.clearTimeout(this.#replaceTimer);
+    this.#replaceTimer = undefined;
+  }
+
+  /**
+   * Asks for a new channel when `sending` keeps nacking (or nacks at all during a ride-out),
+   * at most once per floor. While nacked publishes are held (no nack will come for them to
+   * ask again), the floor's end asks.
+   */
   #replaceIfStuck(sending: Sending): void {
-    if (sending.nacksInRow < NACKS_BEFORE_REPLACEMENT) return;
-    const now = this.#options.clock.now();
-    if (now - this.#replacedAt < this.#floorMs) return;
+    // During a ride-out any nack is the stuck kind: the channel that sent it is replaced.
+    if (sending.nacksInRow < NACKS_BEFORE_REPLACEMENT && this.#rideOutTimer === undefined) return;
+    const { clock } = this.#options;
+    const now = clock.now();
+    const wait = this.#replacedAt + this.#floorMs - now;
+    if (wait > 0) {
+      if (this.#held.size > 0 && this.#replaceTimer === undefined) {
+        this.#replaceTimer = clock.setTimeout(() => {
+          this.#replaceTimer = undefined;
+          const current = this.#current;
+          if (current !== undefined) this.#replaceIfStuck(current);
+        }, wait);
+      }
+      return;
+    }
+    this.#clearReplaceTimer();
     if (Number.isFinite(this.#replacedAt)) {
       this.#floorMs = Math.min(this.#floorMs * 2, REPLACEMENT_FLOOR_MS);
     }
@@ -359,20 +477,9 @@ export class Publisher {
     for (const entry of waiting) this.#waiting.push(entry);
   }
 
-  #settleConfirmed(entry: Pending, nacked: boolean): void {
-    if (nacked) {
-      // A full queue with `reject-publish`, or a broker that could not take it: may pass later.
-      this.#settle(
-        entry,
-        new WatchtowerError(
-          ErrorCode.TRANSPORT,
-          `${whatOf(entry.message)}: the broker refused the message (nack)`,
-          {
-            retryable: true,
-          },
-        ),
-      );
-    } else if (entry.returned) {
+  /** The broker acked `entry`: published, or refused when it was returned first. */
+  #settleConfirmed(entry: Pending): void {
+    if (entry.returned) {
       this.#settle(
         entry,
         new WatchtowerError(
@@ -400,7 +507,9 @@ export class Publisher {
   #abort(entry: Pending, signal: AbortSignal): void {
     if (entry.done) return;
     // Still waiting: it is never sent. Sent: the broker may have it; the caller stops waiting.
-    this.#waiting.removeFirst((e) => e === entry);
+    if (this.#waiting.removeFirst((e) => e === entry) === undefined) {
+      this.#held.removeFirst((e) => e === entry);
+    }
     const reason: unknown = signal.reason;
     this.#settle(
       entry,

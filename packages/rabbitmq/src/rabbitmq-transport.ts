@@ -65,7 +65,7 @@ import {
   type AmqpDelivery,
 } from './deliveries.js';
 import { amqpReplyCode, mapAmqpError } from './map-error.js';
-import { Publisher, type Outgoing } from './publisher.js';
+import { NACK_RIDE_OUT_MS, Publisher, type Outgoing } from './publisher.js';
 import { corkOf } from './write-cork.js';
 import {
   QueueConsumer,
@@ -206,6 +206,8 @@ export class RabbitMQTransport implements Transport {
       window: this.config.publishWindow,
       clock: this.config.clock,
       replaceChannel: () => this.#replacePublishChannel(),
+      // A full queue that rejects publishes nacks them on purpose: those reject at once.
+      nackRideOutMs: this.config.overflow === 'drop-head' ? NACK_RIDE_OUT_MS : 0,
     });
     this.#host = {
       publisher: this.#publisher,
