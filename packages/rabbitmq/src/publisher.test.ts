@@ -48,10 +48,14 @@ function message(routingKey: string): Outgoing {
 }
 
 /**
- * A publisher on a fake clock whose replacement requests attach a fresh channel at once;
- * nacks reject at once (as with a `reject-publish` queue) unless `nackRideOutMs` says.
+ * A publisher on a fake clock whose replacement requests attach a fresh channel at once (or
+ * a microtask later, as the transport's open, with `attachLater`); nacks reject at once (as
+ * with a `reject-publish` queue) unless `nackRideOutMs` says.
  */
-function setup(nackRideOutMs = 0): {
+function setup(
+  nackRideOutMs = 0,
+  attachLater = false,
+): {
   publisher: Publisher;
   clock: FakeClock;
   channels: FakeChannel[];
@@ -75,7 +79,8 @@ function setup(nackRideOutMs = 0): {
     replaceChannel: () => {
       asked++;
       askedAt.push(clock.now());
-      attach();
+      if (attachLater) queueMicrotask(attach);
+      else attach();
     },
   });
   attach();
@@ -305,25 +310,7 @@ describe(`Publisher: riding out the nacks of a stuck channel for up to ${NACK_RI
   });
 
   it('rides out a lone publish nacked by each channel opened, one after another, until one acks it', async () => {
-    // Replacement channels open a turn later, as the transport's do.
-    const clock = new FakeClock(1_000_000);
-    const channels: FakeChannel[] = [];
-    let asked = 0;
-    const attach = (): void => {
-      const channel = new FakeChannel();
-      channels.push(channel);
-      publisher.attach(channel as unknown as ConfirmChannel, NO_CORK);
-    };
-    const publisher: Publisher = new Publisher({
-      window: 100,
-      clock,
-      nackRideOutMs: NACK_RIDE_OUT_MS,
-      replaceChannel: () => {
-        asked++;
-        queueMicrotask(attach);
-      },
-    });
-    attach();
+    const { publisher, clock, channels, replacementsAsked } = setup(NACK_RIDE_OUT_MS, true);
     // The bus's first three attempts are rejected; the fourth finds the channel stuck.
     for (let attempt = 1; attempt < NACKS_BEFORE_REPLACEMENT; attempt++) {
       const rejected = settlement(publisher.publish(message('lone')));
@@ -341,7 +328,7 @@ describe(`Publisher: riding out the nacks of a stuck channel for up to ${NACK_RI
       clock.advance(REPLACEMENT_FLOOR_MS);
     }
     await Promise.resolve();
-    expect(asked).toBe(6);
+    expect(replacementsAsked()).toBe(6);
     (channels[6] as FakeChannel).ack(1);
     expect(await outcome).toBe('resolved');
     expect(clock.pendingTimers()).toBe(0);
