@@ -2,8 +2,8 @@
  * What the RabbitMQ transport does on the real broker beyond the contract suite: the Rust
  * dead-letter layout read by a raw amqplib consumer, Rust-format messages published raw,
  * garbage bytes, bounded retries counted exactly, every exchange type, `mandatory` returns,
- * overflow nacks (and the publish channel not replaced more than once a second for them) and
- * TTLs dead-lettered by the broker itself.
+ * overflow nacks (and the publish channel not replaced more than once a second for them), the
+ * nacks of a stuck channel ridden out, and TTLs dead-lettered by the broker itself.
  */
 import { describe, expect, it } from 'vitest';
 import {
@@ -414,6 +414,46 @@ describe('publish outcomes', () => {
     expect(await messageCount(`${exchange}.group.g:full.q`)).toBe(1);
     // The transport goes on publishing: a type that no full queue takes is confirmed.
     await t.publish(createEvent('elsewhere', {}));
+  });
+
+  it('holds a publish that finds its channel stuck nacking (default overflow), sends it on each replacement, and confirms it once a queue takes it', async () => {
+    const exchange = newExchange();
+    const t = transport(exchange);
+    await t.connect();
+    // A queue of someone else's, full and refusing: every publish routed to it is nacked.
+    const refusing = `${exchange}.refusing`;
+    await withRawChannel(async (channel) => {
+      await channel.assertQueue(refusing, {
+        durable: false,
+        arguments: { 'x-max-length': 1, 'x-overflow': 'reject-publish' },
+      });
+      await channel.bindQueue(refusing, exchange, 'held.q');
+      channel.sendToQueue(refusing, Buffer.from('{}'));
+      await channel.waitForConfirms();
+    });
+    // One publish at a time, as the bus retries one: rejected until the channel is stuck.
+    for (let n = 1; n < NACKS_BEFORE_REPLACEMENT; n++) {
+      const refused = (await t
+        .publish(createEvent('held.q', { n }))
+        .catch((e: unknown) => e)) as WatchtowerError;
+      expect(refused).toMatchObject({ code: 'TRANSPORT', retryable: true });
+    }
+    let outcome: 'pending' | 'confirmed' | WatchtowerError = 'pending';
+    const held = t.publish(createEvent('held.q', { n: NACKS_BEFORE_REPLACEMENT })).then(
+      () => (outcome = 'confirmed'),
+      (error: unknown) => (outcome = error as WatchtowerError),
+    );
+    // Sent again on the replacements (250 and 500 ms apart), nacked on each, still held.
+    await waitFor(
+      async () => ((await t.healthCheck()).details?.['publishChannelsReplaced'] as number) >= 3,
+      { timeoutMs: 5000, message: 'three replacements' },
+    );
+    expect(outcome).toBe('pending');
+    // The queue takes one again: the next channel's send of it is acked.
+    await withRawChannel((channel) => channel.purgeQueue(refusing));
+    await held;
+    expect(outcome).toBe('confirmed');
+    expect(await messageCount(refusing)).toBe(1);
   });
 
   it('expires a message after messageTtlMs into the DLQ when nobody consumes it', async () => {
