@@ -288,7 +288,13 @@ describe(`Publisher: riding out the nacks of a stuck channel for up to ${NACK_RI
       clock.advance(50);
     }
     for (const outcome of held) {
-      expect(await outcome).toMatchObject({ code: 'TRANSPORT', retryable: true });
+      expect(await outcome).toMatchObject({
+        code: 'TRANSPORT',
+        retryable: true,
+        message: expect.stringContaining(
+          `refused the message (nack), on every publish channel it was sent on for ${NACK_RIDE_OUT_MS} ms`,
+        ) as unknown,
+      });
     }
     expect(publisher.outstanding).toBe(0);
     // Spent: a stuck channel's nacks reject at once now.

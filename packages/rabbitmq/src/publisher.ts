@@ -56,12 +56,15 @@ export interface Outgoing {
 
 /**
  * A nack's rejection: a full queue with `reject-publish`, or a broker that could not take the
- * message (a quorum queue without a leader); it may pass later.
+ * message (a quorum queue without a leader); it may pass later. `heldMs`: how long a ride-out
+ * held it, nacked on every channel it was sent on.
  */
-function nackError(entry: Pending): WatchtowerError {
+function nackError(entry: Pending, heldMs?: number): WatchtowerError {
+  const held =
+    heldMs === undefined ? '' : `, on every publish channel it was sent on for ${heldMs} ms`;
   return new WatchtowerError(
     ErrorCode.TRANSPORT,
-    `${whatOf(entry.message)}: the broker refused the message (nack)`,
+    `${whatOf(entry.message)}: the broker refused the message (nack)${held}`,
     { retryable: true },
   );
 }
@@ -377,7 +380,9 @@ export class Publisher {
       this.#rideOutTimer = undefined;
       this.#rideOutSpent = true;
       this.#clearReplaceTimer();
-      for (const entry of this.#held.drain()) this.#settle(entry, nackError(entry));
+      for (const entry of this.#held.drain()) {
+        this.#settle(entry, nackError(entry, this.#rideOutMs));
+      }
     }, this.#rideOutMs);
   }
 
