@@ -14,13 +14,14 @@
  * replaced on the same connection: RabbitMQ 3.10 can nack every publish of a channel opened
  * while a quorum queue elected its leader, until the old leader's node is back, while a channel
  * opened later is acked. The publisher asks for a new channel, sends on it from then on, and
- * lets the old one confirm what it was sent (its nacks reject, and the bus retries them on the
- * new channel) before closing it; what it has not confirmed by {@link RETIRE_TIMEOUT_MS} is
- * sent again on the new one. A full queue with `reject-publish` nacks every publish too, so
- * replacements have a floor: {@link FIRST_REPLACEMENT_FLOOR_MS} after one, doubling while no
- * ack comes, to one per {@link REPLACEMENT_FLOOR_MS}. The short first floors are for the
- * election: a channel replaced 0.13 s after the node's kill was still nacked, and the bus's
- * default retries of a publish span 0.56-0.7 s.
+ * lets the old one confirm what it was sent (its nacks are sent again on the new channel during
+ * the ride-out below, else reject, and the bus retries them there) before closing it; what it
+ * has not confirmed by {@link RETIRE_TIMEOUT_MS} is sent again on the new one. A full queue
+ * with `reject-publish` nacks every publish too, so replacements have a floor:
+ * {@link FIRST_REPLACEMENT_FLOOR_MS} after one, doubling while no ack comes, to one per
+ * {@link REPLACEMENT_FLOOR_MS}. The short first floors are for the election: a channel
+ * replaced 0.13 s after the node's kill was still nacked, and the bus's default retries of a
+ * publish span 0.56-0.7 s.
  *
  * Those retries are not always enough: a surviving node can nack the channels opened in the
  * first seconds, and the bus's retries run out on them. So, unless nacks are expected (a queue
