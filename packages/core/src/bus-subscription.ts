@@ -30,6 +30,7 @@ import type {
   DeadLetter,
   DeadLetterReason,
   Delivery,
+  DeliveryReceiver,
   EventDelivery,
   StartPosition,
   SubscriptionHandle,
@@ -291,6 +292,19 @@ export class BusSubscription implements SubscriptionHandle {
 
   async #consume(sub: TransportSubscription, index: number): Promise<void> {
     const iterator = sub[Symbol.asyncIterator]();
+    // While the loop waits, what arrives with a slot free is handled at once, in the
+    // transport's callback: no promise and no turn of the microtask queue per delivery.
+    const receiver: DeliveryReceiver = {
+      ready: () => this.#stopping === undefined && this.#active < this.#options.concurrency,
+      take: (delivery) => {
+        try {
+          this.#start(delivery, index);
+        } catch (error) {
+          this.#bus.reportError(error, { subscription: this.name });
+        }
+      },
+    };
+    sub.receive?.(receiver);
     try {
       for (;;) {
         // Drain what is already buffered without a promise per delivery, then wait.
@@ -307,14 +321,21 @@ export class BusSubscription implements SubscriptionHandle {
           await this.#settleQuietly(delivery.nack(), delivery);
           continue;
         }
-        this.#active++;
-        const pending = this.#process(delivery, index);
-        if (pending === undefined) this.#release();
-        else void pending.then(this.#release);
+        this.#start(delivery, index);
       }
     } catch (error) {
       this.#bus.reportError(error, { subscription: this.name });
+    } finally {
+      sub.receive?.(undefined);
     }
+  }
+
+  /** Handles `delivery` in a slot of the concurrency limit, which it frees when done. */
+  #start(delivery: Delivery, index: number): void {
+    this.#active++;
+    const pending = this.#process(delivery, index);
+    if (pending === undefined) this.#release();
+    else void pending.then(this.#release);
   }
 
   readonly #release = (): void => {

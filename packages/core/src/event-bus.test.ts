@@ -22,6 +22,7 @@ import type { LogMethod } from './logger.js';
 import { MemoryTransport, type MemoryTransportOptions } from './memory-transport.js';
 import { collectEvents } from './testing/collect.js';
 import { FakeClock } from './testing/fake-clock.js';
+import { DeliveryBuffer } from './transport-kit/delivery-buffer.js';
 import { CLOSE_MARGIN_MS, type TransportErrorEvents } from './transport-kit/lifecycle.js';
 import { waitFor } from './testing/wait-for.js';
 import type {
@@ -31,6 +32,8 @@ import type {
   DeadLetterHandler,
   DeadLetterReason,
   Delivery,
+  DeliveryReceiver,
+  EventDelivery,
   HealthStatus,
   MalformedMessage,
   NackOptions,
@@ -2953,5 +2956,123 @@ describe('EventBus publish through a transport receipt (publishTo)', () => {
     expect(transport.receiptCalls).toHaveLength(1);
     late?.published();
     expect(bus.stats()).toMatchObject({ published: 0, publishesInFlight: 0 });
+  });
+});
+
+describe('EventBus on a transport that offers deliveries as they arrive (receive)', () => {
+  /**
+   * A transport whose subscription is a DeliveryBuffer with `receive`, as the broker
+   * transports build theirs: `arrive()` pushes an event as the broker's callback would.
+   */
+  class ArrivalTransport extends TestTransport {
+    buffer: DeliveryBuffer<Delivery> | undefined;
+    receivers: (DeliveryReceiver | undefined)[] = [];
+    readonly settled: string[] = [];
+
+    override subscribe(pattern: string): Promise<TransportSubscription> {
+      const buffer = new DeliveryBuffer<Delivery>();
+      this.buffer = buffer;
+      return Promise.resolve({
+        pattern,
+        unsubscribe: () => {
+          buffer.end();
+          return Promise.resolve();
+        },
+        [Symbol.asyncIterator]: () => buffer,
+        tryNext: () => buffer.tryNext(),
+        receive: (receiver) => {
+          this.receivers.push(receiver);
+          buffer.receive(receiver);
+        },
+      });
+    }
+
+    /** Pushes an event with payload `n`; what the buffer's push returned. */
+    arrive(n: number): boolean {
+      const buffer = this.buffer as DeliveryBuffer<Delivery>;
+      const delivery: EventDelivery = {
+        kind: 'event',
+        event: createEvent('order.placed', n),
+        attempt: 1,
+        origin: 'order.placed',
+        ack: () => {
+          if (buffer.settled(delivery)) this.settled.push(`ack ${n}`);
+          return Promise.resolve();
+        },
+        nack: () => {
+          if (buffer.settled(delivery)) this.settled.push(`nack ${n}`);
+          return Promise.resolve();
+        },
+      };
+      return buffer.push(delivery);
+    }
+  }
+
+  it('runs the handler of an event that arrives with a slot free within the push, and acks it', async () => {
+    const transport = new ArrivalTransport();
+    const bus = makeBus({}, transport);
+    const handled: unknown[] = [];
+    await bus.subscribe('order.placed', (event) => {
+      handled.push(event.payload);
+    });
+    await settle();
+    expect(transport.arrive(1)).toBe(true);
+    expect(handled).toEqual([1]);
+    expect(transport.settled).toEqual(['ack 1']);
+    expect(transport.arrive(2)).toBe(true);
+    expect(handled).toEqual([1, 2]);
+    // Counted as handled once the ack's promise resolves.
+    await settle();
+    expect(bus.stats()).toMatchObject({ received: 2, handled: 2 });
+    await bus.close();
+  });
+
+  it('keeps arrival order and the concurrency limit while a handler is still running', async () => {
+    const transport = new ArrivalTransport();
+    const bus = makeBus({}, transport);
+    const first = gate();
+    const started: unknown[] = [];
+    let running = 0;
+    let mostRunning = 0;
+    await bus.subscribe(
+      'order.placed',
+      async (event) => {
+        started.push(event.payload);
+        running++;
+        mostRunning = Math.max(mostRunning, running);
+        if (event.payload === 1) await first.promise;
+        running--;
+      },
+      { concurrency: 1 },
+    );
+    await settle();
+    transport.arrive(1);
+    transport.arrive(2);
+    transport.arrive(3);
+    expect(started).toEqual([1]);
+    first.open();
+    await waitFor(() => transport.settled.length === 3);
+    expect(started).toEqual([1, 2, 3]);
+    expect(transport.settled).toEqual(['ack 1', 'ack 2', 'ack 3']);
+    expect(mostRunning).toBe(1);
+    // Caught up again: the next arrival is handled within the push.
+    transport.arrive(4);
+    expect(started).toEqual([1, 2, 3, 4]);
+    await bus.close();
+  });
+
+  it('takes nothing once the subscription stopped, and clears its receiver', async () => {
+    const transport = new ArrivalTransport();
+    const bus = makeBus({}, transport);
+    const handled: unknown[] = [];
+    const handle = await bus.subscribe('order.placed', (event) => {
+      handled.push(event.payload);
+    });
+    await settle();
+    await handle.unsubscribe();
+    expect(transport.arrive(1)).toBe(false);
+    expect(handled).toEqual([]);
+    expect(transport.receivers.at(-1)).toBeUndefined();
+    await bus.close();
   });
 });

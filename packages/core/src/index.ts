@@ -56,6 +56,7 @@ export type {
   StartPosition,
   NackOptions,
   Delivery,
+  DeliveryReceiver,
   EventDelivery,
   MalformedDelivery,
   DeadLetter,

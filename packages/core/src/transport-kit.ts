@@ -3,7 +3,11 @@
  * A transport imports from here and from `@watchtower/core`, never from deeper paths; what a
  * transport must do with these pieces is in docs/TRANSPORTS.md.
  */
-export { DeliveryBuffer, type DeliveryBufferOptions } from './transport-kit/delivery-buffer.js';
+export {
+  DeliveryBuffer,
+  type BufferReceiver,
+  type DeliveryBufferOptions,
+} from './transport-kit/delivery-buffer.js';
 export {
   SourceSubscription,
   DEFAULT_UNSUBSCRIBE_TIMEOUT_MS,

@@ -647,6 +647,7 @@ export class RabbitMQTransport implements Transport {
       {
         [Symbol.asyncIterator]: () => consumer.buffer,
         tryNext: () => consumer.buffer.tryNext(),
+        receive: (receiver) => consumer.buffer.receive(receiver),
         stop: () => this.#stopConsumer(consumer),
       },
       {

@@ -123,4 +123,74 @@ describe('DeliveryBuffer', () => {
     expect(returned).toBe(1);
     expect(buffer.ended).toBe(true);
   });
+
+  describe('receive', () => {
+    /** A receiver that takes while `open`, recording what it took (and what was handed out then). */
+    function receiver(buffer: DeliveryBuffer<string>) {
+      const state = { open: true, took: [] as string[], handedOutAtTake: [] as number[] };
+      buffer.receive({
+        ready: () => state.open,
+        take: (item) => {
+          state.took.push(item);
+          state.handedOutAtTake.push(buffer.handedOut);
+        },
+      });
+      return state;
+    }
+
+    it('hands an item to the receiver synchronously, as taken, while the consumer waits', async () => {
+      const buffer = new DeliveryBuffer<string>();
+      const state = receiver(buffer);
+      let resolved = false;
+      const waiting = buffer.next();
+      void waiting.then(() => (resolved = true));
+      expect(buffer.push('a')).toBe(true);
+      expect(state.took).toEqual(['a']);
+      expect(state.handedOutAtTake).toEqual([1]);
+      expect(buffer.settled('a')).toBe(true);
+      await Promise.resolve();
+      // next() goes on waiting: it gets the next item the receiver does not take.
+      expect(resolved).toBe(false);
+      state.open = false;
+      buffer.push('b');
+      await expect(waiting).resolves.toEqual({ value: 'b', done: false });
+      expect(state.took).toEqual(['a']);
+    });
+
+    it('gives the waiting consumer what the receiver is not ready for, and buffers what follows', async () => {
+      const buffer = new DeliveryBuffer<string>();
+      const state = receiver(buffer);
+      const waiting = buffer.next();
+      state.open = false;
+      buffer.push('a');
+      state.open = true;
+      // 'a' is on its way to the consumer: taking 'b' now would hand it out before 'a'.
+      buffer.push('b');
+      await expect(waiting).resolves.toEqual({ value: 'a', done: false });
+      expect(state.took).toEqual([]);
+      expect(buffer.tryNext()).toBe('b');
+    });
+
+    it('offers nothing while the consumer is not waiting', () => {
+      const buffer = new DeliveryBuffer<string>();
+      const state = receiver(buffer);
+      buffer.push('a');
+      expect(state.took).toEqual([]);
+      expect(buffer.size).toBe(1);
+    });
+
+    it('offers nothing once cleared, nor after end()', async () => {
+      const buffer = new DeliveryBuffer<string>();
+      const state = receiver(buffer);
+      const waiting = buffer.next();
+      buffer.receive(undefined);
+      buffer.push('a');
+      await expect(waiting).resolves.toEqual({ value: 'a', done: false });
+      receiver(buffer);
+      void buffer.next();
+      buffer.end();
+      expect(buffer.push('b')).toBe(false);
+      expect(state.took).toEqual([]);
+    });
+  });
 });

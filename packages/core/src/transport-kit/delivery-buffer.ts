@@ -11,6 +11,12 @@
 import { Fifo } from './fifo.js';
 import { OrderedSlots } from './ordered-slots.js';
 
+/** What takes deliveries as they arrive: the bus's consumer, in effect a `DeliveryReceiver`. */
+export interface BufferReceiver<T> {
+  ready(): boolean;
+  take(item: T): void;
+}
+
 /** Settings of a {@link DeliveryBuffer}. */
 export interface DeliveryBufferOptions<T> {
   /**
@@ -40,6 +46,8 @@ export class DeliveryBuffer<T> implements AsyncIterableIterator<T> {
   readonly #onReturn: (() => void) | undefined;
   #waiter: ((result: IteratorResult<T>) => void) | undefined;
   #waiterReject: ((error: unknown) => void) | undefined;
+  /** Offered what arrives while the consumer waits in `next()` (see {@link receive}). */
+  #receiver: BufferReceiver<T> | undefined;
   #ended = false;
   #failure: { error: unknown } | undefined;
   #idleWaiters: (() => void)[] = [];
@@ -73,6 +81,14 @@ export class DeliveryBuffer<T> implements AsyncIterableIterator<T> {
     if (this.#ended) return false;
     const waiter = this.#waiter;
     if (waiter !== undefined) {
+      // Only while the consumer waits: nothing is buffered then, nor on its way to it, so
+      // taking this one now keeps the order.
+      const receiver = this.#receiver;
+      if (receiver !== undefined && receiver.ready()) {
+        this.#take(item);
+        receiver.take(item);
+        return true;
+      }
       this.#waiter = undefined;
       this.#waiterReject = undefined;
       this.#take(item);
@@ -81,6 +97,15 @@ export class DeliveryBuffer<T> implements AsyncIterableIterator<T> {
     }
     this.#items.push(item);
     return true;
+  }
+
+  /**
+   * Sets (undefined: clears) what an arriving delivery is offered to, synchronously, while the
+   * consumer waits in `next()`: one it takes is handed out as if `next()` had returned it, and
+   * `next()` goes on waiting.
+   */
+  receive(receiver: BufferReceiver<T> | undefined): void {
+    this.#receiver = receiver;
   }
 
   /** A buffered delivery, handed out without waiting, or undefined. */

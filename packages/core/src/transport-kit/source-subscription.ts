@@ -4,7 +4,7 @@
  * idempotent and keeps its time limit whatever the broker does.
  */
 import type { Clock } from '../clock.js';
-import type { Delivery, TransportSubscription } from '../transport.js';
+import type { Delivery, DeliveryReceiver, TransportSubscription } from '../transport.js';
 import { TIMED_OUT, within } from './timing.js';
 
 /**
@@ -16,6 +16,8 @@ export const DEFAULT_UNSUBSCRIBE_TIMEOUT_MS = 5000;
 export interface DeliverySource extends AsyncIterable<Delivery> {
   /** A delivery already received, taken without waiting, or undefined. */
   tryNext?(): Delivery | undefined;
+  /** Offers arriving deliveries to `receiver` (see {@link TransportSubscription.receive}). */
+  receive?(receiver: DeliveryReceiver | undefined): void;
   /**
    * Stops delivery and ends iteration; hands back to the broker what was received and never
    * handed out. Deliveries already handed out may still be settled. Idempotent.
@@ -54,6 +56,11 @@ export class SourceSubscription implements TransportSubscription {
   /** A buffered delivery, taken without waiting, or undefined (also when the source has none). */
   tryNext(): Delivery | undefined {
     return this.#source.tryNext?.();
+  }
+
+  /** Offers arriving deliveries to `receiver`, where the source can (else nothing changes). */
+  receive(receiver: DeliveryReceiver | undefined): void {
+    this.#source.receive?.(receiver);
   }
 
   [Symbol.asyncIterator](): AsyncIterator<Delivery> {
