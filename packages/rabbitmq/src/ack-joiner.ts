@@ -15,6 +15,7 @@
  * must come after it (a nack, a cancel, the channel's close).
  */
 import type { Channel, Message } from 'amqplib';
+import { DirectAcks } from './direct-acks.js';
 
 /** Delivery tags kept before the settled head of the order is cut off. */
 const COMPACT_AT = 1024;
@@ -22,6 +23,7 @@ const COMPACT_AT = 1024;
 export class AckJoiner {
   readonly channel: Channel;
   readonly #onFrame: () => void;
+  readonly #direct: DirectAcks;
   /** Delivery tags in the order they arrived; those before `#head` are settled. */
   #order: number[] = [];
   #head = 0;
@@ -30,10 +32,11 @@ export class AckJoiner {
   /** The latest in-order ack not yet sent: its `multiple` ack settles it and all before it. */
   #joined: Message | undefined;
 
-  /** `onFrame`: called after each frame handed to amqplib (the connection's write cork). */
+  /** `onFrame`: called before each frame is sent (the connection's write cork). */
   constructor(channel: Channel, onFrame: () => void) {
     this.channel = channel;
     this.#onFrame = onFrame;
+    this.#direct = new DirectAcks(channel);
   }
 
   /** A message arrived on the channel: call before it is acked or nacked. */
@@ -49,16 +52,17 @@ export class AckJoiner {
       this.#joined = message;
       return;
     }
-    this.channel.ack(message);
     this.#onFrame();
+    if (!this.#direct.ack(tag, false)) this.channel.ack(message);
   }
 
   /** Nacks `message` at once (after any joined ack, which it must not be folded into). */
   nack(message: Message, requeue: boolean): void {
     this.flush();
-    this.#settle(message.fields.deliveryTag);
-    this.channel.nack(message, false, requeue);
+    const tag = message.fields.deliveryTag;
+    this.#settle(tag);
     this.#onFrame();
+    if (!this.#direct.nack(tag, requeue)) this.channel.nack(message, false, requeue);
   }
 
   /** Sends the joined ack now, if there is one. */
@@ -66,8 +70,8 @@ export class AckJoiner {
     const joined = this.#joined;
     if (joined === undefined) return;
     this.#joined = undefined;
-    this.channel.ack(joined, true);
     this.#onFrame();
+    if (!this.#direct.ack(joined.fields.deliveryTag, true)) this.channel.ack(joined, true);
   }
 
   readonly #flushJoined = (): void => {

@@ -92,6 +92,12 @@ export class AmqpMalformedDelivery extends DeliveryBase implements MalformedDeli
 
 export type AmqpDelivery = AmqpEventDelivery | AmqpMalformedDelivery;
 
+/** True when `record` has an own enumerable key. */
+export function hasKeys(record: Readonly<Record<string, unknown>>): boolean {
+  for (const key in record) if (Object.hasOwn(record, key)) return true;
+  return false;
+}
+
 /** The string-valued AMQP headers, as event headers for a body that carries none. */
 function stringHeaders(message: ConsumeMessage): Record<string, string> | undefined {
   const headers = message.properties.headers;
@@ -105,14 +111,16 @@ function stringHeaders(message: ConsumeMessage): Record<string, string> | undefi
 
 /**
  * Decodes `received`: its event, or the decode error (which carries the bytes). Never throws.
- * One object per delivery: no wrapper, and no headers callback for a message without headers.
+ * One object per delivery: no wrapper, and no headers callback for a message without headers
+ * (amqplib gives every consumed message a headers object, most often an empty one).
  */
 export function decodeReceived(received: Received): Event | SerializationError {
   const { message } = received;
+  const headers = message.properties.headers;
   try {
     return decodeEvent(
       message.content,
-      message.properties.headers === undefined ? undefined : () => stringHeaders(message),
+      headers === undefined || !hasKeys(headers) ? undefined : () => stringHeaders(message),
     );
   } catch (error) {
     return error instanceof SerializationError

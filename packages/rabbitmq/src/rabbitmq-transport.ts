@@ -61,6 +61,7 @@ import {
   AmqpMalformedDelivery,
   deadLetterMessage,
   decodeReceived,
+  hasKeys,
   readDeadLetter,
   type AmqpDelivery,
 } from './deliveries.js';
@@ -115,12 +116,6 @@ function infoFor(type: RabbitMQExchangeType): TransportInfo {
       reconnect: true,
     }),
   });
-}
-
-/** True when `record` has an own enumerable key. */
-function hasKeys(record: Readonly<Record<string, string>>): boolean {
-  for (const key in record) if (Object.hasOwn(record, key)) return true;
-  return false;
 }
 
 /** Where the connection is. */

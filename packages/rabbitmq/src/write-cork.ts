@@ -15,6 +15,10 @@
  * (measured at prefetch 1: about 7 µs of CPU per event, and a slower consumer). The socket is
  * corked from the second frame of a turn, which is still before the multiplexer writes the
  * first.
+ *
+ * A consumer's acks and nacks do not go through the multiplexer (`DirectAcks` writes
+ * them to the socket itself): `hold` is called before such a write, so a second frame of the
+ * turn is corked with the others.
  */
 import type { ChannelModel } from 'amqplib';
 
@@ -41,7 +45,8 @@ export class WriteCork {
   }
 
   /**
-   * Call right after handing a frame to amqplib. Its multiplexer writes at a `setImmediate`
+   * Call right after handing a frame to amqplib, or right before writing one to the socket
+   * directly. amqplib's multiplexer writes at a `setImmediate`
    * scheduled from a `process.nextTick` (the channel buffer's `readable` event); the release
    * is scheduled the same way, later, so it runs just after those writes.
    */
