@@ -19,17 +19,7 @@
  * does not look as this expects: the caller then sends through amqplib as before.
  */
 import type { Channel } from 'amqplib';
-
-/** The parts of amqplib's channel and connection this uses (amqplib 0.10 to 2.x). */
-interface ChannelInternals {
-  readonly ch: number;
-  readonly connection: ConnectionInternals;
-}
-interface ConnectionInternals {
-  readonly stream: { readonly writable: boolean; write(bytes: Buffer): boolean };
-  readonly channels: readonly ({ readonly channel: unknown } | null | undefined)[];
-  sentSinceLastCheck: boolean;
-}
+import { channelInternals, isOpen, type ChannelInternals } from './amqplib-internals.js';
 
 /** Frame type METHOD, class basic (60), methods ack (80) and nack (120); frame end. */
 const FRAME_METHOD = 1;
@@ -47,7 +37,7 @@ export class DirectAcks {
 
   constructor(channel: Channel) {
     this.#channel = channel;
-    this.#internals = internalsOf(channel);
+    this.#internals = channelInternals(channel);
   }
 
   /** Writes `basic.ack` of `tag`; false when it cannot be written here. */
@@ -77,32 +67,4 @@ export class DirectAcks {
     connection.stream.write(frame);
     return true;
   }
-}
-
-/**
- * Open as amqplib sees it: the connection still has the channel, and neither is closing
- * (amqplib then replaces their send methods with ones that throw, as own properties).
- */
-function isOpen(channel: Channel, { ch, connection }: ChannelInternals): boolean {
-  return (
-    connection.channels[ch]?.channel === channel &&
-    !Object.hasOwn(channel, 'sendImmediately') &&
-    !Object.hasOwn(connection, 'sendMethod') &&
-    connection.stream.writable
-  );
-}
-
-function internalsOf(channel: Channel): ChannelInternals | undefined {
-  const candidate = channel as unknown as Partial<ChannelInternals>;
-  const connection = candidate.connection as Partial<ConnectionInternals> | undefined;
-  if (
-    typeof candidate.ch !== 'number' ||
-    connection === undefined ||
-    !Array.isArray(connection.channels) ||
-    typeof connection.stream?.write !== 'function' ||
-    typeof connection.sentSinceLastCheck !== 'boolean'
-  ) {
-    return undefined;
-  }
-  return candidate as ChannelInternals;
 }

@@ -42,6 +42,7 @@ import {
 } from '@watchtower/core';
 import { Fifo, OrderedSlots, abortError } from '@watchtower/core/transport-kit';
 import type { ConfirmChannel, Message, Options } from 'amqplib';
+import { DirectPublish } from './direct-publish.js';
 import type { WriteCork } from './write-cork.js';
 
 /** One message to publish. */
@@ -141,7 +142,10 @@ class Sending {
   nacksInRow = 0;
   closed = false;
   retireTimer: TimerHandle | undefined = undefined;
-  constructor(readonly channel: ConfirmChannel) {}
+  readonly direct: DirectPublish;
+  constructor(readonly channel: ConfirmChannel) {
+    this.direct = new DirectPublish(channel);
+  }
 }
 
 /** Publishes, sent and waiting, over one confirm channel at a time. */
@@ -221,13 +225,17 @@ export class Publisher {
       if (this.#current === sending || this.#retiring.has(sending))
         this.#onReturn(sending, message);
     });
-    channel.on('drain', () => {
+    const drained = (): void => {
       if (this.#current !== sending) return;
       this.#writable = true;
       this.#pump();
-    });
+    };
+    channel.on('drain', drained);
+    // Publishes written past amqplib fill the socket, not the channel's stream.
+    const stopDrain = sending.direct.onDrain(drained);
     // A replaced channel that closes before it has confirmed everything.
     channel.on('close', () => {
+      stopDrain();
       sending.closed = true;
       this.#closeRetired(sending);
     });
@@ -312,13 +320,20 @@ export class Publisher {
     sending.unconfirmed.add(entry);
     try {
       const { message } = entry;
-      this.#writable = sending.channel.publish(
-        message.exchange,
-        message.routingKey,
-        message.content,
-        message.options,
-      );
       this.#cork?.hold();
+      this.#writable =
+        sending.direct.publish(
+          message.exchange,
+          message.routingKey,
+          message.content,
+          message.options,
+        ) ??
+        sending.channel.publish(
+          message.exchange,
+          message.routingKey,
+          message.content,
+          message.options,
+        );
     } catch {
       // The channel closed under us (its close event follows and detaches): sent again then.
       this.#writable = false;

@@ -16,9 +16,9 @@
  * corked from the second frame of a turn, which is still before the multiplexer writes the
  * first.
  *
- * A consumer's acks and nacks do not go through the multiplexer (`DirectAcks` writes
- * them to the socket itself): `hold` is called before such a write, so a second frame of the
- * turn is corked with the others.
+ * A consumer's acks and nacks and a channel's publishes mostly do not go through the
+ * multiplexer (`DirectAcks` and `DirectPublish` write them to the socket themselves): `hold`
+ * is called before such a write, so a second frame of the turn is corked with the others.
  */
 import type { ChannelModel } from 'amqplib';
 
