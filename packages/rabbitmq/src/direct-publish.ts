@@ -74,6 +74,8 @@ export class DirectPublish {
   readonly #internals: ChannelInternals | undefined;
   /** Set when publishes can also be encoded here, not only by amqplib. */
   readonly #encodable: PublishInternals | undefined;
+  /** The method frame of the last publish encoded here, and what it was written for. */
+  #method: { exchange: string; routingKey: string; mandatory: boolean; frame: Buffer } | undefined;
 
   constructor(channel: ConfirmChannel) {
     this.#channel = channel;
@@ -145,6 +147,44 @@ export class DirectPublish {
   }
 
   /**
+   * The `basic.publish` frame for `exchange` and `routingKey`: kept from the last publish when
+   * it went to the same (a stream of one type, as a publisher mostly sends), else written
+   * anew; undefined when a name is longer than a short string, for amqplib to refuse.
+   */
+  #methodFrame(
+    ch: number,
+    exchange: string,
+    routingKey: string,
+    mandatory: boolean,
+  ): Buffer | undefined {
+    const last = this.#method;
+    if (
+      last !== undefined &&
+      last.routingKey === routingKey &&
+      last.exchange === exchange &&
+      last.mandatory === mandatory
+    ) {
+      return last.frame;
+    }
+    const exchangeLength = shortLength(exchange);
+    const routingKeyLength = shortLength(routingKey);
+    if (exchangeLength < 0 || routingKeyLength < 0) return undefined;
+    const payload = 4 + 2 + 1 + exchangeLength + 1 + routingKeyLength + 1;
+    // Its own memory, not a slice of Node's pool: it is kept.
+    const frame = Buffer.alloc(payload + FRAME_OVERHEAD);
+    // basic.publish: reserved short 0, exchange, routing key, bits (mandatory; immediate off).
+    let at = frameStart(frame, 0, FRAME_METHOD, ch, payload);
+    at = u32(frame, at, BASIC_PUBLISH);
+    at = u16(frame, at, 0);
+    at = writeShort(frame, at, exchange, exchangeLength);
+    at = writeShort(frame, at, routingKey, routingKeyLength);
+    frame[at++] = mandatory ? 1 : 0;
+    frame[at] = FRAME_END;
+    this.#method = { exchange, routingKey, mandatory, frame };
+    return frame;
+  }
+
+  /**
    * The frames of a publish with only the options this encodes, as amqplib lays them out
    * (method, content header with a headers table always present, one body frame); undefined
    * for any other publish, or a body longer than a frame, for amqplib to encode.
@@ -163,26 +203,19 @@ export class DirectPublish {
     // A table is always written, as amqplib writes it: an empty one is its size field alone.
     const headersSize = headers === undefined ? 4 : tableSize(headers);
     if (headersSize < 0) return undefined;
-    const exchangeLength = shortLength(exchange);
-    const routingKeyLength = shortLength(routingKey);
+    const method = this.#methodFrame(ch, exchange, routingKey, Boolean(options.mandatory));
+    if (method === undefined) return undefined;
     const { contentType, messageId } = options;
     const expiration = options.expiration === undefined ? undefined : String(options.expiration);
     const contentTypeLength = contentType === undefined ? 0 : shortLength(contentType);
     const messageIdLength = messageId === undefined ? 0 : shortLength(messageId);
     const expirationLength = expiration === undefined ? 0 : shortLength(expiration);
-    if (
-      exchangeLength < 0 ||
-      routingKeyLength < 0 ||
-      contentTypeLength < 0 ||
-      messageIdLength < 0 ||
-      expirationLength < 0
-    ) {
+    if (contentTypeLength < 0 || messageIdLength < 0 || expirationLength < 0) {
       return undefined;
     }
     const deliveryMode = deliveryModeOf(options);
     if (deliveryMode !== undefined && deliveryMode !== 1 && deliveryMode !== 2) return undefined;
 
-    const methodPayload = 4 + 2 + 1 + exchangeLength + 1 + routingKeyLength + 1;
     let propertiesSize = headersSize;
     if (contentType !== undefined) propertiesSize += 1 + contentTypeLength;
     if (deliveryMode !== undefined) propertiesSize += 1;
@@ -190,31 +223,22 @@ export class DirectPublish {
     if (messageId !== undefined) propertiesSize += 1 + messageIdLength;
     const headerPayload = 4 + 8 + 2 + propertiesSize;
     const bodyFrame = content.length > 0 ? content.length + FRAME_OVERHEAD : 0;
-    const bytes = Buffer.allocUnsafe(
-      methodPayload + FRAME_OVERHEAD + headerPayload + FRAME_OVERHEAD + bodyFrame,
-    );
-
-    // basic.publish: reserved short 0, exchange, routing key, bits (mandatory; immediate off).
-    let at = frameStart(bytes, 0, FRAME_METHOD, ch, methodPayload);
-    at = bytes.writeUInt32BE(BASIC_PUBLISH, at);
-    at = bytes.writeUInt16BE(0, at);
-    at = writeShort(bytes, at, exchange, exchangeLength);
-    at = writeShort(bytes, at, routingKey, routingKeyLength);
-    bytes[at++] = options.mandatory ? 1 : 0;
-    bytes[at++] = FRAME_END;
+    const bytes = Buffer.allocUnsafe(method.length + headerPayload + FRAME_OVERHEAD + bodyFrame);
+    bytes.set(method, 0);
+    let at = method.length;
 
     // Content header: class, weight, body size (64 bits), property flags, then the properties
     // in flag order: content type, headers, delivery mode, expiration, message id.
     at = frameStart(bytes, at, FRAME_HEADER, ch, headerPayload);
-    at = bytes.writeUInt32BE(BASIC_CLASS_AND_WEIGHT, at);
-    at = bytes.writeUInt32BE(Math.floor(content.length / TWO_TO_32), at);
-    at = bytes.writeUInt32BE(content.length >>> 0, at);
+    at = u32(bytes, at, BASIC_CLASS_AND_WEIGHT);
+    at = u32(bytes, at, Math.floor(content.length / TWO_TO_32));
+    at = u32(bytes, at, content.length >>> 0);
     let flags = FLAG_HEADERS;
     if (contentType !== undefined) flags |= FLAG_CONTENT_TYPE;
     if (deliveryMode !== undefined) flags |= FLAG_DELIVERY_MODE;
     if (expiration !== undefined) flags |= FLAG_EXPIRATION;
     if (messageId !== undefined) flags |= FLAG_MESSAGE_ID;
-    at = bytes.writeUInt16BE(flags, at);
+    at = u16(bytes, at, flags);
     if (contentType !== undefined) at = writeShort(bytes, at, contentType, contentTypeLength);
     at = writeTable(bytes, at, headers, headersSize);
     if (deliveryMode !== undefined) bytes[at++] = deliveryMode;
@@ -301,15 +325,15 @@ function writeTable(
   headers: Record<string, unknown> | undefined,
   size: number,
 ): number {
-  if (headers === undefined) return bytes.writeUInt32BE(0, at);
-  at = bytes.writeUInt32BE(size - 4, at);
+  if (headers === undefined) return u32(bytes, at, 0);
+  at = u32(bytes, at, size - 4);
   for (const key in headers) {
     const value = headers[key];
     if (typeof value !== 'string') continue;
     at = writeShort(bytes, at, key, byteLength(key));
     bytes[at++] = 0x53; // 'S': a long string
     const length = byteLength(value);
-    at = bytes.writeUInt32BE(length, at);
+    at = u32(bytes, at, length);
     at += bytes.write(value, at, length, 'utf8');
   }
   return at;
@@ -323,11 +347,33 @@ function frameStart(
   size: number,
 ): number {
   bytes[at] = type;
-  bytes.writeUInt16BE(channel, at + 1);
-  return bytes.writeUInt32BE(size, at + 3);
+  u16(bytes, at + 1, channel);
+  return u32(bytes, at + 3, size);
 }
 
+/**
+ * A short string: its length octet, then its bytes. ASCII (a UTF-8 length equal to the string's
+ * length) is copied a character at a time, cheaper for names and ids than `Buffer.write`.
+ */
 function writeShort(bytes: Buffer, at: number, value: string, length: number): number {
   bytes[at++] = length;
-  return at + bytes.write(value, at, length, 'utf8');
+  if (length !== value.length) return at + bytes.write(value, at, length, 'utf8');
+  for (let i = 0; i < length; i++) bytes[at + i] = value.charCodeAt(i);
+  return at + length;
+}
+
+/** Writes `value` as 16 bits, big-endian, at `at`; returns the offset after it. */
+function u16(bytes: Buffer, at: number, value: number): number {
+  bytes[at] = value >>> 8;
+  bytes[at + 1] = value;
+  return at + 2;
+}
+
+/** Writes `value` (0 to 2^32 - 1) as 32 bits, big-endian, at `at`; returns the offset after it. */
+function u32(bytes: Buffer, at: number, value: number): number {
+  bytes[at] = value >>> 24;
+  bytes[at + 1] = value >>> 16;
+  bytes[at + 2] = value >>> 8;
+  bytes[at + 3] = value;
+  return at + 4;
 }

@@ -101,9 +101,50 @@ describe('publishes written straight to the socket, on the real broker', () => {
       });
       await waitFor(() => received.length === sent);
       for (let i = 0; i < sent; i += 2) {
-        const [viaAmqplib, direct] = [received[i], received[i + 1]] as ConsumeMessage[];
+        const viaAmqplib = received[i] as ConsumeMessage;
+        const direct = received[i + 1] as ConsumeMessage;
         expect(seen(direct), CASES[i / 2]?.name).toEqual(seen(viaAmqplib));
       }
+    } finally {
+      await connection.close();
+    }
+  });
+
+  it('routes each publish by its own exchange, key and mandatory flag, one after another', async () => {
+    const connection = await rawConnection();
+    try {
+      const channel = await connection.createConfirmChannel();
+      const exchange = uniqueName('direct-publish-keys');
+      const queue = `${exchange}.q`;
+      await channel.assertExchange(exchange, 'direct', { autoDelete: true });
+      await channel.assertQueue(queue, { exclusive: true });
+      await channel.bindQueue(queue, exchange, 'a');
+      await channel.bindQueue(queue, exchange, 'b');
+      const returned: string[] = [];
+      channel.on('return', (message: ConsumeMessage) => returned.push(message.content.toString()));
+      const direct = new DirectPublish(channel);
+      const sends: [string, string, boolean][] = [
+        [exchange, 'a', false],
+        [exchange, 'a', false],
+        [exchange, 'nowhere', true],
+        [exchange, 'nowhere', false],
+        [exchange, 'b', false],
+        ['', queue, false],
+        [exchange, 'a', true],
+      ];
+      sends.forEach(([to, key, mandatory], n) => {
+        expect(direct.publish(to, key, Buffer.from(String(n)), { mandatory })).toBe(true);
+      });
+      await channel.waitForConfirms();
+      const received: string[] = [];
+      await channel.consume(queue, (message) => {
+        if (message !== null)
+          received.push(`${message.content.toString()}:${message.fields.routingKey}`);
+      });
+      await waitFor(() => received.length === 5);
+      expect(received).toEqual(['0:a', '1:a', '4:b', `5:${queue}`, '6:a']);
+      // Only the unroutable publish that asked for it came back.
+      expect(returned).toEqual(['2']);
     } finally {
       await connection.close();
     }
