@@ -89,9 +89,16 @@ describe('DirectPublish', () => {
       new DirectPublish(closing.channel).publish('', 'q', Buffer.from('a'), {}),
     ).toBeUndefined();
 
+    // A socket whose buffer cannot be read: a full one would never be seen to drain.
+    const unreadable = amqplibLike(1);
+    Object.assign(unreadable.socket, { writableLength: undefined });
+    expect(
+      new DirectPublish(unreadable.channel).publish('', 'q', Buffer.from('a'), {}),
+    ).toBeUndefined();
+
     const other = new DirectPublish({ publish: () => true } as unknown as ConfirmChannel);
     expect(other.publish('', 'q', Buffer.from('a'), {})).toBeUndefined();
-    for (const { written, confirms } of [waiting, closing]) {
+    for (const { written, confirms } of [waiting, closing, unreadable]) {
       expect(written).toEqual([]);
       expect(confirms).toEqual([]);
     }

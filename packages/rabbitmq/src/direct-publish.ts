@@ -79,7 +79,14 @@ export class DirectPublish {
 
   constructor(channel: ConfirmChannel) {
     this.#channel = channel;
-    this.#internals = channelInternals(channel);
+    const internals = channelInternals(channel);
+    // Backpressure is read from the socket's buffer and ends on its `drain`: without those,
+    // a full socket would stop publishing for good, so nothing is written here.
+    const socket = internals?.connection.stream;
+    this.#internals =
+      typeof socket?.writableLength === 'number' && typeof socket.on === 'function'
+        ? internals
+        : undefined;
     const candidate = this.#internals as Partial<PublishInternals> | undefined;
     this.#encodable =
       typeof candidate?.pushConfirmCallback === 'function' &&
@@ -121,7 +128,7 @@ export class DirectPublish {
   /** Calls `listener` on each `drain` of the socket; returns a function that stops that. */
   onDrain(listener: () => void): () => void {
     const socket = this.#internals?.connection.stream;
-    if (socket === undefined || typeof socket.on !== 'function') return () => undefined;
+    if (socket === undefined) return () => undefined;
     socket.on('drain', listener);
     return () => socket.off('drain', listener);
   }
